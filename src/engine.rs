@@ -1,0 +1,560 @@
+//! The keepalive prober as a pure state machine.
+//!
+//! It never reads a clock or a socket: the caller passes `now` (time since any fixed origin),
+//! decoded packets and what the kernel says about the connection, and takes actions out
+//! (`poll`), sleeping until `poll_at` or the next packet. The same engine drives `probe`,
+//! `sweep` and `watch`.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::flow::Flow;
+use crate::seq::SeqNumber;
+use crate::wire::{self, IpMeta, Packet, ProbeRepr, Segment, Timestamps};
+
+/// How long to wait for the local socket's challenge ACK before injecting again. Linux sends at
+/// most one per `tcp_invalid_ratelimit` (500 ms) per socket, so a retry sooner would be wasted.
+pub const LEARN_RETRY: Duration = Duration::from_millis(600);
+/// Injections before giving up on learning the numbers.
+pub const LEARN_TRIES: u8 = 3;
+/// Linux answers at most one out-of-window segment per this long per socket.
+pub const PEER_RATELIMIT: Duration = Duration::from_millis(500);
+
+/// The keepalive knobs, named after the sysctls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Idle time before the first probe.
+    pub time: Duration,
+    /// Time between unanswered probes, and the wait after the last one.
+    pub intvl: Duration,
+    /// Unanswered probes before `dead`.
+    pub probes: u8,
+}
+
+impl Timing {
+    /// A warning for settings that work against the peer's rate limit.
+    pub fn warning(&self) -> Option<String> {
+        (self.intvl < PEER_RATELIMIT && self.probes > 1).then(|| {
+            format!(
+                "--intvl {} is below 500ms: the peer answers at most one probe per \
+                 net.ipv4.tcp_invalid_ratelimit (500ms by default)",
+                humantime::format_duration(self.intvl)
+            )
+        })
+    }
+
+    /// When a dead peer is declared, counted from the moment the connection fell idle.
+    pub fn detection_time(&self) -> Duration {
+        self.time + self.intvl * u32::from(self.probes)
+    }
+}
+
+/// How the connection's sequence numbers are learned (SPEC "Sequence numbers").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeqSource {
+    /// A SYN injected into the local stack makes the local socket send a challenge ACK.
+    Local,
+    /// Out-of-window probes with a random ACK nonce; the peer's answer tells the numbers.
+    Peer,
+    /// Wait for a segment of the connection on the wire.
+    Sniff,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub flow: Flow,
+    pub timing: Timing,
+    pub source: SeqSource,
+    pub garbage_octet: bool,
+}
+
+/// What the kernel says about the connection (sock_diag and `tcp_info`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnView {
+    /// Since the last segment received, as the kernel's keepalive counts it.
+    pub idle: Duration,
+    /// Unacknowledged data in flight or a non-empty send queue.
+    pub busy: bool,
+    /// Bytes acked and bytes received: when they move, learned numbers are stale.
+    pub progress: (u64, u64),
+}
+
+/// The connection's numbers as the local kernel announced them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Numbers {
+    pub snd_nxt: SeqNumber,
+    pub rcv_nxt: SeqNumber,
+    pub window: u16,
+    pub ts: Option<Timestamps>,
+    pub ip: IpMeta,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictKind {
+    Alive,
+    Reset,
+    Unreachable,
+    Dead,
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Alive => "alive",
+            VerdictKind::Reset => "reset",
+            VerdictKind::Unreachable => "unreachable",
+            VerdictKind::Dead => "dead",
+        }
+    }
+
+    /// SPEC exit status.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            VerdictKind::Alive => 0,
+            VerdictKind::Dead => 1,
+            VerdictKind::Reset => 3,
+            VerdictKind::Unreachable => 4,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpInfo {
+    pub icmp_type: u8,
+    pub code: u8,
+    pub from: IpAddr,
+    pub name: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub kind: VerdictKind,
+    pub probes_sent: u8,
+    /// From the last probe sent to the answer.
+    pub rtt: Option<Duration>,
+    /// From the engine's start to the verdict.
+    pub elapsed: Duration,
+    pub icmp: Option<IcmpInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Verdict(Verdict),
+    /// The connection is no longer established.
+    Closed,
+    /// The sequence numbers could not be learned.
+    LearnFailed,
+}
+
+/// Things worth a line at `-v`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    Learned(Numbers),
+    Waiting { idle: Duration, until: Duration },
+    Busy,
+    /// An answer that did not prove it saw a probe: a forgery or a stale segment.
+    Ignored(&'static str),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Ask the kernel about the connection, then call `on_connection`.
+    QueryConnection,
+    /// Send this SYN into the local stack (spoofed from the peer; it never leaves the host).
+    InjectSyn(ProbeRepr),
+    /// Send this probe toward the peer.
+    Send { probe: ProbeRepr, index: u8 },
+    Note(Note),
+    Finish(Outcome),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Waiting { at: Duration },
+    Checking,
+    Learning { syn: ProbeRepr, syn_seen: bool, inject_pending: bool, deadline: Duration, tries: u8 },
+    Sniffing { deadline: Duration },
+    SendNow,
+    Awaiting { until: Duration },
+    Done,
+}
+
+pub struct Engine {
+    cfg: Config,
+    start: Duration,
+    phase: Phase,
+    numbers: Option<Numbers>,
+    progress_at_learn: Option<(u64, u64)>,
+    last_progress: (u64, u64),
+    stale: bool,
+    probes_sent: u8,
+    last_probe_at: Option<Duration>,
+    /// (seq, ack) of every probe sent: to match ICMP quotes and RST numbers, and to tell our
+    /// own probes from the local kernel's segments on the capture.
+    sent: Vec<(SeqNumber, SeqNumber)>,
+    notes: VecDeque<Note>,
+    pending_finish: Option<Outcome>,
+    ignored: u64,
+    rng: u64,
+}
+
+impl Engine {
+    /// `now` is the current time; `seed` feeds the random SYN sequence numbers and nonces.
+    pub fn new(cfg: Config, now: Duration, seed: u64) -> Engine {
+        Engine {
+            cfg,
+            start: now,
+            phase: Phase::Waiting { at: now },
+            numbers: None,
+            progress_at_learn: None,
+            last_progress: (0, 0),
+            stale: false,
+            probes_sent: 0,
+            last_probe_at: None,
+            sent: Vec::new(),
+            notes: VecDeque::new(),
+            pending_finish: None,
+            ignored: 0,
+            rng: seed | 1,
+        }
+    }
+
+    pub fn flow(&self) -> Flow {
+        self.cfg.flow
+    }
+
+    pub fn probes_sent(&self) -> u8 {
+        self.probes_sent
+    }
+
+    /// Answers dropped because they did not prove they saw a probe.
+    pub fn ignored(&self) -> u64 {
+        self.ignored
+    }
+
+    pub fn numbers(&self) -> Option<Numbers> {
+        self.numbers
+    }
+
+    /// True once the outcome has been handed out by `poll`.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done && self.pending_finish.is_none()
+    }
+
+    fn random(&mut self) -> u32 {
+        // xorshift64*: enough to make sequence numbers and nonces unguessable to a blind
+        // forger when seeded from the OS; deterministic in tests.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+
+    /// When `poll` next has something to do; `None` while waiting on `on_connection` or done.
+    pub fn poll_at(&self) -> Option<Duration> {
+        if !self.notes.is_empty() || self.pending_finish.is_some() {
+            return Some(Duration::ZERO);
+        }
+        match self.phase {
+            Phase::Waiting { at } => Some(at),
+            Phase::Learning { inject_pending: true, .. } | Phase::SendNow => Some(Duration::ZERO),
+            Phase::Learning { deadline, .. } | Phase::Sniffing { deadline } => Some(deadline),
+            Phase::Awaiting { until } => Some(until),
+            Phase::Checking | Phase::Done => None,
+        }
+    }
+
+    /// The next action due at `now`, if any. Call until it returns `None`.
+    pub fn poll(&mut self, now: Duration) -> Option<Action> {
+        if let Some(note) = self.notes.pop_front() {
+            return Some(Action::Note(note));
+        }
+        if let Some(outcome) = self.pending_finish.take() {
+            return Some(Action::Finish(outcome));
+        }
+        match self.phase {
+            Phase::Done | Phase::Checking => None,
+            Phase::Waiting { at } if now >= at => {
+                self.phase = Phase::Checking;
+                Some(Action::QueryConnection)
+            }
+            Phase::Waiting { .. } => None,
+            Phase::Learning { syn, inject_pending: true, syn_seen, deadline, tries } => {
+                self.phase = Phase::Learning { syn, inject_pending: false, syn_seen, deadline, tries };
+                Some(Action::InjectSyn(syn))
+            }
+            Phase::Learning { deadline, tries, .. } if now >= deadline => {
+                if tries >= LEARN_TRIES {
+                    return Some(self.finish(Outcome::LearnFailed));
+                }
+                self.start_learning(now, tries + 1);
+                self.poll(now)
+            }
+            Phase::Learning { .. } => None,
+            Phase::Sniffing { deadline } if now >= deadline => Some(self.finish(Outcome::LearnFailed)),
+            Phase::Sniffing { .. } => None,
+            Phase::SendNow => {
+                let probe = self.build_probe();
+                self.probes_sent = self.probes_sent.saturating_add(1);
+                self.sent.push((probe.seq, probe.ack));
+                self.last_probe_at = Some(now);
+                self.phase = Phase::Awaiting { until: now + self.cfg.timing.intvl };
+                Some(Action::Send { probe, index: self.probes_sent })
+            }
+            Phase::Awaiting { until } if now >= until => {
+                if self.probes_sent >= self.cfg.timing.probes {
+                    let v = self.verdict(now, VerdictKind::Dead, None);
+                    Some(self.finish(Outcome::Verdict(v)))
+                } else {
+                    self.phase = Phase::Checking;
+                    Some(Action::QueryConnection)
+                }
+            }
+            Phase::Awaiting { .. } => None,
+        }
+    }
+
+    /// The kernel's answer to `QueryConnection`: `None` when the connection is no longer
+    /// established.
+    pub fn on_connection(&mut self, now: Duration, view: Option<ConnView>) {
+        if self.phase != Phase::Checking {
+            return;
+        }
+        let Some(view) = view else {
+            self.phase = Phase::Done;
+            self.pending_finish = Some(Outcome::Closed);
+            return;
+        };
+        self.last_progress = view.progress;
+        let t = self.cfg.timing;
+        if self.probes_sent == 0 && view.idle < t.time {
+            let until = now + (t.time - view.idle);
+            self.phase = Phase::Waiting { at: until };
+            self.notes.push_back(Note::Waiting { idle: view.idle, until });
+            return;
+        }
+        if view.busy {
+            self.phase = Phase::Waiting { at: now + t.intvl };
+            self.notes.push_back(Note::Busy);
+            return;
+        }
+        let moved = self.progress_at_learn.is_some_and(|p| p != view.progress);
+        if self.cfg.source != SeqSource::Peer && (self.numbers.is_none() || moved || self.stale) {
+            self.stale = false;
+            match self.cfg.source {
+                SeqSource::Sniff => {
+                    self.phase = Phase::Sniffing { deadline: now + t.intvl * u32::from(t.probes) };
+                }
+                _ => self.start_learning(now, 1),
+            }
+        } else {
+            self.phase = Phase::SendNow;
+        }
+    }
+
+    fn start_learning(&mut self, now: Duration, tries: u8) {
+        let flow = self.cfg.flow;
+        let syn = ProbeRepr {
+            src: flow.remote,
+            dst: flow.local,
+            seq: SeqNumber(self.random()),
+            ack: SeqNumber(0),
+            flags: wire::SYN,
+            window: 64240,
+            ts: None,
+            payload: None,
+            ip: IpMeta::default(),
+        };
+        self.phase = Phase::Learning {
+            syn,
+            syn_seen: false,
+            inject_pending: true,
+            deadline: now + LEARN_RETRY,
+            tries,
+        };
+    }
+
+    fn build_probe(&mut self) -> ProbeRepr {
+        let flow = self.cfg.flow;
+        match (self.cfg.source, self.numbers) {
+            (SeqSource::Peer, _) | (_, None) => ProbeRepr {
+                src: flow.local,
+                dst: flow.remote,
+                seq: SeqNumber(self.random()),
+                ack: SeqNumber(self.random()),
+                flags: wire::ACK,
+                window: 1024,
+                ts: None,
+                payload: None,
+                ip: IpMeta::default(),
+            },
+            (_, Some(n)) => ProbeRepr {
+                src: flow.local,
+                dst: flow.remote,
+                seq: n.snd_nxt - 1,
+                ack: n.rcv_nxt,
+                flags: wire::ACK,
+                window: n.window,
+                ts: n.ts,
+                payload: self.cfg.garbage_octet.then_some(0),
+                ip: n.ip,
+            },
+        }
+    }
+
+    fn verdict(&self, now: Duration, kind: VerdictKind, icmp: Option<IcmpInfo>) -> Verdict {
+        Verdict {
+            kind,
+            probes_sent: self.probes_sent,
+            rtt: match kind {
+                VerdictKind::Dead => None,
+                _ => self.last_probe_at.map(|t| now.saturating_sub(t)),
+            },
+            elapsed: now.saturating_sub(self.start),
+            icmp,
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) -> Action {
+        self.phase = Phase::Done;
+        Action::Finish(outcome)
+    }
+
+    fn ignore(&mut self, why: &'static str) {
+        self.ignored += 1;
+        self.notes.push_back(Note::Ignored(why));
+    }
+
+    /// A decoded packet from the capture.
+    pub fn on_packet(&mut self, now: Duration, packet: &Packet) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        match packet {
+            Packet::Tcp(seg) => self.on_segment(now, seg),
+            Packet::Icmp(err) => {
+                let flow = self.cfg.flow;
+                if err.to != flow.local.ip() || err.quoted_src != flow.local || err.quoted_dst != flow.remote {
+                    return;
+                }
+                if !self.sent.iter().any(|(seq, _)| *seq == err.quoted_seq) {
+                    self.ignore("ICMP error quoting a segment that is not a probe");
+                    return;
+                }
+                let info = IcmpInfo { icmp_type: err.icmp_type, code: err.code, from: err.from, name: err.name() };
+                let v = self.verdict(now, VerdictKind::Unreachable, Some(info));
+                self.conclude(v);
+            }
+        }
+    }
+
+    fn conclude(&mut self, v: Verdict) {
+        self.phase = Phase::Done;
+        self.pending_finish = Some(Outcome::Verdict(v));
+    }
+
+    fn on_segment(&mut self, now: Duration, seg: &Segment) {
+        let flow = self.cfg.flow;
+        let outgoing = seg.src == flow.local && seg.dst == flow.remote;
+        let incoming = seg.src == flow.remote && seg.dst == flow.local;
+        if !outgoing && !incoming {
+            return;
+        }
+        let ours = self.sent.iter().any(|&(s, a)| s == seg.seq && a == seg.ack);
+        if incoming && seg.has(wire::SYN) {
+            if let Phase::Learning { syn, syn_seen: false, inject_pending, deadline, tries } = self.phase {
+                if seg.seq == syn.seq && !seg.has(wire::ACK) {
+                    self.phase = Phase::Learning { syn, syn_seen: true, inject_pending, deadline, tries };
+                }
+            }
+            return;
+        }
+        let plain = !seg.has(wire::SYN) && !seg.has(wire::RST) && seg.has(wire::ACK);
+        if outgoing {
+            let learn = match self.phase {
+                Phase::Learning { syn_seen: true, .. } => plain && !seg.has(wire::FIN) && seg.payload_len == 0,
+                Phase::Sniffing { .. } => plain,
+                _ => false,
+            };
+            if learn && !ours {
+                let fin = u32::from(seg.has(wire::FIN));
+                self.learned(Numbers {
+                    snd_nxt: seg.seq + seg.payload_len as u32 + fin,
+                    rcv_nxt: seg.ack,
+                    window: seg.window,
+                    ts: seg.ts,
+                    ip: seg.ip,
+                });
+            }
+            return;
+        }
+        // Incoming, from the peer's side of the 4-tuple.
+        if let Phase::Sniffing { .. } = self.phase {
+            if plain {
+                let fin = u32::from(seg.has(wire::FIN));
+                self.learned(Numbers {
+                    snd_nxt: seg.ack,
+                    rcv_nxt: seg.seq + seg.payload_len as u32 + fin,
+                    window: 0,
+                    ts: None,
+                    ip: IpMeta::default(),
+                });
+                // The local kernel's own window and options are unknown here.
+                if let Some(n) = self.numbers.as_mut() {
+                    n.window = 502;
+                }
+            }
+            return;
+        }
+        if seg.has(wire::RST) {
+            // RFC 793 reset generation: the RST's SEQ is the ACK field of what it answers.
+            let known = self.numbers.is_some_and(|n| n.rcv_nxt == seg.seq)
+                || self.sent.iter().any(|&(_, ack)| ack == seg.seq);
+            if known {
+                let v = self.verdict(now, VerdictKind::Reset, None);
+                self.conclude(v);
+            } else {
+                self.ignore("RST whose sequence number matches no probe");
+            }
+            return;
+        }
+        if !plain || self.probes_sent == 0 {
+            return;
+        }
+        match (self.cfg.source, self.numbers) {
+            (SeqSource::Peer, _) => {
+                // The answer to an out-of-window probe carries the peer's view of the numbers.
+                self.numbers = Some(Numbers {
+                    snd_nxt: seg.ack,
+                    rcv_nxt: seg.seq,
+                    window: 1024,
+                    ts: None,
+                    ip: IpMeta::default(),
+                });
+                let v = self.verdict(now, VerdictKind::Alive, None);
+                self.conclude(v);
+            }
+            (_, Some(n)) if seg.seq == n.rcv_nxt && seg.ack == n.snd_nxt => {
+                let v = self.verdict(now, VerdictKind::Alive, None);
+                self.conclude(v);
+            }
+            (_, Some(_)) => {
+                // Either a forgery or the connection moved on: learn again before the next probe.
+                self.stale = true;
+                self.ignore("ACK whose numbers differ from the learned pair");
+            }
+            (_, None) => {}
+        }
+    }
+
+    fn learned(&mut self, n: Numbers) {
+        self.numbers = Some(n);
+        self.progress_at_learn = Some(self.last_progress);
+        self.notes.push_back(Note::Learned(n));
+        self.phase = Phase::SendNow;
+    }
+}

@@ -1,0 +1,55 @@
+//! Errors a user can meet, each with its SPEC exit status.
+
+use std::io;
+
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_NO_CONNECTION: i32 = 5;
+pub const EXIT_PRIVILEGE: i32 = 6;
+pub const EXIT_RUNTIME: i32 = 7;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command line or bad input.
+    #[error("{0}")]
+    Usage(String),
+    /// No such established connection, or it closed during the probe.
+    #[error("{0}")]
+    NoConnection(String),
+    /// A capability is missing.
+    #[error(
+        "{what} needs {cap}: run as root, or grant it to the binary with \
+         `setcap cap_net_raw,cap_net_admin+ep <path to kaprobe>`"
+    )]
+    Privilege { what: String, cap: &'static str },
+    /// A system call failed for a reason the user did not cause.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => EXIT_USAGE,
+            Error::NoConnection(_) => EXIT_NO_CONNECTION,
+            Error::Privilege { .. } => EXIT_PRIVILEGE,
+            Error::Io { .. } | Error::Runtime(_) => EXIT_RUNTIME,
+        }
+    }
+
+    /// Wraps a failed system call: permission errors become `Privilege` naming `cap`.
+    pub fn sys(context: impl Into<String>, cap: &'static str, source: io::Error) -> Error {
+        let context = context.into();
+        match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => Error::Privilege { what: context, cap },
+            _ => Error::Io { context, source },
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

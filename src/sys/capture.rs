@@ -1,0 +1,74 @@
+//! The capture socket: AF_PACKET, all interfaces, both directions, filtered in the kernel.
+//!
+//! ETH_P_ALL because protocol-bound packet sockets do not see outgoing frames, and the local
+//! socket's challenge ACK is outgoing. SOCK_DGRAM so every packet starts at its IP header.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::{Error, Result};
+
+pub struct Capture {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl Capture {
+    /// Opens the socket with `filter` attached before it can receive anything.
+    pub fn open(filter: &[libc::sock_filter]) -> Result<Capture> {
+        // Protocol 0: the socket receives nothing until bound, so no unfiltered packet can
+        // slip in between socket() and the filter.
+        let socket = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))
+            .map_err(|e| Error::sys("opening the capture socket (AF_PACKET)", "CAP_NET_RAW", e))?;
+        socket
+            .attach_filter(filter)
+            .map_err(|e| Error::sys("attaching the capture filter", "CAP_NET_RAW", e))?;
+        // Answers must not be lost in our own queue; the kernel caps this at rmem_max.
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = 0;
+        // SAFETY: sll is a valid sockaddr_ll of the size given.
+        let rc = unsafe {
+            libc::bind(
+                socket.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::sys("binding the capture socket", "CAP_NET_RAW", io::Error::last_os_error()));
+        }
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| Error::sys("capture socket", "CAP_NET_RAW", e))?;
+        Ok(Capture { socket, buf: vec![0; 65536] })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// The next queued packet, or `None` when the queue is empty.
+    pub fn next(&mut self) -> Result<Option<&[u8]>> {
+        loop {
+            // SAFETY: buf is valid for writes of its length.
+            let n = unsafe {
+                libc::recv(self.socket.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), libc::MSG_TRUNC)
+            };
+            if n >= 0 {
+                let n = (n as usize).min(self.buf.len());
+                return Ok(Some(&self.buf[..n]));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(None),
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(Error::Io { context: "reading the capture socket".into(), source: e }),
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Finding connections and their `tcp_info` through netlink sock_diag (what `ss` uses).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+use netlink_packet_sock_diag::inet::nlas::{Nla, TcpInfo};
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use netlink_sys::{Socket, SocketAddr as NlAddr};
+
+use crate::engine::ConnView;
+use crate::error::{Error, Result};
+use crate::flow::Flow;
+
+const TCP_ESTABLISHED: u8 = 1;
+/// INET_DIAG_NOCOOKIE: look the socket up by its 4-tuple alone.
+const NO_COOKIE: [u8; 8] = [0xff; 8];
+
+/// One TCP socket as sock_diag reports it.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub flow: Flow,
+    pub established: bool,
+    pub inode: u32,
+    pub uid: u32,
+    pub send_queue: u32,
+    pub info: Option<TcpInfo>,
+}
+
+impl Conn {
+    /// The engine's view: idle as the kernel's keepalive timer counts it.
+    pub fn view(&self) -> ConnView {
+        match &self.info {
+            Some(i) => ConnView {
+                idle: Duration::from_millis(u64::from(i.last_data_recv.min(i.last_ack_recv))),
+                busy: i.unacked > 0 || self.send_queue > 0,
+                progress: (i.bytes_acked, i.bytes_received),
+            },
+            None => ConnView { idle: Duration::ZERO, busy: self.send_queue > 0, progress: (0, 0) },
+        }
+    }
+}
+
+pub struct Diag {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl Diag {
+    pub fn open() -> Result<Diag> {
+        let sys = |what: &str, e| Error::sys(format!("sock_diag netlink socket: {what}"), "CAP_NET_ADMIN", e);
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| sys("socket", e))?;
+        socket.bind_auto().map_err(|e| sys("bind", e))?;
+        socket.connect(&NlAddr::new(0, 0)).map_err(|e| sys("connect", e))?;
+        Ok(Diag { socket, buf: vec![0; 256 * 1024] })
+    }
+
+    /// The socket on exactly this 4-tuple, in whatever state, or `None`.
+    pub fn lookup(&mut self, flow: &Flow) -> Result<Option<Conn>> {
+        let mut id = if flow.is_ipv6() { SocketId::new_v6() } else { SocketId::new_v4() };
+        id.source_address = flow.local.ip();
+        id.source_port = flow.local.port();
+        id.destination_address = flow.remote.ip();
+        id.destination_port = flow.remote.port();
+        id.cookie = NO_COOKIE;
+        let family = if flow.is_ipv6() { AF_INET6 } else { AF_INET };
+        let mut found = Vec::new();
+        self.request(NLM_F_REQUEST, family, StateFlags::all(), id, &mut found)?;
+        // The kernel matches IPv4-mapped sockets too; keep only the exact tuple.
+        Ok(found.into_iter().find(|c| c.flow == *flow))
+    }
+
+    /// Every established TCP connection of both families.
+    pub fn established(&mut self) -> Result<Vec<Conn>> {
+        let mut out = Vec::new();
+        self.request(NLM_F_REQUEST | NLM_F_DUMP, AF_INET, StateFlags::ESTABLISHED, SocketId::new_v4(), &mut out)?;
+        self.request(NLM_F_REQUEST | NLM_F_DUMP, AF_INET6, StateFlags::ESTABLISHED, SocketId::new_v6(), &mut out)?;
+        out.retain(|c| c.established);
+        Ok(out)
+    }
+
+    fn request(&mut self, flags: u16, family: u8, states: StateFlags, id: SocketId, out: &mut Vec<Conn>) -> Result<()> {
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        let mut msg = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::INFO,
+                states,
+                socket_id: id,
+            })
+            .into(),
+        );
+        msg.finalize();
+        let mut req = vec![0; msg.buffer_len()];
+        msg.serialize(&mut req);
+        self.socket
+            .send(&req, 0)
+            .map_err(|e| Error::sys("sock_diag request", "CAP_NET_ADMIN", e))?;
+        let dump = flags & NLM_F_DUMP != 0;
+        loop {
+            let n = self
+                .socket
+                .recv(&mut &mut self.buf[..], 0)
+                .map_err(|e| Error::sys("sock_diag answer", "CAP_NET_ADMIN", e))?;
+            let mut at = 0;
+            while at < n {
+                let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.buf[at..n])
+                    .map_err(|e| Error::Runtime(format!("undecodable sock_diag answer: {e}")))?;
+                let len = msg.header.length as usize;
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+                        out.push(conn_from(&r));
+                        if !dump {
+                            return Ok(());
+                        }
+                    }
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code.map(|c| -c.get()) {
+                            // Exact lookups answer ENOENT when no socket has the tuple.
+                            Some(libc::ENOENT) | None => Ok(()),
+                            Some(code) => Err(Error::sys(
+                                "sock_diag",
+                                "CAP_NET_ADMIN",
+                                std::io::Error::from_raw_os_error(code),
+                            )),
+                        };
+                    }
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                at += len;
+            }
+        }
+    }
+}
+
+fn conn_from(r: &InetResponse) -> Conn {
+    let h = &r.header;
+    let info = r.nlas.iter().find_map(|n| match n {
+        Nla::TcpInfo(i) => Some(i.clone()),
+        _ => None,
+    });
+    Conn {
+        flow: Flow {
+            local: SocketAddr::new(unmap(h.socket_id.source_address), h.socket_id.source_port),
+            remote: SocketAddr::new(unmap(h.socket_id.destination_address), h.socket_id.destination_port),
+        },
+        established: h.state == TCP_ESTABLISHED,
+        inode: h.inode,
+        uid: h.uid,
+        send_queue: h.send_queue,
+        info,
+    }
+}
+
+/// An AF_INET6 socket carrying IPv4 shows `::ffff:a.b.c.d`; on the wire it is IPv4.
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}

@@ -1,0 +1,48 @@
+//! The edges: sockets, netlink, namespaces, clocks. Everything here talks to the kernel.
+
+pub mod bpf;
+pub mod capture;
+pub mod diag;
+pub mod netns;
+pub mod raw;
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// Waits until `fd` is readable or `timeout` passes (`None`: forever). True if readable.
+pub fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let ms = match timeout {
+        None => -1,
+        // Round up so a sub-millisecond wait does not spin.
+        Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
+    };
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    loop {
+        // SAFETY: one valid pollfd, count 1.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// A seed from the kernel's random pool, for sequence numbers and nonces.
+pub fn random_seed() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(buf)
+    } else {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ (u64::from(std::process::id()) << 32)
+    }
+}

@@ -1,0 +1,50 @@
+//! Raw IP sockets that send whole packets, IP header included.
+
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::error::{Error, Result};
+use crate::wire::ProbeRepr;
+
+/// One send-only raw socket per address family (IPPROTO_RAW implies the header is ours).
+pub struct Sender {
+    v4: Option<Socket>,
+    v6: Option<Socket>,
+    buf: Vec<u8>,
+}
+
+fn open(domain: Domain, family: &str) -> Result<Socket> {
+    let s = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
+        .map_err(|e| Error::sys(format!("opening a raw {family} socket"), "CAP_NET_RAW", e))?;
+    // Never read from: keep its receive queue at the minimum.
+    let _ = s.set_recv_buffer_size(0);
+    Ok(s)
+}
+
+impl Sender {
+    /// Opens the sockets the given families need.
+    pub fn open(v4: bool, v6: bool) -> Result<Sender> {
+        Ok(Sender {
+            v4: if v4 { Some(open(Domain::IPV4, "IPv4")?) } else { None },
+            v6: if v6 { Some(open(Domain::IPV6, "IPv6")?) } else { None },
+            buf: vec![0; 128],
+        })
+    }
+
+    pub fn send(&mut self, p: &ProbeRepr) -> Result<()> {
+        let len = p.buffer_len();
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        p.emit(&mut self.buf);
+        let socket = if p.dst.is_ipv6() { self.v6.as_ref() } else { self.v4.as_ref() };
+        let socket = socket.ok_or_else(|| Error::Runtime(format!("no raw socket open for {}", p.dst)))?;
+        // The port of a raw socket's destination must be 0.
+        let to = SockAddr::from(SocketAddr::new(p.dst.ip(), 0));
+        socket
+            .send_to(&self.buf[..len], &to)
+            .map_err(|e| Error::sys(format!("sending to {}", p.dst.ip()), "CAP_NET_RAW", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+use std::net::{IpAddr, SocketAddr};
+
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv4::{self, MutableIpv4Packet};
+use pnet_packet::ipv6::MutableIpv6Packet;
+use pnet_packet::tcp::{self, MutableTcpPacket, TcpPacket};
+
+use super::{IpMeta, Timestamps};
+use crate::seq::SeqNumber;
+
+const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+const TCP_HEADER: usize = 20;
+/// NOP, NOP, kind 8, length 10, TSval, TSecr: the layout Linux uses.
+const TS_OPTION: usize = 12;
+
+/// A TCP segment kaprobe sends: a keepalive probe toward the peer, or the SYN it injects into
+/// the local stack to make the local socket announce its numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeRepr {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: SeqNumber,
+    pub ack: SeqNumber,
+    pub flags: u8,
+    pub window: u16,
+    pub ts: Option<Timestamps>,
+    /// `--garbage-octet`: one byte the peer has already acknowledged.
+    pub payload: Option<u8>,
+    pub ip: IpMeta,
+}
+
+impl ProbeRepr {
+    fn tcp_len(&self) -> usize {
+        TCP_HEADER + if self.ts.is_some() { TS_OPTION } else { 0 } + self.payload.map_or(0, |_| 1)
+    }
+
+    fn ip_header_len(&self) -> usize {
+        if self.src.is_ipv6() { IPV6_HEADER } else { IPV4_HEADER }
+    }
+
+    /// Bytes `emit` writes: IP header, TCP header, options, payload.
+    pub fn buffer_len(&self) -> usize {
+        self.ip_header_len() + self.tcp_len()
+    }
+
+    /// Writes the whole IP packet, checksums included, into `buf[..buffer_len()]`.
+    /// Panics if `buf` is shorter or the two sides differ in family: both are programming
+    /// errors, never caused by input.
+    pub fn emit(&self, buf: &mut [u8]) {
+        let ip_len = self.ip_header_len();
+        let total = self.buffer_len();
+        let buf = &mut buf[..total];
+        self.emit_tcp(&mut buf[ip_len..]);
+        match (self.src.ip(), self.dst.ip()) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let tcp_bytes = &mut buf[IPV4_HEADER..];
+                let sum = tcp::ipv4_checksum(&TcpPacket::new(tcp_bytes).expect("sized"), &src, &dst);
+                MutableTcpPacket::new(tcp_bytes).expect("sized").set_checksum(sum);
+                let mut ip = MutableIpv4Packet::new(&mut buf[..]).expect("sized");
+                ip.set_version(4);
+                ip.set_header_length(5);
+                ip.set_dscp(self.ip.tos >> 2);
+                ip.set_ecn(self.ip.tos & 3);
+                ip.set_total_length(total as u16);
+                ip.set_identification(0);
+                ip.set_flags(if self.ip.dont_fragment { 2 } else { 0 });
+                ip.set_fragment_offset(0);
+                ip.set_ttl(self.ip.hop_limit);
+                ip.set_next_level_protocol(IpNextHeaderProtocols::Tcp);
+                ip.set_checksum(0);
+                ip.set_source(src);
+                ip.set_destination(dst);
+                let sum = ipv4::checksum(&ip.to_immutable());
+                ip.set_checksum(sum);
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let tcp_bytes = &mut buf[IPV6_HEADER..];
+                let sum = tcp::ipv6_checksum(&TcpPacket::new(tcp_bytes).expect("sized"), &src, &dst);
+                MutableTcpPacket::new(tcp_bytes).expect("sized").set_checksum(sum);
+                let mut ip = MutableIpv6Packet::new(&mut buf[..]).expect("sized");
+                ip.set_version(6);
+                ip.set_traffic_class(self.ip.tos);
+                ip.set_flow_label(self.ip.flow_label & 0xf_ffff);
+                ip.set_payload_length((total - IPV6_HEADER) as u16);
+                ip.set_next_header(IpNextHeaderProtocols::Tcp);
+                ip.set_hop_limit(self.ip.hop_limit);
+                ip.set_source(src);
+                ip.set_destination(dst);
+            }
+            _ => panic!("ProbeRepr with mixed address families"),
+        }
+    }
+
+    fn emit_tcp(&self, buf: &mut [u8]) {
+        let options = if self.ts.is_some() { TS_OPTION } else { 0 };
+        {
+            let mut tcp = MutableTcpPacket::new(buf).expect("sized");
+            tcp.set_source(self.src.port());
+            tcp.set_destination(self.dst.port());
+            tcp.set_sequence(self.seq.0);
+            tcp.set_acknowledgement(self.ack.0);
+            tcp.set_data_offset(((TCP_HEADER + options) / 4) as u8);
+            tcp.set_reserved(0);
+            tcp.set_flags(self.flags);
+            tcp.set_window(self.window);
+            tcp.set_checksum(0);
+            tcp.set_urgent_ptr(0);
+        }
+        let mut at = TCP_HEADER;
+        if let Some(ts) = self.ts {
+            buf[at..at + 4].copy_from_slice(&[1, 1, 8, 10]);
+            buf[at + 4..at + 8].copy_from_slice(&ts.tsval.to_be_bytes());
+            buf[at + 8..at + 12].copy_from_slice(&ts.tsecr.to_be_bytes());
+            at += TS_OPTION;
+        }
+        if let Some(byte) = self.payload {
+            buf[at] = byte;
+        }
+    }
+
+    /// The packet as a fresh vector.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = vec![0; self.buffer_len()];
+        self.emit(&mut v);
+        v
+    }
+}
