@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::{Config, Outcome, SeqSource, Timing};
-use crate::error::{Error, Result, EXIT_USAGE};
+use crate::error::{EXIT_USAGE, Error, Result};
 use crate::flow::FlowSpec;
 use crate::output::Reporter;
 use crate::prober;
@@ -52,7 +52,8 @@ enum Command {
 }
 
 fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration ({e}); write e.g. 500ms, 75s, 2h"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration ({e}); write e.g. 500ms, 75s, 2h"))
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -70,7 +71,11 @@ pub struct TimingArgs {
 
 impl TimingArgs {
     fn timing(&self) -> Timing {
-        Timing { time: self.time, intvl: self.intvl, probes: self.probes }
+        Timing {
+            time: self.time,
+            intvl: self.intvl,
+            probes: self.probes,
+        }
     }
 }
 
@@ -118,7 +123,12 @@ fn init_logging(verbose: u8, quiet: u8) {
         use std::io::Write;
         match record.level() {
             log::Level::Info => writeln!(f, "kaprobe: {}", record.args()),
-            l => writeln!(f, "kaprobe: {}: {}", l.as_str().to_lowercase(), record.args()),
+            l => writeln!(
+                f,
+                "kaprobe: {}: {}",
+                l.as_str().to_lowercase(),
+                record.args()
+            ),
         }
     });
     let _ = b.try_init();
@@ -166,7 +176,10 @@ fn run(cli: &Cli) -> Result<i32> {
     if let Some(ns) = &cli.netns {
         netns::enter(ns)?;
     }
-    let reporter = Reporter { json: cli.json, verbose: cli.verbose > 0 };
+    let reporter = Reporter {
+        json: cli.json,
+        verbose: cli.verbose > 0,
+    };
     match &cli.command {
         Command::Probe(args) => probe(args, &reporter),
     }
@@ -190,7 +203,12 @@ fn probe(args: &ProbeArgs, reporter: &Reporter) -> Result<i32> {
     };
     let mut diag = Diag::open()?;
     let flow = prober::resolve(args.flow, &mut diag)?;
-    let cfg = Config { flow, timing, source, garbage_octet: args.garbage_octet };
+    let cfg = Config {
+        flow,
+        timing,
+        source,
+        garbage_octet: args.garbage_octet,
+    };
     let (outcome, ignored) = prober::probe_one(cfg, &mut diag, reporter)?;
     if ignored > 0 {
         log::info!("{flow}: ignored {ignored} answers that did not match the probe");
@@ -200,9 +218,13 @@ fn probe(args: &ProbeArgs, reporter: &Reporter) -> Result<i32> {
             reporter.verdict(&flow, &v, ignored);
             Ok(v.kind.exit_code())
         }
-        Outcome::Closed => Err(Error::NoConnection(format!("connection {flow} closed during the probe"))),
+        Outcome::Closed => Err(Error::NoConnection(format!(
+            "connection {flow} closed during the probe"
+        ))),
         Outcome::LearnFailed => Err(Error::Runtime(match source {
-            SeqSource::Sniff => format!("no segment of {flow} seen on the wire; try --seq-source local"),
+            SeqSource::Sniff => {
+                format!("no segment of {flow} seen on the wire; try --seq-source local")
+            }
             _ => format!(
                 "could not learn the sequence numbers of {flow}: the local socket sent no \
                  challenge ACK to {} injected SYNs",
@@ -224,8 +246,10 @@ mod tests {
 
     #[test]
     fn global_options_go_before_or_after_the_subcommand() {
-        let a = Cli::try_parse_from(["kaprobe", "--json", "-v", "probe", "198.51.100.2:9000"]).unwrap();
-        let b = Cli::try_parse_from(["kaprobe", "probe", "198.51.100.2:9000", "--json", "-v"]).unwrap();
+        let a =
+            Cli::try_parse_from(["kaprobe", "--json", "-v", "probe", "198.51.100.2:9000"]).unwrap();
+        let b =
+            Cli::try_parse_from(["kaprobe", "probe", "198.51.100.2:9000", "--json", "-v"]).unwrap();
         assert!(a.json && b.json);
         assert_eq!(a.verbose, 1);
         assert_eq!(b.verbose, 1);
@@ -250,7 +274,14 @@ mod tests {
     fn defaults_follow_the_spec() {
         let cli = Cli::try_parse_from(["kaprobe", "probe", "198.51.100.2:9000"]).unwrap();
         let Command::Probe(p) = cli.command;
-        assert_eq!(p.timing.timing(), Timing { time: Duration::ZERO, intvl: Duration::from_secs(1), probes: 3 });
+        assert_eq!(
+            p.timing.timing(),
+            Timing {
+                time: Duration::ZERO,
+                intvl: Duration::from_secs(1),
+                probes: 3
+            }
+        );
         assert_eq!(p.seq_source, SeqSourceArg::Local);
     }
 }

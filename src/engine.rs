@@ -152,7 +152,10 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
     Learned(Numbers),
-    Waiting { idle: Duration, until: Duration },
+    Waiting {
+        idle: Duration,
+        until: Duration,
+    },
     Busy,
     /// An answer that did not prove it saw a probe: a forgery or a stale segment.
     Ignored(&'static str),
@@ -165,19 +168,34 @@ pub enum Action {
     /// Send this SYN into the local stack (spoofed from the peer; it never leaves the host).
     InjectSyn(ProbeRepr),
     /// Send this probe toward the peer.
-    Send { probe: ProbeRepr, index: u8 },
+    Send {
+        probe: ProbeRepr,
+        index: u8,
+    },
     Note(Note),
     Finish(Outcome),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    Waiting { at: Duration },
+    Waiting {
+        at: Duration,
+    },
     Checking,
-    Learning { syn: ProbeRepr, syn_seen: bool, inject_pending: bool, deadline: Duration, tries: u8 },
-    Sniffing { deadline: Duration },
+    Learning {
+        syn: ProbeRepr,
+        syn_seen: bool,
+        inject_pending: bool,
+        deadline: Duration,
+        tries: u8,
+    },
+    Sniffing {
+        deadline: Duration,
+    },
     SendNow,
-    Awaiting { until: Duration },
+    Awaiting {
+        until: Duration,
+    },
     Done,
 }
 
@@ -261,7 +279,11 @@ impl Engine {
         }
         match self.phase {
             Phase::Waiting { at } => Some(at),
-            Phase::Learning { inject_pending: true, .. } | Phase::SendNow => Some(Duration::ZERO),
+            Phase::Learning {
+                inject_pending: true,
+                ..
+            }
+            | Phase::SendNow => Some(Duration::ZERO),
             Phase::Learning { deadline, .. } | Phase::Sniffing { deadline } => Some(deadline),
             Phase::Awaiting { until } => Some(until),
             Phase::Checking | Phase::Done => None,
@@ -283,11 +305,25 @@ impl Engine {
                 Some(Action::QueryConnection)
             }
             Phase::Waiting { .. } => None,
-            Phase::Learning { syn, inject_pending: true, syn_seen, deadline, tries } => {
-                self.phase = Phase::Learning { syn, inject_pending: false, syn_seen, deadline, tries };
+            Phase::Learning {
+                syn,
+                inject_pending: true,
+                syn_seen,
+                deadline,
+                tries,
+            } => {
+                self.phase = Phase::Learning {
+                    syn,
+                    inject_pending: false,
+                    syn_seen,
+                    deadline,
+                    tries,
+                };
                 Some(Action::InjectSyn(syn))
             }
-            Phase::Learning { deadline, tries, .. } if now >= deadline => {
+            Phase::Learning {
+                deadline, tries, ..
+            } if now >= deadline => {
                 if tries >= LEARN_TRIES {
                     return Some(self.finish(Outcome::LearnFailed));
                 }
@@ -295,15 +331,22 @@ impl Engine {
                 self.poll(now)
             }
             Phase::Learning { .. } => None,
-            Phase::Sniffing { deadline } if now >= deadline => Some(self.finish(Outcome::LearnFailed)),
+            Phase::Sniffing { deadline } if now >= deadline => {
+                Some(self.finish(Outcome::LearnFailed))
+            }
             Phase::Sniffing { .. } => None,
             Phase::SendNow => {
                 let probe = self.build_probe();
                 self.probes_sent = self.probes_sent.saturating_add(1);
                 self.sent.push((probe.seq, probe.ack));
                 self.last_probe_at = Some(now);
-                self.phase = Phase::Awaiting { until: now + self.cfg.timing.intvl };
-                Some(Action::Send { probe, index: self.probes_sent })
+                self.phase = Phase::Awaiting {
+                    until: now + self.cfg.timing.intvl,
+                };
+                Some(Action::Send {
+                    probe,
+                    index: self.probes_sent,
+                })
             }
             Phase::Awaiting { until } if now >= until => {
                 if self.probes_sent >= self.cfg.timing.probes {
@@ -334,7 +377,10 @@ impl Engine {
         if self.probes_sent == 0 && view.idle < t.time {
             let until = now + (t.time - view.idle);
             self.phase = Phase::Waiting { at: until };
-            self.notes.push_back(Note::Waiting { idle: view.idle, until });
+            self.notes.push_back(Note::Waiting {
+                idle: view.idle,
+                until,
+            });
             return;
         }
         if view.busy {
@@ -347,7 +393,9 @@ impl Engine {
             self.stale = false;
             match self.cfg.source {
                 SeqSource::Sniff => {
-                    self.phase = Phase::Sniffing { deadline: now + t.intvl * u32::from(t.probes) };
+                    self.phase = Phase::Sniffing {
+                        deadline: now + t.intvl * u32::from(t.probes),
+                    };
                 }
                 _ => self.start_learning(now, 1),
             }
@@ -438,14 +486,22 @@ impl Engine {
             Packet::Tcp(seg) => self.on_segment(now, seg),
             Packet::Icmp(err) => {
                 let flow = self.cfg.flow;
-                if err.to != flow.local.ip() || err.quoted_src != flow.local || err.quoted_dst != flow.remote {
+                if err.to != flow.local.ip()
+                    || err.quoted_src != flow.local
+                    || err.quoted_dst != flow.remote
+                {
                     return;
                 }
                 if !self.sent.iter().any(|(seq, _)| *seq == err.quoted_seq) {
                     self.ignore("ICMP error quoting a segment that is not a probe");
                     return;
                 }
-                let info = IcmpInfo { icmp_type: err.icmp_type, code: err.code, from: err.from, name: err.name() };
+                let info = IcmpInfo {
+                    icmp_type: err.icmp_type,
+                    code: err.code,
+                    from: err.from,
+                    name: err.name(),
+                };
                 let v = self.verdict(now, VerdictKind::Unreachable, Some(info));
                 self.conclude(v);
             }
@@ -466,9 +522,22 @@ impl Engine {
         }
         let ours = self.sent.iter().any(|&(s, a)| s == seg.seq && a == seg.ack);
         if incoming && seg.has(wire::SYN) {
-            if let Phase::Learning { syn, syn_seen: false, inject_pending, deadline, tries } = self.phase {
+            if let Phase::Learning {
+                syn,
+                syn_seen: false,
+                inject_pending,
+                deadline,
+                tries,
+            } = self.phase
+            {
                 if seg.seq == syn.seq && !seg.has(wire::ACK) {
-                    self.phase = Phase::Learning { syn, syn_seen: true, inject_pending, deadline, tries };
+                    self.phase = Phase::Learning {
+                        syn,
+                        syn_seen: true,
+                        inject_pending,
+                        deadline,
+                        tries,
+                    };
                 }
             }
             return;
@@ -476,7 +545,9 @@ impl Engine {
         let plain = !seg.has(wire::SYN) && !seg.has(wire::RST) && seg.has(wire::ACK);
         if outgoing {
             let learn = match self.phase {
-                Phase::Learning { syn_seen: true, .. } => plain && !seg.has(wire::FIN) && seg.payload_len == 0,
+                Phase::Learning { syn_seen: true, .. } => {
+                    plain && !seg.has(wire::FIN) && seg.payload_len == 0
+                }
                 Phase::Sniffing { .. } => plain,
                 _ => false,
             };
@@ -558,3 +629,7 @@ impl Engine {
         self.phase = Phase::SendNow;
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -48,7 +48,9 @@ impl FromStr for FlowSpec {
         };
         let s = s.trim();
         if s.is_empty() {
-            return Err(fail("empty; expected LOCAL-REMOTE or REMOTE, e.g. 198.18.0.2:40000-198.51.100.2:9000"));
+            return Err(fail(
+                "empty; expected LOCAL-REMOTE or REMOTE, e.g. 198.18.0.2:40000-198.51.100.2:9000",
+            ));
         }
         match s.split_once('-') {
             None => Ok(FlowSpec::Remote(parse_endpoint(s).map_err(|r| fail(&r))?)),
@@ -99,7 +101,9 @@ pub fn split_host_port(s: &str) -> Result<(IpAddr, Option<u16>), String> {
             .map_err(|_| format!("'{host}' is not an IPv6 address"))?;
         (IpAddr::V6(ip), port)
     } else if s.matches(':').count() > 1 {
-        return Err(format!("'{s}': write IPv6 addresses in brackets, e.g. [2001:db8::1]:9000"));
+        return Err(format!(
+            "'{s}': write IPv6 addresses in brackets, e.g. [2001:db8::1]:9000"
+        ));
     } else {
         match s.split_once(':') {
             Some((h, p)) => (parse_v4(h)?, Some(p)),

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::engine::{Note, Verdict, VerdictKind};
 use crate::flow::Flow;
@@ -88,7 +88,10 @@ impl Reporter {
                 p.seq,
                 p.ack,
                 p.window,
-                p.ts.map_or(String::new(), |t| format!(" tsval={} tsecr={}", t.tsval, t.tsecr)),
+                p.ts.map_or(String::new(), |t| format!(
+                    " tsval={} tsecr={}",
+                    t.tsval, t.tsecr
+                )),
                 ms(at)
             );
         }
@@ -106,7 +109,9 @@ impl Reporter {
                     "probe_at_ms": until.as_millis() as u64,
                 }),
                 Note::Busy => json!({"event": "busy", "flow": flow.to_string()}),
-                Note::Ignored(why) => json!({"event": "ignored", "flow": flow.to_string(), "reason": why}),
+                Note::Ignored(why) => {
+                    json!({"event": "ignored", "flow": flow.to_string(), "reason": why})
+                }
             };
             self.emit_json(&v);
             return;
@@ -117,7 +122,11 @@ impl Reporter {
                 n.snd_nxt,
                 n.rcv_nxt,
                 n.window,
-                if n.ts.is_some() { " with timestamps" } else { "" },
+                if n.ts.is_some() {
+                    " with timestamps"
+                } else {
+                    ""
+                },
                 ms(at)
             ),
             Note::Waiting { idle, until } => log::info!(
@@ -137,7 +146,10 @@ mod tests {
     use crate::engine::IcmpInfo;
 
     fn flow() -> Flow {
-        Flow { local: "198.18.0.2:40000".parse().unwrap(), remote: "198.51.100.2:9000".parse().unwrap() }
+        Flow {
+            local: "198.18.0.2:40000".parse().unwrap(),
+            remote: "198.51.100.2:9000".parse().unwrap(),
+        }
     }
 
     #[test]
@@ -149,7 +161,10 @@ mod tests {
             elapsed: Duration::from_millis(1),
             icmp: None,
         };
-        assert_eq!(verdict_line(&flow(), &v), "198.18.0.2:40000-198.51.100.2:9000 alive rtt=0.084ms probes=1");
+        assert_eq!(
+            verdict_line(&flow(), &v),
+            "198.18.0.2:40000-198.51.100.2:9000 alive rtt=0.084ms probes=1"
+        );
     }
 
     #[test]
@@ -159,7 +174,12 @@ mod tests {
             probes_sent: 2,
             rtt: Some(Duration::from_micros(120)),
             elapsed: Duration::from_millis(1003),
-            icmp: Some(IcmpInfo { icmp_type: 3, code: 1, from: "198.18.0.1".parse().unwrap(), name: "host-unreachable" }),
+            icmp: Some(IcmpInfo {
+                icmp_type: 3,
+                code: 1,
+                from: "198.18.0.1".parse().unwrap(),
+                name: "host-unreachable",
+            }),
         };
         let j = verdict_json(&flow(), &v, 4);
         assert_eq!(j["event"], "verdict");
@@ -178,8 +198,17 @@ mod tests {
 
     #[test]
     fn dead_has_null_rtt() {
-        let v = Verdict { kind: VerdictKind::Dead, probes_sent: 3, rtt: None, elapsed: Duration::from_millis(3000), icmp: None };
+        let v = Verdict {
+            kind: VerdictKind::Dead,
+            probes_sent: 3,
+            rtt: None,
+            elapsed: Duration::from_millis(3000),
+            icmp: None,
+        };
         assert!(verdict_json(&flow(), &v, 0)["rtt_us"].is_null());
-        assert_eq!(verdict_line(&flow(), &v), "198.18.0.2:40000-198.51.100.2:9000 dead probes=3 after=3000.000ms");
+        assert_eq!(
+            verdict_line(&flow(), &v),
+            "198.18.0.2:40000-198.51.100.2:9000 dead probes=3 after=3000.000ms"
+        );
     }
 }

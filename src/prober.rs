@@ -17,21 +17,34 @@ pub fn resolve(spec: FlowSpec, diag: &mut Diag) -> Result<Flow> {
     match spec {
         FlowSpec::Exact(flow) => match diag.lookup(&flow)? {
             Some(c) if c.established => Ok(flow),
-            Some(_) => Err(Error::NoConnection(format!("connection {flow} exists but is not established"))),
-            None => Err(Error::NoConnection(format!("no established TCP connection {flow}"))),
+            Some(_) => Err(Error::NoConnection(format!(
+                "connection {flow} exists but is not established"
+            ))),
+            None => Err(Error::NoConnection(format!(
+                "no established TCP connection {flow}"
+            ))),
         },
         FlowSpec::Remote(remote) => {
-            let mut matches: Vec<Flow> =
-                diag.established()?.into_iter().map(|c| c.flow).filter(|f| f.remote == remote).collect();
+            let mut matches: Vec<Flow> = diag
+                .established()?
+                .into_iter()
+                .map(|c| c.flow)
+                .filter(|f| f.remote == remote)
+                .collect();
             matches.sort();
             matches.dedup();
             match matches.as_slice() {
-                [] => Err(Error::NoConnection(format!("no established TCP connection to {remote}"))),
+                [] => Err(Error::NoConnection(format!(
+                    "no established TCP connection to {remote}"
+                ))),
                 [one] => Ok(*one),
                 many => Err(Error::Usage(format!(
                     "{} established connections go to {remote}: {}; name one as LOCAL-REMOTE",
                     many.len(),
-                    many.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|f| f.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))),
             }
         }
@@ -49,7 +62,10 @@ pub fn probe_one(cfg: Config, diag: &mut Diag, reporter: &Reporter) -> Result<(O
         while let Some(action) = engine.poll(clock.elapsed()) {
             match action {
                 Action::QueryConnection => {
-                    let view = diag.lookup(&flow)?.filter(|c| c.established).map(|c| c.view());
+                    let view = diag
+                        .lookup(&flow)?
+                        .filter(|c| c.established)
+                        .map(|c| c.view());
                     engine.on_connection(clock.elapsed(), view);
                 }
                 Action::InjectSyn(syn) => sender.send(&syn)?,
@@ -62,10 +78,16 @@ pub fn probe_one(cfg: Config, diag: &mut Diag, reporter: &Reporter) -> Result<(O
             }
         }
         let Some(at) = engine.poll_at() else {
-            return Err(Error::Runtime("prober stalled with nothing to wait for".into()));
+            return Err(Error::Runtime(
+                "prober stalled with nothing to wait for".into(),
+            ));
         };
-        wait_readable(capture.fd(), Some(at.saturating_sub(clock.elapsed())))
-            .map_err(|e| Error::Io { context: "waiting for packets".into(), source: e })?;
+        wait_readable(capture.fd(), Some(at.saturating_sub(clock.elapsed()))).map_err(|e| {
+            Error::Io {
+                context: "waiting for packets".into(),
+                source: e,
+            }
+        })?;
         while let Some(bytes) = capture.next()? {
             match decode(bytes) {
                 Ok(packet) => engine.on_packet(clock.elapsed(), &packet),

@@ -75,6 +75,10 @@ mod tests {
     fn half_space_is_the_horizon() {
         let a = SeqNumber(0);
         assert!(a.before(a + 0x7fff_ffff));
-        assert!(!a.before(a + 0x8000_0000));
+        assert!(!a.after(a + 0x7fff_ffff));
+        assert!(
+            (a + 0x8000_0001).before(a),
+            "past half the space, order flips"
+        );
     }
 }

@@ -53,7 +53,12 @@ impl Asm {
         self.labels[l] = Some(self.code.len());
     }
     fn op(&mut self, op: u16, k: u32) {
-        self.code.push(Ins { op, jt: To::Next, jf: To::Next, k });
+        self.code.push(Ins {
+            op,
+            jt: To::Next,
+            jf: To::Next,
+            k,
+        });
     }
     fn jump(&mut self, op: u16, k: u32, jt: To, jf: To) {
         self.code.push(Ins { op, jt, jf, k });
@@ -84,10 +89,20 @@ impl Asm {
             .enumerate()
             .map(|(i, ins)| {
                 if ins.op == JA {
-                    return libc::sock_filter { code: JA, jt: 0, jf: 0, k: at(i, ins.jt) as u32 };
+                    return libc::sock_filter {
+                        code: JA,
+                        jt: 0,
+                        jf: 0,
+                        k: at(i, ins.jt) as u32,
+                    };
                 }
                 let short = |to| u8::try_from(at(i, to)).expect("short BPF jump");
-                libc::sock_filter { code: ins.op, jt: short(ins.jt), jf: short(ins.jf), k: ins.k }
+                libc::sock_filter {
+                    code: ins.op,
+                    jt: short(ins.jt),
+                    jf: short(ins.jf),
+                    k: ins.k,
+                }
             })
             .collect()
     }
@@ -106,7 +121,14 @@ fn words(ip: IpAddr) -> Vec<u32> {
 
 /// Matches `src -> dst` on the 4-tuple at the given header offsets; on a match returns the
 /// packet, on a miss goes to `miss`. X holds the TCP header offset.
-fn tuple(a: &mut Asm, src_off: u32, dst_off: u32, src: std::net::SocketAddr, dst: std::net::SocketAddr, miss: usize) {
+fn tuple(
+    a: &mut Asm,
+    src_off: u32,
+    dst_off: u32,
+    src: std::net::SocketAddr,
+    dst: std::net::SocketAddr,
+    miss: usize,
+) {
     for (i, w) in words(src.ip()).into_iter().enumerate() {
         a.op(LD_W_ABS, src_off + 4 * i as u32);
         a.expect(w, miss);
@@ -142,14 +164,20 @@ pub fn flows_filter(flows: &[Flow]) -> Vec<libc::sock_filter> {
         let mut locals: Vec<IpAddr> = family.iter().map(|f| f.local.ip()).collect();
         locals.sort();
         locals.dedup();
-        let (tcp, icmp, not_tcp) = (a.label(), a.label(), a.label());
+        let (tcp, icmp, not_tcp, not_icmp) = (a.label(), a.label(), a.label(), a.label());
         a.bind(if is_v6 { v6 } else { v4 });
-        let (proto_off, icmp_proto, src_off, dst_off) = if is_v6 { (6, 58, 8, 24) } else { (9, 1, 12, 16) };
+        let (proto_off, icmp_proto, src_off, dst_off) = if is_v6 {
+            (6, 58, 8, 24)
+        } else {
+            (9, 1, 12, 16)
+        };
         a.op(LD_B_ABS, proto_off);
         a.jump(JEQ_K, 6, To::Next, To::Label(not_tcp));
         a.long_jump(tcp);
         a.bind(not_tcp);
-        a.jump(JEQ_K, icmp_proto, To::Label(icmp), To::Next);
+        a.jump(JEQ_K, icmp_proto, To::Next, To::Label(not_icmp));
+        a.long_jump(icmp);
+        a.bind(not_icmp);
         a.ret(0);
 
         a.bind(tcp);
@@ -226,5 +254,78 @@ pub fn run(prog: &[libc::sock_filter], ethertype: u16, pkt: &[u8]) -> u32 {
             RET_K => return ins.k,
             other => panic!("unexpected BPF op {other:#x}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::fixtures::{ACK4, ICMP4, PROBE4, PROBE6, RST6, icmp6};
+
+    fn flow(l: &str, r: &str) -> Flow {
+        Flow {
+            local: l.parse().unwrap(),
+            remote: r.parse().unwrap(),
+        }
+    }
+
+    fn v4() -> Flow {
+        flow("198.18.0.2:40000", "198.51.100.2:9000")
+    }
+
+    fn v6() -> Flow {
+        flow("[2001:db8:18::2]:40000", "[2001:db8:51::2]:9000")
+    }
+
+    #[test]
+    fn passes_the_flows_segments_both_ways_and_icmp_to_the_local_address() {
+        let prog = flows_filter(&[v4(), v6()]);
+        assert_eq!(run(&prog, 0x0800, &PROBE4), SNAP);
+        assert_eq!(run(&prog, 0x0800, &ACK4), SNAP);
+        assert_eq!(run(&prog, 0x0800, &ICMP4), SNAP);
+        assert_eq!(run(&prog, 0x86dd, &PROBE6), SNAP);
+        assert_eq!(run(&prog, 0x86dd, &RST6), SNAP);
+        assert_eq!(run(&prog, 0x86dd, &icmp6()), SNAP);
+    }
+
+    #[test]
+    fn drops_other_ports_addresses_families_and_ethertypes() {
+        let prog = flows_filter(&[v4()]);
+        let mut other_port = ACK4;
+        other_port[22] = 0x9d;
+        assert_eq!(run(&prog, 0x0800, &other_port), 0);
+        let mut other_addr = ACK4;
+        other_addr[15] = 3;
+        assert_eq!(run(&prog, 0x0800, &other_addr), 0);
+        let mut fragment = ACK4;
+        fragment[7] = 1;
+        assert_eq!(run(&prog, 0x0800, &fragment), 0);
+        assert_eq!(run(&prog, 0x86dd, &PROBE6), 0, "no IPv6 flow asked for");
+        assert_eq!(run(&prog, 0x0806, &PROBE4), 0, "ARP");
+        assert_eq!(run(&prog, 0x0800, &PROBE4[..10]), 0, "short packet");
+    }
+
+    #[test]
+    fn same_address_flows_on_loopback_match_by_port_in_both_directions() {
+        let prog = flows_filter(&[flow("198.18.0.2:40000", "198.18.0.2:9000")]);
+        let mut out = PROBE4;
+        out[16..20].copy_from_slice(&[198, 18, 0, 2]);
+        assert_eq!(run(&prog, 0x0800, &out), SNAP);
+        let mut back = out;
+        back[20..24].copy_from_slice(&[0x23, 0x28, 0x9c, 0x40]);
+        assert_eq!(run(&prog, 0x0800, &back), SNAP);
+        back[21] = 0x29;
+        assert_eq!(run(&prog, 0x0800, &back), 0);
+    }
+
+    #[test]
+    fn many_flows_still_assemble_with_short_jumps() {
+        let flows: Vec<Flow> = (1..=60)
+            .map(|p| flow(&format!("198.18.0.2:{}", 40000 + p), "198.51.100.2:9000"))
+            .collect();
+        let prog = flows_filter(&flows);
+        let mut last = ACK4;
+        last[22..24].copy_from_slice(&(40060u16).to_be_bytes());
+        assert_eq!(run(&prog, 0x0800, &last), SNAP);
     }
 }

@@ -40,12 +40,19 @@ impl Capture {
             )
         };
         if rc != 0 {
-            return Err(Error::sys("binding the capture socket", "CAP_NET_RAW", io::Error::last_os_error()));
+            return Err(Error::sys(
+                "binding the capture socket",
+                "CAP_NET_RAW",
+                io::Error::last_os_error(),
+            ));
         }
         socket
             .set_nonblocking(true)
             .map_err(|e| Error::sys("capture socket", "CAP_NET_RAW", e))?;
-        Ok(Capture { socket, buf: vec![0; 65536] })
+        Ok(Capture {
+            socket,
+            buf: vec![0; 65536],
+        })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -57,7 +64,12 @@ impl Capture {
         loop {
             // SAFETY: buf is valid for writes of its length.
             let n = unsafe {
-                libc::recv(self.socket.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), libc::MSG_TRUNC)
+                libc::recv(
+                    self.socket.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    libc::MSG_TRUNC,
+                )
             };
             if n >= 0 {
                 let n = (n as usize).min(self.buf.len());
@@ -67,7 +79,12 @@ impl Capture {
             match e.kind() {
                 io::ErrorKind::WouldBlock => return Ok(None),
                 io::ErrorKind::Interrupted => continue,
-                _ => return Err(Error::Io { context: "reading the capture socket".into(), source: e }),
+                _ => {
+                    return Err(Error::Io {
+                        context: "reading the capture socket".into(),
+                        source: e,
+                    });
+                }
             }
         }
     }

@@ -3,11 +3,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::nlas::{Nla, TcpInfo};
-use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags};
-use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags,
+};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr as NlAddr};
 
@@ -39,7 +43,11 @@ impl Conn {
                 busy: i.unacked > 0 || self.send_queue > 0,
                 progress: (i.bytes_acked, i.bytes_received),
             },
-            None => ConnView { idle: Duration::ZERO, busy: self.send_queue > 0, progress: (0, 0) },
+            None => ConnView {
+                idle: Duration::ZERO,
+                busy: self.send_queue > 0,
+                progress: (0, 0),
+            },
         }
     }
 }
@@ -51,16 +59,31 @@ pub struct Diag {
 
 impl Diag {
     pub fn open() -> Result<Diag> {
-        let sys = |what: &str, e| Error::sys(format!("sock_diag netlink socket: {what}"), "CAP_NET_ADMIN", e);
+        let sys = |what: &str, e| {
+            Error::sys(
+                format!("sock_diag netlink socket: {what}"),
+                "CAP_NET_ADMIN",
+                e,
+            )
+        };
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| sys("socket", e))?;
         socket.bind_auto().map_err(|e| sys("bind", e))?;
-        socket.connect(&NlAddr::new(0, 0)).map_err(|e| sys("connect", e))?;
-        Ok(Diag { socket, buf: vec![0; 256 * 1024] })
+        socket
+            .connect(&NlAddr::new(0, 0))
+            .map_err(|e| sys("connect", e))?;
+        Ok(Diag {
+            socket,
+            buf: vec![0; 256 * 1024],
+        })
     }
 
     /// The socket on exactly this 4-tuple, in whatever state, or `None`.
     pub fn lookup(&mut self, flow: &Flow) -> Result<Option<Conn>> {
-        let mut id = if flow.is_ipv6() { SocketId::new_v6() } else { SocketId::new_v4() };
+        let mut id = if flow.is_ipv6() {
+            SocketId::new_v6()
+        } else {
+            SocketId::new_v4()
+        };
         id.source_address = flow.local.ip();
         id.source_port = flow.local.port();
         id.destination_address = flow.remote.ip();
@@ -76,13 +99,32 @@ impl Diag {
     /// Every established TCP connection of both families.
     pub fn established(&mut self) -> Result<Vec<Conn>> {
         let mut out = Vec::new();
-        self.request(NLM_F_REQUEST | NLM_F_DUMP, AF_INET, StateFlags::ESTABLISHED, SocketId::new_v4(), &mut out)?;
-        self.request(NLM_F_REQUEST | NLM_F_DUMP, AF_INET6, StateFlags::ESTABLISHED, SocketId::new_v6(), &mut out)?;
+        self.request(
+            NLM_F_REQUEST | NLM_F_DUMP,
+            AF_INET,
+            StateFlags::ESTABLISHED,
+            SocketId::new_v4(),
+            &mut out,
+        )?;
+        self.request(
+            NLM_F_REQUEST | NLM_F_DUMP,
+            AF_INET6,
+            StateFlags::ESTABLISHED,
+            SocketId::new_v6(),
+            &mut out,
+        )?;
         out.retain(|c| c.established);
         Ok(out)
     }
 
-    fn request(&mut self, flags: u16, family: u8, states: StateFlags, id: SocketId, out: &mut Vec<Conn>) -> Result<()> {
+    fn request(
+        &mut self,
+        flags: u16,
+        family: u8,
+        states: StateFlags,
+        id: SocketId,
+        out: &mut Vec<Conn>,
+    ) -> Result<()> {
         let mut header = NetlinkHeader::default();
         header.flags = flags;
         let mut msg = NetlinkMessage::new(
@@ -152,7 +194,10 @@ fn conn_from(r: &InetResponse) -> Conn {
     Conn {
         flow: Flow {
             local: SocketAddr::new(unmap(h.socket_id.source_address), h.socket_id.source_port),
-            remote: SocketAddr::new(unmap(h.socket_id.destination_address), h.socket_id.destination_port),
+            remote: SocketAddr::new(
+                unmap(h.socket_id.destination_address),
+                h.socket_id.destination_port,
+            ),
         },
         established: h.state == TCP_ESTABLISHED,
         inode: h.inode,

@@ -26,8 +26,16 @@ impl Sender {
     /// Opens the sockets the given families need.
     pub fn open(v4: bool, v6: bool) -> Result<Sender> {
         Ok(Sender {
-            v4: if v4 { Some(open(Domain::IPV4, "IPv4")?) } else { None },
-            v6: if v6 { Some(open(Domain::IPV6, "IPv6")?) } else { None },
+            v4: if v4 {
+                Some(open(Domain::IPV4, "IPv4")?)
+            } else {
+                None
+            },
+            v6: if v6 {
+                Some(open(Domain::IPV6, "IPv6")?)
+            } else {
+                None
+            },
             buf: vec![0; 128],
         })
     }
@@ -38,8 +46,13 @@ impl Sender {
             self.buf.resize(len, 0);
         }
         p.emit(&mut self.buf);
-        let socket = if p.dst.is_ipv6() { self.v6.as_ref() } else { self.v4.as_ref() };
-        let socket = socket.ok_or_else(|| Error::Runtime(format!("no raw socket open for {}", p.dst)))?;
+        let socket = if p.dst.is_ipv6() {
+            self.v6.as_ref()
+        } else {
+            self.v4.as_ref()
+        };
+        let socket =
+            socket.ok_or_else(|| Error::Runtime(format!("no raw socket open for {}", p.dst)))?;
         // The port of a raw socket's destination must be 0.
         let to = SockAddr::from(SocketAddr::new(p.dst.ip(), 0));
         socket

@@ -167,8 +167,12 @@ fn decode_v4(bytes: &[u8]) -> Result<Packet, DecodeError> {
             if quoted[9] != PROTO_TCP {
                 return Err(DecodeError::Unrelated);
             }
-            let qsrc = IpAddr::V4(Ipv4Addr::new(quoted[12], quoted[13], quoted[14], quoted[15]));
-            let qdst = IpAddr::V4(Ipv4Addr::new(quoted[16], quoted[17], quoted[18], quoted[19]));
+            let qsrc = IpAddr::V4(Ipv4Addr::new(
+                quoted[12], quoted[13], quoted[14], quoted[15],
+            ));
+            let qdst = IpAddr::V4(Ipv4Addr::new(
+                quoted[16], quoted[17], quoted[18], quoted[19],
+            ));
             quoted_tcp(src, dst, icmp_type, code, qsrc, qdst, &quoted[qihl..]).map(Packet::Icmp)
         }
         _ => Err(DecodeError::Unrelated),
@@ -319,8 +323,13 @@ fn find_timestamps(mut opts: &[u8]) -> Result<Option<Timestamps>, DecodeError> {
                     if len != 10 {
                         return Err(DecodeError::Malformed);
                     }
-                    let v = |i: usize| u32::from_be_bytes([opts[i], opts[i + 1], opts[i + 2], opts[i + 3]]);
-                    found = Some(Timestamps { tsval: v(2), tsecr: v(6) });
+                    let v = |i: usize| {
+                        u32::from_be_bytes([opts[i], opts[i + 1], opts[i + 2], opts[i + 3]])
+                    };
+                    found = Some(Timestamps {
+                        tsval: v(2),
+                        tsecr: v(6),
+                    });
                 }
                 opts = &opts[len..];
             }

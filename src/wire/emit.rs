@@ -36,7 +36,11 @@ impl ProbeRepr {
     }
 
     fn ip_header_len(&self) -> usize {
-        if self.src.is_ipv6() { IPV6_HEADER } else { IPV4_HEADER }
+        if self.src.is_ipv6() {
+            IPV6_HEADER
+        } else {
+            IPV4_HEADER
+        }
     }
 
     /// Bytes `emit` writes: IP header, TCP header, options, payload.
@@ -55,8 +59,11 @@ impl ProbeRepr {
         match (self.src.ip(), self.dst.ip()) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
                 let tcp_bytes = &mut buf[IPV4_HEADER..];
-                let sum = tcp::ipv4_checksum(&TcpPacket::new(tcp_bytes).expect("sized"), &src, &dst);
-                MutableTcpPacket::new(tcp_bytes).expect("sized").set_checksum(sum);
+                let sum =
+                    tcp::ipv4_checksum(&TcpPacket::new(tcp_bytes).expect("sized"), &src, &dst);
+                MutableTcpPacket::new(tcp_bytes)
+                    .expect("sized")
+                    .set_checksum(sum);
                 let mut ip = MutableIpv4Packet::new(&mut buf[..]).expect("sized");
                 ip.set_version(4);
                 ip.set_header_length(5);
@@ -76,8 +83,11 @@ impl ProbeRepr {
             }
             (IpAddr::V6(src), IpAddr::V6(dst)) => {
                 let tcp_bytes = &mut buf[IPV6_HEADER..];
-                let sum = tcp::ipv6_checksum(&TcpPacket::new(tcp_bytes).expect("sized"), &src, &dst);
-                MutableTcpPacket::new(tcp_bytes).expect("sized").set_checksum(sum);
+                let sum =
+                    tcp::ipv6_checksum(&TcpPacket::new(tcp_bytes).expect("sized"), &src, &dst);
+                MutableTcpPacket::new(tcp_bytes)
+                    .expect("sized")
+                    .set_checksum(sum);
                 let mut ip = MutableIpv6Packet::new(&mut buf[..]).expect("sized");
                 ip.set_version(6);
                 ip.set_traffic_class(self.ip.tos);

@@ -6,7 +6,7 @@
 mod decode;
 mod emit;
 
-pub use decode::{decode, DecodeError, IcmpError, Packet, Segment};
+pub use decode::{DecodeError, IcmpError, Packet, Segment, decode};
 pub use emit::ProbeRepr;
 
 pub const FIN: u8 = 0x01;
@@ -44,4 +44,4 @@ impl Default for IpMeta {
 }
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
