@@ -522,23 +522,12 @@ impl Engine {
         }
         let ours = self.sent.iter().any(|&(s, a)| s == seg.seq && a == seg.ack);
         if incoming && seg.has(wire::SYN) {
-            if let Phase::Learning {
-                syn,
-                syn_seen: false,
-                inject_pending,
-                deadline,
-                tries,
-            } = self.phase
+            // Our injected SYN, seen on loopback: the challenge ACK comes after it.
+            if let Phase::Learning { syn, syn_seen, .. } = &mut self.phase
+                && seg.seq == syn.seq
+                && !seg.has(wire::ACK)
             {
-                if seg.seq == syn.seq && !seg.has(wire::ACK) {
-                    self.phase = Phase::Learning {
-                        syn,
-                        syn_seen: true,
-                        inject_pending,
-                        deadline,
-                        tries,
-                    };
-                }
+                *syn_seen = true;
             }
             return;
         }

@@ -88,7 +88,7 @@ pub fn probe_one(cfg: Config, diag: &mut Diag, reporter: &Reporter) -> Result<(O
                 source: e,
             }
         })?;
-        while let Some(bytes) = capture.next()? {
+        while let Some(bytes) = capture.next_packet()? {
             match decode(bytes) {
                 Ok(packet) => engine.on_packet(clock.elapsed(), &packet),
                 Err(e) => log::debug!("skipped a captured packet: {e}"),

@@ -60,7 +60,7 @@ impl Capture {
     }
 
     /// The next queued packet, or `None` when the queue is empty.
-    pub fn next(&mut self) -> Result<Option<&[u8]>> {
+    pub fn next_packet(&mut self) -> Result<Option<&[u8]>> {
         loop {
             // SAFETY: buf is valid for writes of its length.
             let n = unsafe {
