@@ -16,10 +16,7 @@ pub enum Error {
     #[error("{0}")]
     NoConnection(String),
     /// A capability is missing.
-    #[error(
-        "{what} needs {cap}: run as root, or grant it to the binary with \
-         `setcap cap_net_raw,cap_net_admin+ep <path to kaprobe>`"
-    )]
+    #[error("{what} needs {cap}: {}", privilege_hint(cap))]
     Privilege { what: String, cap: &'static str },
     /// A system call failed for a reason the user did not cause.
     #[error("{context}: {source}")]
@@ -48,6 +45,17 @@ impl Error {
         match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => Error::Privilege { what: context, cap },
             _ => Error::Io { context, source },
+        }
+    }
+}
+
+fn privilege_hint(cap: &str) -> &'static str {
+    match cap {
+        "CAP_SYS_ADMIN" => {
+            "run as root, or enter the namespace with `ip netns exec NAME kaprobe ...`"
+        }
+        _ => {
+            "run as root, or grant it to the binary with `setcap cap_net_raw,cap_net_admin+ep $(command -v kaprobe)`"
         }
     }
 }

@@ -74,7 +74,10 @@ pub fn probe_one(cfg: Config, diag: &mut Diag, reporter: &Reporter) -> Result<(O
                     reporter.probe(&flow, &probe, index, clock.elapsed());
                 }
                 Action::Note(note) => reporter.note(&flow, &note, clock.elapsed()),
-                Action::Finish(outcome) => return Ok((outcome, engine.ignored())),
+                Action::Finish(outcome) => {
+                    capture.release_detached();
+                    return Ok((outcome, engine.ignored()));
+                }
             }
         }
         let Some(at) = engine.poll_at() else {
