@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# kaprobe live demo: the four verdicts on real TCP connections inside a namespace lab.
+#   sudo scripts/demo.sh
+# Builds kaprobe (release), makes its own labs (torn down on every exit path), runs
+# a tiny python3 server in B and client in A, and probes them.
+# KAPROBE_BIN=/path/to/kaprobe skips the build and uses that binary.
+set -euo pipefail
+
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+fi
+[[ $(id -u) -eq 0 ]] || { echo "demo.sh: run as root (sudo $0)" >&2; exit 1; }
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LAB="$ROOT/scripts/lab.sh"
+BIN=${KAPROBE_BIN:-$ROOT/target/release/kaprobe}
+TAG=$(( $$ % 100000 ))
+DIRECT="kpd${TAG}d"
+NAT="kpd${TAG}n"
+WORK=$(mktemp -d /tmp/kaprobe-demo.XXXXXX)
+PIDS=()
+
+cleanup() {
+    local rc=$?
+    set +e
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    "$LAB" down "$DIRECT" >/dev/null 2>&1
+    "$LAB" down "$NAT" >/dev/null 2>&1
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+# Print a command, run it, show its exit code; never aborts the demo.
+run() {
+    printf '$ %s\n' "$*"
+    local rc=0
+    "$@" || rc=$?
+    printf '(exit %d)\n' "$rc"
+}
+
+cat >"$WORK/server.py" <<'EOF'
+# Accepts connections on HOST:PORT and holds them open, reading and discarding.
+import socket, sys, threading
+host, port = sys.argv[1], int(sys.argv[2])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+l = socket.socket(fam, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((host, port))
+l.listen(16)
+held = []
+def drain(c):
+    while c.recv(4096):
+        pass
+while True:
+    c, _ = l.accept()
+    held.append(c)
+    threading.Thread(target=drain, args=(c,), daemon=True).start()
+EOF
+
+cat >"$WORK/client.py" <<'EOF'
+# Connects from LOCAL:LPORT to REMOTE:RPORT, then sits idle.
+import socket, sys, time
+lh, lp, rh, rp = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+fam = socket.AF_INET6 if ":" in rh else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((lh, lp))
+s.settimeout(5)
+s.connect((rh, rp))
+s.settimeout(None)
+time.sleep(3600)
+EOF
+
+# start_bg NS CMD...: run in a namespace in the background, remembered for cleanup.
+start_bg() {
+    local ns=$1; shift
+    ip netns exec "$ns" "$@" &
+    PIDS+=("$!")
+    disown "$!"  # no "Killed" job notices when the lab kills it
+}
+
+# wait_established NS LPORT: bounded wait until the client's connection is up.
+wait_established() {
+    local ns=$1 lport=$2 i
+    for i in $(seq 50); do
+        if [[ -n $(ip netns exec "$ns" ss -Htn state established "( sport = :$lport )") ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "demo.sh: connection from port $lport in $ns did not come up" >&2
+    return 1
+}
+
+# connect NAME SERVER_IP CLIENT_IP CLIENT_PORT: server (if not running) + client.
+start_server() { start_bg "$1-b" python3 "$WORK/server.py" "$2" 9000; sleep 0.3; }
+start_client() {
+    start_bg "$1-a" python3 "$WORK/client.py" "$3" "$4" "$2" 9000
+    wait_established "$1-a" "$4"
+}
+
+if [[ -z ${KAPROBE_BIN:-} ]]; then
+    say "building kaprobe"
+    (cd "$ROOT" && cargo build --release)
+fi
+[[ -x $BIN ]] || { echo "demo.sh: $BIN was not built" >&2; exit 1; }
+
+# ------------------------------------------------------------------ direct lab
+say "lab: A (198.18.0.1) -- B (198.18.0.2), namespaces $DIRECT-a / $DIRECT-b"
+"$LAB" up direct "$DIRECT"
+start_server "$DIRECT" 198.18.0.2
+start_client "$DIRECT" 198.18.0.2 198.18.0.1 40001
+run ip netns exec "$DIRECT-a" ss -tn state established
+
+say "1. peer alive -> alive (exit 0)"
+run "$BIN" --netns "$DIRECT-a" probe 198.18.0.1:40001-198.18.0.2:9000
+
+say "2. peer crashes and restarts, no FIN or RST ever sent -> reset (exit 3)"
+run "$LAB" restart "$DIRECT"
+run "$BIN" --netns "$DIRECT-a" probe 198.18.0.1:40001-198.18.0.2:9000
+
+say "3. peer host goes silent (crash, no restart) -> dead (exit 1) after 0s + 3 x 500ms"
+start_server "$DIRECT" 198.18.0.2
+start_client "$DIRECT" 198.18.0.2 198.18.0.1 40002
+run "$LAB" blackhole "$DIRECT"
+run "$BIN" --netns "$DIRECT-a" probe --time 0s --intvl 500ms --probes 3 198.18.0.1:40002-198.18.0.2:9000
+"$LAB" down "$DIRECT"
+
+# ------------------------------------------------------------------ NAT lab
+say "lab: A (198.18.0.2) -- NAT R -- B (198.51.100.2), conntrack established timeout 3 s"
+LAB_CT_TIMEOUT=3 "$LAB" up nat "$NAT"
+start_server "$NAT" 198.51.100.2
+start_client "$NAT" 198.51.100.2 198.18.0.2 40003
+run ip netns exec "$NAT-r" conntrack -L
+
+say "4a. idle less than the NAT timeout -> alive (exit 0)"
+run "$BIN" --netns "$NAT-a" probe 198.18.0.2:40003-198.51.100.2:9000
+
+say "4b. idle 5 s, past the NAT timeout: the NAT drops the probe -> dead (exit 1)"
+run sleep 5
+run ip netns exec "$NAT-r" conntrack -L
+run "$BIN" --netns "$NAT-a" probe --intvl 500ms --probes 2 198.18.0.2:40003-198.51.100.2:9000
+
+say "done (labs are torn down on exit)"

@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# kaprobe test lab: network namespaces joined by veth pairs, optional router / NAT.
+# Addresses only from 198.18.0.0/15, 198.51.100.0/24 and 2001:db8::/32; no default route anywhere.
+set -euo pipefail
+
+PROG=${0##*/}
+STATE_ROOT=/run/kaprobe-lab
+
+usage() {
+    cat <<EOF
+usage: $PROG SUBCOMMAND NAME [ARGS...]
+
+Builds and breaks the kaprobe test lab. NAME is a short prefix of letters and
+digits (e.g. kp1234x); the namespaces are NAME-a (client), NAME-b (peer) and,
+for routed/nat, NAME-r (router). Must run as root.
+
+Subcommands:
+  up direct NAME     A(eth0)--B(eth0) over one veth pair
+                       A 198.18.0.1/24 2001:db8:18::1/64
+                       B 198.18.0.2/24 2001:db8:18::2/64
+  up routed NAME     A--R--B, plain routing
+                       A eth0 198.18.0.2/24 2001:db8:18::2/64 (routes to B's net via R)
+                       R eth0 198.18.0.1/24 2001:db8:18::1/64
+                       R eth1 198.51.100.1/24 2001:db8:51::1/64
+                       B eth0 198.51.100.2/24 2001:db8:51::2/64 (routes to A's net via R)
+  up nat NAME        like routed, but B has no route back; R masquerades out of
+                     eth1 (nftables), drops ct state invalid in forward, and sets
+                     nf_conntrack_tcp_loose=0 and
+                     nf_conntrack_tcp_timeout_established=\$LAB_CT_TIMEOUT (default 5)
+  blackhole NAME     in B: drop all TCP in and out (peer host goes silent)
+  unblackhole NAME   undo blackhole
+  freeze NAME        in B: drop everything B sends (closing sockets emits no FIN/RST)
+  unfreeze NAME      undo freeze
+  restart NAME       peer crash and restart: freeze, kill B's processes, destroy B,
+                     recreate it with the same addresses, link and routes.
+                     Behind nat, R's masquerade forgets every flow out of eth1 when
+                     that link goes away: the restarted peer is then never reached
+                     (silence, i.e. dead), not reset.
+  nat-expire NAME    in R: flush conntrack state (as if the NAT timed the flow out)
+  reject NAME host-unreachable|admin-prohibited
+                     in R: reject forwarded A->B TCP with that ICMP/ICMPv6 error
+                     (v6: addr-unreachable / admin-prohibited)
+  down NAME          delete every namespace NAME-* (idempotent)
+  exec NAME a|b|r CMD...
+                     run CMD inside NAME-a, NAME-b or NAME-r
+
+Environment: LAB_CT_TIMEOUT (nat only, seconds, default 5).
+EOF
+}
+
+die() { echo "$PROG: $*" >&2; exit 1; }
+
+check_name() {
+    [[ ${1:-} =~ ^[A-Za-z0-9]{1,20}$ ]] || die "bad lab name '${1:-}' (1-20 letters/digits)"
+}
+
+ns_exists() { [[ -e /run/netns/$1 ]]; }
+
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# Create a namespace with lo up; the caller's trap cleans up on failure.
+ns_new() {
+    ns_exists "$1" && die "namespace $1 already exists"
+    ip netns add "$1"
+    ip -n "$1" link set lo up
+    # IPv6 addresses added while a link is down stay tentative after it comes up until
+    # a work item runs after a random delay below router_solicitation_delay (1 s): the
+    # namespace ignores neighbour solicitations for them meanwhile, and the first
+    # connection through the lab stalls for a second. No delay, and no DAD at all.
+    nsx "$1" sysctl -q -w net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
+        net.ipv6.conf.all.router_solicitation_delay=0 \
+        net.ipv6.conf.default.router_solicitation_delay=0
+}
+
+kind_of() {
+    local name=$1
+    if [[ -r $STATE_ROOT/$name/kind ]]; then
+        cat "$STATE_ROOT/$name/kind"
+    elif ns_exists "$name-r"; then
+        if nsx "$name-r" nft list table inet kplab >/dev/null 2>&1; then echo nat; else echo routed; fi
+    elif ns_exists "$name-a"; then
+        echo direct
+    else
+        die "no lab named $name"
+    fi
+}
+
+need_ns() { ns_exists "$1" || die "namespace $1 does not exist"; }
+
+# ---------------------------------------------------------------- building blocks
+# Explicit interface indexes: a veth whose ifindex equals its peer's (both "2" in fresh
+# namespaces) gets its carrier-up event handled by linkwatch as non-urgent, up to 1 s
+# late, and until then IPv6 has not joined the solicited-node groups: neighbour
+# solicitations are dropped and the first IPv6 connection stalls for a second.
+# Indexes: A eth0 10, R eth0 11, R eth1 12, B eth0 13.
+
+# Wait (bounded) until IPv6 is ready on a link: it has a non-tentative link-local address.
+wait_ready() {
+    local ns=$1 dev=$2 i
+    for i in $(seq 60); do
+        if ip -n "$ns" -6 addr show dev "$dev" scope link | grep -q inet6 &&
+            ! ip -n "$ns" -6 addr show dev "$dev" tentative | grep -q inet6; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    die "IPv6 not ready on $dev in $ns after 3 s"
+}
+
+# The B side (namespace + link + addresses + routes). Used by up and restart.
+build_b() {
+    local name=$1 kind=$2 a=$1-a b=$1-b r=$1-r
+    ns_new "$b"
+    case $kind in
+    direct)
+        ip -n "$a" link add eth0 index 10 type veth peer name eth0 index 13 netns "$b"
+        ip -n "$a" addr add 198.18.0.1/24 dev eth0
+        ip -n "$a" addr add 2001:db8:18::1/64 dev eth0 nodad
+        ip -n "$b" addr add 198.18.0.2/24 dev eth0
+        ip -n "$b" addr add 2001:db8:18::2/64 dev eth0 nodad
+        ip -n "$a" link set eth0 up
+        ip -n "$b" link set eth0 up
+        wait_ready "$a" eth0
+        wait_ready "$b" eth0
+        ;;
+    routed|nat)
+        ip -n "$r" link add eth1 index 12 type veth peer name eth0 index 13 netns "$b"
+        ip -n "$r" addr add 198.51.100.1/24 dev eth1
+        ip -n "$r" addr add 2001:db8:51::1/64 dev eth1 nodad
+        ip -n "$b" addr add 198.51.100.2/24 dev eth0
+        ip -n "$b" addr add 2001:db8:51::2/64 dev eth0 nodad
+        ip -n "$r" link set eth1 up
+        ip -n "$b" link set eth0 up
+        wait_ready "$r" eth1
+        wait_ready "$b" eth0
+        if [[ $kind == routed ]]; then
+            ip -n "$b" route add 198.18.0.0/24 via 198.51.100.1 dev eth0
+            ip -n "$b" -6 route add 2001:db8:18::/64 via 2001:db8:51::1 dev eth0
+        fi
+        ;;
+    *) die "unknown topology '$kind'" ;;
+    esac
+}
+
+build_ar() {
+    local name=$1 a=$1-a r=$1-r
+    ns_new "$r"
+    nsx "$r" sysctl -q -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+        net.ipv6.conf.default.forwarding=1
+    ip -n "$a" link add eth0 index 10 type veth peer name eth0 index 11 netns "$r"
+    ip -n "$a" addr add 198.18.0.2/24 dev eth0
+    ip -n "$a" addr add 2001:db8:18::2/64 dev eth0 nodad
+    ip -n "$r" addr add 198.18.0.1/24 dev eth0
+    ip -n "$r" addr add 2001:db8:18::1/64 dev eth0 nodad
+    ip -n "$a" link set eth0 up
+    ip -n "$r" link set eth0 up
+    wait_ready "$a" eth0
+    wait_ready "$r" eth0
+    ip -n "$a" route add 198.51.100.0/24 via 198.18.0.1 dev eth0
+    ip -n "$a" -6 route add 2001:db8:51::/64 via 2001:db8:18::1 dev eth0
+}
+
+setup_nat() {
+    local r=$1-r timeout=${LAB_CT_TIMEOUT:-5}
+    [[ $timeout =~ ^[0-9]+$ && $timeout -ge 1 ]] || die "LAB_CT_TIMEOUT must be a positive integer"
+    # Ruleset first: its ct/masquerade expressions bring conntrack into this netns,
+    # and only then do the net.netfilter.* sysctls exist there.
+    nsx "$r" nft -f - <<'EOF'
+table inet kplab {
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "eth1" masquerade
+    }
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        ct state invalid drop
+    }
+}
+EOF
+    local i
+    for i in $(seq 50); do
+        if nsx "$r" test -e /proc/sys/net/netfilter/nf_conntrack_tcp_loose; then break; fi
+        sleep 0.1
+    done
+    nsx "$r" sysctl -q -w net.netfilter.nf_conntrack_tcp_loose=0 \
+        "net.netfilter.nf_conntrack_tcp_timeout_established=$timeout"
+    local loose est
+    loose=$(nsx "$r" sysctl -n net.netfilter.nf_conntrack_tcp_loose)
+    est=$(nsx "$r" sysctl -n net.netfilter.nf_conntrack_tcp_timeout_established)
+    [[ $loose == 0 && $est == "$timeout" ]] ||
+        die "conntrack sysctls did not take in $r (loose=$loose established=$est)"
+}
+
+# ---------------------------------------------------------------- subcommands
+
+cmd_up() {
+    local kind=${1:-} name=${2:-}
+    [[ $kind =~ ^(direct|routed|nat)$ ]] || die "up: topology must be direct, routed or nat"
+    check_name "$name"
+    local n
+    for n in a b r; do ns_exists "$name-$n" && die "namespace $name-$n already exists"; done
+    # Any failure below tears down what was built so far.
+    CLEANUP_NAME=$name
+    trap 'rc=$?; if [[ $rc -ne 0 ]]; then cmd_down "$CLEANUP_NAME" >/dev/null 2>&1 || true; fi' EXIT
+    mkdir -p "$STATE_ROOT/$name"
+    echo "$kind" >"$STATE_ROOT/$name/kind"
+    ns_new "$name-a"
+    if [[ $kind != direct ]]; then build_ar "$name"; fi
+    build_b "$name" "$kind"
+    if [[ $kind == nat ]]; then setup_nat "$name"; fi
+    trap - EXIT
+}
+
+cmd_down() {
+    local name=${1:-}
+    check_name "$name"
+    local ns pid
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${name}-" || true); do
+        for pid in $(ip netns pids "$ns" 2>/dev/null || true); do
+            kill -KILL "$pid" 2>/dev/null || true
+        done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    rm -rf "${STATE_ROOT:?}/$name"
+    return 0
+}
+
+fault_table_add() { # ns table body
+    local ns=$1 table=$2 body=$3
+    if nsx "$ns" nft list table inet "$table" >/dev/null 2>&1; then return 0; fi
+    nsx "$ns" nft -f - <<<"table inet $table {
+$body
+}"
+}
+
+cmd_blackhole() {
+    local name=${1:-}; check_name "$name"; need_ns "$name-b"
+    fault_table_add "$name-b" kpfault '
+    chain input {
+        type filter hook input priority -10; policy accept;
+        meta l4proto tcp drop
+    }
+    chain output {
+        type filter hook output priority -10; policy accept;
+        meta l4proto tcp drop
+    }'
+}
+
+cmd_unblackhole() {
+    local name=${1:-}; check_name "$name"; need_ns "$name-b"
+    nsx "$name-b" nft delete table inet kpfault 2>/dev/null || true
+}
+
+cmd_freeze() {
+    local name=${1:-}; check_name "$name"; need_ns "$name-b"
+    fault_table_add "$name-b" kpfreeze '
+    chain output {
+        type filter hook output priority -20; policy drop;
+    }'
+}
+
+cmd_unfreeze() {
+    local name=${1:-}; check_name "$name"; need_ns "$name-b"
+    nsx "$name-b" nft delete table inet kpfreeze 2>/dev/null || true
+}
+
+cmd_restart() {
+    local name=${1:-}; check_name "$name"; need_ns "$name-b"
+    local kind; kind=$(kind_of "$name")
+    local b=$name-b side_ns side_if
+    if [[ $kind == direct ]]; then side_ns=$name-a side_if=eth0; else side_ns=$name-r side_if=eth1; fi
+    cmd_freeze "$name"
+    local pid
+    for pid in $(ip netns pids "$b" 2>/dev/null || true); do kill -KILL "$pid" 2>/dev/null || true; done
+    # Wait (bounded) for the killed processes to be gone.
+    local i
+    for i in $(seq 50); do
+        [[ -z $(ip netns pids "$b" 2>/dev/null || true) ]] && break
+        sleep 0.1
+    done
+    # Delete the link explicitly: sockets closed while frozen (orphans in FIN_WAIT1 whose
+    # FIN is dropped) keep the namespace itself alive in the kernel for a while, and with
+    # it its devices; deleting the veth removes both ends at once.
+    ip -n "$b" link del eth0 2>/dev/null || true
+    ip netns del "$b"
+    for i in $(seq 50); do
+        ip -n "$side_ns" link show "$side_if" >/dev/null 2>&1 || break
+        sleep 0.1
+    done
+    if ip -n "$side_ns" link show "$side_if" >/dev/null 2>&1; then
+        die "restart: $side_if in $side_ns still exists 5 s after deleting $b"
+    fi
+    build_b "$name" "$kind"
+}
+
+cmd_nat_expire() {
+    local name=${1:-}; check_name "$name"; need_ns "$name-r"
+    nsx "$name-r" conntrack -F
+}
+
+cmd_reject() {
+    local name=${1:-} what=${2:-}; check_name "$name"; need_ns "$name-r"
+    local v4 v6
+    case $what in
+    host-unreachable) v4=host-unreachable v6=addr-unreachable ;;
+    admin-prohibited) v4=admin-prohibited v6=admin-prohibited ;;
+    *) die "reject: expected host-unreachable or admin-prohibited" ;;
+    esac
+    nsx "$name-r" nft delete table inet kpreject 2>/dev/null || true
+    # Own table at a priority before every other forward chain (kplab's is at filter = 0).
+    nsx "$name-r" nft -f - <<EOF
+table inet kpreject {
+    chain forward {
+        type filter hook forward priority -100; policy accept;
+        ip saddr 198.18.0.0/24 ip daddr 198.51.100.0/24 meta l4proto tcp reject with icmp type $v4
+        ip6 saddr 2001:db8:18::/64 ip6 daddr 2001:db8:51::/64 meta l4proto tcp reject with icmpv6 type $v6
+    }
+}
+EOF
+}
+
+cmd_exec() {
+    local name=${1:-} which=${2:-}; check_name "$name"
+    [[ $which =~ ^[abr]$ ]] || die "exec: expected a, b or r"
+    shift 2
+    [[ $# -gt 0 ]] || die "exec: missing command"
+    need_ns "$name-$which"
+    exec ip netns exec "$name-$which" "$@"
+}
+
+main() {
+    local sub=${1:-}
+    case $sub in
+    -h|--help|help|"") usage; [[ -n $sub ]] || exit 2; exit 0 ;;
+    esac
+    shift
+    [[ $(id -u) -eq 0 ]] || die "must run as root"
+    case $sub in
+    up) cmd_up "$@" ;;
+    down) cmd_down "$@" ;;
+    blackhole) cmd_blackhole "$@" ;;
+    unblackhole) cmd_unblackhole "$@" ;;
+    freeze) cmd_freeze "$@" ;;
+    unfreeze) cmd_unfreeze "$@" ;;
+    restart) cmd_restart "$@" ;;
+    nat-expire) cmd_nat_expire "$@" ;;
+    reject) cmd_reject "$@" ;;
+    exec) cmd_exec "$@" ;;
+    *) echo "$PROG: unknown subcommand '$sub'" >&2; usage >&2; exit 2 ;;
+    esac
+}
+
+main "$@"
