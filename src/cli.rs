@@ -5,12 +5,9 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::engine::{Config, Outcome, SeqSource, Timing};
-use crate::error::{EXIT_USAGE, Error, Result};
-use crate::flow::FlowSpec;
-use crate::output::Reporter;
-use crate::prober;
-use crate::sys::diag::Diag;
+use crate::cmd::{self, Ctx};
+use crate::engine::Timing;
+use crate::error::{EXIT_USAGE, Result};
 use crate::sys::netns;
 
 #[derive(Parser, Debug)]
@@ -48,10 +45,16 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the time/intvl/probes loop on one connection, then print one verdict
-    Probe(ProbeArgs),
+    Probe(cmd::probe::ProbeArgs),
+    /// List established connections: idle time, owner, kernel keepalive timer
+    List(cmd::list::ListArgs),
+    /// Turn the kernel's own keepalive on for a running process's socket
+    Enable(cmd::enable::EnableArgs),
+    /// Show the host's keepalive sysctls and the dead-peer detection time they give
+    Config(cmd::config::ConfigArgs),
 }
 
-fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("'{s}' is not a duration ({e}); write e.g. 500ms, 75s, 2h"))
 }
@@ -60,17 +63,17 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 pub struct TimingArgs {
     /// Idle time (since the last segment received) before the first probe
     #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
-    time: Duration,
+    pub time: Duration,
     /// Time between unanswered probes, and the wait after the last one
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
-    intvl: Duration,
+    pub intvl: Duration,
     /// Unanswered probes before the verdict `dead`
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=255))]
-    probes: u8,
+    pub probes: u8,
 }
 
 impl TimingArgs {
-    fn timing(&self) -> Timing {
+    pub fn timing(&self) -> Timing {
         Timing {
             time: self.time,
             intvl: self.intvl,
@@ -80,29 +83,13 @@ impl TimingArgs {
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum SeqSourceArg {
+pub enum SeqSourceArg {
     /// A SYN injected into the local stack makes the local socket tell its numbers
     Local,
     /// Out-of-window first probe; stateful firewalls drop it
     Peer,
     /// Wait for a segment of the connection on the wire
     Sniff,
-}
-
-#[derive(Args, Debug)]
-struct ProbeArgs {
-    /// The connection: LOCAL-REMOTE (IP:PORT-IP:PORT, IPv6 in brackets), or REMOTE alone when
-    /// exactly one established connection goes there
-    #[arg(value_name = "FLOW")]
-    flow: FlowSpec,
-    #[command(flatten)]
-    timing: TimingArgs,
-    /// How to learn the connection's sequence numbers
-    #[arg(long, value_enum, default_value = "local", value_name = "SOURCE")]
-    seq_source: SeqSourceArg,
-    /// Send one already-acknowledged byte in the probe, as some stacks do
-    #[arg(long)]
-    garbage_octet: bool,
 }
 
 fn init_logging(verbose: u8, quiet: u8) {
@@ -176,61 +163,15 @@ fn run(cli: &Cli) -> Result<i32> {
     if let Some(ns) = &cli.netns {
         netns::enter(ns)?;
     }
-    let reporter = Reporter {
+    let ctx = Ctx {
         json: cli.json,
         verbose: cli.verbose > 0,
     };
     match &cli.command {
-        Command::Probe(args) => probe(args, &reporter),
-    }
-}
-
-fn probe(args: &ProbeArgs, reporter: &Reporter) -> Result<i32> {
-    let timing = args.timing.timing();
-    if let Some(w) = timing.warning() {
-        log::warn!("{w}");
-    }
-    let source = match args.seq_source {
-        SeqSourceArg::Local => SeqSource::Local,
-        SeqSourceArg::Peer => {
-            log::warn!(
-                "--seq-source peer sends an out-of-window first probe; stateful firewalls \
-                 (ct state invalid drop) drop it, which reads as dead"
-            );
-            SeqSource::Peer
-        }
-        SeqSourceArg::Sniff => SeqSource::Sniff,
-    };
-    let mut diag = Diag::open()?;
-    let flow = prober::resolve(args.flow, &mut diag)?;
-    let cfg = Config {
-        flow,
-        timing,
-        source,
-        garbage_octet: args.garbage_octet,
-    };
-    let (outcome, ignored) = prober::probe_one(cfg, &mut diag, reporter)?;
-    if ignored > 0 {
-        log::info!("{flow}: ignored {ignored} answers that did not match the probe");
-    }
-    match outcome {
-        Outcome::Verdict(v) => {
-            reporter.verdict(&flow, &v, ignored);
-            Ok(v.kind.exit_code())
-        }
-        Outcome::Closed => Err(Error::NoConnection(format!(
-            "connection {flow} closed during the probe"
-        ))),
-        Outcome::LearnFailed => Err(Error::Runtime(match source {
-            SeqSource::Sniff => {
-                format!("no segment of {flow} seen on the wire; try --seq-source local")
-            }
-            _ => format!(
-                "could not learn the sequence numbers of {flow}: the local socket sent no \
-                 challenge ACK to {} injected SYNs",
-                crate::engine::LEARN_TRIES
-            ),
-        })),
+        Command::Probe(args) => cmd::probe::run(args, &ctx),
+        Command::List(args) => cmd::list::run(args, &ctx),
+        Command::Enable(args) => cmd::enable::run(args, &ctx),
+        Command::Config(args) => cmd::config::run(args, &ctx),
     }
 }
 
@@ -273,7 +214,9 @@ mod tests {
     #[test]
     fn defaults_follow_the_spec() {
         let cli = Cli::try_parse_from(["kaprobe", "probe", "198.51.100.2:9000"]).unwrap();
-        let Command::Probe(p) = cli.command;
+        let Command::Probe(p) = cli.command else {
+            panic!()
+        };
         assert_eq!(
             p.timing.timing(),
             Timing {

@@ -4,8 +4,10 @@
 //! `sys` the sockets, netlink and namespaces, `cli` the command line and output.
 
 pub mod cli;
+pub mod cmd;
 pub mod engine;
 pub mod error;
+pub mod filter;
 pub mod flow;
 pub mod output;
 pub mod prober;

@@ -31,6 +31,9 @@ pub struct Conn {
     pub inode: u32,
     pub uid: u32,
     pub send_queue: u32,
+    pub recv_queue: u32,
+    /// The socket's active timer (keepalive, retransmit, ...) as sock_diag reports it.
+    pub timer: Option<Timer>,
     pub info: Option<TcpInfo>,
 }
 
@@ -203,6 +206,8 @@ fn conn_from(r: &InetResponse) -> Conn {
         inode: h.inode,
         uid: h.uid,
         send_queue: h.send_queue,
+        recv_queue: h.recv_queue,
+        timer: h.timer.clone(),
         info,
     }
 }

@@ -1,0 +1,13 @@
+//! One module per subcommand: its clap arguments and its `run`.
+
+pub mod config;
+pub mod enable;
+pub mod list;
+pub mod probe;
+
+/// What every subcommand gets from the global options.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx {
+    pub json: bool,
+    pub verbose: bool,
+}

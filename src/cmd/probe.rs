@@ -1,0 +1,81 @@
+//! `kaprobe probe FLOW`: the time/intvl/probes loop on one connection, one verdict.
+
+use clap::Args;
+
+use super::Ctx;
+use crate::cli::{SeqSourceArg, TimingArgs};
+use crate::engine::{Config, Outcome, SeqSource};
+use crate::error::{Error, Result};
+use crate::flow::FlowSpec;
+use crate::output::Reporter;
+use crate::prober;
+use crate::sys::diag::Diag;
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// The connection: LOCAL-REMOTE (IP:PORT-IP:PORT, IPv6 in brackets), or REMOTE alone when
+    /// exactly one established connection goes there
+    #[arg(value_name = "FLOW")]
+    pub flow: FlowSpec,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// How to learn the connection's sequence numbers
+    #[arg(long, value_enum, default_value = "local", value_name = "SOURCE")]
+    pub seq_source: SeqSourceArg,
+    /// Send one already-acknowledged byte in the probe, as some stacks do
+    #[arg(long)]
+    pub garbage_octet: bool,
+}
+
+pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
+    let reporter = &Reporter {
+        json: ctx.json,
+        verbose: ctx.verbose,
+    };
+    let timing = args.timing.timing();
+    if let Some(w) = timing.warning() {
+        log::warn!("{w}");
+    }
+    let source = match args.seq_source {
+        SeqSourceArg::Local => SeqSource::Local,
+        SeqSourceArg::Peer => {
+            log::warn!(
+                "--seq-source peer sends an out-of-window first probe; stateful firewalls \
+                 (ct state invalid drop) drop it, which reads as dead"
+            );
+            SeqSource::Peer
+        }
+        SeqSourceArg::Sniff => SeqSource::Sniff,
+    };
+    let mut diag = Diag::open()?;
+    let flow = prober::resolve(args.flow, &mut diag)?;
+    let cfg = Config {
+        flow,
+        timing,
+        source,
+        garbage_octet: args.garbage_octet,
+    };
+    let (outcome, ignored) = prober::probe_one(cfg, &mut diag, reporter)?;
+    if ignored > 0 {
+        log::info!("{flow}: ignored {ignored} answers that did not match the probe");
+    }
+    match outcome {
+        Outcome::Verdict(v) => {
+            reporter.verdict(&flow, &v, ignored);
+            Ok(v.kind.exit_code())
+        }
+        Outcome::Closed => Err(Error::NoConnection(format!(
+            "connection {flow} closed during the probe"
+        ))),
+        Outcome::LearnFailed => Err(Error::Runtime(match source {
+            SeqSource::Sniff => {
+                format!("no segment of {flow} seen on the wire; try --seq-source local")
+            }
+            _ => format!(
+                "could not learn the sequence numbers of {flow}: the local socket sent no \
+                 challenge ACK to {} injected SYNs",
+                crate::engine::LEARN_TRIES
+            ),
+        })),
+    }
+}
