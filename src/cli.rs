@@ -46,6 +46,8 @@ pub struct Cli {
 enum Command {
     /// Run the time/intvl/probes loop on one connection, then print one verdict
     Probe(cmd::probe::ProbeArgs),
+    /// The same loop on every matching established connection at once, one verdict each
+    Sweep(cmd::sweep::SweepArgs),
     /// List established connections: idle time, owner, kernel keepalive timer
     List(cmd::list::ListArgs),
     /// Turn the kernel's own keepalive on for a running process's socket
@@ -169,6 +171,7 @@ fn run(cli: &Cli) -> Result<i32> {
     };
     match &cli.command {
         Command::Probe(args) => cmd::probe::run(args, &ctx),
+        Command::Sweep(args) => cmd::sweep::run(args, &ctx),
         Command::List(args) => cmd::list::run(args, &ctx),
         Command::Enable(args) => cmd::enable::run(args, &ctx),
         Command::Config(args) => cmd::config::run(args, &ctx),

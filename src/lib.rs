@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod engine;
 pub mod error;
 pub mod filter;
+pub mod fleet;
 pub mod flow;
 pub mod output;
 pub mod prober;

@@ -53,6 +53,7 @@ pub fn verdict_json(flow: &Flow, v: &Verdict, ignored: u64) -> Value {
 }
 
 /// Prints results and, at `-v`, progress: as log lines (stderr) or JSON events (stdout).
+#[derive(Clone, Copy, Debug)]
 pub struct Reporter {
     pub json: bool,
     pub verbose: bool,

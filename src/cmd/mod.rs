@@ -4,6 +4,7 @@ pub mod config;
 pub mod enable;
 pub mod list;
 pub mod probe;
+pub mod sweep;
 
 /// What every subcommand gets from the global options.
 #[derive(Clone, Copy, Debug)]

@@ -28,7 +28,7 @@ pub struct ProbeArgs {
 }
 
 pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
-    let reporter = &Reporter {
+    let reporter = Reporter {
         json: ctx.json,
         verbose: ctx.verbose,
     };
@@ -36,17 +36,7 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
     if let Some(w) = timing.warning() {
         log::warn!("{w}");
     }
-    let source = match args.seq_source {
-        SeqSourceArg::Local => SeqSource::Local,
-        SeqSourceArg::Peer => {
-            log::warn!(
-                "--seq-source peer sends an out-of-window first probe; stateful firewalls \
-                 (ct state invalid drop) drop it, which reads as dead"
-            );
-            SeqSource::Peer
-        }
-        SeqSourceArg::Sniff => SeqSource::Sniff,
-    };
+    let source = seq_source(args.seq_source);
     let mut diag = Diag::open()?;
     let flow = prober::resolve(args.flow, &mut diag)?;
     let cfg = Config {
@@ -55,7 +45,7 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
         source,
         garbage_octet: args.garbage_octet,
     };
-    let (outcome, ignored) = prober::probe_one(cfg, &mut diag, reporter)?;
+    let (outcome, ignored) = prober::probe_one(cfg, diag, reporter)?;
     if ignored > 0 {
         log::info!("{flow}: ignored {ignored} answers that did not match the probe");
     }
@@ -77,5 +67,20 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
                 crate::engine::LEARN_TRIES
             ),
         })),
+    }
+}
+
+/// The engine's sequence source for the option, warning where it may mislead.
+pub fn seq_source(arg: SeqSourceArg) -> SeqSource {
+    match arg {
+        SeqSourceArg::Local => SeqSource::Local,
+        SeqSourceArg::Peer => {
+            log::warn!(
+                "--seq-source peer sends an out-of-window first probe; stateful firewalls \
+                 (ct state invalid drop) drop it, which reads as dead"
+            );
+            SeqSource::Peer
+        }
+        SeqSourceArg::Sniff => SeqSource::Sniff,
     }
 }

@@ -18,7 +18,19 @@ const JEQ_K: u16 = 0x15;
 const JSET_K: u16 = 0x45;
 const RET_K: u16 = 0x06;
 
+const JGT_K: u16 = 0x25;
+const JGE_K: u16 = 0x35;
+
 const SKF_AD_PROTOCOL: u32 = 0xffff_f000;
+const SKF_AD_PKTTYPE: u32 = 0xffff_f004;
+const SKF_AD_IFINDEX: u32 = 0xffff_f008;
+const PACKET_OUTGOING: u32 = 4;
+/// `lo` is the first device of every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+/// Remote ports listed one by one up to this many; beyond, their range.
+const MAX_PORT_SET: usize = 16;
+/// Address pairs matched one by one up to this many (the kernel takes 4096 instructions).
+const MAX_GROUPS: usize = 96;
 const ETH_P_IP: u32 = 0x0800;
 const ETH_P_IPV6: u32 = 0x86dd;
 /// Bytes kept of an accepted packet: enough for any header and an ICMP quote.
@@ -119,37 +131,116 @@ fn words(ip: IpAddr) -> Vec<u32> {
     }
 }
 
-/// Matches `src -> dst` on the 4-tuple at the given header offsets; on a match returns the
-/// packet, on a miss goes to `miss`. X holds the TCP header offset.
-fn tuple(
+/// Which ports one side of a group of connections may have.
+#[derive(Clone, Debug)]
+enum Ports {
+    Range(u16, u16),
+    Set(Vec<u16>),
+}
+
+impl Ports {
+    fn of(ports: &[u16]) -> Ports {
+        let mut set = ports.to_vec();
+        set.sort_unstable();
+        set.dedup();
+        if set.len() <= MAX_PORT_SET {
+            Ports::Set(set)
+        } else {
+            Ports::Range(set[0], set[set.len() - 1])
+        }
+    }
+
+    /// A holds the port; continue on a match, else go to `miss`.
+    fn check(&self, a: &mut Asm, miss: usize) {
+        match self {
+            Ports::Range(lo, hi) => {
+                a.jump(JGE_K, u32::from(*lo), To::Next, To::Label(miss));
+                a.jump(JGT_K, u32::from(*hi), To::Label(miss), To::Next);
+            }
+            Ports::Set(set) => {
+                let hit = a.label();
+                for p in set {
+                    a.jump(JEQ_K, u32::from(*p), To::Label(hit), To::Next);
+                }
+                a.long_jump(miss);
+                a.bind(hit);
+            }
+        }
+    }
+}
+
+/// Connections between one local and one remote address.
+struct Group {
+    local: IpAddr,
+    remote: IpAddr,
+    local_ports: Ports,
+    remote_ports: Ports,
+}
+
+/// Segments `src -> dst` whose ports fit; on a match the packet is kept, on a miss the
+/// program goes to `miss`. X holds the TCP header offset.
+#[allow(clippy::too_many_arguments)]
+fn segment(
     a: &mut Asm,
     src_off: u32,
     dst_off: u32,
-    src: std::net::SocketAddr,
-    dst: std::net::SocketAddr,
+    src: IpAddr,
+    dst: IpAddr,
+    sp: &Ports,
+    dp: &Ports,
     miss: usize,
 ) {
-    for (i, w) in words(src.ip()).into_iter().enumerate() {
+    for (i, w) in words(src).into_iter().enumerate() {
         a.op(LD_W_ABS, src_off + 4 * i as u32);
         a.expect(w, miss);
     }
-    for (i, w) in words(dst.ip()).into_iter().enumerate() {
+    for (i, w) in words(dst).into_iter().enumerate() {
         a.op(LD_W_ABS, dst_off + 4 * i as u32);
         a.expect(w, miss);
     }
     a.op(LD_H_IND, 0);
-    a.expect(u32::from(src.port()), miss);
+    sp.check(a, miss);
     a.op(LD_H_IND, 2);
-    a.expect(u32::from(dst.port()), miss);
+    dp.check(a, miss);
     a.ret(SNAP);
 }
 
-/// TCP segments of `flows` in either direction, and ICMP / ICMPv6 packets addressed to any of
-/// their local addresses (the ICMP quote is checked in userspace).
+fn groups(flows: &[&Flow]) -> Vec<Group> {
+    let mut by_pair: std::collections::BTreeMap<(IpAddr, IpAddr), (Vec<u16>, Vec<u16>)> =
+        Default::default();
+    for f in flows {
+        let e = by_pair.entry((f.local.ip(), f.remote.ip())).or_default();
+        e.0.push(f.local.port());
+        e.1.push(f.remote.port());
+    }
+    by_pair
+        .into_iter()
+        .map(|((local, remote), (lp, rp))| Group {
+            local,
+            remote,
+            local_ports: Ports::of(&lp),
+            remote_ports: Ports::of(&rp),
+        })
+        .collect()
+}
+
+/// TCP segments of `flows` in either direction, and ICMP / ICMPv6 packets addressed to any
+/// of their local addresses (the ICMP quote is checked in userspace). Connections are
+/// grouped by address pair, each group matching its local port range (or set) and remote
+/// port set, so ten thousand connections to one service make a program of a few
+/// instructions. Beyond `MAX_GROUPS` address pairs, TCP is matched on local addresses only.
+/// Our own copies of packets leaving through loopback are dropped: the receiving copy
+/// is enough.
 pub fn flows_filter(flows: &[Flow]) -> Vec<libc::sock_filter> {
     let mut a = Asm::default();
     let (v4, v6) = (a.label(), a.label());
-    let (not_v4, not_v6) = (a.label(), a.label());
+    let (not_v4, not_v6, not_lo_out) = (a.label(), a.label(), a.label());
+    a.op(LD_W_ABS, SKF_AD_PKTTYPE);
+    a.jump(JEQ_K, PACKET_OUTGOING, To::Next, To::Label(not_lo_out));
+    a.op(LD_W_ABS, SKF_AD_IFINDEX);
+    a.jump(JEQ_K, LOOPBACK_IFINDEX, To::Next, To::Label(not_lo_out));
+    a.ret(0);
+    a.bind(not_lo_out);
     a.op(LD_W_ABS, SKF_AD_PROTOCOL);
     a.jump(JEQ_K, ETH_P_IP, To::Next, To::Label(not_v4));
     a.long_jump(v4);
@@ -192,12 +283,45 @@ pub fn flows_filter(flows: &[Flow]) -> Vec<libc::sock_filter> {
             a.bind(whole);
             a.op(LDX_B_MSH, 0);
         }
-        for f in &family {
-            let (reverse, next) = (a.label(), a.label());
-            tuple(&mut a, src_off, dst_off, f.local, f.remote, reverse);
-            a.bind(reverse);
-            tuple(&mut a, src_off, dst_off, f.remote, f.local, next);
-            a.bind(next);
+        let groups = groups(&family);
+        if groups.len() <= MAX_GROUPS {
+            for g in &groups {
+                let (reverse, next) = (a.label(), a.label());
+                segment(
+                    &mut a,
+                    src_off,
+                    dst_off,
+                    g.local,
+                    g.remote,
+                    &g.local_ports,
+                    &g.remote_ports,
+                    reverse,
+                );
+                a.bind(reverse);
+                segment(
+                    &mut a,
+                    src_off,
+                    dst_off,
+                    g.remote,
+                    g.local,
+                    &g.remote_ports,
+                    &g.local_ports,
+                    next,
+                );
+                a.bind(next);
+            }
+        } else {
+            for ip in &locals {
+                for off in [src_off, dst_off] {
+                    let next = a.label();
+                    for (i, w) in words(*ip).into_iter().enumerate() {
+                        a.op(LD_W_ABS, off + 4 * i as u32);
+                        a.expect(w, next);
+                    }
+                    a.ret(SNAP);
+                    a.bind(next);
+                }
+            }
         }
         a.ret(0);
 
@@ -218,9 +342,18 @@ pub fn flows_filter(flows: &[Flow]) -> Vec<libc::sock_filter> {
 
 const LDX_IMM: u16 = 0x01;
 
+/// What the kernel knows of a packet besides its bytes, for `run`.
+#[cfg(test)]
+#[derive(Clone, Copy)]
+pub struct Meta {
+    pub ethertype: u16,
+    pub pkttype: u32,
+    pub ifindex: u32,
+}
+
 /// Runs a classic BPF program the way the kernel does for the subset emitted here. For tests.
 #[cfg(test)]
-pub fn run(prog: &[libc::sock_filter], ethertype: u16, pkt: &[u8]) -> u32 {
+pub fn run(prog: &[libc::sock_filter], meta: Meta, pkt: &[u8]) -> u32 {
     let (mut acc, mut x, mut pc) = (0u32, 0u32, 0usize);
     let load = |off: usize, size: usize| -> Option<u32> {
         let b = pkt.get(off..off + size)?;
@@ -230,7 +363,9 @@ pub fn run(prog: &[libc::sock_filter], ethertype: u16, pkt: &[u8]) -> u32 {
         let ins = prog[pc];
         pc += 1;
         match ins.code {
-            LD_W_ABS if ins.k == SKF_AD_PROTOCOL => acc = u32::from(ethertype),
+            LD_W_ABS if ins.k == SKF_AD_PROTOCOL => acc = u32::from(meta.ethertype),
+            LD_W_ABS if ins.k == SKF_AD_PKTTYPE => acc = meta.pkttype,
+            LD_W_ABS if ins.k == SKF_AD_IFINDEX => acc = meta.ifindex,
             LD_W_ABS => match load(ins.k as usize, 4) {
                 Some(v) => acc = v,
                 None => return 0,
@@ -250,6 +385,8 @@ pub fn run(prog: &[libc::sock_filter], ethertype: u16, pkt: &[u8]) -> u32 {
             LDX_IMM => x = ins.k,
             JA => pc += ins.k as usize,
             JEQ_K => pc += usize::from(if acc == ins.k { ins.jt } else { ins.jf }),
+            JGE_K => pc += usize::from(if acc >= ins.k { ins.jt } else { ins.jf }),
+            JGT_K => pc += usize::from(if acc > ins.k { ins.jt } else { ins.jf }),
             JSET_K => pc += usize::from(if acc & ins.k != 0 { ins.jt } else { ins.jf }),
             RET_K => return ins.k,
             other => panic!("unexpected BPF op {other:#x}"),
@@ -261,6 +398,22 @@ pub fn run(prog: &[libc::sock_filter], ethertype: u16, pkt: &[u8]) -> u32 {
 mod tests {
     use super::*;
     use crate::wire::fixtures::{ACK4, ICMP4, PROBE4, PROBE6, RST6, icmp6};
+
+    const V4: Meta = Meta {
+        ethertype: 0x0800,
+        pkttype: 0,
+        ifindex: 2,
+    };
+    const V6: Meta = Meta {
+        ethertype: 0x86dd,
+        pkttype: 0,
+        ifindex: 2,
+    };
+    const ARP: Meta = Meta {
+        ethertype: 0x0806,
+        pkttype: 0,
+        ifindex: 2,
+    };
 
     fn flow(l: &str, r: &str) -> Flow {
         Flow {
@@ -280,12 +433,12 @@ mod tests {
     #[test]
     fn passes_the_flows_segments_both_ways_and_icmp_to_the_local_address() {
         let prog = flows_filter(&[v4(), v6()]);
-        assert_eq!(run(&prog, 0x0800, &PROBE4), SNAP);
-        assert_eq!(run(&prog, 0x0800, &ACK4), SNAP);
-        assert_eq!(run(&prog, 0x0800, &ICMP4), SNAP);
-        assert_eq!(run(&prog, 0x86dd, &PROBE6), SNAP);
-        assert_eq!(run(&prog, 0x86dd, &RST6), SNAP);
-        assert_eq!(run(&prog, 0x86dd, &icmp6()), SNAP);
+        assert_eq!(run(&prog, V4, &PROBE4), SNAP);
+        assert_eq!(run(&prog, V4, &ACK4), SNAP);
+        assert_eq!(run(&prog, V4, &ICMP4), SNAP);
+        assert_eq!(run(&prog, V6, &PROBE6), SNAP);
+        assert_eq!(run(&prog, V6, &RST6), SNAP);
+        assert_eq!(run(&prog, V6, &icmp6()), SNAP);
     }
 
     #[test]
@@ -293,16 +446,16 @@ mod tests {
         let prog = flows_filter(&[v4()]);
         let mut other_port = ACK4;
         other_port[22] = 0x9d;
-        assert_eq!(run(&prog, 0x0800, &other_port), 0);
+        assert_eq!(run(&prog, V4, &other_port), 0);
         let mut other_addr = ACK4;
         other_addr[15] = 3;
-        assert_eq!(run(&prog, 0x0800, &other_addr), 0);
+        assert_eq!(run(&prog, V4, &other_addr), 0);
         let mut fragment = ACK4;
         fragment[7] = 1;
-        assert_eq!(run(&prog, 0x0800, &fragment), 0);
-        assert_eq!(run(&prog, 0x86dd, &PROBE6), 0, "no IPv6 flow asked for");
-        assert_eq!(run(&prog, 0x0806, &PROBE4), 0, "ARP");
-        assert_eq!(run(&prog, 0x0800, &PROBE4[..10]), 0, "short packet");
+        assert_eq!(run(&prog, V4, &fragment), 0);
+        assert_eq!(run(&prog, V6, &PROBE6), 0, "no IPv6 flow asked for");
+        assert_eq!(run(&prog, ARP, &PROBE4), 0, "ARP");
+        assert_eq!(run(&prog, V4, &PROBE4[..10]), 0, "short packet");
     }
 
     #[test]
@@ -310,12 +463,73 @@ mod tests {
         let prog = flows_filter(&[flow("198.18.0.2:40000", "198.18.0.2:9000")]);
         let mut out = PROBE4;
         out[16..20].copy_from_slice(&[198, 18, 0, 2]);
-        assert_eq!(run(&prog, 0x0800, &out), SNAP);
+        assert_eq!(run(&prog, V4, &out), SNAP);
         let mut back = out;
         back[20..24].copy_from_slice(&[0x23, 0x28, 0x9c, 0x40]);
-        assert_eq!(run(&prog, 0x0800, &back), SNAP);
+        assert_eq!(run(&prog, V4, &back), SNAP);
         back[21] = 0x29;
-        assert_eq!(run(&prog, 0x0800, &back), 0);
+        assert_eq!(run(&prog, V4, &back), 0);
+    }
+
+    #[test]
+    fn drops_our_own_copy_of_packets_leaving_through_loopback() {
+        let prog = flows_filter(&[v4()]);
+        let out_lo = Meta {
+            pkttype: PACKET_OUTGOING,
+            ifindex: 1,
+            ..V4
+        };
+        let in_lo = Meta {
+            pkttype: 0,
+            ifindex: 1,
+            ..V4
+        };
+        let out_veth = Meta {
+            pkttype: PACKET_OUTGOING,
+            ifindex: 2,
+            ..V4
+        };
+        assert_eq!(run(&prog, out_lo, &PROBE4), 0);
+        assert_eq!(run(&prog, in_lo, &PROBE4), SNAP);
+        assert_eq!(run(&prog, out_veth, &PROBE4), SNAP);
+    }
+
+    #[test]
+    fn ten_thousand_connections_to_one_service_make_a_short_program() {
+        let flows: Vec<Flow> = (0..10_000)
+            .map(|i| flow(&format!("198.18.0.2:{}", 20000 + i), "198.51.100.2:9000"))
+            .collect();
+        let prog = flows_filter(&flows);
+        assert!(prog.len() < 100, "{} instructions", prog.len());
+        let with_ports = |l: u16, r: u16| {
+            let mut p = ACK4;
+            p[20..22].copy_from_slice(&r.to_be_bytes());
+            p[22..24].copy_from_slice(&l.to_be_bytes());
+            p
+        };
+        assert_eq!(run(&prog, V4, &with_ports(20000, 9000)), SNAP);
+        assert_eq!(run(&prog, V4, &with_ports(29999, 9000)), SNAP);
+        assert_eq!(run(&prog, V4, &with_ports(19999, 9000)), 0);
+        assert_eq!(run(&prog, V4, &with_ports(30000, 9000)), 0);
+        assert_eq!(run(&prog, V4, &with_ports(25000, 9001)), 0);
+    }
+
+    #[test]
+    fn thousands_of_address_pairs_fall_back_to_local_addresses() {
+        let flows: Vec<Flow> = (0..2000)
+            .map(|i| {
+                flow(
+                    "198.18.0.2:40000",
+                    &format!("198.51.{}.{}:9000", i / 250, 1 + i % 250),
+                )
+            })
+            .collect();
+        let prog = flows_filter(&flows);
+        assert!(prog.len() <= 4096, "{} instructions", prog.len());
+        assert_eq!(run(&prog, V4, &ACK4), SNAP);
+        let mut other_local = ACK4;
+        other_local[19] = 9;
+        assert_eq!(run(&prog, V4, &other_local), 0);
     }
 
     #[test]
@@ -326,6 +540,6 @@ mod tests {
         let prog = flows_filter(&flows);
         let mut last = ACK4;
         last[22..24].copy_from_slice(&(40060u16).to_be_bytes());
-        assert_eq!(run(&prog, 0x0800, &last), SNAP);
+        assert_eq!(run(&prog, V4, &last), SNAP);
     }
 }

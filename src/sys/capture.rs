@@ -25,8 +25,22 @@ impl Capture {
         socket
             .attach_filter(filter)
             .map_err(|e| Error::sys("attaching the capture filter", "CAP_NET_RAW", e))?;
-        // Answers must not be lost in our own queue; the kernel caps this at rmem_max.
-        let _ = socket.set_recv_buffer_size(4 << 20);
+        // Answers must not be lost in our own queue: SO_RCVBUFFORCE passes rmem_max with
+        // CAP_NET_ADMIN; SO_RCVBUF is capped at it.
+        let want: libc::c_int = 64 << 20;
+        // SAFETY: an int option of the right size.
+        let forced = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&want as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if forced != 0 {
+            let _ = socket.set_recv_buffer_size(want as usize);
+        }
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
@@ -53,6 +67,13 @@ impl Capture {
             socket,
             buf: vec![0; 65536],
         })
+    }
+
+    /// Replaces the filter (atomically: no packet sees neither).
+    pub fn set_filter(&mut self, filter: &[libc::sock_filter]) -> Result<()> {
+        self.socket
+            .attach_filter(filter)
+            .map_err(|e| Error::sys("replacing the capture filter", "CAP_NET_RAW", e))
     }
 
     /// Closes the socket without making this process wait for it.

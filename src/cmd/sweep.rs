@@ -1,0 +1,276 @@
+//! `kaprobe sweep`: the probe loop on every matching established connection at once.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::json;
+
+use super::Ctx;
+use crate::cli::{SeqSourceArg, TimingArgs};
+use crate::engine::{Config, Outcome, Verdict};
+use crate::error::{EXIT_NO_CONNECTION, EXIT_RUNTIME, Error, Result};
+use crate::filter::FilterArgs;
+use crate::fleet::Fleet;
+use crate::flow::Flow;
+use crate::output::{Reporter, ms, verdict_json};
+use crate::sys::diag::Diag;
+
+/// Default cap on packets kaprobe causes on the wire per second (probes, and the local
+/// kernel's challenge ACKs its SYNs trigger).
+pub const DEFAULT_RATE: u32 = 50_000;
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// How to learn the connections' sequence numbers
+    #[arg(long, value_enum, default_value = "local", value_name = "SOURCE")]
+    pub seq_source: SeqSourceArg,
+    /// Send one already-acknowledged byte in each probe
+    #[arg(long)]
+    pub garbage_octet: bool,
+    /// At most this many packets per second on the wire (probes and challenge ACKs)
+    #[arg(long, value_name = "PPS", default_value_t = DEFAULT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+}
+
+/// One connection's result.
+enum Row {
+    Verdict(Verdict, u64),
+    Closed,
+    Failed,
+}
+
+impl Row {
+    /// Sort key: alive first, problems last (next to the summary on a terminal).
+    fn rank(&self) -> u8 {
+        match self {
+            Row::Verdict(v, _) => v.kind as u8,
+            Row::Closed => 10,
+            Row::Failed => 11,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Row::Verdict(v, _) => v.kind.as_str(),
+            Row::Closed => "closed",
+            Row::Failed => "failed",
+        }
+    }
+}
+
+pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<i32> {
+    let timing = args.timing.timing();
+    if let Some(w) = timing.warning() {
+        log::warn!("{w}");
+    }
+    let source = super::probe::seq_source(args.seq_source);
+    let mut diag = Diag::open()?;
+    let conns: Vec<_> = diag
+        .established()?
+        .into_iter()
+        .filter(|c| args.filter.matches(&c.flow))
+        .collect();
+    if conns.is_empty() {
+        return Err(Error::NoConnection(
+            "no established TCP connection matches".into(),
+        ));
+    }
+    let flows: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
+    let reporter = Reporter {
+        json: ctx.json,
+        verbose: ctx.verbose,
+    };
+    let mut fleet = Fleet::open(&flows, diag, args.rate, reporter)?;
+    for c in &conns {
+        let cfg = Config {
+            flow: c.flow,
+            timing,
+            source,
+            garbage_octet: args.garbage_octet,
+        };
+        fleet.add(cfg, Some(c.view()));
+    }
+    let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(conns.len());
+    while fleet.active() > 0 {
+        for (flow, outcome, ignored) in fleet.step(Duration::from_secs(1))? {
+            rows.push((
+                flow,
+                match outcome {
+                    Outcome::Verdict(v) => Row::Verdict(v, ignored),
+                    Outcome::Closed => Row::Closed,
+                    Outcome::LearnFailed => Row::Failed,
+                },
+            ));
+        }
+    }
+    let elapsed = fleet.now();
+    fleet.close();
+    rows.sort_by_key(|(flow, row)| (row.rank(), *flow));
+    print_rows(&rows, elapsed, ctx.json);
+    Ok(exit_code(&rows))
+}
+
+fn count(rows: &[(Flow, Row)], label: &str) -> usize {
+    rows.iter().filter(|(_, r)| r.label() == label).count()
+}
+
+fn summary_line(rows: &[(Flow, Row)], elapsed: Duration) -> String {
+    let mut s = format!(
+        "{} connections: {} alive, {} dead, {} reset, {} unreachable",
+        rows.len(),
+        count(rows, "alive"),
+        count(rows, "dead"),
+        count(rows, "reset"),
+        count(rows, "unreachable"),
+    );
+    for extra in ["closed", "failed"] {
+        let n = count(rows, extra);
+        if n > 0 {
+            s.push_str(&format!(", {n} {extra}"));
+        }
+    }
+    s.push_str(&format!(" in {:.2} s", elapsed.as_secs_f64()));
+    s
+}
+
+fn print_rows(rows: &[(Flow, Row)], elapsed: Duration, json: bool) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if json {
+        for (flow, row) in rows {
+            let v = match row {
+                Row::Verdict(v, ignored) => verdict_json(flow, v, *ignored),
+                other => json!({
+                    "event": "verdict", "flow": flow.to_string(), "local": flow.local.to_string(),
+                    "remote": flow.remote.to_string(), "verdict": other.label(), "probes_sent": 0,
+                    "rtt_us": null, "elapsed_ms": null,
+                }),
+            };
+            let _ = writeln!(out, "{v}");
+        }
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({
+                "event": "summary", "connections": rows.len(),
+                "alive": count(rows, "alive"), "dead": count(rows, "dead"),
+                "reset": count(rows, "reset"), "unreachable": count(rows, "unreachable"),
+                "closed": count(rows, "closed"), "failed": count(rows, "failed"),
+                "elapsed_ms": elapsed.as_millis() as u64,
+            })
+        );
+    } else {
+        let width = rows
+            .iter()
+            .map(|(f, _)| f.to_string().len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<11}  {:>10}  PROBES",
+            "FLOW", "VERDICT", "RTT"
+        );
+        for (flow, row) in rows {
+            let (rtt, probes) = match row {
+                Row::Verdict(v, _) => {
+                    (v.rtt.map_or("-".to_string(), ms), v.probes_sent.to_string())
+                }
+                _ => ("-".to_string(), "-".to_string()),
+            };
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:<11}  {:>10}  {probes}",
+                flow.to_string(),
+                row.label(),
+                rtt
+            );
+        }
+        let _ = writeln!(out, "{}", summary_line(rows, elapsed));
+    }
+    let _ = out.flush();
+}
+
+/// The worst verdict decides (dead > unreachable > reset > alive); with no verdict at all,
+/// closed connections give 5 and failures 7.
+fn exit_code(rows: &[(Flow, Row)]) -> i32 {
+    let worst = rows
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Row::Verdict(v, _) => Some(v.kind),
+            _ => None,
+        })
+        .max();
+    match worst {
+        Some(k) => k.exit_code(),
+        None if rows.iter().any(|(_, r)| matches!(r, Row::Failed)) => EXIT_RUNTIME,
+        None => EXIT_NO_CONNECTION,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::VerdictKind;
+
+    fn row(kind: VerdictKind) -> Row {
+        Row::Verdict(
+            Verdict {
+                kind,
+                probes_sent: 1,
+                rtt: None,
+                elapsed: Duration::ZERO,
+                icmp: None,
+            },
+            0,
+        )
+    }
+
+    fn f(port: u16) -> Flow {
+        Flow {
+            local: format!("198.18.0.2:{port}").parse().unwrap(),
+            remote: "198.51.100.2:9000".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn worst_verdict_decides_the_exit_code() {
+        let rows = vec![
+            (f(1), row(VerdictKind::Alive)),
+            (f(2), row(VerdictKind::Reset)),
+        ];
+        assert_eq!(exit_code(&rows), 3);
+        let rows = vec![
+            (f(1), row(VerdictKind::Unreachable)),
+            (f(2), row(VerdictKind::Reset)),
+        ];
+        assert_eq!(exit_code(&rows), 4);
+        let rows = vec![
+            (f(1), row(VerdictKind::Unreachable)),
+            (f(2), row(VerdictKind::Dead)),
+            (f(3), Row::Closed),
+        ];
+        assert_eq!(exit_code(&rows), 1);
+        assert_eq!(exit_code(&[(f(1), Row::Closed)]), 5);
+        assert_eq!(exit_code(&[(f(1), Row::Closed), (f(2), Row::Failed)]), 7);
+        assert_eq!(exit_code(&[(f(1), row(VerdictKind::Alive))]), 0);
+    }
+
+    #[test]
+    fn summary_counts_every_verdict() {
+        let rows = vec![
+            (f(1), row(VerdictKind::Alive)),
+            (f(2), row(VerdictKind::Alive)),
+            (f(3), row(VerdictKind::Dead)),
+        ];
+        assert_eq!(
+            summary_line(&rows, Duration::from_millis(410)),
+            "3 connections: 2 alive, 1 dead, 0 reset, 0 unreachable in 0.41 s"
+        );
+    }
+}

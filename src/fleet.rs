@@ -1,0 +1,338 @@
+//! The I/O loop around many engines at once: one capture socket, one raw socket per family,
+//! one netlink socket, a timer heap, and a send-rate cap. `probe`, `sweep` and `watch` all
+//! run through it; `probe` is a fleet of one.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::engine::{Action, Config, ConnView, Engine, Outcome};
+use crate::error::{Error, Result};
+use crate::flow::Flow;
+use crate::output::Reporter;
+use crate::sys::capture::Capture;
+use crate::sys::diag::Diag;
+use crate::sys::raw::Sender;
+use crate::sys::{bpf, random_seed, wait_readable};
+use crate::wire::{Packet, decode};
+
+/// At most this many connection queries are answered by exact lookups; more take one dump.
+const EXACT_LOOKUPS: usize = 8;
+/// Packets read per turn before timers get their say again.
+const READ_BATCH: usize = 4096;
+
+/// Sends per second, with a burst of a tenth of a second.
+struct RateCap {
+    per_sec: f64,
+    tokens: f64,
+    last: Duration,
+}
+
+impl RateCap {
+    fn new(per_sec: u32) -> RateCap {
+        let per_sec = f64::from(per_sec.max(1));
+        RateCap {
+            per_sec,
+            tokens: (per_sec / 10.0).max(1.0),
+            last: Duration::ZERO,
+        }
+    }
+
+    fn refill(&mut self, now: Duration) {
+        let dt = now.saturating_sub(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.per_sec).min((self.per_sec / 10.0).max(1.0));
+    }
+
+    /// When the next send may go, if not now.
+    fn wait(&self, now: Duration) -> Option<Duration> {
+        (self.tokens < 1.0)
+            .then(|| now + Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec))
+    }
+}
+
+struct Slot {
+    engine: Engine,
+    /// A fresh view from the listing that found the connection: answers the first query.
+    prefetched: Option<ConnView>,
+    /// The deadline the timer heap holds for this slot; other heap entries are stale.
+    scheduled: Option<Duration>,
+}
+
+pub struct Fleet {
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    by_tuple: HashMap<(SocketAddr, SocketAddr), usize>,
+    timers: BinaryHeap<Reverse<(Duration, usize)>>,
+    ready: Vec<usize>,
+    queries: Vec<usize>,
+    capture: Capture,
+    sender: Sender,
+    diag: Diag,
+    clock: Instant,
+    rate: RateCap,
+    seed: u64,
+    reporter: Reporter,
+}
+
+impl Fleet {
+    /// Opens the sockets for connections like `flows` (the capture filter is set from them).
+    pub fn open(flows: &[Flow], diag: Diag, rate: u32, reporter: Reporter) -> Result<Fleet> {
+        let v6 = flows.iter().any(|f| f.is_ipv6());
+        let v4 = flows.iter().any(|f| !f.is_ipv6());
+        Ok(Fleet {
+            slots: Vec::with_capacity(flows.len()),
+            free: Vec::new(),
+            by_tuple: HashMap::with_capacity(flows.len()),
+            timers: BinaryHeap::with_capacity(flows.len()),
+            ready: Vec::new(),
+            queries: Vec::new(),
+            capture: Capture::open(&bpf::flows_filter(flows))?,
+            sender: Sender::open(v4, v6)?,
+            diag,
+            clock: Instant::now(),
+            rate: RateCap::new(rate),
+            seed: random_seed(),
+            reporter,
+        })
+    }
+
+    pub fn now(&self) -> Duration {
+        self.clock.elapsed()
+    }
+
+    /// Connections still being probed.
+    pub fn active(&self) -> usize {
+        self.by_tuple.len()
+    }
+
+    pub fn diag(&mut self) -> &mut Diag {
+        &mut self.diag
+    }
+
+    /// Replaces the capture filter, e.g. when connections come and go.
+    pub fn refilter(&mut self, flows: &[Flow]) -> Result<()> {
+        self.capture.set_filter(&bpf::flows_filter(flows))
+    }
+
+    /// Starts probing a connection; `view` is what a listing just said about it, if anything.
+    pub fn add(&mut self, cfg: Config, view: Option<ConnView>) {
+        let flow = cfg.flow;
+        if self.by_tuple.contains_key(&(flow.local, flow.remote)) {
+            return;
+        }
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let slot = Slot {
+            engine: Engine::new(cfg, self.now(), self.seed),
+            prefetched: view,
+            scheduled: None,
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
+        self.by_tuple.insert((flow.local, flow.remote), idx);
+        self.ready.push(idx);
+    }
+
+    /// Stops probing a connection (no outcome is reported for it).
+    pub fn remove(&mut self, flow: &Flow) {
+        if let Some(idx) = self.by_tuple.remove(&(flow.local, flow.remote)) {
+            self.slots[idx] = None;
+            self.free.push(idx);
+        }
+    }
+
+    /// One turn: due timers, connection queries, packets. Waits at most `max_wait` for
+    /// something to happen. Returns the outcomes reached, with each engine's ignored count.
+    pub fn step(&mut self, max_wait: Duration) -> Result<Vec<(Flow, Outcome, u64)>> {
+        let mut done = Vec::new();
+        let now = self.now();
+        while let Some(&Reverse((at, idx))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(Some(slot)) = self.slots.get_mut(idx)
+                && slot.scheduled == Some(at)
+            {
+                slot.scheduled = None;
+                self.ready.push(idx);
+            }
+        }
+        loop {
+            self.drive_ready(&mut done)?;
+            if self.queries.is_empty() {
+                break;
+            }
+            self.answer_queries()?;
+        }
+        let now = self.now();
+        let mut wake = now + max_wait;
+        if let Some(&Reverse((at, _))) = self.timers.peek() {
+            wake = wake.min(at);
+        }
+        if !self.ready.is_empty() {
+            wake = wake.min(self.rate.wait(now).unwrap_or(now));
+        }
+        if done.is_empty() {
+            wait_readable(self.capture.fd(), Some(wake.saturating_sub(self.now()))).map_err(
+                |e| Error::Io {
+                    context: "waiting for packets".into(),
+                    source: e,
+                },
+            )?;
+        }
+        self.read_packets()?;
+        self.drive_ready(&mut done)?;
+        Ok(done)
+    }
+
+    /// Closes the sockets without waiting for the packet socket's release (see Capture).
+    pub fn close(self) {
+        self.capture.release_detached();
+    }
+
+    fn drive_ready(&mut self, done: &mut Vec<(Flow, Outcome, u64)>) -> Result<()> {
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.sort_unstable();
+        ready.dedup();
+        let mut deferred = Vec::new();
+        for idx in ready {
+            let now = self.now();
+            self.rate.refill(now);
+            if self.rate.wait(now).is_some() {
+                deferred.push(idx);
+                continue;
+            }
+            self.drive(idx, done)?;
+        }
+        self.ready.extend(deferred);
+        Ok(())
+    }
+
+    fn drive(&mut self, idx: usize, done: &mut Vec<(Flow, Outcome, u64)>) -> Result<()> {
+        let Some(slot) = self.slots.get_mut(idx).and_then(|s| s.as_mut()) else {
+            return Ok(());
+        };
+        let flow = slot.engine.flow();
+        loop {
+            let now = self.clock.elapsed();
+            let Some(action) = slot.engine.poll(now) else {
+                break;
+            };
+            match action {
+                Action::QueryConnection => match slot.prefetched.take() {
+                    Some(view) => slot.engine.on_connection(now, Some(view)),
+                    None => {
+                        self.queries.push(idx);
+                        return Ok(());
+                    }
+                },
+                Action::InjectSyn(syn) => {
+                    self.sender.send(&syn)?;
+                    self.rate.tokens -= 1.0;
+                }
+                Action::Send { probe, index } => {
+                    self.sender.send(&probe)?;
+                    self.rate.tokens -= 1.0;
+                    self.reporter.probe(&flow, &probe, index, now);
+                }
+                Action::Note(note) => self.reporter.note(&flow, &note, now),
+                Action::Finish(outcome) => {
+                    done.push((flow, outcome, slot.engine.ignored()));
+                    self.by_tuple.remove(&(flow.local, flow.remote));
+                    self.slots[idx] = None;
+                    self.free.push(idx);
+                    return Ok(());
+                }
+            }
+        }
+        let next = slot.engine.poll_at();
+        if next != slot.scheduled
+            && let Some(at) = next
+        {
+            slot.scheduled = Some(at);
+            self.timers.push(Reverse((at, idx)));
+        }
+        Ok(())
+    }
+
+    fn answer_queries(&mut self) -> Result<()> {
+        let mut queries = std::mem::take(&mut self.queries);
+        queries.sort_unstable();
+        queries.dedup();
+        let flows: Vec<(usize, Flow)> = queries
+            .iter()
+            .filter_map(|&i| self.slots.get(i)?.as_ref().map(|s| (i, s.engine.flow())))
+            .collect();
+        let views: HashMap<Flow, ConnView> = if flows.len() <= EXACT_LOOKUPS {
+            let mut m = HashMap::new();
+            for (_, f) in &flows {
+                if let Some(c) = self.diag.lookup(f)?.filter(|c| c.established) {
+                    m.insert(*f, c.view());
+                }
+            }
+            m
+        } else {
+            self.diag
+                .established()?
+                .into_iter()
+                .map(|c| (c.flow, c.view()))
+                .collect()
+        };
+        let now = self.now();
+        for (idx, flow) in flows {
+            if let Some(Some(slot)) = self.slots.get_mut(idx) {
+                slot.engine.on_connection(now, views.get(&flow).copied());
+                self.ready.push(idx);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_packets(&mut self) -> Result<()> {
+        for _ in 0..READ_BATCH {
+            let Some(bytes) = self.capture.next_packet()? else {
+                break;
+            };
+            let packet = match decode(bytes) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::debug!("skipped a captured packet: {e}");
+                    continue;
+                }
+            };
+            // Both ends of a connection on this host can be probed at once: a segment is
+            // outgoing for one and incoming for the other.
+            let (a, b) = match &packet {
+                Packet::Tcp(s) => (
+                    self.by_tuple.get(&(s.src, s.dst)),
+                    self.by_tuple.get(&(s.dst, s.src)),
+                ),
+                Packet::Icmp(e) => (self.by_tuple.get(&(e.quoted_src, e.quoted_dst)), None),
+            };
+            let targets = [a.copied(), b.copied()];
+            let now = self.clock.elapsed();
+            for idx in targets.into_iter().flatten() {
+                if let Some(Some(slot)) = self.slots.get_mut(idx) {
+                    slot.engine.on_packet(now, &packet);
+                    if slot.engine.poll_at().is_some_and(|at| at <= now) {
+                        self.ready.push(idx);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
