@@ -70,7 +70,7 @@ fn sweep_json(
     (code, rows, summary, describe(code, &out, &err))
 }
 
-fn verdict_of<'a>(rows: &'a [serde_json::Value], remote_port: u16) -> Vec<&'a str> {
+fn verdict_of(rows: &[serde_json::Value], remote_port: u16) -> Vec<&str> {
     rows.iter()
         .filter(|v| {
             v["remote"]
