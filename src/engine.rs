@@ -18,6 +18,8 @@ use crate::wire::{self, IpMeta, Packet, ProbeRepr, Segment, Timestamps};
 pub const LEARN_RETRY: Duration = Duration::from_millis(600);
 /// Injections before giving up on learning the numbers.
 pub const LEARN_TRIES: u8 = 3;
+/// `tcp_info` counts idle time in milliseconds from jiffies: differences below this are noise.
+pub const TRAFFIC_SLACK: Duration = Duration::from_millis(5);
 /// Linux answers at most one out-of-window segment per this long per socket.
 pub const PEER_RATELIMIT: Duration = Duration::from_millis(500);
 
@@ -157,6 +159,10 @@ pub enum Note {
         until: Duration,
     },
     Busy,
+    /// The kernel received a segment of the connection while we were probing it.
+    Traffic {
+        idle: Duration,
+    },
     /// An answer that did not prove it saw a probe: a forgery or a stale segment.
     Ignored(&'static str),
 }
@@ -209,6 +215,7 @@ pub struct Engine {
     stale: bool,
     probes_sent: u8,
     last_probe_at: Option<Duration>,
+    first_probe_at: Option<Duration>,
     /// (seq, ack) of every probe sent: to match ICMP quotes and RST numbers, and to tell our
     /// own probes from the local kernel's segments on the capture.
     sent: Vec<(SeqNumber, SeqNumber)>,
@@ -231,6 +238,7 @@ impl Engine {
             stale: false,
             probes_sent: 0,
             last_probe_at: None,
+            first_probe_at: None,
             sent: Vec::new(),
             notes: VecDeque::new(),
             pending_finish: None,
@@ -340,6 +348,7 @@ impl Engine {
                 self.probes_sent = self.probes_sent.saturating_add(1);
                 self.sent.push((probe.seq, probe.ack));
                 self.last_probe_at = Some(now);
+                self.first_probe_at.get_or_insert(now);
                 self.phase = Phase::Awaiting {
                     until: now + self.cfg.timing.intvl,
                 };
@@ -381,6 +390,19 @@ impl Engine {
                 idle: view.idle,
                 until,
             });
+            return;
+        }
+        // The kernel accepted a segment after our first probe (its idle clock restarted): the
+        // peer is there, as the kernel's own keepalive would conclude. Forged segments with
+        // wrong numbers never reach that clock.
+        if let Some(first) = self.first_probe_at
+            && view.idle + TRAFFIC_SLACK < now.saturating_sub(first)
+        {
+            self.notes.push_back(Note::Traffic { idle: view.idle });
+            let mut v = self.verdict(now, VerdictKind::Alive, None);
+            // Not an answer to a probe we can time.
+            v.rtt = None;
+            self.conclude(v);
             return;
         }
         if view.busy {

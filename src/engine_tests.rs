@@ -337,10 +337,11 @@ fn numbers_are_learned_again_when_the_connection_moved_on() {
     let mut e = Engine::new(cfg(0, 1000, 2, SeqSource::Local), ms(0), 5);
     learn_and_probe(&mut e, ms(0), 0);
     drain(&mut e, ms(1000));
+    // Counters moved although nothing arrived since the probe (idle 1000 ms): learn again.
     e.on_connection(
         ms(1000),
         Some(ConnView {
-            idle: ms(0),
+            idle: ms(1000),
             busy: false,
             progress: (11, 20),
         }),
@@ -495,4 +496,23 @@ fn sequence_numbers_wrap_in_probes() {
     assert_eq!(probe.seq, SeqNumber(u32::MAX));
     e.on_packet(ms(1), &seg(R, L, SeqNumber(u32::MAX), SeqNumber(0), ACK));
     assert_eq!(verdict(&drain(&mut e, ms(1))).kind, VerdictKind::Alive);
+}
+
+#[test]
+fn a_segment_the_kernel_accepted_after_the_first_probe_means_alive() {
+    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 5);
+    learn_and_probe(&mut e, ms(0), 5000);
+    drain(&mut e, ms(1000));
+    // Idle 1000 ms at t=1000: nothing received since the probe at t=0.
+    e.on_connection(ms(1000), Some(view(1000)));
+    assert!(matches!(
+        drain(&mut e, ms(1000)).as_slice(),
+        [Action::Send { index: 2, .. }]
+    ));
+    drain(&mut e, ms(2000));
+    // Idle 300 ms at t=2000: the kernel got something at t=1700.
+    e.on_connection(ms(2000), Some(view(300)));
+    let v = verdict(&drain(&mut e, ms(2000)));
+    assert_eq!(v.kind, VerdictKind::Alive);
+    assert_eq!(v.rtt, None);
 }

@@ -110,6 +110,9 @@ impl Reporter {
                     "probe_at_ms": until.as_millis() as u64,
                 }),
                 Note::Busy => json!({"event": "busy", "flow": flow.to_string()}),
+                Note::Traffic { idle } => json!({
+                    "event": "traffic", "flow": flow.to_string(), "idle_ms": idle.as_millis() as u64,
+                }),
                 Note::Ignored(why) => {
                     json!({"event": "ignored", "flow": flow.to_string(), "reason": why})
                 }
@@ -136,6 +139,10 @@ impl Reporter {
                 ms(*until)
             ),
             Note::Busy => log::info!("{flow} has data in flight; waiting for it to go idle"),
+            Note::Traffic { idle } => log::info!(
+                "{flow} received a segment {} ago, after the first probe: the peer is there",
+                ms(*idle)
+            ),
             Note::Ignored(why) => log::info!("{flow} ignored: {why}"),
         }
     }
