@@ -48,6 +48,8 @@ enum Command {
     Probe(cmd::probe::ProbeArgs),
     /// The same loop on every matching established connection at once, one verdict each
     Sweep(cmd::sweep::SweepArgs),
+    /// Keepalive for connections whose application never enabled it: probe whenever idle
+    Watch(cmd::watch::WatchArgs),
     /// List established connections: idle time, owner, kernel keepalive timer
     List(cmd::list::ListArgs),
     /// Turn the kernel's own keepalive on for a running process's socket
@@ -172,6 +174,7 @@ fn run(cli: &Cli) -> Result<i32> {
     match &cli.command {
         Command::Probe(args) => cmd::probe::run(args, &ctx),
         Command::Sweep(args) => cmd::sweep::run(args, &ctx),
+        Command::Watch(args) => cmd::watch::run(args, &ctx),
         Command::List(args) => cmd::list::run(args, &ctx),
         Command::Enable(args) => cmd::enable::run(args, &ctx),
         Command::Config(args) => cmd::config::run(args, &ctx),

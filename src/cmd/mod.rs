@@ -5,6 +5,7 @@ pub mod enable;
 pub mod list;
 pub mod probe;
 pub mod sweep;
+pub mod watch;
 
 /// What every subcommand gets from the global options.
 #[derive(Clone, Copy, Debug)]

@@ -4,14 +4,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::nlas::{Nla, TcpInfo};
 use netlink_packet_sock_diag::inet::{
     ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags, Timer,
 };
+use netlink_packet_sock_diag::{SockDiagDestroy, SockDiagMessage};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr as NlAddr};
 
@@ -82,21 +82,58 @@ impl Diag {
 
     /// The socket on exactly this 4-tuple, in whatever state, or `None`.
     pub fn lookup(&mut self, flow: &Flow) -> Result<Option<Conn>> {
-        let mut id = if flow.is_ipv6() {
-            SocketId::new_v6()
-        } else {
-            SocketId::new_v4()
-        };
-        id.source_address = flow.local.ip();
-        id.source_port = flow.local.port();
-        id.destination_address = flow.remote.ip();
-        id.destination_port = flow.remote.port();
-        id.cookie = NO_COOKIE;
+        let id = socket_id(flow);
         let family = if flow.is_ipv6() { AF_INET6 } else { AF_INET };
         let mut found = Vec::new();
         self.request(NLM_F_REQUEST, family, StateFlags::all(), id, &mut found)?;
         // The kernel matches IPv4-mapped sockets too; keep only the exact tuple.
         Ok(found.into_iter().find(|c| c.flow == *flow))
+    }
+
+    /// Destroys the local socket of `flow` (SOCK_DESTROY, what `ss -K` does): the owning
+    /// application's pending and next calls fail with ECONNABORTED.
+    pub fn destroy(&mut self, flow: &Flow) -> Result<()> {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        let mut msg = NetlinkMessage::new(
+            header,
+            NetlinkPayload::InnerMessage(SockDiagDestroy::new(SockDiagMessage::InetRequest(
+                InetRequest {
+                    family: if flow.is_ipv6() { AF_INET6 } else { AF_INET },
+                    protocol: IPPROTO_TCP,
+                    extensions: ExtensionFlags::empty(),
+                    states: StateFlags::all(),
+                    socket_id: socket_id(flow),
+                },
+            ))),
+        );
+        msg.finalize();
+        let mut req = vec![0; msg.buffer_len()];
+        msg.serialize(&mut req);
+        let what = format!("destroying the socket of {flow}");
+        self.socket
+            .send(&req, 0)
+            .map_err(|e| Error::sys(what.clone(), "CAP_NET_ADMIN", e))?;
+        let n = self
+            .socket
+            .recv(&mut &mut self.buf[..], 0)
+            .map_err(|e| Error::sys(what.clone(), "CAP_NET_ADMIN", e))?;
+        let answer = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.buf[..n])
+            .map_err(|e| Error::Runtime(format!("undecodable sock_diag answer: {e}")))?;
+        match answer.payload {
+            NetlinkPayload::Error(e) => match e.code.map(|c| -c.get()) {
+                None => Ok(()),
+                Some(libc::EOPNOTSUPP) => Err(Error::Runtime(format!(
+                    "{what}: this kernel was built without CONFIG_INET_DIAG_DESTROY"
+                ))),
+                Some(code) => Err(Error::sys(
+                    what,
+                    "CAP_NET_ADMIN",
+                    std::io::Error::from_raw_os_error(code),
+                )),
+            },
+            _ => Ok(()),
+        }
     }
 
     /// Every established TCP connection of both families.
@@ -186,6 +223,21 @@ impl Diag {
             }
         }
     }
+}
+
+/// The exact 4-tuple, without a cookie.
+fn socket_id(flow: &Flow) -> SocketId {
+    let mut id = if flow.is_ipv6() {
+        SocketId::new_v6()
+    } else {
+        SocketId::new_v4()
+    };
+    id.source_address = flow.local.ip();
+    id.source_port = flow.local.port();
+    id.destination_address = flow.remote.ip();
+    id.destination_port = flow.remote.port();
+    id.cookie = NO_COOKIE;
+    id
 }
 
 fn conn_from(r: &InetResponse) -> Conn {

@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 use crate::wire::ProbeRepr;
 
 /// One send-only raw socket per address family (IPPROTO_RAW implies the header is ours).
+/// A family asked for at `open` is opened then, so that a missing privilege shows at once;
+/// the other is opened at its first use.
 pub struct Sender {
     v4: Option<Socket>,
     v6: Option<Socket>,
@@ -46,13 +48,21 @@ impl Sender {
             self.buf.resize(len, 0);
         }
         p.emit(&mut self.buf);
-        let socket = if p.dst.is_ipv6() {
-            self.v6.as_ref()
+        let slot = if p.dst.is_ipv6() {
+            &mut self.v6
         } else {
-            self.v4.as_ref()
+            &mut self.v4
         };
-        let socket =
-            socket.ok_or_else(|| Error::Runtime(format!("no raw socket open for {}", p.dst)))?;
+        if slot.is_none() {
+            *slot = Some(if p.dst.is_ipv6() {
+                open(Domain::IPV6, "IPv6")?
+            } else {
+                open(Domain::IPV4, "IPv4")?
+            });
+        }
+        let Some(socket) = slot.as_ref() else {
+            return Err(Error::Runtime(format!("no raw socket for {}", p.dst)));
+        };
         // The port of a raw socket's destination must be 0.
         let to = SockAddr::from(SocketAddr::new(p.dst.ip(), 0));
         socket

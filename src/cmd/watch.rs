@@ -1,0 +1,396 @@
+//! `kaprobe watch`: the kernel's keepalive algorithm from userspace, forever, for connections
+//! whose application never turned keepalive on. Probing an idle connection also keeps the
+//! NAT and firewall state along its path from expiring.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::json;
+
+use super::Ctx;
+use crate::cli::{SeqSourceArg, parse_duration};
+use crate::engine::{Config, Outcome, Timing, Verdict, VerdictKind};
+use crate::error::{Error, Result};
+use crate::filter::FilterArgs;
+use crate::fleet::Fleet;
+use crate::flow::{Flow, FlowSpec};
+use crate::output::{Reporter, ms};
+use crate::prober;
+use crate::sys::diag::Diag;
+use crate::sys::{catch_stop_signals, stop_requested};
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The connection to watch; without it, every established connection matching the
+    /// filters, including ones that appear later
+    #[arg(value_name = "FLOW", conflicts_with_all = ["local", "remote", "port"])]
+    pub flow: Option<FlowSpec>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Idle time (since the last segment received) before probing
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    pub time: Duration,
+    /// Time between unanswered probes, and the wait after the last one
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub intvl: Duration,
+    /// Unanswered probes before the connection is declared dead
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=255))]
+    pub probes: u8,
+    /// What to do when a connection is dead: report it; kill its local socket (as `ss -K`,
+    /// so the application gets an error at once); or 'exec CMD' (one quoted word): run CMD
+    /// with KAPROBE_FLOW, KAPROBE_VERDICT, KAPROBE_LOCAL and KAPROBE_REMOTE set
+    #[arg(long, value_name = "report|kill|'exec CMD'", default_value = "report")]
+    pub on_dead: String,
+    /// How to learn the connections' sequence numbers
+    #[arg(long, value_enum, default_value = "local", value_name = "SOURCE")]
+    pub seq_source: SeqSourceArg,
+    /// Send one already-acknowledged byte in each probe
+    #[arg(long)]
+    pub garbage_octet: bool,
+    /// At most this many packets per second on the wire
+    #[arg(long, value_name = "PPS", default_value_t = super::sweep::DEFAULT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+    /// With filters: how often to look for new connections
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub rescan: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum OnDead {
+    Report,
+    Kill,
+    Exec(String),
+}
+
+fn on_dead(arg: &str) -> Result<OnDead> {
+    let arg = arg.trim();
+    match arg.split_once(char::is_whitespace) {
+        None if arg == "report" => Ok(OnDead::Report),
+        None if arg == "kill" => Ok(OnDead::Kill),
+        None if arg == "exec" => Err(Error::Usage(
+            "--on-dead exec needs a command: --on-dead 'exec CMD'".into(),
+        )),
+        Some(("exec", cmd)) if !cmd.trim().is_empty() => Ok(OnDead::Exec(cmd.trim().to_string())),
+        _ => Err(Error::Usage(format!(
+            "--on-dead takes report, kill or 'exec CMD', not '{arg}'"
+        ))),
+    }
+}
+
+/// What one watched connection was last seen as.
+#[derive(Default)]
+struct Track {
+    state: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct Tally {
+    seen: HashSet<Flow>,
+    rounds: u64,
+    changes: HashMap<&'static str, u64>,
+}
+
+struct Watch<'a> {
+    args: &'a WatchArgs,
+    ctx: &'a Ctx,
+    timing: Timing,
+    action: OnDead,
+    tracks: HashMap<Flow, Track>,
+    tally: Tally,
+    children: Vec<Child>,
+}
+
+pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
+    let timing = Timing {
+        time: args.time,
+        intvl: args.intvl,
+        probes: args.probes,
+    };
+    if let Some(w) = timing.warning() {
+        log::warn!("{w}");
+    }
+    let action = on_dead(&args.on_dead)?;
+    let mut diag = Diag::open()?;
+    let single = match args.flow {
+        Some(spec) => Some(prober::resolve(spec, &mut diag)?),
+        None => None,
+    };
+    let initial: Vec<(Flow, _)> = match single {
+        Some(flow) => vec![(flow, None)],
+        None => diag
+            .established()?
+            .into_iter()
+            .filter(|c| args.filter.matches(&c.flow))
+            .map(|c| (c.flow, Some(c.view())))
+            .collect(),
+    };
+    if single.is_none() && initial.is_empty() {
+        log::info!("no established connection matches yet; waiting for one");
+    }
+    let source = super::probe::seq_source(args.seq_source);
+    let flows: Vec<Flow> = initial.iter().map(|(f, _)| *f).collect();
+    let reporter = Reporter {
+        json: ctx.json,
+        verbose: ctx.verbose,
+    };
+    let mut fleet = Fleet::open(&flows, diag, args.rate, reporter)?;
+    let mut w = Watch {
+        args,
+        ctx,
+        timing,
+        action,
+        tracks: HashMap::new(),
+        tally: Tally::default(),
+        children: Vec::new(),
+    };
+    for (flow, view) in initial {
+        w.start(&mut fleet, flow, view, source);
+    }
+    catch_stop_signals();
+    let mut next_rescan = fleet.now() + args.rescan;
+    let mut exit = 0;
+    while !stop_requested() {
+        for (flow, outcome, _) in fleet.step(Duration::from_millis(250))? {
+            let keep = w.outcome(&mut fleet, flow, outcome)?;
+            if keep {
+                w.start(&mut fleet, flow, None, source);
+            } else {
+                w.tracks.remove(&flow);
+            }
+        }
+        w.reap_children();
+        if let Some(flow) = single {
+            if !w.tracks.contains_key(&flow) {
+                exit = match w.tally.changes.keys().copied().max_by_key(|s| severity(s)) {
+                    Some("dead") => 1,
+                    Some("reset") => 3,
+                    _ => 5,
+                };
+                break;
+            }
+        } else if fleet.now() >= next_rescan {
+            next_rescan = fleet.now() + args.rescan;
+            w.rescan(&mut fleet, source)?;
+        }
+    }
+    let elapsed = fleet.now();
+    fleet.close();
+    w.summary(elapsed);
+    Ok(exit)
+}
+
+fn severity(state: &str) -> u8 {
+    match state {
+        "dead" => 3,
+        "reset" => 2,
+        "closed" => 1,
+        _ => 0,
+    }
+}
+
+impl Watch<'_> {
+    fn config(&self, flow: Flow, source: crate::engine::SeqSource) -> Config {
+        Config {
+            flow,
+            timing: self.timing,
+            source,
+            garbage_octet: self.args.garbage_octet,
+        }
+    }
+
+    fn start(
+        &mut self,
+        fleet: &mut Fleet,
+        flow: Flow,
+        view: Option<crate::engine::ConnView>,
+        source: crate::engine::SeqSource,
+    ) {
+        if self.tally.seen.insert(flow) {
+            log::info!("{flow}: watching");
+        }
+        self.tracks.entry(flow).or_default();
+        fleet.add(self.config(flow, source), view);
+    }
+
+    fn rescan(&mut self, fleet: &mut Fleet, source: crate::engine::SeqSource) -> Result<()> {
+        let conns = fleet.diag().established()?;
+        let mut added = false;
+        for c in conns
+            .into_iter()
+            .filter(|c| self.args.filter.matches(&c.flow))
+        {
+            if !self.tracks.contains_key(&c.flow) {
+                self.start(fleet, c.flow, Some(c.view()), source);
+                added = true;
+            }
+        }
+        if added {
+            let flows: Vec<Flow> = self.tracks.keys().copied().collect();
+            fleet.refilter(&flows)?;
+        }
+        Ok(())
+    }
+
+    /// Reports a state change and carries out --on-dead; true to keep watching the flow.
+    fn outcome(&mut self, fleet: &mut Fleet, flow: Flow, outcome: Outcome) -> Result<bool> {
+        self.tally.rounds += 1;
+        let (state, verdict, keep) = match &outcome {
+            Outcome::Verdict(v) => match v.kind {
+                VerdictKind::Alive | VerdictKind::Unreachable => (v.kind.as_str(), Some(v), true),
+                VerdictKind::Dead => ("dead", Some(v), self.action != OnDead::Kill),
+                // The RST reset the local socket too: nothing left to watch.
+                VerdictKind::Reset => ("reset", Some(v), false),
+            },
+            Outcome::Closed => ("closed", None, false),
+            Outcome::LearnFailed => {
+                log::warn!("{flow}: could not learn the sequence numbers; trying again");
+                return Ok(true);
+            }
+        };
+        let previous = self.tracks.get(&flow).and_then(|t| t.state);
+        if previous != Some(state) {
+            self.report(flow, state, previous, verdict);
+            *self.tally.changes.entry(state).or_default() += 1;
+        } else if let Some(v) = verdict {
+            log::info!(
+                "{flow}: still {state}{}",
+                v.rtt.map_or(String::new(), |r| format!(" rtt={}", ms(r)))
+            );
+        }
+        if let Some(t) = self.tracks.get_mut(&flow) {
+            t.state = Some(state);
+        }
+        if state == "dead" && previous != Some("dead") {
+            self.on_dead(fleet, flow)?;
+        }
+        Ok(keep)
+    }
+
+    fn report(&self, flow: Flow, state: &str, previous: Option<&str>, v: Option<&Verdict>) {
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        if self.ctx.json {
+            let mut o = json!({
+                "event": "state", "time": now.to_string(), "flow": flow.to_string(),
+                "local": flow.local.to_string(), "remote": flow.remote.to_string(),
+                "state": state, "previous": previous,
+            });
+            if let Some(v) = v {
+                o["probes_sent"] = json!(v.probes_sent);
+                o["rtt_us"] = json!(v.rtt.map(|r| r.as_micros() as u64));
+                if let Some(i) = &v.icmp {
+                    o["icmp"] = json!({"type": i.icmp_type, "code": i.code, "from": i.from.to_string(), "name": i.name});
+                }
+            }
+            println!("{o}");
+        } else {
+            let mut line = format!("{now} {flow} {state}");
+            if let Some(v) = v {
+                if let Some(r) = v.rtt {
+                    line.push_str(&format!(" rtt={}", ms(r)));
+                }
+                if let Some(i) = &v.icmp {
+                    line.push_str(&format!(" icmp={} from={}", i.name, i.from));
+                }
+                if v.kind == VerdictKind::Dead {
+                    line.push_str(&format!(" probes={}", v.probes_sent));
+                }
+            }
+            if let Some(p) = previous {
+                line.push_str(&format!(" (was {p})"));
+            }
+            println!("{line}");
+        }
+    }
+
+    fn on_dead(&mut self, fleet: &mut Fleet, flow: Flow) -> Result<()> {
+        match &self.action {
+            OnDead::Report => Ok(()),
+            OnDead::Kill => {
+                fleet.remove(&flow);
+                match fleet.diag().destroy(&flow) {
+                    Ok(()) => {
+                        log::info!("{flow}: local socket destroyed");
+                        Ok(())
+                    }
+                    Err(e @ Error::Privilege { .. }) => Err(e),
+                    Err(e) => {
+                        log::warn!("{flow}: {e}");
+                        Ok(())
+                    }
+                }
+            }
+            OnDead::Exec(cmd) => {
+                let spawned = Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .env("KAPROBE_FLOW", flow.to_string())
+                    .env("KAPROBE_VERDICT", "dead")
+                    .env("KAPROBE_LOCAL", flow.local.to_string())
+                    .env("KAPROBE_REMOTE", flow.remote.to_string())
+                    .stdin(std::process::Stdio::null())
+                    .spawn();
+                match spawned {
+                    Ok(child) => self.children.push(child),
+                    Err(e) => log::warn!("{flow}: --on-dead exec: {e}"),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn reap_children(&mut self) {
+        self.children
+            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+    }
+
+    fn summary(&mut self, elapsed: Duration) {
+        for mut c in self.children.drain(..) {
+            let _ = c.wait();
+        }
+        let t = &self.tally;
+        let n = |s: &str| t.changes.get(s).copied().unwrap_or(0);
+        if self.ctx.json {
+            println!(
+                "{}",
+                json!({
+                    "event": "summary", "connections": t.seen.len(), "rounds": t.rounds,
+                    "dead": n("dead"), "reset": n("reset"), "unreachable": n("unreachable"),
+                    "closed": n("closed"), "elapsed_ms": elapsed.as_millis() as u64,
+                })
+            );
+        } else {
+            println!(
+                "watched {} connections for {}: {} probe rounds; went dead {}, reset {}, unreachable {}, closed {}",
+                t.seen.len(),
+                humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+                t.rounds,
+                n("dead"),
+                n("reset"),
+                n("unreachable"),
+                n("closed"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_dead_forms() {
+        assert_eq!(on_dead("report").unwrap(), OnDead::Report);
+        assert_eq!(on_dead("kill").unwrap(), OnDead::Kill);
+        assert_eq!(
+            on_dead("exec logger dead").unwrap(),
+            OnDead::Exec("logger dead".into())
+        );
+        for bad in ["exec", "explode", "kill now", "exec  ", "execute x"] {
+            let e = on_dead(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+}
