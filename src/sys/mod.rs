@@ -10,7 +10,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-/// Waits until `fd` is readable or `timeout` passes (`None`: forever). True if readable.
+/// Waits until `fd` is readable or `timeout` passes (`None`: forever). True if readable;
+/// false on timeout or when a signal interrupted the wait (callers loop and check flags).
 pub fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
     let ms = match timeout {
         None => -1,
@@ -22,16 +23,15 @@ pub fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
         events: libc::POLLIN,
         revents: 0,
     };
-    loop {
-        // SAFETY: one valid pollfd, count 1.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n >= 0 {
-            return Ok(n > 0);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
+    // SAFETY: one valid pollfd, count 1.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n >= 0 {
+        return Ok(n > 0);
+    }
+    let err = io::Error::last_os_error();
+    match err.kind() {
+        io::ErrorKind::Interrupted => Ok(false),
+        _ => Err(err),
     }
 }
 
@@ -49,4 +49,26 @@ pub fn random_seed() -> u64 {
             .unwrap_or(0);
         t ^ (u64::from(std::process::id()) << 32)
     }
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM set a flag (see `stop_requested`) and interrupt waits.
+pub fn catch_stop_signals() {
+    // SAFETY: the handler only stores to an atomic; no SA_RESTART, so poll returns EINTR.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_stop_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
 }
