@@ -51,6 +51,10 @@ impl Error {
 
 fn privilege_hint(cap: &str) -> &'static str {
     match cap {
+        "CAP_SYS_PTRACE" => {
+            "run as root, or as the socket owner's user with kernel.yama.ptrace_scope=0 \
+             (1 and 2 need CAP_SYS_PTRACE, 3 refuses everyone)"
+        }
         "CAP_SYS_ADMIN" => {
             "run as root, or enter the namespace with `ip netns exec NAME kaprobe ...`"
         }

@@ -1,15 +1,405 @@
 //! `kaprobe list`: established connections with idle time, owner and keepalive timer.
+//!
+//! One sock_diag dump (with `tcp_info`) and one scan of `/proc/*/fd` per run, whatever the
+//! number of connections. Rows are sorted by flow. Exit 0 when any connection is listed, 5
+//! when none matches the filters.
+//!
+//! The keepalive column reads the socket timer sock_diag reports. sock_diag shows one timer
+//! per socket: while the retransmit or zero-window-probe timer runs, an armed keepalive timer
+//! is hidden behind it, and the state shows as unknown.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
 
 use clap::Args;
+use netlink_packet_sock_diag::inet::Timer;
+use serde_json::{Value, json};
 
 use super::Ctx;
 use crate::error::{Error, Result};
+use crate::filter::FilterArgs;
+use crate::flow::Flow;
+use crate::sys::diag::{Conn, Diag};
+use crate::sys::owner::{Owner, Owners};
 
 #[derive(Args, Debug)]
-pub struct ListArgs {}
+pub struct ListArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
 
-pub fn run(_args: &ListArgs, _ctx: &Ctx) -> Result<i32> {
-    Err(Error::Runtime(
-        "`list` is being written in this session".into(),
-    ))
+/// The kernel keepalive timer of one socket, as far as sock_diag tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keepalive {
+    /// No timer runs: SO_KEEPALIVE is off.
+    Off,
+    /// Armed: the timer fires in `next`; `probes` unanswered probes are out.
+    On { next: Duration, probes: u8 },
+    /// Another timer (named) runs and hides the keepalive state.
+    Unknown(&'static str),
+}
+
+impl Keepalive {
+    pub fn of(conn: &Conn) -> Keepalive {
+        let probes = conn.info.as_ref().map_or(0, |i| i.probes);
+        match &conn.timer {
+            None => Keepalive::Off,
+            Some(Timer::KeepAlive(next)) => Keepalive::On {
+                next: *next,
+                probes,
+            },
+            Some(Timer::Retransmit(..)) => Keepalive::Unknown("retransmit"),
+            Some(Timer::Probe(_)) => Keepalive::Unknown("zero-window-probe"),
+            Some(Timer::TimeWait) => Keepalive::Unknown("time-wait"),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Keepalive::Off => "off",
+            Keepalive::On { .. } => "on",
+            Keepalive::Unknown(_) => "unknown",
+        }
+    }
+
+    /// `off`, `on next=59.2s probes=0`, `? (retransmit timer)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Keepalive::Off => "off".into(),
+            Keepalive::On { next, probes } => {
+                format!("on next={} probes={probes}", compact(*next))
+            }
+            Keepalive::Unknown(timer) => format!("? ({timer} timer)"),
+        }
+    }
+
+    /// The fields `list` and `enable` put in their JSON objects.
+    pub fn json_fields(&self, o: &mut Value) {
+        o["keepalive"] = json!(self.as_str());
+        let (next, probes, timer) = match self {
+            Keepalive::Off => (None, None, None),
+            Keepalive::On { next, probes } => (
+                Some(next.as_millis() as u64),
+                Some(*probes),
+                Some("keepalive"),
+            ),
+            Keepalive::Unknown(t) => (None, None, Some(*t)),
+        };
+        o["keepalive_next_ms"] = json!(next);
+        o["keepalive_probes"] = json!(probes);
+        o["timer"] = json!(timer);
+    }
+}
+
+/// A duration short enough for a table cell: `340ms`, `12.3s`, `2h11m15s`.
+pub fn compact(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d < Duration::from_secs(60) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        humantime::format_duration(Duration::from_secs(d.as_secs()))
+            .to_string()
+            .replace(' ', "")
+    }
+}
+
+/// One listed connection.
+struct Row<'a> {
+    flow: Flow,
+    idle: Option<Duration>,
+    unacked: Option<u32>,
+    send_queue: u32,
+    recv_queue: u32,
+    keepalive: Keepalive,
+    inode: u32,
+    uid: u32,
+    owners: &'a [Owner],
+}
+
+impl<'a> Row<'a> {
+    fn new(c: &Conn, owners: &'a Owners) -> Row<'a> {
+        Row {
+            flow: c.flow,
+            idle: c.info.as_ref().map(|_| c.view().idle),
+            unacked: c.info.as_ref().map(|i| i.unacked),
+            send_queue: c.send_queue,
+            recv_queue: c.recv_queue,
+            keepalive: Keepalive::of(c),
+            inode: c.inode,
+            uid: c.uid,
+            owners: owners.of(c.inode),
+        }
+    }
+
+    fn json(&self) -> Value {
+        let mut o = json!({
+            "flow": self.flow.to_string(),
+            "local": self.flow.local.to_string(),
+            "remote": self.flow.remote.to_string(),
+            "idle_ms": self.idle.map(|d| d.as_millis() as u64),
+            "unacked": self.unacked,
+            "send_queue": self.send_queue,
+            "recv_queue": self.recv_queue,
+            "inode": self.inode,
+            "uid": self.uid,
+            "owners": owners_json(self.owners),
+        });
+        self.keepalive.json_fields(&mut o);
+        o
+    }
+
+    fn cells(&self) -> [String; 8] {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        [
+            self.flow.local.to_string(),
+            self.flow.remote.to_string(),
+            opt(self.idle.map(compact)),
+            opt(self.unacked.map(|u| u.to_string())),
+            self.recv_queue.to_string(),
+            self.send_queue.to_string(),
+            self.keepalive.describe(),
+            owners_cell(self.owners),
+        ]
+    }
+}
+
+pub fn owners_json(owners: &[Owner]) -> Value {
+    owners
+        .iter()
+        .map(|o| json!({"pid": o.pid, "fd": o.fd, "command": o.command}))
+        .collect()
+}
+
+/// `1234/nginx,1240/nginx`, each process once; `-` when none was found.
+fn owners_cell(owners: &[Owner]) -> String {
+    let mut seen = HashSet::new();
+    let names: Vec<String> = owners
+        .iter()
+        .filter(|o| seen.insert(o.pid))
+        .map(Owner::to_string)
+        .collect();
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(",")
+    }
+}
+
+const HEADER: [&str; 8] = [
+    "Local",
+    "Remote",
+    "Idle",
+    "Unacked",
+    "Recv-Q",
+    "Send-Q",
+    "Keepalive",
+    "Process",
+];
+/// Columns printed right-aligned (numbers).
+const RIGHT: [bool; 8] = [false, false, true, true, true, true, false, false];
+
+/// Aligned columns with a header, like `ss`; the last column is not padded.
+fn table(rows: &[[String; 8]]) -> String {
+    let mut width = HEADER.map(str::len);
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    let header = HEADER.map(String::from);
+    for r in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            let last = i + 1 == r.len();
+            let padded = match (RIGHT[i], last) {
+                (_, true) => cell.clone(),
+                (true, false) => format!("{cell:>w$}  ", w = width[i]),
+                (false, false) => format!("{cell:<w$}  ", w = width[i]),
+            };
+            line.push_str(&padded);
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<i32> {
+    let mut diag = Diag::open()?;
+    let mut conns: Vec<Conn> = diag
+        .established()?
+        .into_iter()
+        .filter(|c| args.filter.matches(&c.flow))
+        .collect();
+    if conns.is_empty() {
+        return Err(Error::NoConnection(
+            "no established TCP connection matches".into(),
+        ));
+    }
+    conns.sort_by_key(|c| c.flow);
+    conns.dedup_by_key(|c| c.flow);
+    let wanted: HashSet<u32> = conns.iter().map(|c| c.inode).filter(|&i| i != 0).collect();
+    let owners = Owners::scan(&wanted);
+    if owners.unreadable > 0 {
+        log::info!(
+            "{} processes' descriptors could not be read; run as root to see every owner",
+            owners.unreadable
+        );
+    }
+    let rows: Vec<Row> = conns.iter().map(|c| Row::new(c, &owners)).collect();
+    print_rows(&rows, ctx.json).map_err(|e| Error::Io {
+        context: "writing the list".into(),
+        source: e,
+    })?;
+    Ok(0)
+}
+
+fn print_rows(rows: &[Row], json: bool) -> std::io::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if json {
+        for r in rows {
+            serde_json::to_writer(&mut out, &r.json())?;
+            out.write_all(b"\n")?;
+        }
+    } else {
+        let cells: Vec<[String; 8]> = rows.iter().map(Row::cells).collect();
+        out.write_all(table(&cells).as_bytes())?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(timer: Option<Timer>) -> Conn {
+        Conn {
+            flow: Flow {
+                local: "198.18.0.1:40000".parse().unwrap(),
+                remote: "198.18.0.2:9000".parse().unwrap(),
+            },
+            established: true,
+            inode: 77,
+            uid: 0,
+            send_queue: 0,
+            recv_queue: 3,
+            timer,
+            info: None,
+        }
+    }
+
+    #[test]
+    fn keepalive_state_follows_the_timer() {
+        assert_eq!(Keepalive::of(&conn(None)), Keepalive::Off);
+        assert_eq!(
+            Keepalive::of(&conn(Some(Timer::KeepAlive(Duration::from_millis(1500))))),
+            Keepalive::On {
+                next: Duration::from_millis(1500),
+                probes: 0
+            }
+        );
+        let hidden = Keepalive::of(&conn(Some(Timer::Retransmit(Duration::ZERO, 2))));
+        assert_eq!(hidden, Keepalive::Unknown("retransmit"));
+        assert_eq!(hidden.describe(), "? (retransmit timer)");
+        assert_eq!(
+            Keepalive::On {
+                next: Duration::from_millis(59_200),
+                probes: 2
+            }
+            .describe(),
+            "on next=59.2s probes=2"
+        );
+    }
+
+    #[test]
+    fn keepalive_json_fields() {
+        let mut o = json!({});
+        Keepalive::On {
+            next: Duration::from_millis(900),
+            probes: 1,
+        }
+        .json_fields(&mut o);
+        assert_eq!(
+            o,
+            json!({"keepalive": "on", "keepalive_next_ms": 900, "keepalive_probes": 1,
+                   "timer": "keepalive"})
+        );
+        let mut o = json!({});
+        Keepalive::Off.json_fields(&mut o);
+        assert_eq!(o["keepalive"], "off");
+        assert!(o["keepalive_next_ms"].is_null() && o["timer"].is_null());
+    }
+
+    #[test]
+    fn compact_durations() {
+        assert_eq!(compact(Duration::from_millis(340)), "340ms");
+        assert_eq!(compact(Duration::from_millis(12_345)), "12.3s");
+        assert_eq!(compact(Duration::from_millis(7_875_400)), "2h11m15s");
+        assert_eq!(compact(Duration::from_secs(60)), "1m");
+    }
+
+    #[test]
+    fn rows_without_tcp_info_or_owner_show_dashes() {
+        let owners = Owners::default();
+        let c = conn(None);
+        let row = Row::new(&c, &owners);
+        let cells = row.cells();
+        assert_eq!(cells[2], "-");
+        assert_eq!(cells[3], "-");
+        assert_eq!(cells[7], "-");
+        let j = row.json();
+        assert_eq!(j["flow"], "198.18.0.1:40000-198.18.0.2:9000");
+        assert!(j["idle_ms"].is_null());
+        assert_eq!(j["recv_queue"], 3);
+        assert_eq!(j["owners"], json!([]));
+    }
+
+    #[test]
+    fn owners_cell_names_each_process_once() {
+        let o = |pid, fd| Owner {
+            pid,
+            fd,
+            command: "nginx".into(),
+        };
+        assert_eq!(
+            owners_cell(&[o(10, 3), o(10, 4), o(11, 3)]),
+            "10/nginx,11/nginx"
+        );
+    }
+
+    #[test]
+    fn table_aligns_columns_under_the_header() {
+        let row = |a: &str, idle: &str| {
+            [
+                a.to_string(),
+                "198.18.0.2:9000".into(),
+                idle.into(),
+                "0".into(),
+                "0".into(),
+                "0".into(),
+                "off".into(),
+                "1/init".into(),
+            ]
+        };
+        let t = table(&[
+            row("198.18.0.1:40000", "1.5s"),
+            row("[2001:db8:18::1]:40001", "2h11m15s"),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("Local "));
+        // Every column starts at the same offset on every line.
+        let col = |l: &str, needle: &str| l.find(needle).unwrap();
+        assert_eq!(col(lines[0], "Remote"), col(lines[1], "198.18.0.2"));
+        assert_eq!(col(lines[1], "198.18.0.2"), col(lines[2], "198.18.0.2"));
+        // Right-aligned numbers end where their header ends.
+        let end = |l: &str, needle: &str| col(l, needle) + needle.len();
+        assert_eq!(end(lines[0], "Idle"), end(lines[1], "1.5s"));
+        assert_eq!(end(lines[0], "Idle"), end(lines[2], "2h11m15s"));
+        assert_eq!(col(lines[0], "Process"), col(lines[2], "1/init"));
+    }
 }

@@ -4,7 +4,10 @@ pub mod bpf;
 pub mod capture;
 pub mod diag;
 pub mod netns;
+pub mod owner;
+pub mod pidfd;
 pub mod raw;
+pub mod sysctl;
 
 use std::io;
 use std::os::fd::RawFd;

@@ -180,9 +180,21 @@ impl Lab {
         let client_addr = SocketAddr::new(self.a_addr(v6), client_port);
 
         let listener: TcpListener = in_netns(&self.ns('b'), move || {
-            // std sets SO_REUSEADDR on listening sockets on Unix.
-            TcpListener::bind(server_addr)
-                .unwrap_or_else(|e| panic!("bind listener {server_addr} in B: {e}"))
+            // std sets SO_REUSEADDR on listening sockets on Unix. An address can be briefly
+            // unavailable right after the lab comes up: retry for a bounded time.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                match TcpListener::bind(server_addr) {
+                    Ok(l) => break l,
+                    Err(e)
+                        if Instant::now() < deadline
+                            && e.kind() == std::io::ErrorKind::AddrNotAvailable =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("bind listener {server_addr} in B: {e}"),
+                }
+            }
         });
         let client: TcpStream = in_netns(&self.ns('a'), move || {
             connect_from(client_addr, server_addr)
