@@ -207,17 +207,18 @@ impl Fleet {
         let mut ready = std::mem::take(&mut self.ready);
         ready.sort_unstable();
         ready.dedup();
-        let mut deferred = Vec::new();
-        for idx in ready {
+        let mut rest = ready.into_iter();
+        for idx in rest.by_ref() {
             let now = self.now();
             self.rate.refill(now);
             if self.rate.wait(now).is_some() {
-                deferred.push(idx);
-                continue;
+                // Out of sends for now: this one and the rest wait for the next turn.
+                self.ready.push(idx);
+                break;
             }
             self.drive(idx, done)?;
         }
-        self.ready.extend(deferred);
+        self.ready.extend(rest);
         Ok(())
     }
 
