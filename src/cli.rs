@@ -50,6 +50,10 @@ enum Command {
     Sweep(cmd::sweep::SweepArgs),
     /// Keepalive for connections whose application never enabled it: probe whenever idle
     Watch(cmd::watch::WatchArgs),
+    /// Find how long the path to HOST:PORT keeps an idle connection (NAT/firewall timeout)
+    NatTimeout(cmd::nat_timeout::NatTimeoutArgs),
+    /// Report keepalive probes and their ACKs seen on the wire, from any sender
+    Sniff(cmd::sniff::SniffArgs),
     /// List established connections: idle time, owner, kernel keepalive timer
     List(cmd::list::ListArgs),
     /// Turn the kernel's own keepalive on for a running process's socket
@@ -170,11 +174,14 @@ fn run(cli: &Cli) -> Result<i32> {
     let ctx = Ctx {
         json: cli.json,
         verbose: cli.verbose > 0,
+        quiet: cli.quiet > 0,
     };
     match &cli.command {
         Command::Probe(args) => cmd::probe::run(args, &ctx),
         Command::Sweep(args) => cmd::sweep::run(args, &ctx),
         Command::Watch(args) => cmd::watch::run(args, &ctx),
+        Command::Sniff(args) => cmd::sniff::run(args, &ctx),
+        Command::NatTimeout(args) => cmd::nat_timeout::run(args, &ctx),
         Command::List(args) => cmd::list::run(args, &ctx),
         Command::Enable(args) => cmd::enable::run(args, &ctx),
         Command::Config(args) => cmd::config::run(args, &ctx),

@@ -10,6 +10,7 @@ pub mod error;
 pub mod filter;
 pub mod fleet;
 pub mod flow;
+pub mod keepalive_track;
 pub mod output;
 pub mod prober;
 pub mod seq;

@@ -3,7 +3,9 @@
 pub mod config;
 pub mod enable;
 pub mod list;
+pub mod nat_timeout;
 pub mod probe;
+pub mod sniff;
 pub mod sweep;
 pub mod watch;
 
@@ -12,4 +14,6 @@ pub mod watch;
 pub struct Ctx {
     pub json: bool,
     pub verbose: bool,
+    /// `-q`: nothing but results and errors.
+    pub quiet: bool,
 }

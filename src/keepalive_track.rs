@@ -1,0 +1,1 @@
+//! Pure keepalive tracker (being written).

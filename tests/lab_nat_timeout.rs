@@ -1,0 +1,109 @@
+//! `kaprobe nat-timeout` against the lab's NAT (conntrack established timeout 5 s) and
+//! against a plain router (no timeout).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Lab, in_netns};
+
+/// A listener in B that accepts and holds everything, for as long as the guard lives.
+fn serve(lab: &Lab, addr: &str) -> std::thread::JoinHandle<()> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let listener = in_netns(&lab.ns('b'), move || {
+        std::net::TcpListener::bind(addr).unwrap()
+    });
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let end = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < end {
+            match listener.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    })
+}
+
+fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, Duration) {
+    let start = Instant::now();
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_kaprobe"))
+        .args(["--netns", &lab.ns('a'), "--json", "nat-timeout"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("nat-timeout ran over 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.success(),
+        "exit {status}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    (v, start.elapsed())
+}
+
+#[test]
+fn nat_timeout_brackets_the_conntrack_timeout() {
+    if !common::require_lab() {
+        return;
+    }
+    let lab = Lab::up("nat", Some(5));
+    let _server = serve(&lab, "198.51.100.2:9700");
+    let (v, took) = run(&lab, &["198.51.100.2:9700"]);
+    let lower = v["lower_ms"].as_u64().unwrap();
+    let upper = v["upper_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no timeout found: {v}"));
+    assert!(
+        lower <= 5000 && 5000 <= upper,
+        "bounds {lower}..{upper} ms miss 5 s: {v}"
+    );
+    assert!(
+        upper - lower < 1500,
+        "bounds {lower}..{upper} ms are too far apart: {v}"
+    );
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    // Two rounds at least: the ladder, then the bracket split; longer idles are cancelled.
+    assert!(v["measurements"].as_array().unwrap().len() >= 4, "{v}");
+    assert!(
+        v["recommended_keepalive_time_s"].as_u64().unwrap() < 5,
+        "{v}"
+    );
+}
+
+#[test]
+fn nat_timeout_without_a_nat_finds_none() {
+    if !common::require_lab() {
+        return;
+    }
+    let lab = Lab::up("routed", None);
+    let _server = serve(&lab, "198.51.100.2:9701");
+    let (v, took) = run(&lab, &["--max", "6s", "198.51.100.2:9701"]);
+    assert!(v["upper_ms"].is_null(), "no NAT, no timeout: {v}");
+    assert_eq!(v["lower_ms"], 6000, "{v}");
+    assert!(
+        v["measurements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["verdict"] == "alive"),
+        "{v}"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
