@@ -90,6 +90,30 @@ impl TimingArgs {
     }
 }
 
+/// How probes are made, shared by `probe`, `sweep` and `watch`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ProbeStyle {
+    /// How to learn the connections' sequence numbers
+    #[arg(long, value_enum, default_value = "local", value_name = "SOURCE")]
+    pub seq_source: SeqSourceArg,
+    /// Send one already-acknowledged byte in each probe, as some stacks do
+    #[arg(long)]
+    pub garbage_octet: bool,
+}
+
+/// Default cap on packets kaprobe causes on the wire per second (probes, and the local
+/// kernel's challenge ACKs its SYNs trigger).
+pub const DEFAULT_RATE: u32 = 50_000;
+
+/// The send-rate cap of the commands that probe many connections.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct RateArgs {
+    /// At most this many packets per second on the wire (probes and challenge ACKs)
+    #[arg(long, value_name = "PPS", default_value_t = DEFAULT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqSourceArg {
     /// A SYN injected into the local stack makes the local socket tell its numbers
@@ -238,6 +262,6 @@ mod tests {
                 probes: 3
             }
         );
-        assert_eq!(p.seq_source, SeqSourceArg::Local);
+        assert_eq!(p.style.seq_source, SeqSourceArg::Local);
     }
 }

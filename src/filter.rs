@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use clap::Args;
 
+use crate::error::{Error, Result};
 use crate::flow::{Flow, parse_port, split_host_port};
+use crate::sys::diag::{Conn, Diag};
 
 /// `IP` or `IP:PORT` (`[IPv6]` or `[IPv6]:PORT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,13 +24,13 @@ impl AddrMatch {
 
 impl std::str::FromStr for AddrMatch {
     type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
         let (ip, port) = split_host_port(s)?;
         Ok(AddrMatch { ip, port })
     }
 }
 
-fn port_arg(s: &str) -> Result<u16, String> {
+fn port_arg(s: &str) -> std::result::Result<u16, String> {
     parse_port(s)
 }
 
@@ -52,6 +54,26 @@ impl FilterArgs {
             && self
                 .port
                 .is_none_or(|p| f.local.port() == p || f.remote.port() == p)
+    }
+
+    /// The established connections that match, from one sock_diag dump.
+    pub fn established(&self, diag: &mut Diag) -> Result<Vec<Conn>> {
+        Ok(diag
+            .established()?
+            .into_iter()
+            .filter(|c| self.matches(&c.flow))
+            .collect())
+    }
+
+    /// Like `established`, but nothing matching is an error (exit 5).
+    pub fn require_established(&self, diag: &mut Diag) -> Result<Vec<Conn>> {
+        let conns = self.established(diag)?;
+        if conns.is_empty() {
+            return Err(Error::NoConnection(
+                "no established TCP connection matches".into(),
+            ));
+        }
+        Ok(conns)
     }
 
     pub fn is_empty(&self) -> bool {

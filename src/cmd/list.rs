@@ -229,16 +229,7 @@ fn table(rows: &[[String; 8]]) -> String {
 
 pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<i32> {
     let mut diag = Diag::open()?;
-    let mut conns: Vec<Conn> = diag
-        .established()?
-        .into_iter()
-        .filter(|c| args.filter.matches(&c.flow))
-        .collect();
-    if conns.is_empty() {
-        return Err(Error::NoConnection(
-            "no established TCP connection matches".into(),
-        ));
-    }
+    let mut conns: Vec<Conn> = args.filter.require_established(&mut diag)?;
     conns.sort_by_key(|c| c.flow);
     conns.dedup_by_key(|c| c.flow);
     let wanted: HashSet<u32> = conns.iter().map(|c| c.inode).filter(|&i| i != 0).collect();

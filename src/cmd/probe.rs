@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::Ctx;
-use crate::cli::{SeqSourceArg, TimingArgs};
+use crate::cli::{ProbeStyle, SeqSourceArg, TimingArgs};
 use crate::engine::{Config, Outcome, SeqSource};
 use crate::error::{Error, Result};
 use crate::flow::FlowSpec;
@@ -19,12 +19,8 @@ pub struct ProbeArgs {
     pub flow: FlowSpec,
     #[command(flatten)]
     pub timing: TimingArgs,
-    /// How to learn the connection's sequence numbers
-    #[arg(long, value_enum, default_value = "local", value_name = "SOURCE")]
-    pub seq_source: SeqSourceArg,
-    /// Send one already-acknowledged byte in the probe, as some stacks do
-    #[arg(long)]
-    pub garbage_octet: bool,
+    #[command(flatten)]
+    pub style: ProbeStyle,
 }
 
 pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
@@ -36,14 +32,14 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
     if let Some(w) = timing.warning() {
         log::warn!("{w}");
     }
-    let source = seq_source(args.seq_source);
+    let source = seq_source(args.style.seq_source);
     let mut diag = Diag::open()?;
     let flow = prober::resolve(args.flow, &mut diag)?;
     let cfg = Config {
         flow,
         timing,
         source,
-        garbage_octet: args.garbage_octet,
+        garbage_octet: args.style.garbage_octet,
     };
     let (outcome, ignored) = prober::probe_one(cfg, diag, reporter)?;
     if ignored > 0 {

@@ -6,18 +6,14 @@ use clap::Args;
 use serde_json::json;
 
 use super::Ctx;
-use crate::cli::{SeqSourceArg, TimingArgs};
+use crate::cli::{ProbeStyle, RateArgs, TimingArgs};
 use crate::engine::{Config, Outcome, Verdict};
-use crate::error::{EXIT_NO_CONNECTION, EXIT_RUNTIME, Error, Result};
+use crate::error::{EXIT_NO_CONNECTION, EXIT_RUNTIME, Result};
 use crate::filter::FilterArgs;
 use crate::fleet::Fleet;
 use crate::flow::Flow;
 use crate::output::{Reporter, ms, verdict_json};
 use crate::sys::diag::Diag;
-
-/// Default cap on packets kaprobe causes on the wire per second (probes, and the local
-/// kernel's challenge ACKs its SYNs trigger).
-pub const DEFAULT_RATE: u32 = 50_000;
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
@@ -25,16 +21,10 @@ pub struct SweepArgs {
     pub filter: FilterArgs,
     #[command(flatten)]
     pub timing: TimingArgs,
-    /// How to learn the connections' sequence numbers
-    #[arg(long, value_enum, default_value = "local", value_name = "SOURCE")]
-    pub seq_source: SeqSourceArg,
-    /// Send one already-acknowledged byte in each probe
-    #[arg(long)]
-    pub garbage_octet: bool,
-    /// At most this many packets per second on the wire (probes and challenge ACKs)
-    #[arg(long, value_name = "PPS", default_value_t = DEFAULT_RATE,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate: u32,
+    #[command(flatten)]
+    pub style: ProbeStyle,
+    #[command(flatten)]
+    pub rate: RateArgs,
 }
 
 /// One connection's result.
@@ -68,30 +58,21 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<i32> {
     if let Some(w) = timing.warning() {
         log::warn!("{w}");
     }
-    let source = super::probe::seq_source(args.seq_source);
+    let source = super::probe::seq_source(args.style.seq_source);
     let mut diag = Diag::open()?;
-    let conns: Vec<_> = diag
-        .established()?
-        .into_iter()
-        .filter(|c| args.filter.matches(&c.flow))
-        .collect();
-    if conns.is_empty() {
-        return Err(Error::NoConnection(
-            "no established TCP connection matches".into(),
-        ));
-    }
+    let conns = args.filter.require_established(&mut diag)?;
     let flows: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
     let reporter = Reporter {
         json: ctx.json,
         verbose: ctx.verbose,
     };
-    let mut fleet = Fleet::open(&flows, diag, args.rate, reporter)?;
+    let mut fleet = Fleet::open(&flows, diag, args.rate.rate, reporter)?;
     for c in &conns {
         let cfg = Config {
             flow: c.flow,
             timing,
             source,
-            garbage_octet: args.garbage_octet,
+            garbage_octet: args.style.garbage_octet,
         };
         fleet.add(cfg, Some(c.view()));
     }

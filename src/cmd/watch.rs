@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::Ctx;
-use crate::cli::{SeqSourceArg, parse_duration};
+use crate::cli::{ProbeStyle, RateArgs, parse_duration};
 use crate::engine::{Config, Outcome, Timing, Verdict, VerdictKind};
 use crate::error::{Error, Result};
 use crate::filter::FilterArgs;
@@ -43,16 +43,10 @@ pub struct WatchArgs {
     /// with KAPROBE_FLOW, KAPROBE_VERDICT, KAPROBE_LOCAL and KAPROBE_REMOTE set
     #[arg(long, value_name = "report|kill|'exec CMD'", default_value = "report")]
     pub on_dead: String,
-    /// How to learn the connections' sequence numbers
-    #[arg(long, value_enum, default_value = "local", value_name = "SOURCE")]
-    pub seq_source: SeqSourceArg,
-    /// Send one already-acknowledged byte in each probe
-    #[arg(long)]
-    pub garbage_octet: bool,
-    /// At most this many packets per second on the wire
-    #[arg(long, value_name = "PPS", default_value_t = super::sweep::DEFAULT_RATE,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate: u32,
+    #[command(flatten)]
+    pub style: ProbeStyle,
+    #[command(flatten)]
+    pub rate: RateArgs,
     /// With filters: how often to look for new connections
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
     pub rescan: Duration,
@@ -120,23 +114,23 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
     };
     let initial: Vec<(Flow, _)> = match single {
         Some(flow) => vec![(flow, None)],
-        None => diag
-            .established()?
+        None => args
+            .filter
+            .established(&mut diag)?
             .into_iter()
-            .filter(|c| args.filter.matches(&c.flow))
             .map(|c| (c.flow, Some(c.view())))
             .collect(),
     };
     if single.is_none() && initial.is_empty() {
         log::info!("no established connection matches yet; waiting for one");
     }
-    let source = super::probe::seq_source(args.seq_source);
+    let source = super::probe::seq_source(args.style.seq_source);
     let flows: Vec<Flow> = initial.iter().map(|(f, _)| *f).collect();
     let reporter = Reporter {
         json: ctx.json,
         verbose: ctx.verbose,
     };
-    let mut fleet = Fleet::open(&flows, diag, args.rate, reporter)?;
+    let mut fleet = Fleet::open(&flows, diag, args.rate.rate, reporter)?;
     let mut w = Watch {
         args,
         ctx,
@@ -197,7 +191,7 @@ impl Watch<'_> {
             flow,
             timing: self.timing,
             source,
-            garbage_octet: self.args.garbage_octet,
+            garbage_octet: self.args.style.garbage_octet,
         }
     }
 
@@ -216,12 +210,9 @@ impl Watch<'_> {
     }
 
     fn rescan(&mut self, fleet: &mut Fleet, source: crate::engine::SeqSource) -> Result<()> {
-        let conns = fleet.diag().established()?;
+        let conns = self.args.filter.established(fleet.diag())?;
         let mut added = false;
-        for c in conns
-            .into_iter()
-            .filter(|c| self.args.filter.matches(&c.flow))
-        {
+        for c in conns {
             if !self.tracks.contains_key(&c.flow) {
                 self.start(fleet, c.flow, Some(c.view()), source);
                 added = true;
