@@ -1,13 +1,498 @@
-//! `kaprobe sniff`: keepalive probes and their ACKs seen on the wire.
+//! `kaprobe sniff`: keepalive probes and their ACKs seen on the wire, from any sender.
+//!
+//! Captures every TCP segment (all interfaces, or the one `-i` names), keeps the ones of the
+//! selected connections, and lets [`crate::keepalive_track`] say which are keepalive probes
+//! and which answer them. One line (or JSON object) per probe and per answer, then a summary
+//! when `--count` or `--duration` is reached, or on SIGINT/SIGTERM. Exit 0.
+//!
+//! Times are the kernel's receive timestamps of the packets (SIOCGSTAMPNS), so intervals and
+//! RTTs do not depend on how quickly this process reads.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use serde_json::{Value, json};
 
 use super::Ctx;
+use crate::cli::parse_duration;
 use crate::error::{Error, Result};
+use crate::filter::FilterArgs;
+use crate::flow::{Flow, FlowSpec};
+use crate::keepalive_track::{DEFAULT_MAX_CONNECTIONS, Probe, ProbeAck, Seen, Tracker};
+use crate::output::ms;
+use crate::sys::capture::Capture;
+use crate::sys::{bpf, catch_stop_signals, stop_requested, wait_readable};
+use crate::wire::{self, Packet, Segment};
 
 #[derive(Args, Debug)]
-pub struct SniffArgs {}
+pub struct SniffArgs {
+    /// Only this interface (default: all)
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub iface: Option<String>,
+    /// Only this connection: LOCAL-REMOTE, or REMOTE alone (every connection to it)
+    #[arg(value_name = "FLOW", conflicts_with_all = ["local", "remote", "port"])]
+    pub flow: Option<FlowSpec>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Stop after reporting N events (probes and ACKs)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Stop after this long
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Most connections tracked at once; the least recently seen is forgotten beyond it
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+}
 
-pub fn run(_args: &SniffArgs, _ctx: &Ctx) -> Result<i32> {
-    Err(Error::Runtime("`sniff` is being written in this session".into()))
+/// Which segments the user asked about.
+struct Selector {
+    spec: Option<FlowSpec>,
+    filter: FilterArgs,
+    /// This host's addresses, to tell the local side of a connection.
+    locals: HashSet<IpAddr>,
+}
+
+impl Selector {
+    /// The segment's connection as seen from here: the local side first when exactly one
+    /// side is local; `None` when both or neither are (then either way round).
+    fn orient(&self, a: SocketAddr, b: SocketAddr) -> Option<Flow> {
+        match (self.locals.contains(&a.ip()), self.locals.contains(&b.ip())) {
+            (true, false) => Some(Flow {
+                local: a,
+                remote: b,
+            }),
+            (false, true) => Some(Flow {
+                local: b,
+                remote: a,
+            }),
+            _ => None,
+        }
+    }
+
+    fn matches(&self, seg: &Segment) -> bool {
+        let (a, b) = (seg.src, seg.dst);
+        match self.spec {
+            Some(FlowSpec::Exact(f)) => {
+                (f.local, f.remote) == (a, b) || (f.local, f.remote) == (b, a)
+            }
+            Some(FlowSpec::Remote(r)) => r == a || r == b,
+            None => match self.orient(a, b) {
+                Some(f) => self.filter.matches(&f),
+                None => {
+                    self.filter.matches(&Flow {
+                        local: a,
+                        remote: b,
+                    }) || self.filter.matches(&Flow {
+                        local: b,
+                        remote: a,
+                    })
+                }
+            },
+        }
+    }
+
+    /// The FLOW to name an event by: the user's, else local side first, else prober first.
+    fn flow(&self, prober: SocketAddr, peer: SocketAddr) -> Flow {
+        if let Some(FlowSpec::Exact(f)) = self.spec {
+            return f;
+        }
+        self.orient(prober, peer).unwrap_or(Flow {
+            local: prober,
+            remote: peer,
+        })
+    }
+}
+
+/// Distinct probing directions counted for the summary, at most (memory stays bounded).
+const MAX_SENDERS_COUNTED: usize = 1 << 17;
+
+/// What was seen, for the summary.
+#[derive(Default)]
+struct Stats {
+    segments: u64,
+    probes: u64,
+    acks: u64,
+    window_probes: u64,
+    retransmissions: u64,
+    probed: HashSet<(SocketAddr, SocketAddr)>,
+}
+
+impl Stats {
+    fn count(&mut self, seen: &Seen) {
+        self.segments += 1;
+        match seen {
+            Seen::KeepaliveProbe(p) => {
+                self.probes += 1;
+                if self.probed.len() < MAX_SENDERS_COUNTED {
+                    self.probed.insert((p.from, p.to));
+                }
+            }
+            Seen::KeepaliveAck(_) => self.acks += 1,
+            Seen::WindowProbe => self.window_probes += 1,
+            Seen::Retransmission => self.retransmissions += 1,
+            _ => {}
+        }
+    }
+
+    fn events(&self) -> u64 {
+        self.probes + self.acks
+    }
+}
+
+pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<i32> {
+    let ifindex = args.iface.as_deref().map(interface_index).transpose()?;
+    let selector = Selector {
+        spec: args.flow,
+        filter: args.filter.clone(),
+        locals: local_addresses(),
+    };
+    // One connection on all interfaces: the kernel can drop everything else.
+    let filter = match (args.flow, ifindex) {
+        (Some(FlowSpec::Exact(flow)), None) => bpf::flows_filter(&[flow]),
+        _ => bpf::tcp_filter(ifindex),
+    };
+    let mut cap = Capture::open(&filter)?;
+    catch_stop_signals();
+    log::info!(
+        "sniffing TCP keepalives on {}",
+        args.iface.as_deref().unwrap_or("all interfaces")
+    );
+    let started = Instant::now();
+    let mut tracker = Tracker::new(args.max_connections);
+    let mut stats = Stats::default();
+    let mut out = std::io::stdout().lock();
+    while !finished(args, &stats, started) {
+        let wait = args
+            .duration
+            .map(|d| d.saturating_sub(started.elapsed()))
+            .unwrap_or(Duration::from_secs(1));
+        let readable = wait_readable(cap.fd(), Some(wait)).map_err(|e| Error::Io {
+            context: "waiting on the capture socket".into(),
+            source: e,
+        })?;
+        if readable {
+            drain(
+                &mut cap,
+                &selector,
+                &mut tracker,
+                &mut stats,
+                args,
+                ctx,
+                &mut out,
+            )?;
+        }
+    }
+    print_summary(&mut out, &stats, &tracker, started.elapsed(), ctx.json);
+    drop(out);
+    cap.release_detached();
+    Ok(0)
+}
+
+fn finished(args: &SniffArgs, stats: &Stats, started: Instant) -> bool {
+    stop_requested()
+        || args.count.is_some_and(|n| stats.events() >= n)
+        || args.duration.is_some_and(|d| started.elapsed() >= d)
+}
+
+/// Reads every queued packet; stops early when `--count` is reached.
+fn drain(
+    cap: &mut Capture,
+    selector: &Selector,
+    tracker: &mut Tracker,
+    stats: &mut Stats,
+    args: &SniffArgs,
+    ctx: &Ctx,
+    out: &mut impl Write,
+) -> Result<()> {
+    let fd = cap.fd();
+    loop {
+        let seg = match cap.next_packet()? {
+            None => return Ok(()),
+            Some(bytes) => match wire::decode(bytes) {
+                Ok(Packet::Tcp(seg)) => seg,
+                _ => continue,
+            },
+        };
+        if !selector.matches(&seg) {
+            continue;
+        }
+        let now = packet_time(fd);
+        let seen = tracker.feed(now, &seg);
+        stats.count(&seen);
+        report(out, selector, now, &seen, ctx.json);
+        if args.count.is_some_and(|n| stats.events() >= n) {
+            return Ok(());
+        }
+    }
+}
+
+/// `SIOCGSTAMPNS` (`SIOCGSTAMPNS_OLD`, a native `struct timespec`), missing from libc.
+const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
+
+/// The kernel's timestamp of the packet just read, as time since the epoch.
+fn packet_time(fd: RawFd) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: SIOCGSTAMPNS writes one timespec.
+    let rc = unsafe { libc::ioctl(fd, SIOCGSTAMPNS as _, &mut ts) };
+    if rc == 0 && ts.tv_sec > 0 {
+        return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    }
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn report(out: &mut impl Write, selector: &Selector, now: Duration, seen: &Seen, json: bool) {
+    let line = match (seen, json) {
+        (Seen::KeepaliveProbe(p), false) => probe_line(now, p),
+        (Seen::KeepaliveAck(a), false) => ack_line(now, a),
+        (Seen::KeepaliveProbe(p), true) => probe_json(selector, now, p).to_string(),
+        (Seen::KeepaliveAck(a), true) => ack_json(selector, now, a).to_string(),
+        _ => return,
+    };
+    // A closed stdout (`| head`) must not stop the capture with a panic.
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+}
+
+fn probe_line(now: Duration, p: &Probe) -> String {
+    let interval = p
+        .interval
+        .map_or("-".to_string(), |d| format!("{:.3}s", d.as_secs_f64()));
+    format!(
+        "{} {} > {} keepalive probe seq={} ack={} len={} interval={interval}",
+        clock(now),
+        p.from,
+        p.to,
+        p.seq,
+        p.ack,
+        p.len
+    )
+}
+
+fn ack_line(now: Duration, a: &ProbeAck) -> String {
+    format!(
+        "{} {} < {} keepalive ack seq={} ack={} rtt={}",
+        clock(now),
+        a.to,
+        a.from,
+        a.seq,
+        a.ack,
+        ms(a.rtt)
+    )
+}
+
+fn probe_json(selector: &Selector, now: Duration, p: &Probe) -> Value {
+    json!({
+        "event": "keepalive_probe",
+        "time": rfc3339(now),
+        "flow": selector.flow(p.from, p.to).to_string(),
+        "from": p.from.to_string(),
+        "to": p.to.to_string(),
+        "seq": p.seq.0,
+        "ack": p.ack.0,
+        "len": p.len,
+        "interval_ms": p.interval.map(|d| d.as_millis() as u64),
+        "rtt_us": null,
+    })
+}
+
+fn ack_json(selector: &Selector, now: Duration, a: &ProbeAck) -> Value {
+    json!({
+        "event": "keepalive_ack",
+        "time": rfc3339(now),
+        "flow": selector.flow(a.to, a.from).to_string(),
+        "from": a.from.to_string(),
+        "to": a.to.to_string(),
+        "seq": a.seq.0,
+        "ack": a.ack.0,
+        "len": 0,
+        "interval_ms": null,
+        "rtt_us": a.rtt.as_micros() as u64,
+    })
+}
+
+fn print_summary(out: &mut impl Write, s: &Stats, t: &Tracker, elapsed: Duration, json: bool) {
+    let line = if json {
+        json!({
+            "event": "summary",
+            "probes": s.probes,
+            "acks": s.acks,
+            "unanswered": s.probes.saturating_sub(s.acks),
+            "senders": s.probed.len(),
+            "window_probes": s.window_probes,
+            "retransmissions": s.retransmissions,
+            "segments": s.segments,
+            "connections_tracked": t.connections(),
+            "connections_evicted": t.evicted(),
+            "elapsed_ms": elapsed.as_millis() as u64,
+        })
+        .to_string()
+    } else {
+        format!(
+            "{} keepalive probes, {} answered, from {} sender{} in {:.2} s \
+             ({} segments seen; not keepalives: {} window probes, {} retransmissions)",
+            s.probes,
+            s.acks,
+            s.probed.len(),
+            if s.probed.len() == 1 { "" } else { "s" },
+            elapsed.as_secs_f64(),
+            s.segments,
+            s.window_probes,
+            s.retransmissions
+        )
+    };
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+}
+
+/// `09:12:03.120345`, local time.
+fn clock(t: Duration) -> String {
+    let secs = t.as_secs() as libc::time_t;
+    // SAFETY: tm is plain data; localtime_r fills it or returns null.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
+        return format!("{:.6}", t.as_secs_f64());
+    }
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        t.subsec_micros()
+    )
+}
+
+fn rfc3339(t: Duration) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + t).to_string()
+}
+
+fn interface_index(name: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| Error::Usage(format!("invalid interface name {name:?}")))?;
+    // SAFETY: a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(Error::Usage(format!("no interface named {name:?}"))),
+        n => Ok(n),
+    }
+}
+
+/// The addresses of this network namespace's interfaces.
+fn local_addresses() -> HashSet<IpAddr> {
+    let mut set = HashSet::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we walk read-only and free once.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return set;
+        }
+        let mut cur = head;
+        while !cur.is_null() {
+            if let Some(ip) = sockaddr_ip((*cur).ifa_addr) {
+                set.insert(ip);
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    set
+}
+
+/// # Safety
+/// `sa` is null or points to a sockaddr of the size its family implies.
+unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
+    if sa.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract, the family tells the real type.
+    unsafe {
+        match i32::from((*sa).sa_family) {
+            libc::AF_INET => {
+                let sin = &*(sa as *const libc::sockaddr_in);
+                Some(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ))
+            }
+            libc::AF_INET6 => {
+                let sin6 = &*(sa as *const libc::sockaddr_in6);
+                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selector(spec: Option<&str>, filter: FilterArgs) -> Selector {
+        Selector {
+            spec: spec.map(|s| s.parse().unwrap()),
+            filter,
+            locals: ["198.18.0.1".parse().unwrap()].into_iter().collect(),
+        }
+    }
+
+    fn seg(from: &str, to: &str) -> Segment {
+        Segment {
+            src: from.parse().unwrap(),
+            dst: to.parse().unwrap(),
+            seq: crate::seq::SeqNumber(1),
+            ack: crate::seq::SeqNumber(1),
+            flags: wire::ACK,
+            window: 1,
+            ts: None,
+            payload_len: 0,
+            ip: wire::IpMeta::default(),
+        }
+    }
+
+    #[test]
+    fn a_flow_matches_both_directions_only() {
+        let s = selector(
+            Some("198.18.0.1:40001-198.18.0.2:9000"),
+            FilterArgs::default(),
+        );
+        assert!(s.matches(&seg("198.18.0.1:40001", "198.18.0.2:9000")));
+        assert!(s.matches(&seg("198.18.0.2:9000", "198.18.0.1:40001")));
+        assert!(!s.matches(&seg("198.18.0.1:40002", "198.18.0.2:9000")));
+        let r = selector(Some("198.18.0.2:9000"), FilterArgs::default());
+        assert!(r.matches(&seg("198.18.0.1:40002", "198.18.0.2:9000")));
+        assert!(!r.matches(&seg("198.18.0.1:40002", "198.18.0.2:9001")));
+    }
+
+    #[test]
+    fn filters_see_the_local_side_first() {
+        let f = FilterArgs {
+            remote: Some("198.18.0.2".parse().unwrap()),
+            ..Default::default()
+        };
+        let s = selector(None, f);
+        assert!(s.matches(&seg("198.18.0.2:9000", "198.18.0.1:40001")));
+        let wrong = FilterArgs {
+            remote: Some("198.18.0.1".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(!selector(None, wrong).matches(&seg("198.18.0.2:9000", "198.18.0.1:40001")));
+        let flow = s.flow(
+            "198.18.0.2:9000".parse().unwrap(),
+            "198.18.0.1:40001".parse().unwrap(),
+        );
+        assert_eq!(flow.to_string(), "198.18.0.1:40001-198.18.0.2:9000");
+    }
+
+    #[test]
+    fn wall_clock_formats() {
+        let t = Duration::new(1_700_000_000, 120_345_000);
+        assert!(clock(t).ends_with(".120345"), "{}", clock(t));
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.120345Z");
+    }
 }

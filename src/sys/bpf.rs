@@ -35,6 +35,10 @@ const ETH_P_IP: u32 = 0x0800;
 const ETH_P_IPV6: u32 = 0x86dd;
 /// Bytes kept of an accepted packet: enough for any header and an ICMP quote.
 const SNAP: u32 = 0xffff;
+/// Whole packets, however large (a GSO super-packet can exceed 64 KiB).
+pub const WHOLE: u32 = u32::MAX;
+/// IPv4 more-fragments flag and fragment offset: a packet with any set is not a whole segment.
+const FRAGMENT_BITS: u32 = 0x3fff;
 
 #[derive(Clone, Copy)]
 enum To {
@@ -224,6 +228,45 @@ fn groups(flows: &[&Flow]) -> Vec<Group> {
         .collect()
 }
 
+/// Our own copies of packets leaving through loopback are dropped: the receiving copy is
+/// enough (and a capture of both would see every local packet twice).
+fn drop_loopback_copies(a: &mut Asm) {
+    let not_lo_out = a.label();
+    a.op(LD_W_ABS, SKF_AD_PKTTYPE);
+    a.jump(JEQ_K, PACKET_OUTGOING, To::Next, To::Label(not_lo_out));
+    a.op(LD_W_ABS, SKF_AD_IFINDEX);
+    a.jump(JEQ_K, LOOPBACK_IFINDEX, To::Next, To::Label(not_lo_out));
+    a.ret(0);
+    a.bind(not_lo_out);
+}
+
+/// Every whole TCP segment of both families (optionally on one interface only), kept whole:
+/// for `sniff`, which watches any connection.
+pub fn tcp_filter(ifindex: Option<u32>) -> Vec<libc::sock_filter> {
+    let mut a = Asm::default();
+    let (keep, drop, not_v6) = (a.label(), a.label(), a.label());
+    if let Some(ix) = ifindex {
+        a.op(LD_W_ABS, SKF_AD_IFINDEX);
+        a.jump(JEQ_K, ix, To::Next, To::Label(drop));
+    }
+    drop_loopback_copies(&mut a);
+    a.op(LD_W_ABS, SKF_AD_PROTOCOL);
+    a.jump(JEQ_K, ETH_P_IPV6, To::Next, To::Label(not_v6));
+    a.op(LD_B_ABS, 6);
+    a.jump(JEQ_K, 6, To::Label(keep), To::Label(drop));
+    a.bind(not_v6);
+    a.jump(JEQ_K, ETH_P_IP, To::Next, To::Label(drop));
+    a.op(LD_B_ABS, 9);
+    a.jump(JEQ_K, 6, To::Next, To::Label(drop));
+    a.op(LD_H_ABS, 6);
+    a.jump(JSET_K, FRAGMENT_BITS, To::Label(drop), To::Label(keep));
+    a.bind(keep);
+    a.ret(WHOLE);
+    a.bind(drop);
+    a.ret(0);
+    a.finish()
+}
+
 /// TCP segments of `flows` in either direction, and ICMP / ICMPv6 packets addressed to any
 /// of their local addresses (the ICMP quote is checked in userspace). Connections are
 /// grouped by address pair, each group matching its local port range (or set) and remote
@@ -234,13 +277,8 @@ fn groups(flows: &[&Flow]) -> Vec<Group> {
 pub fn flows_filter(flows: &[Flow]) -> Vec<libc::sock_filter> {
     let mut a = Asm::default();
     let (v4, v6) = (a.label(), a.label());
-    let (not_v4, not_v6, not_lo_out) = (a.label(), a.label(), a.label());
-    a.op(LD_W_ABS, SKF_AD_PKTTYPE);
-    a.jump(JEQ_K, PACKET_OUTGOING, To::Next, To::Label(not_lo_out));
-    a.op(LD_W_ABS, SKF_AD_IFINDEX);
-    a.jump(JEQ_K, LOOPBACK_IFINDEX, To::Next, To::Label(not_lo_out));
-    a.ret(0);
-    a.bind(not_lo_out);
+    let (not_v4, not_v6) = (a.label(), a.label());
+    drop_loopback_copies(&mut a);
     a.op(LD_W_ABS, SKF_AD_PROTOCOL);
     a.jump(JEQ_K, ETH_P_IP, To::Next, To::Label(not_v4));
     a.long_jump(v4);
@@ -278,7 +316,7 @@ pub fn flows_filter(flows: &[Flow]) -> Vec<libc::sock_filter> {
         } else {
             let whole = a.label();
             a.op(LD_H_ABS, 6);
-            a.jump(JSET_K, 0x1fff, To::Next, To::Label(whole));
+            a.jump(JSET_K, FRAGMENT_BITS, To::Next, To::Label(whole));
             a.ret(0);
             a.bind(whole);
             a.op(LDX_B_MSH, 0);
@@ -530,6 +568,37 @@ mod tests {
         let mut other_local = ACK4;
         other_local[19] = 9;
         assert_eq!(run(&prog, V4, &other_local), 0);
+    }
+
+    #[test]
+    fn tcp_filter_keeps_tcp_of_both_families_and_nothing_else() {
+        let prog = tcp_filter(None);
+        assert_eq!(run(&prog, V4, &PROBE4), WHOLE);
+        assert_eq!(run(&prog, V6, &PROBE6), WHOLE);
+        assert_eq!(run(&prog, V4, &ICMP4), 0);
+        assert_eq!(run(&prog, V6, &icmp6()), 0);
+        assert_eq!(run(&prog, ARP, &PROBE4), 0);
+        let mut first_fragment = PROBE4;
+        first_fragment[6] |= 0x20;
+        assert_eq!(run(&prog, V4, &first_fragment), 0);
+        assert_eq!(run(&prog, V4, &PROBE4[..5]), 0, "short packet");
+        let out_lo = Meta {
+            pkttype: PACKET_OUTGOING,
+            ifindex: 1,
+            ..V4
+        };
+        assert_eq!(
+            run(&prog, out_lo, &PROBE4),
+            0,
+            "our own copy leaving through lo"
+        );
+    }
+
+    #[test]
+    fn tcp_filter_on_one_interface() {
+        let prog = tcp_filter(Some(7));
+        assert_eq!(run(&prog, Meta { ifindex: 7, ..V4 }, &PROBE4), WHOLE);
+        assert_eq!(run(&prog, Meta { ifindex: 2, ..V4 }, &PROBE4), 0);
     }
 
     #[test]

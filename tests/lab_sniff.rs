@@ -1,0 +1,232 @@
+//! `kaprobe sniff` in the lab: it reports the kernel keepalive of an application
+//! (TCP_KEEPIDLE=1 s, TCP_KEEPINTVL=1 s) about 1 s apart with the peer's ACKs, and it
+//! recognises kaprobe's own probes (canonical and garbage-octet), over IPv4 and IPv6.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::Lab;
+use serde_json::Value;
+
+/// A sniff run in the background, started and known to be capturing.
+struct Sniff {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+}
+
+/// Starts `kaprobe --netns A --json -v sniff ARGS` and waits (bounded) until it captures.
+fn start_sniff(lab: &Lab, args: &[&str]) -> Sniff {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaprobe"))
+        .args(["--netns", &lab.ns('a'), "--json", "-v", "sniff"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kaprobe sniff");
+    let (tx, rx) = mpsc::channel();
+    let err = child.stderr.take().expect("stderr pipe");
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("sniffing") => break,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = child.kill();
+                panic!("sniff did not start capturing: {e}");
+            }
+        }
+    }
+    Sniff { child, stderr: rx }
+}
+
+/// Waits for the run to end by itself (bounded); its exit code and JSON objects.
+fn finish(mut s: Sniff, within: Duration) -> (i32, Vec<Value>, String) {
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(st) = s.child.try_wait().expect("wait for sniff") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+            panic!("sniff ran longer than {within:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    s.child
+        .stdout
+        .take()
+        .expect("stdout pipe")
+        .read_to_string(&mut out)
+        .expect("read sniff stdout");
+    let err: Vec<String> = s.stderr.try_iter().collect();
+    let objects = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{out}")))
+        .collect();
+    (status.code().unwrap_or(-1), objects, err.join("\n"))
+}
+
+fn events<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objs.iter().filter(|v| v["event"] == kind).collect()
+}
+
+fn set_int(fd: i32, level: i32, opt: i32, value: i32) {
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+}
+
+/// Kernel keepalive: idle 1 s, interval 1 s, 5 probes. The timings first, so the timer
+/// armed by SO_KEEPALIVE already uses them.
+fn enable_kernel_keepalive(s: &TcpStream) {
+    let fd = s.as_raw_fd();
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 5);
+    set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+}
+
+fn kernel_keepalive_is_reported_about_one_second_apart(v6: bool) {
+    if !common::require_lab() {
+        return;
+    }
+    let lab = Lab::up("direct", None);
+    let (port_s, port_c) = (9711, 44711);
+    let (client, server) = lab.connect(v6, port_s, port_c);
+    let (a, b) = (
+        SocketAddr::new(lab.a_addr(v6), port_c),
+        SocketAddr::new(lab.b_addr(v6), port_s),
+    );
+    let flow = common::flow(a, b);
+    let sniff = start_sniff(&lab, &["--duration", "4.5s", &flow]);
+    enable_kernel_keepalive(&client);
+    // Data both ways: the sniffer learns both directions, and the idle time starts now.
+    common::assert_still_carries_data(&client, &server);
+    let (code, objs, err) = finish(sniff, Duration::from_secs(10));
+    let dump = format!("{objs:#?}\nstderr:\n{err}");
+    assert_eq!(code, 0, "{dump}");
+
+    let probes = events(&objs, "keepalive_probe");
+    let acks = events(&objs, "keepalive_ack");
+    assert!(probes.len() >= 3, "expected >= 3 probes: {dump}");
+    for p in &probes {
+        assert_eq!(p["from"], a.to_string(), "probe from the client: {dump}");
+        assert_eq!(p["to"], b.to_string(), "{dump}");
+        assert_eq!(p["flow"], flow, "{dump}");
+        assert_eq!(p["len"], 0, "the kernel's probe carries no data: {dump}");
+    }
+    let intervals: Vec<u64> = probes
+        .iter()
+        .filter_map(|p| p["interval_ms"].as_u64())
+        .collect();
+    eprintln!("kernel keepalive intervals (v6={v6}): {intervals:?} ms");
+    assert!(intervals.len() >= 2, "expected intervals: {dump}");
+    for ms in &intervals {
+        assert!((800..=1200).contains(ms), "interval {ms} ms: {dump}");
+    }
+    // Every probe but possibly the last (cut off by --duration) is answered by the peer.
+    assert!(acks.len() + 1 >= probes.len(), "answers: {dump}");
+    for ack in &acks {
+        assert_eq!(ack["from"], b.to_string(), "answer from the peer: {dump}");
+        assert!(
+            ack["rtt_us"].as_u64().is_some_and(|r| r < 100_000),
+            "{dump}"
+        );
+    }
+    let summary = events(&objs, "summary");
+    assert_eq!(summary.len(), 1, "{dump}");
+    assert_eq!(summary[0]["probes"], probes.len() as u64, "{dump}");
+    drop((client, server));
+}
+
+fn kaprobe_probes_are_recognised(v6: bool) {
+    if !common::require_lab() {
+        return;
+    }
+    let lab = Lab::up("direct", None);
+    let (port_s, port_c) = (9712, 44712);
+    let (client, server) = lab.connect(v6, port_s, port_c);
+    let (a, b) = (
+        SocketAddr::new(lab.a_addr(v6), port_c),
+        SocketAddr::new(lab.b_addr(v6), port_s),
+    );
+    let flow = common::flow(a, b);
+    // Two probes and two answers end the run; --duration bounds it otherwise.
+    let sniff = start_sniff(&lab, &["--count", "4", "--duration", "8s", &flow]);
+    common::assert_still_carries_data(&client, &server);
+
+    let (code, out, err, _) = common::run_kaprobe(&lab, &["probe", &flow]);
+    let why = common::describe(code, &out, &err);
+    assert_eq!(code, 0, "probe: {why}");
+    // The peer answers one out-of-window segment per tcp_invalid_ratelimit (500 ms).
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, out, err, _) = common::run_kaprobe(&lab, &["probe", "--garbage-octet", &flow]);
+    assert_eq!(
+        code,
+        0,
+        "garbage-octet probe: {}",
+        common::describe(code, &out, &err)
+    );
+
+    let (code, objs, err) = finish(sniff, Duration::from_secs(10));
+    let dump = format!("{objs:#?}\nstderr:\n{err}");
+    assert_eq!(code, 0, "{dump}");
+    let probes = events(&objs, "keepalive_probe");
+    let acks = events(&objs, "keepalive_ack");
+    assert_eq!(probes.len(), 2, "{dump}");
+    assert_eq!(acks.len(), 2, "{dump}");
+    let lens: Vec<u64> = probes.iter().filter_map(|p| p["len"].as_u64()).collect();
+    assert_eq!(lens, [0, 1], "canonical, then garbage octet: {dump}");
+    for p in &probes {
+        assert_eq!(p["from"], a.to_string(), "{dump}");
+        assert_eq!(p["flow"], flow, "{dump}");
+    }
+    for ack in &acks {
+        assert_eq!(ack["from"], b.to_string(), "{dump}");
+        assert!(ack["rtt_us"].is_u64(), "{dump}");
+    }
+    drop((client, server));
+}
+
+#[test]
+fn sniff_reports_kernel_keepalive_v4() {
+    kernel_keepalive_is_reported_about_one_second_apart(false);
+}
+
+#[test]
+fn sniff_reports_kernel_keepalive_v6() {
+    kernel_keepalive_is_reported_about_one_second_apart(true);
+}
+
+#[test]
+fn sniff_recognises_kaprobe_probes_v4() {
+    kaprobe_probes_are_recognised(false);
+}
+
+#[test]
+fn sniff_recognises_kaprobe_probes_v6() {
+    kaprobe_probes_are_recognised(true);
+}
