@@ -30,20 +30,23 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# new_lab NAME: routed lab with a holder listening on B:9000 and B:9001.
+# new_lab NAME: routed lab with holders listening on B:9000..9003, one process per port
+# (a process may hold at most `ulimit -Hn` descriptors, 20,000 on these machines).
 new_lab() {
     scripts/lab.sh up routed "$1" >/dev/null
     labs+=("$1")
     rm -f "/tmp/$1.hold"; mkfifo "/tmp/$1.hold"
-    ip netns exec "$1-b" "$HOLD" listen 198.51.100.2:9000 198.51.100.2:9001 < "/tmp/$1.hold" > /dev/null &
-    pids+=($!)
-    exec {fd}> "/tmp/$1.hold"   # keeps the holder's stdin open
+    for port in 9000 9001 9002 9003; do
+        ip netns exec "$1-b" "$HOLD" listen "198.51.100.2:$port" < "/tmp/$1.hold" > /dev/null &
+        pids+=($!)
+    done
+    exec {fd}> "/tmp/$1.hold"   # keeps the holders' stdin open
     sleep 0.2
 }
 
 # connect NAME COUNT PORT FIRST_LOCAL_PORT: COUNT connections from A, held open.
 connect() {
-    local out=/tmp/$1.$3.out
+    local out=/tmp/$1.$3.$4.out
     ip netns exec "$1-a" "$HOLD" connect 198.18.0.2 "198.51.100.2:$3" "$2" "$4" < "/tmp/$1.hold" > "$out" &
     pids+=($!)
     for _ in $(seq 600); do grep -q ready "$out" 2>/dev/null && return; sleep 0.1; done
@@ -66,9 +69,15 @@ for n in $SIZES; do
     name=kpsw$$n$n
     name=${name:0:18}
     new_lab "$name"
-    connect "$name" "$n" 9000 20000
+    # At most 15,000 per holder process (descriptor limit), alternating ports 9000 and 9002.
+    left=$n; first=20000; port=9000
+    while [ "$left" -gt 0 ]; do
+        chunk=$(( left < 15000 ? left : 15000 ))
+        connect "$name" "$chunk" "$port" "$first"
+        left=$(( left - chunk )); first=$(( first + chunk )); port=$(( port == 9000 ? 9002 : 9000 ))
+    done
     runs=()
-    for _ in 1 2 3; do runs+=("$(measure "$name" --remote 198.51.100.2:9000 --probes 1)"); done
+    for _ in 1 2 3; do runs+=("$(measure "$name" --remote 198.51.100.2 --probes 1)"); done
     printf '%s\n' "${runs[@]}" | python3 -c '
 import json, statistics, sys
 rows = [l.split(" ", 2) for l in sys.stdin.read().splitlines()]

@@ -358,13 +358,9 @@ impl Engine {
                 })
             }
             Phase::Awaiting { until } if now >= until => {
-                if self.probes_sent >= self.cfg.timing.probes {
-                    let v = self.verdict(now, VerdictKind::Dead, None);
-                    Some(self.finish(Outcome::Verdict(v)))
-                } else {
-                    self.phase = Phase::Checking;
-                    Some(Action::QueryConnection)
-                }
+                // Also after the last probe: the kernel may have accepted a segment since.
+                self.phase = Phase::Checking;
+                Some(Action::QueryConnection)
             }
             Phase::Awaiting { .. } => None,
         }
@@ -402,6 +398,11 @@ impl Engine {
             let mut v = self.verdict(now, VerdictKind::Alive, None);
             // Not an answer to a probe we can time.
             v.rtt = None;
+            self.conclude(v);
+            return;
+        }
+        if self.probes_sent >= t.probes {
+            let v = self.verdict(now, VerdictKind::Dead, None);
             self.conclude(v);
             return;
         }

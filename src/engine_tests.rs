@@ -157,6 +157,8 @@ fn dead_exactly_at_time_plus_probes_times_intvl() {
     }
     assert_eq!(e.poll_at(), Some(ms(5000)));
     assert!(drain(&mut e, ms(4999)).is_empty());
+    assert_eq!(drain(&mut e, ms(5000)), vec![Action::QueryConnection]);
+    e.on_connection(ms(5000), Some(view(5000)));
     let v = verdict(&drain(&mut e, ms(5000)));
     assert_eq!(v.kind, VerdictKind::Dead);
     assert_eq!(v.probes_sent, 3);
@@ -210,6 +212,9 @@ fn forged_rst_and_ack_are_ignored_and_counted() {
     // Right numbers but another port: not this connection at all, not counted.
     e.on_packet(ms(4), &seg(R, "198.18.0.2:40001", RCV, SND, ACK));
     assert_eq!(e.ignored(), 3);
+    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
+    // The kernel accepted none of them: its idle clock kept running.
+    e.on_connection(ms(1000), Some(view(1000)));
     let v = verdict(&drain(&mut e, ms(1000)));
     assert_eq!(v.kind, VerdictKind::Dead);
 }
@@ -515,4 +520,36 @@ fn a_segment_the_kernel_accepted_after_the_first_probe_means_alive() {
     let v = verdict(&drain(&mut e, ms(2000)));
     assert_eq!(v.kind, VerdictKind::Alive);
     assert_eq!(v.rtt, None);
+}
+
+// ---- regressions found by tests/lab_trust.rs and the engine_packets fuzz target (issue 3)
+
+/// tests/lab_trust.rs no_harm: with --probes 1, the peer answered while its own data was
+/// moving the numbers on; the answer did not match the learned pair, and the last probe's
+/// deadline declared `dead` without asking the kernel, which had accepted segments all along.
+#[test]
+fn last_probe_deadline_asks_the_kernel_before_dead() {
+    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
+    learn_and_probe(&mut e, ms(0), 0);
+    // The peer's answer, with its data since learning counted in: numbers moved on.
+    e.on_packet(ms(1), &seg(R, L, RCV + 1448, SND, ACK));
+    drain(&mut e, ms(1));
+    assert_eq!(e.ignored(), 1);
+    // At the deadline: the kernel received a segment 3 ms ago.
+    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
+    e.on_connection(ms(1000), Some(view(3)));
+    let v = verdict(&drain(&mut e, ms(1000)));
+    assert_eq!(v.kind, VerdictKind::Alive);
+}
+
+/// ...and when the kernel has heard nothing since the probe, `dead` at the same instant.
+#[test]
+fn last_probe_deadline_is_dead_when_the_kernel_heard_nothing() {
+    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
+    learn_and_probe(&mut e, ms(0), 0);
+    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
+    e.on_connection(ms(1000), Some(view(1000)));
+    let v = verdict(&drain(&mut e, ms(1000)));
+    assert_eq!(v.kind, VerdictKind::Dead);
+    assert_eq!(v.elapsed, ms(1000));
 }
