@@ -208,4 +208,16 @@ mod tests {
             Ok(("2001:db8::2".parse().unwrap(), Some(80)))
         );
     }
+
+    /// Found by the flow_parse fuzz target (input "08"): ports may carry leading zeros, and
+    /// a parsed flow prints back without them, in a form that parses to the same flow.
+    #[test]
+    fn leading_zeros_in_ports_parse_and_print_canonically() {
+        assert_eq!(parse_port("08"), Ok(8));
+        assert_eq!(parse_port("0000000000000000000000065535"), Ok(65535));
+        assert!(parse_port("000").is_err());
+        let f = exact("[2001:db8::1]:040000-[2001:db8::2]:09000");
+        assert_eq!(f.to_string(), "[2001:db8::1]:40000-[2001:db8::2]:9000");
+        assert_eq!(exact(&f.to_string()), f);
+    }
 }

@@ -6,6 +6,7 @@ pub mod diag;
 pub mod netns;
 pub mod owner;
 pub mod pidfd;
+pub mod privilege;
 pub mod raw;
 pub mod sysctl;
 

@@ -309,3 +309,250 @@ fn bad_headers_are_rejected() {
     echo[20] = 8; // echo request: not an error
     assert!(decode(&echo).is_err());
 }
+
+// ------------------------------------------------------------------ fuzz seeds and regressions
+
+/// The seed corpus of the fuzz targets (fuzz/seeds/TARGET/NAME), built from the fixtures above.
+/// The engine_packets input is: a setup byte (bit 0 IPv6, bits 1-2 probes-1, bit 3
+/// --garbage-octet, bits 4-5 source, bits 6-7 time), an intvl byte, then records; record
+/// `0, LEN, BYTES` feeds one packet, `4, N` lets N x 10 ms pass, `5` lets the pending
+/// challenge ACK out.
+fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let packet = |bytes: &[u8]| {
+        let mut v = vec![0u8, bytes.len() as u8];
+        v.extend_from_slice(bytes);
+        v
+    };
+    let with = |setup: u8, records: &[Vec<u8>]| {
+        let mut v = vec![setup, 4];
+        for r in records {
+            v.extend_from_slice(r);
+        }
+        v
+    };
+    let wrong_ack4 = {
+        let mut b = ACK4;
+        b[27] ^= 1; // ack one off (the fuzz harness repairs checksums)
+        b
+    };
+    let wait = vec![4u8, 60];
+    let mut seeds: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("packet_decode", "probe4", PROBE4.to_vec()),
+        ("packet_decode", "probe6", PROBE6.to_vec()),
+        ("packet_decode", "ack4", ACK4.to_vec()),
+        ("packet_decode", "rst6", RST6.to_vec()),
+        ("packet_decode", "icmp4", ICMP4.to_vec()),
+        ("packet_decode", "icmp6", icmp6()),
+        ("engine_packets", "alive4", with(0x04, &[packet(&ACK4)])),
+        ("engine_packets", "reset6", with(0x05, &[packet(&RST6)])),
+        ("engine_packets", "icmp4", with(0x02, &[packet(&ICMP4)])),
+        ("engine_packets", "icmp6", with(0x03, &[packet(&icmp6())])),
+        (
+            "engine_packets",
+            "dead4",
+            with(0x04, &[wait.clone(), wait.clone(), wait.clone()]),
+        ),
+        (
+            "engine_packets",
+            "forged4",
+            with(
+                0x06,
+                &[packet(&wrong_ack4), wait.clone(), vec![5], packet(&ACK4)],
+            ),
+        ),
+        ("engine_packets", "peer4", with(0x30, &[packet(&ACK4)])),
+        ("engine_packets", "sniff6", with(0x21, &[packet(&RST6)])),
+    ];
+    for (name, text) in [
+        ("v4", "198.18.0.2:40000-198.51.100.2:9000"),
+        ("v6", "[2001:db8::1]:40000-[2001:db8::2]:9000"),
+        ("remote4", "198.51.100.2:9000"),
+        ("remote6", "[2001:db8::2]:9000"),
+        ("mapped", "[::ffff:198.18.0.2]:1-[::1]:65535"),
+        ("addr4", "198.51.100.2"),
+        ("addr6", "[2001:db8::2]"),
+        ("port", "65535"),
+    ] {
+        seeds.push(("flow_parse", name, text.as_bytes().to_vec()));
+    }
+    seeds
+}
+
+fn fuzz_seed_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds")
+}
+
+/// `KAPROBE_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seeds` rewrites fuzz/seeds; otherwise
+/// this checks that the committed seeds are the fixtures' current bytes.
+#[test]
+fn fuzz_seeds_match_the_fixtures() {
+    let root = fuzz_seed_dir();
+    let write = std::env::var("KAPROBE_WRITE_FUZZ_SEEDS").as_deref() == Ok("1");
+    for (target, name, bytes) in fuzz_seeds() {
+        let path = root.join(target).join(name);
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        } else {
+            let on_disk = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (write the seeds, see above)", path.display()));
+            assert_eq!(on_disk, bytes, "{} is stale", path.display());
+        }
+    }
+}
+
+/// Recomputes the checksums `decode` verifies (IPv4 header, ICMP, ICMPv6), so that a mutated
+/// packet is judged on its contents, as a forger's would be.
+fn repair_checksums(b: &mut [u8]) {
+    use pnet_packet::{icmp, icmpv6};
+    if b[0] >> 4 == 4 {
+        let ihl = usize::from(b[0] & 0xf) * 4;
+        if ihl < 20 || b.len() < ihl + 8 {
+            return;
+        }
+        if b[9] == 1 {
+            b[ihl + 2..ihl + 4].fill(0);
+            let sum = icmp::checksum(&icmp::IcmpPacket::new(&b[ihl..]).unwrap());
+            b[ihl + 2..ihl + 4].copy_from_slice(&sum.to_be_bytes());
+        }
+        fix_ipv4_checksum(b);
+    } else if b.len() >= 48 && b[6] == 58 {
+        let (src, dst) = (ipv6_at(b, 8), ipv6_at(b, 24));
+        b[42..44].fill(0);
+        let sum = icmpv6::checksum(&icmpv6::Icmpv6Packet::new(&b[40..]).unwrap(), &src, &dst);
+        b[42..44].copy_from_slice(&sum.to_be_bytes());
+    }
+}
+
+fn ipv6_at(b: &[u8], at: usize) -> std::net::Ipv6Addr {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    a.into()
+}
+
+/// An engine that has learned the fixtures' numbers (SND.NXT 0x12345679, RCV.NXT 0x9abcdef0)
+/// and sent its first probe, on PROBE4's or PROBE6's connection.
+fn engine_after_first_probe(v6: bool) -> crate::engine::Engine {
+    use crate::engine::*;
+    use std::time::Duration;
+    let p = if v6 { probe6() } else { probe4() };
+    let flow = crate::flow::Flow {
+        local: p.src,
+        remote: p.dst,
+    };
+    let cfg = Config {
+        flow,
+        timing: Timing {
+            time: Duration::ZERO,
+            intvl: Duration::from_secs(1),
+            probes: 3,
+        },
+        source: SeqSource::Local,
+        garbage_octet: false,
+    };
+    let now = Duration::from_secs(1);
+    let mut e = Engine::new(cfg, now, 1);
+    let tcp = |src, dst, seq, ack, flags| {
+        Packet::Tcp(Segment {
+            src,
+            dst,
+            seq,
+            ack,
+            flags,
+            window: 502,
+            ts: None,
+            payload_len: 0,
+            ip: IpMeta::default(),
+        })
+    };
+    let mut sent = false;
+    for _ in 0..20 {
+        match e.poll(now) {
+            Some(Action::QueryConnection) => e.on_connection(
+                now,
+                Some(ConnView {
+                    idle: Duration::from_secs(60),
+                    busy: false,
+                    progress: (1, 1),
+                }),
+            ),
+            Some(Action::InjectSyn(syn)) => {
+                e.on_packet(now, &tcp(syn.src, syn.dst, syn.seq, SeqNumber(0), SYN));
+                let rcv = SeqNumber(0x9abc_def0);
+                e.on_packet(now, &tcp(p.src, p.dst, SeqNumber(0x1234_5679), rcv, ACK));
+            }
+            Some(Action::Send { probe, .. }) => {
+                assert_eq!((probe.seq, probe.ack), (p.seq, p.ack), "PROBE's numbers");
+                sent = true;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!(sent, "no first probe");
+    e
+}
+
+/// Hostile input never decides a verdict: every one-byte change to the genuine answers, with
+/// checksums made right again, either fails to decode, or leaves the engine undecided unless
+/// the changed packet still carries exactly what a genuine answer carries.
+#[test]
+fn mutated_answers_decide_nothing_unless_still_genuine() {
+    use crate::engine::{Action, Outcome};
+    use std::time::Duration;
+    let (snd, rcv) = (SeqNumber(0x1234_5679), SeqNumber(0x9abc_def0));
+    let mut decided = [0usize; 2];
+    for (v6, genuine) in [
+        (false, ACK4.to_vec()),
+        (true, RST6.to_vec()),
+        (false, ICMP4.to_vec()),
+        (true, icmp6()),
+    ] {
+        let local = if v6 { probe6().src } else { probe4().src };
+        let remote = if v6 { probe6().dst } else { probe4().dst };
+        for i in 0..genuine.len() {
+            for v in [
+                0x00, 0x01, 0x02, 0x10, 0x14, 0x45, 0x60, 0x7f, 0x80, 0xfe, 0xff,
+            ] {
+                let mut b = genuine.clone();
+                b[i] = v;
+                repair_checksums(&mut b);
+                let Ok(packet) = decode(&b) else { continue };
+                let still_genuine = match &packet {
+                    Packet::Tcp(s) => {
+                        let tuple = s.src == remote && s.dst == local && !s.has(SYN);
+                        let ack = s.has(ACK) && !s.has(RST) && s.seq == rcv && s.ack == snd;
+                        let rst = s.has(RST) && s.seq == rcv;
+                        tuple && (ack || rst)
+                    }
+                    Packet::Icmp(e) => {
+                        e.to == local.ip()
+                            && e.quoted_src == local
+                            && e.quoted_dst == remote
+                            && e.quoted_seq == snd - 1
+                    }
+                };
+                let mut e = engine_after_first_probe(v6);
+                let at = Duration::from_millis(1001);
+                e.on_packet(at, &packet);
+                let mut verdict = None;
+                while let Some(a) = e.poll(at) {
+                    if let Action::Finish(Outcome::Verdict(v)) = a {
+                        verdict = Some(v.kind);
+                    }
+                }
+                assert!(
+                    verdict.is_none() || still_genuine,
+                    "byte {i} = {v:#04x} of a genuine answer decided {verdict:?}: {packet:?}"
+                );
+                decided[usize::from(verdict.is_some())] += 1;
+            }
+        }
+    }
+    // Both kinds occur: the mutations reach the engine, and the genuine ones still count.
+    eprintln!(
+        "undecided {}, decided (still genuine) {}",
+        decided[0], decided[1]
+    );
+    assert!(decided[0] > 100 && decided[1] > 10, "{decided:?}");
+}
