@@ -23,6 +23,18 @@ pub const TRAFFIC_SLACK: Duration = Duration::from_millis(5);
 /// Linux answers at most one out-of-window segment per this long per socket.
 pub const PEER_RATELIMIT: Duration = Duration::from_millis(500);
 
+/// Where the capture saw a packet. Addresses alone cannot tell direction: a forger can claim
+/// the local address, and a segment "from" it must not teach the engine the numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Leaving this host through a real interface.
+    Sent,
+    /// Arriving from a real interface.
+    Received,
+    /// On loopback, where both ends are local: only the addresses tell.
+    Loopback,
+}
+
 /// The keepalive knobs, named after the sysctls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
@@ -502,13 +514,21 @@ impl Engine {
 
     /// A decoded packet from the capture.
     pub fn on_packet(&mut self, now: Duration, packet: &Packet) {
+        self.on_packet_from(now, packet, Origin::Loopback);
+    }
+
+    /// A decoded packet and where the capture saw it.
+    pub fn on_packet_from(&mut self, now: Duration, packet: &Packet, origin: Origin) {
         if self.phase == Phase::Done {
             return;
         }
         match packet {
-            Packet::Tcp(seg) => self.on_segment(now, seg),
+            Packet::Tcp(seg) => self.on_segment(now, seg, origin),
             Packet::Icmp(err) => {
                 let flow = self.cfg.flow;
+                if origin == Origin::Sent {
+                    return;
+                }
                 if err.to != flow.local.ip()
                     || err.quoted_src != flow.local
                     || err.quoted_dst != flow.remote
@@ -536,11 +556,17 @@ impl Engine {
         self.pending_finish = Some(Outcome::Verdict(v));
     }
 
-    fn on_segment(&mut self, now: Duration, seg: &Segment) {
+    fn on_segment(&mut self, now: Duration, seg: &Segment, origin: Origin) {
         let flow = self.cfg.flow;
         let outgoing = seg.src == flow.local && seg.dst == flow.remote;
         let incoming = seg.src == flow.remote && seg.dst == flow.local;
         if !outgoing && !incoming {
+            return;
+        }
+        if (outgoing && origin == Origin::Received) || (incoming && origin == Origin::Sent) {
+            // A segment from the network claiming the local address (or the reverse):
+            // a forgery, and never a source of numbers.
+            self.ignore("segment whose addresses contradict the direction it was seen in");
             return;
         }
         let ours = self.sent.iter().any(|&(s, a)| s == seg.seq && a == seg.ack);

@@ -553,3 +553,37 @@ fn last_probe_deadline_is_dead_when_the_kernel_heard_nothing() {
     assert_eq!(v.kind, VerdictKind::Dead);
     assert_eq!(v.elapsed, ms(1000));
 }
+
+#[test]
+fn a_forged_segment_claiming_the_local_address_teaches_nothing() {
+    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
+    drain(&mut e, ms(0));
+    e.on_connection(ms(0), Some(view(0)));
+    let [Action::InjectSyn(syn)] = drain(&mut e, ms(0))[..] else {
+        panic!()
+    };
+    e.on_packet_from(
+        ms(0),
+        &seg(R, L, syn.seq, SeqNumber(0), SYN),
+        Origin::Loopback,
+    );
+    // From the network, with the local address as its source: not the kernel's ACK.
+    e.on_packet_from(
+        ms(0),
+        &seg(L, R, SND + 500, RCV + 500, ACK),
+        Origin::Received,
+    );
+    assert!(drain(&mut e, ms(0)).is_empty());
+    assert_eq!(e.ignored(), 1);
+    // The kernel's own challenge ACK, seen leaving.
+    e.on_packet_from(ms(0), &seg(L, R, SND, RCV, ACK), Origin::Sent);
+    let [Action::Send { probe, .. }] = drain(&mut e, ms(0))[..] else {
+        panic!()
+    };
+    assert_eq!((probe.seq, probe.ack), (SND - 1, RCV));
+    // An "answer" that was seen leaving this host is no answer.
+    e.on_packet_from(ms(1), &peer_ack(), Origin::Sent);
+    assert!(drain(&mut e, ms(1)).is_empty());
+    e.on_packet_from(ms(2), &peer_ack(), Origin::Received);
+    assert_eq!(verdict(&drain(&mut e, ms(2))).kind, VerdictKind::Alive);
+}

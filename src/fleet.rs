@@ -13,6 +13,7 @@ use crate::flow::Flow;
 use crate::output::Reporter;
 use crate::sys::capture::Capture;
 use crate::sys::diag::Diag;
+use crate::sys::privilege::{self, Bounding};
 use crate::sys::raw::Sender;
 use crate::sys::{bpf, random_seed, wait_readable};
 use crate::wire::{Packet, decode};
@@ -109,6 +110,17 @@ impl Fleet {
 
     pub fn diag(&mut self) -> &mut Diag {
         &mut self.diag
+    }
+
+    /// Gives up every capability but `keep` now that the sockets are open (raw sockets of
+    /// both families included, so that connections of either family can be added later).
+    /// Everything the fleet does afterwards needs no privilege.
+    pub fn drop_privileges(&mut self, keep: &[u32], bounding: Bounding) -> Result<()> {
+        self.sender.open_rest()?;
+        privilege::drop_capabilities(keep, bounding)
+            .map_err(|e| Error::Runtime(format!("dropping capabilities: {e}")))?;
+        privilege::debug_report();
+        Ok(())
     }
 
     /// Replaces the capture filter, e.g. when connections come and go.
@@ -304,7 +316,7 @@ impl Fleet {
 
     fn read_packets(&mut self) -> Result<()> {
         for _ in 0..READ_BATCH {
-            let Some(bytes) = self.capture.next_packet()? else {
+            let Some((bytes, origin)) = self.capture.next_with_origin()? else {
                 break;
             };
             let packet = match decode(bytes) {
@@ -327,7 +339,7 @@ impl Fleet {
             let now = self.clock.elapsed();
             for idx in targets.into_iter().flatten() {
                 if let Some(Some(slot)) = self.slots.get_mut(idx) {
-                    slot.engine.on_packet(now, &packet);
+                    slot.engine.on_packet_from(now, &packet, origin);
                     if slot.engine.poll_at().is_some_and(|at| at <= now) {
                         self.ready.push(idx);
                     }

@@ -8,7 +8,11 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::engine::Origin;
 use crate::error::{Error, Result};
+
+/// `lo` is the first device of every network namespace.
+const LOOPBACK_IFINDEX: i32 = 1;
 
 pub struct Capture {
     socket: Socket,
@@ -120,19 +124,36 @@ impl Capture {
 
     /// The next queued packet, or `None` when the queue is empty.
     pub fn next_packet(&mut self) -> Result<Option<&[u8]>> {
+        Ok(self.next_with_origin()?.map(|(bytes, _)| bytes))
+    }
+
+    /// The next queued packet and where it was seen: leaving this host, arriving, or on
+    /// loopback (where both ends are local and only addresses tell direction).
+    pub fn next_with_origin(&mut self) -> Result<Option<(&[u8], Origin)>> {
         loop {
-            // SAFETY: buf is valid for writes of its length.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: buf is valid for writes of its length; `from` for `len` bytes.
             let n = unsafe {
-                libc::recv(
+                libc::recvfrom(
                     self.socket.as_raw_fd(),
                     self.buf.as_mut_ptr().cast(),
                     self.buf.len(),
                     libc::MSG_TRUNC,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
                 )
             };
             if n >= 0 {
                 let n = (n as usize).min(self.buf.len());
-                return Ok(Some(&self.buf[..n]));
+                let origin = if from.sll_ifindex == LOOPBACK_IFINDEX {
+                    Origin::Loopback
+                } else if from.sll_pkttype == libc::PACKET_OUTGOING {
+                    Origin::Sent
+                } else {
+                    Origin::Received
+                };
+                return Ok(Some((&self.buf[..n], origin)));
             }
             let e = io::Error::last_os_error();
             match e.kind() {
