@@ -8,6 +8,7 @@ use crate::fleet::Fleet;
 use crate::flow::{Flow, FlowSpec};
 use crate::output::Reporter;
 use crate::sys::diag::Diag;
+use crate::sys::privilege::Bounding;
 
 /// Turns what the user named into one established connection.
 pub fn resolve(spec: FlowSpec, diag: &mut Diag) -> Result<Flow> {
@@ -51,6 +52,7 @@ pub fn resolve(spec: FlowSpec, diag: &mut Diag) -> Result<Flow> {
 /// Runs the time/intvl/probes loop on one connection until it has an outcome.
 pub fn probe_one(cfg: Config, diag: Diag, reporter: Reporter) -> Result<(Outcome, u64)> {
     let mut fleet = Fleet::open(&[cfg.flow], diag, u32::MAX, reporter)?;
+    fleet.drop_privileges(&[], Bounding::Drop)?;
     fleet.add(cfg, None);
     loop {
         if let Some((_, outcome, ignored)) = fleet.step(Duration::from_secs(1))?.pop() {

@@ -22,6 +22,7 @@ use crate::fleet::Fleet;
 use crate::flow::{Flow, parse_endpoint};
 use crate::output::Reporter;
 use crate::sys::diag::Diag;
+use crate::sys::privilege::Bounding;
 
 #[derive(Args, Debug)]
 pub struct NatTimeoutArgs {
@@ -138,6 +139,9 @@ pub fn run(args: &NatTimeoutArgs, ctx: &Ctx) -> Result<i32> {
     let mut round = 1;
     let mut ladder_now = ladder(args.min, args.max, args.parallel, true);
     let mut clock = Duration::ZERO;
+    // One capture socket for every round; test connections need no privilege to open.
+    let mut fleet = Fleet::open(&[], Diag::open()?, 1000, reporter)?;
+    fleet.drop_privileges(&[], Bounding::Drop)?;
     loop {
         progress(format!(
             "round {round}: {} connections idling {} .. {}",
@@ -145,7 +149,7 @@ pub fn run(args: &NatTimeoutArgs, ctx: &Ctx) -> Result<i32> {
             humantime::format_duration(round_ms(ladder_now[0])),
             humantime::format_duration(round_ms(ladder_now[ladder_now.len() - 1]))
         ));
-        let (measured, took) = measure_round(args.target, &ladder_now, reporter, &progress)?;
+        let (measured, took) = measure_round(&mut fleet, args.target, &ladder_now, &progress)?;
         clock += took;
         for m in &measured {
             bracket.add(m);
@@ -163,6 +167,7 @@ pub fn run(args: &NatTimeoutArgs, ctx: &Ctx) -> Result<i32> {
         round += 1;
         ladder_now = inner_ladder(&bracket, args.parallel);
     }
+    fleet.close();
     print_result(&bracket, &all, args, ctx.json, clock);
     Ok(0)
 }
@@ -174,11 +179,12 @@ fn round_ms(d: Duration) -> Duration {
 /// Opens one connection per idle time, probes each when its time has come, and stops at the
 /// first that is not alive (longer ones would be too). Returns what was measured.
 fn measure_round(
+    fleet: &mut Fleet,
     target: SocketAddr,
     idles: &[Duration],
-    reporter: Reporter,
     progress: &dyn Fn(String),
 ) -> Result<(Vec<Measurement>, Duration)> {
+    let start = fleet.now();
     let mut conns: Vec<(TcpStream, Flow, Duration)> = Vec::with_capacity(idles.len());
     for &idle in idles {
         let stream = TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(|e| {
@@ -194,7 +200,7 @@ fn measure_round(
         conns.push((stream, flow, idle));
     }
     let flows: Vec<Flow> = conns.iter().map(|c| c.1).collect();
-    let mut fleet = Fleet::open(&flows, Diag::open()?, 1000, reporter)?;
+    fleet.refilter(&flows)?;
     for (_, flow, idle) in &conns {
         let timing = Timing {
             time: *idle,
@@ -212,7 +218,7 @@ fn measure_round(
         );
     }
     let mut out = Vec::new();
-    let mut next_note = Duration::from_secs(10);
+    let mut next_note = start + Duration::from_secs(10);
     while fleet.active() > 0 {
         for (flow, outcome, _) in fleet.step(Duration::from_secs(1))? {
             let Some((_, _, idle)) = conns.iter().find(|c| c.1 == flow) else {
@@ -256,13 +262,12 @@ fn measure_round(
                 progress(format!(
                     "{} connections still idling; at most {} left in this round",
                     fleet.active(),
-                    humantime::format_duration(round_ms(l.saturating_sub(fleet.now())))
+                    humantime::format_duration(round_ms(l.saturating_sub(fleet.now() - start)))
                 ));
             }
         }
     }
-    let took = fleet.now();
-    fleet.close();
+    let took = fleet.now() - start;
     out.sort_by_key(|m| m.idle);
     Ok((out, took))
 }

@@ -158,6 +158,9 @@ pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<i32> {
         _ => bpf::tcp_filter(ifindex),
     };
     let mut cap = Capture::open(&filter)?;
+    crate::sys::privilege::drop_all()
+        .map_err(|e| Error::Runtime(format!("dropping capabilities: {e}")))?;
+    crate::sys::privilege::debug_report();
     catch_stop_signals();
     log::info!(
         "sniffing TCP keepalives on {}",

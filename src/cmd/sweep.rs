@@ -14,6 +14,7 @@ use crate::fleet::Fleet;
 use crate::flow::Flow;
 use crate::output::{Reporter, ms, verdict_json};
 use crate::sys::diag::Diag;
+use crate::sys::privilege::Bounding;
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
@@ -67,6 +68,7 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<i32> {
         verbose: ctx.verbose,
     };
     let mut fleet = Fleet::open(&flows, diag, args.rate.rate, reporter)?;
+    fleet.drop_privileges(&[], Bounding::Drop)?;
     for c in &conns {
         let cfg = Config {
             flow: c.flow,

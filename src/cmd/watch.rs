@@ -19,6 +19,7 @@ use crate::flow::{Flow, FlowSpec};
 use crate::output::{Reporter, ms};
 use crate::prober;
 use crate::sys::diag::Diag;
+use crate::sys::privilege::{Bounding, CAP_NET_ADMIN};
 use crate::sys::{catch_stop_signals, stop_requested};
 
 #[derive(Args, Debug)]
@@ -131,6 +132,12 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
         verbose: ctx.verbose,
     };
     let mut fleet = Fleet::open(&flows, diag, args.rate.rate, reporter)?;
+    // kill needs CAP_NET_ADMIN for SOCK_DESTROY; exec'd commands run as they would from a shell.
+    match action {
+        OnDead::Kill => fleet.drop_privileges(&[CAP_NET_ADMIN], Bounding::Drop)?,
+        OnDead::Exec(_) => fleet.drop_privileges(&[], Bounding::Keep)?,
+        OnDead::Report => fleet.drop_privileges(&[], Bounding::Drop)?,
+    }
     let mut w = Watch {
         args,
         ctx,

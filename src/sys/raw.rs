@@ -42,6 +42,25 @@ impl Sender {
         })
     }
 
+    /// Opens the families not opened yet, so that no later send needs a privilege: a family
+    /// the host does not support stays closed.
+    pub fn open_rest(&mut self) -> Result<()> {
+        for (slot, domain, name) in [
+            (&mut self.v4, Domain::IPV4, "IPv4"),
+            (&mut self.v6, Domain::IPV6, "IPv6"),
+        ] {
+            if slot.is_none() {
+                match open(domain, name) {
+                    Ok(s) => *slot = Some(s),
+                    Err(Error::Io { source, .. })
+                        if source.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn send(&mut self, p: &ProbeRepr) -> Result<()> {
         let len = p.buffer_len();
         if self.buf.len() < len {
