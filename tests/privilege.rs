@@ -7,13 +7,11 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use common::{Lab, assert_still_carries_data, describe, in_netns, verdict_json};
 
@@ -99,48 +97,16 @@ fn run_as_nobody(ns: &str, exe: &Path, args: &[&str]) -> (i32, String, String) {
     let exe = exe.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     in_netns(ns, move || {
-        let start = Instant::now();
-        let mut child = Command::new(&exe)
-            .args(&args)
+        let mut cmd = Command::new(&exe);
+        cmd.args(&args)
             .env(kaprobe::sys::privilege::DEBUG_ENV, "1")
             .env_remove("RUST_LOG")
             // std drops supplementary groups when it changes the uid of a root parent.
             .uid(NOBODY)
             .gid(NOBODY)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
-        let mut out_pipe = child.stdout.take().expect("stdout");
-        let mut err_pipe = child.stderr.take().expect("stderr");
-        let out_t = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out_pipe.read_to_string(&mut s);
-            s
-        });
-        let err_t = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err_pipe.read_to_string(&mut s);
-            s
-        });
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                break st;
-            }
-            if start.elapsed() > common::KAPROBE_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{} {args:?} ran too long; killed", exe.display());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let stdout = out_t.join().unwrap_or_default();
-        let stderr = err_t.join().unwrap_or_default();
-        let code = status
-            .code()
-            .unwrap_or_else(|| panic!("killed by a signal: {status:?}\n{stdout}\n{stderr}"));
+            .current_dir("/");
+        let (code, stdout, stderr, _) =
+            common::run_bounded(cmd, &format!("{} {args:?}", exe.display()));
         (code, stdout, stderr)
     })
 }

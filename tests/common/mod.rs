@@ -381,15 +381,21 @@ pub fn run_kaprobe(lab: &Lab, args: &[&str]) -> (i32, String, String, Duration) 
 
 /// Runs kaprobe with exactly `args`, killed (and the test failed) after KAPROBE_TIMEOUT.
 pub fn run_kaprobe_bare(args: &[&str]) -> (i32, String, String, Duration) {
-    let exe = env!("CARGO_BIN_EXE_kaprobe");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaprobe"));
+    cmd.args(args);
+    run_bounded(cmd, &format!("kaprobe {}", args.join(" ")))
+}
+
+/// Runs a prepared command with piped output, killed (and the test failed) after
+/// KAPROBE_TIMEOUT; a death by signal fails the test too. `what` names it in messages.
+pub fn run_bounded(mut cmd: Command, what: &str) -> (i32, String, String, Duration) {
     let start = Instant::now();
-    let mut child = Command::new(exe)
-        .args(args)
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {exe}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
     let mut out_pipe = child.stdout.take().unwrap();
     let mut err_pipe = child.stderr.take().unwrap();
     let out_t = std::thread::spawn(move || {
@@ -403,7 +409,7 @@ pub fn run_kaprobe_bare(args: &[&str]) -> (i32, String, String, Duration) {
         s
     });
     let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for kaprobe") {
+        if let Some(st) = child.try_wait().expect("wait for the child") {
             break st;
         }
         if start.elapsed() > KAPROBE_TIMEOUT {
@@ -412,8 +418,7 @@ pub fn run_kaprobe_bare(args: &[&str]) -> (i32, String, String, Duration) {
             let stdout = out_t.join().unwrap_or_default();
             let stderr = err_t.join().unwrap_or_default();
             panic!(
-                "kaprobe {} ran longer than {KAPROBE_TIMEOUT:?}; killed\nstdout:\n{stdout}\nstderr:\n{stderr}",
-                args.join(" ")
+                "{what} ran longer than {KAPROBE_TIMEOUT:?}; killed\nstdout:\n{stdout}\nstderr:\n{stderr}"
             );
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -426,8 +431,7 @@ pub fn run_kaprobe_bare(args: &[&str]) -> (i32, String, String, Duration) {
         None => {
             use std::os::unix::process::ExitStatusExt;
             panic!(
-                "kaprobe {} died by signal {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-                args.join(" "),
+                "{what} died by signal {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
                 status.signal()
             );
         }
