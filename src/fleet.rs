@@ -23,6 +23,15 @@ const EXACT_LOOKUPS: usize = 8;
 /// Packets read per turn before timers get their say again.
 const READ_BATCH: usize = 4096;
 
+/// Gives up every capability but `keep` (single-threaded callers only: capabilities are per
+/// thread), and reports the result when KAPROBE_DEBUG_CAPS=1.
+pub fn drop_privileges(keep: &[u32], bounding: Bounding) -> Result<()> {
+    privilege::drop_capabilities(keep, bounding)
+        .map_err(|e| Error::Runtime(format!("dropping capabilities: {e}")))?;
+    privilege::debug_report();
+    Ok(())
+}
+
 /// Sends per second, with a burst of a tenth of a second.
 struct RateCap {
     per_sec: f64,
@@ -112,15 +121,17 @@ impl Fleet {
         &mut self.diag
     }
 
-    /// Gives up every capability but `keep` now that the sockets are open (raw sockets of
-    /// both families included, so that connections of either family can be added later).
-    /// Everything the fleet does afterwards needs no privilege.
+    /// Opens the raw socket of the other address family too, so that connections of either
+    /// family can be added after privileges are gone.
+    pub fn open_all_families(&mut self) -> Result<()> {
+        self.sender.open_rest()
+    }
+
+    /// `open_all_families`, then gives up every capability but `keep`: everything the fleet
+    /// does afterwards needs no privilege.
     pub fn drop_privileges(&mut self, keep: &[u32], bounding: Bounding) -> Result<()> {
-        self.sender.open_rest()?;
-        privilege::drop_capabilities(keep, bounding)
-            .map_err(|e| Error::Runtime(format!("dropping capabilities: {e}")))?;
-        privilege::debug_report();
-        Ok(())
+        self.open_all_families()?;
+        drop_privileges(keep, bounding)
     }
 
     /// Replaces the capture filter, e.g. when connections come and go.

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::Ctx;
 use crate::cli::{ProbeStyle, RateArgs, TimingArgs};
 use crate::engine::{Config, Outcome, Verdict};
-use crate::error::{EXIT_NO_CONNECTION, EXIT_RUNTIME, Result};
+use crate::error::{EXIT_NO_CONNECTION, EXIT_RUNTIME, Error, Result};
 use crate::filter::FilterArgs;
 use crate::fleet::Fleet;
 use crate::flow::Flow;
@@ -60,42 +60,98 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<i32> {
         log::warn!("{w}");
     }
     let source = super::probe::seq_source(args.style.seq_source);
+    let started = std::time::Instant::now();
     let mut diag = Diag::open()?;
-    let conns = args.filter.require_established(&mut diag)?;
-    let flows: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
+    let mut conns = args.filter.require_established(&mut diag)?;
+    conns.sort_by_key(|c| c.flow);
     let reporter = Reporter {
         json: ctx.json,
         verbose: ctx.verbose,
     };
-    let mut fleet = Fleet::open(&flows, diag, args.rate.rate, reporter)?;
-    fleet.drop_privileges(&[], Bounding::Drop)?;
-    for c in &conns {
-        let cfg = Config {
-            flow: c.flow,
-            timing,
-            source,
-            garbage_octet: args.style.garbage_octet,
+    // Most of a probe's cost is the kernel's: the injected SYN, the challenge ACK and the probe
+    // are processed inside our send calls. Large sweeps use every core, one fleet each, on
+    // contiguous slices (so each capture filter stays a few port ranges).
+    let workers = if conns.len() >= PARALLEL_FROM {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_WORKERS)
+    } else {
+        1
+    };
+    let per = conns.len().div_ceil(workers);
+    let rate = (args.rate.rate / workers as u32).max(1);
+    let mut fleets = Vec::with_capacity(workers);
+    for (i, slice) in conns.chunks(per).enumerate() {
+        let flows: Vec<Flow> = slice.iter().map(|c| c.flow).collect();
+        let d = if i == 0 {
+            std::mem::replace(&mut diag, Diag::open()?)
+        } else {
+            Diag::open()?
         };
-        fleet.add(cfg, Some(c.view()));
-    }
-    let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(conns.len());
-    while fleet.active() > 0 {
-        for (flow, outcome, ignored) in fleet.step(Duration::from_secs(1))? {
-            rows.push((
-                flow,
-                match outcome {
-                    Outcome::Verdict(v) => Row::Verdict(v, ignored),
-                    Outcome::Closed => Row::Closed,
-                    Outcome::LearnFailed => Row::Failed,
-                },
-            ));
+        let mut fleet = Fleet::open(&flows, d, rate, reporter)?;
+        for c in slice {
+            let cfg = Config {
+                flow: c.flow,
+                timing,
+                source,
+                garbage_octet: args.style.garbage_octet,
+            };
+            fleet.add(cfg, Some(c.view()));
         }
+        fleets.push(fleet);
     }
-    let elapsed = fleet.now();
-    fleet.close();
+    drop(diag);
+    // Capabilities are per thread: drop them before any worker starts.
+    for f in &mut fleets {
+        f.open_all_families()?;
+    }
+    crate::fleet::drop_privileges(&[], Bounding::Drop)?;
+    let results: Vec<Result<FleetRows>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = fleets
+            .into_iter()
+            .map(|f| scope.spawn(move || run_fleet(f)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Runtime("a sweep worker panicked".into())))
+            })
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(conns.len());
+    for r in results {
+        let (fleet, part) = r?;
+        fleet.close();
+        rows.extend(part);
+    }
     rows.sort_by_key(|(flow, row)| (row.rank(), *flow));
     print_rows(&rows, elapsed, ctx.json);
     Ok(exit_code(&rows))
+}
+
+/// Sweeps smaller than this run on one thread.
+const PARALLEL_FROM: usize = 2000;
+const MAX_WORKERS: usize = 4;
+
+/// A finished fleet and the results of its connections.
+type FleetRows = (Fleet, Vec<(Flow, Row)>);
+
+/// Drives one fleet until every connection in it has an outcome.
+fn run_fleet(mut fleet: Fleet) -> Result<FleetRows> {
+    let mut rows = Vec::with_capacity(fleet.active());
+    while fleet.active() > 0 {
+        for (flow, outcome, ignored) in fleet.step(Duration::from_secs(1))? {
+            let row = match outcome {
+                Outcome::Verdict(v) => Row::Verdict(v, ignored),
+                Outcome::Closed => Row::Closed,
+                Outcome::LearnFailed => Row::Failed,
+            };
+            rows.push((flow, row));
+        }
+    }
+    Ok((fleet, rows))
 }
 
 fn count(rows: &[(Flow, Row)], label: &str) -> usize {
