@@ -18,8 +18,12 @@ use crate::sys::raw::Sender;
 use crate::sys::{bpf, random_seed, wait_readable};
 use crate::wire::{Packet, decode};
 
-/// At most this many connection queries are answered by exact lookups; more take one dump.
-const EXACT_LOOKUPS: usize = 8;
+/// Connection queries are answered by exact lookups (one netlink round trip each) while they
+/// are fewer than this share of the connections a dump would return, else by one dump: a
+/// lookup costs about as much as dumping this many sockets.
+const SOCKETS_PER_LOOKUP: usize = 8;
+/// Never fewer exact lookups than this before a dump.
+const MIN_EXACT_LOOKUPS: usize = 8;
 /// Packets read per turn before timers get their say again.
 const READ_BATCH: usize = 4096;
 
@@ -84,6 +88,8 @@ pub struct Fleet {
     rate: RateCap,
     seed: u64,
     reporter: Reporter,
+    /// Sockets the last dump returned (at first: the connections asked for).
+    dump_size: usize,
 }
 
 impl Fleet {
@@ -105,6 +111,7 @@ impl Fleet {
             rate: RateCap::new(rate),
             seed: random_seed(),
             reporter,
+            dump_size: flows.len(),
         })
     }
 
@@ -300,7 +307,8 @@ impl Fleet {
             .iter()
             .filter_map(|&i| self.slots.get(i)?.as_ref().map(|s| (i, s.engine.flow())))
             .collect();
-        let views: HashMap<Flow, ConnView> = if flows.len() <= EXACT_LOOKUPS {
+        let exact_limit = MIN_EXACT_LOOKUPS.max(self.dump_size / SOCKETS_PER_LOOKUP);
+        let views: HashMap<Flow, ConnView> = if flows.len() <= exact_limit {
             let mut m = HashMap::new();
             for (_, f) in &flows {
                 if let Some(c) = self.diag.lookup(f)?.filter(|c| c.established) {
@@ -309,11 +317,9 @@ impl Fleet {
             }
             m
         } else {
-            self.diag
-                .established()?
-                .into_iter()
-                .map(|c| (c.flow, c.view()))
-                .collect()
+            let all = self.diag.established()?;
+            self.dump_size = all.len();
+            all.into_iter().map(|c| (c.flow, c.view())).collect()
         };
         let now = self.now();
         for (idx, flow) in flows {
