@@ -80,17 +80,22 @@ def p95(xs):
     return s[max(1, k) - 1]
 
 
-def read_json_lines(path):
+def json_lines(text):
+    """The JSON objects among the lines of `text` (other lines are skipped)."""
     out = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
     return out
+
+
+def read_json_lines(path):
+    with open(path) as f:
+        return json_lines(f.read())
 
 
 def learn_numbers(kaprobe, out_path, *args):

@@ -55,7 +55,7 @@ def main():
     })
 
     def kaprobe_ok(out, rc):
-        for ev in reversed(common_lines(out)):
+        for ev in reversed(common.json_lines(out)):
             if ev.get("event") == "verdict":
                 return rc == 0 and ev.get("verdict") == "alive"
         return False
@@ -95,7 +95,7 @@ def main():
     seq, ack = numbers(loc)
 
     def scapy_ok(out, rc):
-        for ev in reversed(common_lines(out)):
+        for ev in reversed(common.json_lines(out)):
             if "answered" in ev:
                 results["scapy"].setdefault("import_ms", []).append(ev["import_ms"])
                 return rc == 0 and ev["answered"] and ev["flags"] == "A"
@@ -143,18 +143,6 @@ def main():
     for name, r in results.items():
         print(f"  {name:8} answered {r['ok']}/{r['runs']}  median {r['median_ms']:.2f} ms  "
               f"p95 {r['p95_ms']:.2f} ms  cpu/probe {r['cpu_per_probe_ms']:.2f} ms")
-
-
-def common_lines(text):
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
 
 
 main()
