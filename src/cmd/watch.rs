@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::cli::{ProbeStyle, RateArgs, parse_duration};
-use crate::engine::{Config, Outcome, Timing, Verdict, VerdictKind};
+use crate::engine::{Config, ConnView, Outcome, SeqSource, Timing, Verdict, VerdictKind};
 use crate::error::{Error, Result};
 use crate::filter::FilterArgs;
 use crate::fleet::Fleet;
@@ -92,6 +92,7 @@ struct Watch<'a> {
     args: &'a WatchArgs,
     ctx: &'a Ctx,
     timing: Timing,
+    source: SeqSource,
     action: OnDead,
     tracks: HashMap<Flow, Track>,
     tally: Tally,
@@ -142,13 +143,14 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
         args,
         ctx,
         timing,
+        source,
         action,
         tracks: HashMap::new(),
         tally: Tally::default(),
         children: Vec::new(),
     };
     for (flow, view) in initial {
-        w.start(&mut fleet, flow, view, source);
+        w.start(&mut fleet, flow, view);
     }
     catch_stop_signals();
     let mut next_rescan = fleet.now() + args.rescan;
@@ -157,7 +159,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
         for (flow, outcome, _) in fleet.step(Duration::from_millis(250))? {
             let keep = w.outcome(&mut fleet, flow, outcome)?;
             if keep {
-                w.start(&mut fleet, flow, None, source);
+                w.start(&mut fleet, flow, None);
             } else {
                 w.tracks.remove(&flow);
             }
@@ -174,7 +176,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
             }
         } else if fleet.now() >= next_rescan {
             next_rescan = fleet.now() + args.rescan;
-            w.rescan(&mut fleet, source)?;
+            w.rescan(&mut fleet)?;
         }
     }
     let elapsed = fleet.now();
@@ -193,35 +195,26 @@ fn severity(state: &str) -> u8 {
 }
 
 impl Watch<'_> {
-    fn config(&self, flow: Flow, source: crate::engine::SeqSource) -> Config {
-        Config {
-            flow,
-            timing: self.timing,
-            source,
-            garbage_octet: self.args.style.garbage_octet,
-        }
-    }
-
-    fn start(
-        &mut self,
-        fleet: &mut Fleet,
-        flow: Flow,
-        view: Option<crate::engine::ConnView>,
-        source: crate::engine::SeqSource,
-    ) {
+    fn start(&mut self, fleet: &mut Fleet, flow: Flow, view: Option<ConnView>) {
         if self.tally.seen.insert(flow) {
             log::info!("{flow}: watching");
         }
         self.tracks.entry(flow).or_default();
-        fleet.add(self.config(flow, source), view);
+        let cfg = Config {
+            flow,
+            timing: self.timing,
+            source: self.source,
+            garbage_octet: self.args.style.garbage_octet,
+        };
+        fleet.add(cfg, view);
     }
 
-    fn rescan(&mut self, fleet: &mut Fleet, source: crate::engine::SeqSource) -> Result<()> {
+    fn rescan(&mut self, fleet: &mut Fleet) -> Result<()> {
         let conns = self.args.filter.established(fleet.diag())?;
         let mut added = false;
         for c in conns {
             if !self.tracks.contains_key(&c.flow) {
-                self.start(fleet, c.flow, Some(c.view()), source);
+                self.start(fleet, c.flow, Some(c.view()));
                 added = true;
             }
         }
