@@ -75,10 +75,6 @@ impl FilterArgs {
         }
         Ok(conns)
     }
-
-    pub fn is_empty(&self) -> bool {
-        *self == FilterArgs::default()
-    }
 }
 
 #[cfg(test)]

@@ -216,16 +216,21 @@ fn decodes_icmp_errors_and_their_quotes() {
     assert_eq!(e.quoted_seq, SeqNumber(0x1234_5678));
 }
 
+/// Every golden packet, for the tests that mangle them all.
+fn all_fixtures() -> Vec<Vec<u8>> {
+    vec![
+        PROBE4.to_vec(),
+        PROBE6.to_vec(),
+        ACK4.to_vec(),
+        RST6.to_vec(),
+        ICMP4.to_vec(),
+        icmp6(),
+    ]
+}
+
 #[test]
 fn every_truncation_is_an_error_never_a_panic() {
-    for bytes in [
-        &PROBE4[..],
-        &PROBE6[..],
-        &ACK4[..],
-        &RST6[..],
-        &ICMP4[..],
-        &icmp6()[..],
-    ] {
+    for bytes in &all_fixtures() {
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
         }
@@ -234,14 +239,7 @@ fn every_truncation_is_an_error_never_a_panic() {
 
 #[test]
 fn flipped_bytes_never_panic() {
-    for bytes in [
-        &PROBE4[..],
-        &PROBE6[..],
-        &ACK4[..],
-        &RST6[..],
-        &ICMP4[..],
-        &icmp6()[..],
-    ] {
+    for bytes in &all_fixtures() {
         for i in 0..bytes.len() {
             for v in [0x00, 0x01, 0x0f, 0x10, 0x45, 0x7f, 0x80, 0xf0, 0xff] {
                 let mut b = bytes.to_vec();
