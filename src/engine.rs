@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::flow::Flow;
+use crate::flow::{Flow, Route};
 use crate::seq::SeqNumber;
 use crate::wire::{self, IpMeta, Packet, ProbeRepr, Segment, Timestamps};
 
@@ -78,6 +78,8 @@ pub enum SeqSource {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     pub flow: Flow,
+    /// Mark and bound device of the connection's socket: the I/O loop sends with them.
+    pub route: Route,
     pub timing: Timing,
     pub source: SeqSource,
     pub garbage_octet: bool,
@@ -134,6 +136,53 @@ impl VerdictKind {
     }
 }
 
+/// A local reason a probe could not leave (README "Verdicts"): `unreachable` with this cause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// No route to the peer (ENETUNREACH, EHOSTUNREACH from an `unreachable` route).
+    NoRoute,
+    /// A `prohibit` route (EACCES).
+    Prohibited,
+    /// A local netfilter rule dropped the probe (EPERM).
+    LocalFirewall,
+    /// The egress interface is down or has no carrier.
+    LinkDown,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::NoRoute => "no-route",
+            Cause::Prohibited => "prohibited",
+            Cause::LocalFirewall => "local-firewall",
+            Cause::LinkDown => "link-down",
+        }
+    }
+}
+
+/// What decided a verdict (README "Verdicts"; JSON `evidence`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Evidence {
+    /// An answer to a probe, or its absence.
+    Probe,
+    /// A segment the local kernel accepted while we probed.
+    Traffic,
+    /// Data in flight: the kernel's own ACK clock (`tcpi_last_ack_recv`).
+    KernelAckClock,
+}
+
+impl Evidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evidence::Probe => "probe",
+            Evidence::Traffic => "traffic",
+            Evidence::KernelAckClock => "kernel-ack-clock",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IcmpInfo {
     pub icmp_type: u8,
@@ -151,6 +200,9 @@ pub struct Verdict {
     /// From the engine's start to the verdict.
     pub elapsed: Duration,
     pub icmp: Option<IcmpInfo>,
+    /// For `unreachable` without an ICMP error: the local cause.
+    pub cause: Option<Cause>,
+    pub evidence: Evidence,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -261,6 +313,10 @@ impl Engine {
 
     pub fn flow(&self) -> Flow {
         self.cfg.flow
+    }
+
+    pub fn route(&self) -> Route {
+        self.cfg.route
     }
 
     pub fn probes_sent(&self) -> u8 {
@@ -410,6 +466,7 @@ impl Engine {
             let mut v = self.verdict(now, VerdictKind::Alive, None);
             // Not an answer to a probe we can time.
             v.rtt = None;
+            v.evidence = Evidence::Traffic;
             self.conclude(v);
             return;
         }
@@ -499,6 +556,8 @@ impl Engine {
             },
             elapsed: now.saturating_sub(self.start),
             icmp,
+            cause: None,
+            evidence: Evidence::Probe,
         }
     }
 

@@ -28,6 +28,7 @@ fn flow() -> Flow {
 fn cfg(time: u64, intvl: u64, probes: u8, source: SeqSource) -> Config {
     Config {
         flow: flow(),
+        route: Default::default(),
         timing: Timing {
             time: ms(time),
             intvl: ms(intvl),

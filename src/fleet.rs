@@ -257,6 +257,7 @@ impl Fleet {
             return Ok(());
         };
         let flow = slot.engine.flow();
+        let route = slot.engine.route();
         loop {
             let now = self.clock.elapsed();
             let Some(action) = slot.engine.poll(now) else {
@@ -271,11 +272,11 @@ impl Fleet {
                     }
                 },
                 Action::InjectSyn(syn) => {
-                    self.sender.send(&syn)?;
+                    self.sender.send(&syn, route)?;
                     self.rate.tokens -= 1.0;
                 }
                 Action::Send { probe, index } => {
-                    self.sender.send(&probe)?;
+                    self.sender.send(&probe, route)?;
                     self.rate.tokens -= 1.0;
                     self.reporter.probe(&flow, &probe, index, now);
                 }

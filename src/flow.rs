@@ -23,6 +23,15 @@ impl fmt::Display for Flow {
     }
 }
 
+/// How the connection's own packets are routed: its `SO_MARK` and the device it is bound to
+/// (sock_diag `INET_DIAG_MARK` and `idiag_if`; 0 = none). Probes and injected SYNs carry the
+/// same, so policy routing and VRFs send them where the connection's packets go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub mark: u32,
+    pub ifindex: u32,
+}
+
 /// What the user named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowSpec {

@@ -19,6 +19,9 @@ pub fn verdict_line(flow: &Flow, v: &Verdict) -> String {
     if let Some(icmp) = &v.icmp {
         line.push_str(&format!(" icmp={} from={}", icmp.name, icmp.from));
     }
+    if let Some(cause) = v.cause {
+        line.push_str(&format!(" cause={}", cause.as_str()));
+    }
     if let Some(rtt) = v.rtt {
         line.push_str(&format!(" rtt={}", ms(rtt)));
     }
@@ -40,7 +43,11 @@ pub fn verdict_json(flow: &Flow, v: &Verdict, ignored: u64) -> Value {
         "rtt_us": v.rtt.map(|r| r.as_micros() as u64),
         "elapsed_ms": v.elapsed.as_millis() as u64,
         "ignored": ignored,
+        "evidence": v.evidence.as_str(),
     });
+    if let Some(cause) = v.cause {
+        o["cause"] = json!(cause.as_str());
+    }
     if let Some(icmp) = &v.icmp {
         o["icmp"] = json!({
             "type": icmp.icmp_type,
@@ -151,7 +158,7 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::IcmpInfo;
+    use crate::engine::{Evidence, IcmpInfo};
 
     fn flow() -> Flow {
         Flow {
@@ -168,6 +175,8 @@ mod tests {
             rtt: Some(Duration::from_micros(84)),
             elapsed: Duration::from_millis(1),
             icmp: None,
+            cause: None,
+            evidence: Evidence::Probe,
         };
         assert_eq!(
             verdict_line(&flow(), &v),
@@ -188,6 +197,8 @@ mod tests {
                 from: "198.18.0.1".parse().unwrap(),
                 name: "host-unreachable",
             }),
+            cause: None,
+            evidence: Evidence::Probe,
         };
         let j = verdict_json(&flow(), &v, 4);
         assert_eq!(j["event"], "verdict");
@@ -202,6 +213,8 @@ mod tests {
         assert_eq!(j["icmp"]["code"], 1);
         assert_eq!(j["icmp"]["from"], "198.18.0.1");
         assert_eq!(j["ignored"], 4);
+        assert_eq!(j["evidence"], "probe");
+        assert!(j.get("cause").is_none());
     }
 
     #[test]
@@ -212,6 +225,8 @@ mod tests {
             rtt: None,
             elapsed: Duration::from_millis(3000),
             icmp: None,
+            cause: None,
+            evidence: Evidence::Probe,
         };
         assert!(verdict_json(&flow(), &v, 0)["rtt_us"].is_null());
         assert_eq!(

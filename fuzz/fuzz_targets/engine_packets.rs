@@ -304,6 +304,7 @@ fuzz_target!(|data: &[u8]| {
     let intvl = Duration::from_millis(100 * u64::from(1 + input.byte().unwrap_or(4) % 20));
     let cfg = Config {
         flow: flow(v6),
+        route: Default::default(),
         timing: Timing {
             time,
             intvl,

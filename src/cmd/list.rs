@@ -280,6 +280,7 @@ mod tests {
             recv_queue: 3,
             timer,
             info: None,
+            route: Default::default(),
         }
     }
 

@@ -210,6 +210,7 @@ fn measure_round(
         fleet.add(
             Config {
                 flow: *flow,
+                route: Default::default(),
                 timing,
                 source: SeqSource::Local,
                 garbage_octet: false,

@@ -37,6 +37,7 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
     let flow = prober::resolve(args.flow, &mut diag)?;
     let cfg = Config {
         flow,
+        route: Default::default(),
         timing,
         source,
         garbage_octet: args.style.garbage_octet,

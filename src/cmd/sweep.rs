@@ -92,6 +92,7 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<i32> {
         for c in slice {
             let cfg = Config {
                 flow: c.flow,
+                route: c.route,
                 timing,
                 source,
                 garbage_octet: args.style.garbage_octet,
@@ -265,6 +266,8 @@ mod tests {
                 rtt: None,
                 elapsed: Duration::ZERO,
                 icmp: None,
+                cause: None,
+                evidence: crate::engine::Evidence::Probe,
             },
             0,
         )

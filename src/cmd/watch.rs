@@ -202,6 +202,7 @@ impl Watch<'_> {
         self.tracks.entry(flow).or_default();
         let cfg = Config {
             flow,
+            route: Default::default(),
             timing: self.timing,
             source: self.source,
             garbage_octet: self.args.style.garbage_octet,

@@ -17,7 +17,7 @@ use netlink_sys::{Socket, SocketAddr as NlAddr};
 
 use crate::engine::ConnView;
 use crate::error::{Error, Result};
-use crate::flow::Flow;
+use crate::flow::{Flow, Route};
 
 const TCP_ESTABLISHED: u8 = 1;
 /// INET_DIAG_NOCOOKIE: look the socket up by its 4-tuple alone.
@@ -35,6 +35,8 @@ pub struct Conn {
     /// The socket's active timer (keepalive, retransmit, ...) as sock_diag reports it.
     pub timer: Option<Timer>,
     pub info: Option<TcpInfo>,
+    /// The socket's mark and bound device.
+    pub route: Route,
 }
 
 impl Conn {
@@ -261,6 +263,7 @@ fn conn_from(r: &InetResponse) -> Conn {
         recv_queue: h.recv_queue,
         timer: h.timer.clone(),
         info,
+        route: Route::default(),
     }
 }
 

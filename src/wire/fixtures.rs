@@ -440,6 +440,7 @@ fn engine_after_first_probe(v6: bool) -> crate::engine::Engine {
     };
     let cfg = Config {
         flow,
+        route: Default::default(),
         timing: Timing {
             time: Duration::ZERO,
             intvl: Duration::from_secs(1),
