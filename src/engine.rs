@@ -92,6 +92,12 @@ pub struct ConnView {
     pub idle: Duration,
     /// Unacknowledged data in flight or a non-empty send queue.
     pub busy: bool,
+    /// Since the last ACK received (`tcpi_last_ack_recv`): the kernel's own ACK clock, which
+    /// keeps ticking for a busy connection (answers to zero-window probes included).
+    pub since_ack: Duration,
+    /// The connection's retransmission timeout (`tcpi_rto`): no probe is counted unanswered
+    /// before it has passed.
+    pub rto: Duration,
     /// Bytes acked and bytes received: when they move, learned numbers are stale.
     pub progress: (u64, u64),
 }
@@ -608,6 +614,18 @@ impl Engine {
                 self.conclude(v);
             }
         }
+    }
+
+    /// The local host refused to send the last action's packet (README "Verdicts"): the
+    /// connection is `unreachable` for this local cause.
+    pub fn on_local_failure(&mut self, now: Duration, cause: Cause) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let mut v = self.verdict(now, VerdictKind::Unreachable, None);
+        v.cause = Some(cause);
+        v.rtt = None;
+        self.conclude(v);
     }
 
     fn conclude(&mut self, v: Verdict) {

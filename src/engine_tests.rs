@@ -43,6 +43,8 @@ fn view(idle: u64) -> ConnView {
     ConnView {
         idle: ms(idle),
         busy: false,
+        since_ack: Duration::ZERO,
+        rto: Duration::ZERO,
         progress: (10, 20),
     }
 }
@@ -329,6 +331,8 @@ fn data_in_flight_postpones_the_probe_without_counting_it() {
         Some(ConnView {
             idle: ms(0),
             busy: true,
+            since_ack: Duration::ZERO,
+            rto: Duration::ZERO,
             progress: (0, 0),
         }),
     );
@@ -349,6 +353,8 @@ fn numbers_are_learned_again_when_the_connection_moved_on() {
         Some(ConnView {
             idle: ms(1000),
             busy: false,
+            since_ack: Duration::ZERO,
+            rto: Duration::ZERO,
             progress: (11, 20),
         }),
     );

@@ -14,7 +14,7 @@ use crate::output::Reporter;
 use crate::sys::capture::Capture;
 use crate::sys::diag::Diag;
 use crate::sys::privilege::{self, Bounding};
-use crate::sys::raw::Sender;
+use crate::sys::raw::{SendError, Sender};
 use crate::sys::{bpf, random_seed, wait_readable};
 use crate::wire::{Packet, decode};
 
@@ -272,12 +272,14 @@ impl Fleet {
                     }
                 },
                 Action::InjectSyn(syn) => {
-                    self.sender.send(&syn, route)?;
                     self.rate.tokens -= 1.0;
+                    refused(&mut slot.engine, now, self.sender.send(&syn, route))?;
                 }
                 Action::Send { probe, index } => {
-                    self.sender.send(&probe, route)?;
                     self.rate.tokens -= 1.0;
+                    if refused(&mut slot.engine, now, self.sender.send(&probe, route))? {
+                        continue;
+                    }
                     self.reporter.probe(&flow, &probe, index, now);
                 }
                 Action::Note(note) => self.reporter.note(&flow, &note, now),
@@ -365,5 +367,22 @@ impl Fleet {
             }
         }
         Ok(())
+    }
+}
+
+/// Hands a local refusal to the engine as that connection's outcome; true if refused.
+fn refused(
+    engine: &mut Engine,
+    now: Duration,
+    sent: std::result::Result<(), SendError>,
+) -> Result<bool> {
+    match sent {
+        Ok(()) => Ok(false),
+        Err(SendError::Refused(cause, e)) => {
+            log::debug!("{}: send refused locally: {e}", engine.flow());
+            engine.on_local_failure(now, cause);
+            Ok(true)
+        }
+        Err(SendError::Failed(e)) => Err(e),
     }
 }

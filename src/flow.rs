@@ -32,6 +32,23 @@ pub struct Route {
     pub ifindex: u32,
 }
 
+/// A signature option the connection's segments must carry (TCP-MD5, RFC 2385; TCP-AO,
+/// RFC 5925). Both ends drop unsigned segments, so such a connection cannot be probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Signature {
+    Md5,
+    Ao,
+}
+
+impl Signature {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signature::Md5 => "TCP-MD5 (RFC 2385)",
+            Signature::Ao => "TCP-AO (RFC 5925)",
+        }
+    }
+}
+
 /// What the user named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowSpec {

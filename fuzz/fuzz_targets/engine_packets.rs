@@ -322,6 +322,8 @@ fuzz_target!(|data: &[u8]| {
         view: ConnView {
             idle: Duration::ZERO,
             busy: false,
+            since_ack: Duration::ZERO,
+            rto: Duration::ZERO,
             progress: (1000, 2000),
         },
         last_rx: now - Duration::from_secs(10),

@@ -281,6 +281,7 @@ mod tests {
             timer,
             info: None,
             route: Default::default(),
+            signature: None,
         }
     }
 

@@ -17,7 +17,7 @@ use netlink_sys::{Socket, SocketAddr as NlAddr};
 
 use crate::engine::ConnView;
 use crate::error::{Error, Result};
-use crate::flow::{Flow, Route};
+use crate::flow::{Flow, Route, Signature};
 
 const TCP_ESTABLISHED: u8 = 1;
 /// INET_DIAG_NOCOOKIE: look the socket up by its 4-tuple alone.
@@ -37,6 +37,8 @@ pub struct Conn {
     pub info: Option<TcpInfo>,
     /// The socket's mark and bound device.
     pub route: Route,
+    /// A signature option the connection uses, if any: it cannot be probed.
+    pub signature: Option<Signature>,
 }
 
 impl Conn {
@@ -46,11 +48,15 @@ impl Conn {
             Some(i) => ConnView {
                 idle: Duration::from_millis(u64::from(i.last_data_recv.min(i.last_ack_recv))),
                 busy: i.unacked > 0 || self.send_queue > 0,
+                since_ack: Duration::from_millis(u64::from(i.last_ack_recv)),
+                rto: Duration::from_micros(u64::from(i.rto)),
                 progress: (i.bytes_acked, i.bytes_received),
             },
             None => ConnView {
                 idle: Duration::ZERO,
                 busy: self.send_queue > 0,
+                since_ack: Duration::ZERO,
+                rto: Duration::ZERO,
                 progress: (0, 0),
             },
         }
@@ -264,6 +270,7 @@ fn conn_from(r: &InetResponse) -> Conn {
         timer: h.timer.clone(),
         info,
         route: Route::default(),
+        signature: None,
     }
 }
 

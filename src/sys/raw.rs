@@ -4,9 +4,38 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::engine::Cause;
 use crate::error::{Error, Result};
 use crate::flow::Route;
 use crate::wire::ProbeRepr;
+
+/// Why a send failed: a refusal by the local host is one connection's outcome (README
+/// "Verdicts"), anything else is the run's.
+#[derive(Debug)]
+pub enum SendError {
+    /// The local host would not send it: `unreachable` with this cause.
+    Refused(Cause, std::io::Error),
+    Failed(Error),
+}
+
+impl From<Error> for SendError {
+    fn from(e: Error) -> SendError {
+        SendError::Failed(e)
+    }
+}
+
+/// The local cause behind a `sendto` error on an open raw socket. The socket is open, so a
+/// permission error here is never a missing capability: EACCES comes from a `prohibit` route
+/// (RTN_PROHIBIT), EPERM from a netfilter OUTPUT verdict (NF_DROP).
+pub fn refusal_cause(errno: i32) -> Option<Cause> {
+    match errno {
+        libc::ENETUNREACH | libc::EHOSTUNREACH => Some(Cause::NoRoute),
+        libc::EACCES => Some(Cause::Prohibited),
+        libc::EPERM => Some(Cause::LocalFirewall),
+        libc::ENETDOWN => Some(Cause::LinkDown),
+        _ => None,
+    }
+}
 
 /// One send-only raw socket per address family (IPPROTO_RAW implies the header is ours).
 /// A family asked for at `open` is opened then, so that a missing privilege shows at once;
@@ -63,7 +92,7 @@ impl Sender {
     }
 
     /// Sends `p` the way the connection's own packets go (`route`: mark and bound device).
-    pub fn send(&mut self, p: &ProbeRepr, _route: Route) -> Result<()> {
+    pub fn send(&mut self, p: &ProbeRepr, _route: Route) -> std::result::Result<(), SendError> {
         let len = p.buffer_len();
         if self.buf.len() < len {
             self.buf.resize(len, 0);
@@ -82,13 +111,34 @@ impl Sender {
             });
         }
         let Some(socket) = slot.as_ref() else {
-            return Err(Error::Runtime(format!("no raw socket for {}", p.dst)));
+            return Err(Error::Runtime(format!("no raw socket for {}", p.dst)).into());
         };
         // The port of a raw socket's destination must be 0.
         let to = SockAddr::from(SocketAddr::new(p.dst.ip(), 0));
-        socket
-            .send_to(&self.buf[..len], &to)
-            .map_err(|e| Error::sys(format!("sending to {}", p.dst.ip()), "CAP_NET_RAW", e))?;
-        Ok(())
+        match socket.send_to(&self.buf[..len], &to) {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error().and_then(refusal_cause) {
+                Some(cause) => Err(SendError::Refused(cause, e)),
+                None => Err(SendError::Failed(Error::Io {
+                    context: format!("sending to {}", p.dst.ip()),
+                    source: e,
+                })),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_refusals_are_named_causes_not_missing_privileges() {
+        assert_eq!(refusal_cause(libc::ENETUNREACH), Some(Cause::NoRoute));
+        assert_eq!(refusal_cause(libc::EHOSTUNREACH), Some(Cause::NoRoute));
+        assert_eq!(refusal_cause(libc::EACCES), Some(Cause::Prohibited));
+        assert_eq!(refusal_cause(libc::EPERM), Some(Cause::LocalFirewall));
+        assert_eq!(refusal_cause(libc::ENETDOWN), Some(Cause::LinkDown));
+        assert_eq!(refusal_cause(libc::ENOBUFS), None);
     }
 }

@@ -472,6 +472,8 @@ fn engine_after_first_probe(v6: bool) -> crate::engine::Engine {
                 Some(ConnView {
                     idle: Duration::from_secs(60),
                     busy: false,
+                    since_ack: Duration::ZERO,
+                    rto: Duration::ZERO,
                     progress: (1, 1),
                 }),
             ),
