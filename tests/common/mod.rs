@@ -485,3 +485,227 @@ pub fn assert_verdict_fields(
 pub fn describe(code: i32, stdout: &str, stderr: &str) -> String {
     format!("exit {code}\nstdout:\n{stdout}\nstderr:\n{stderr}")
 }
+
+// ------------------------------------------------------------------ outside tools (tests/lab_stacks.rs)
+
+/// True when `tool --version` runs. Otherwise prints `SKIP: ...` and returns false, or panics
+/// under `KAPROBE_REQUIRE_NETNS=1` (CI installs every tool the lab tests use).
+pub fn require_tool(tool: &str, package: &str) -> bool {
+    match Command::new(tool).arg("--version").output() {
+        Ok(o) if o.status.success() => true,
+        other => {
+            let why = match other {
+                Ok(o) => format!("`{tool} --version` failed ({})", o.status),
+                Err(e) => format!("cannot run `{tool}` (Debian package {package}): {e}"),
+            };
+            if std::env::var("KAPROBE_REQUIRE_NETNS").as_deref() == Ok("1") {
+                panic!("KAPROBE_REQUIRE_NETNS=1 but {why}");
+            }
+            eprintln!("SKIP: {why} (set KAPROBE_REQUIRE_NETNS=1 to make this a failure)");
+            false
+        }
+    }
+}
+
+/// The path of example NAME, built first: `cargo test --test X` does not build examples.
+/// The build is a no-op when it is up to date (a full `cargo test` has built it already).
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_kaprobe"));
+    let profile_dir = exe.parent().expect("the kaprobe binary has a directory");
+    let target_dir = profile_dir
+        .parent()
+        .expect("the profile directory has a parent");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--example", name, "--manifest-path"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+        cmd.arg("--release");
+    }
+    // Not bounded by KAPROBE_TIMEOUT: a first build compiles the example's dependencies.
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo build --example {name}: {e}"));
+    assert!(
+        out.status.success(),
+        "cargo build --example {name} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.exists(), "{} missing after the build", path.display());
+    path
+}
+
+/// A scratch directory, removed with its contents on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(tag: &str) -> ScratchDir {
+        let n = LAB_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("kaprobe-{tag}-{}x{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        ScratchDir(dir)
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if std::env::var_os("KAPROBE_KEEP_SCRATCH").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Reads lines from a child's pipe on a thread; `wait_for` waits (bounded) for one that
+/// contains a given text.
+pub struct LineReader {
+    rx: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl LineReader {
+    pub fn new(pipe: impl Read + Send + 'static) -> LineReader {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                // Keep draining after the reader is gone: a child writing to a closed
+                // pipe would die of SIGPIPE.
+                let _ = tx.send(line);
+            }
+        });
+        LineReader {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// True once a line containing `text` arrived within `limit`.
+    pub fn wait_for(&mut self, text: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(text);
+                    self.seen.push(line);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A packet capture with Wireshark's dumpcap inside a namespace, writing pcapng to `file`.
+/// `stop` (or drop) ends it with SIGTERM, so the file is complete, and SIGKILL if that
+/// takes too long.
+pub struct Capture {
+    child: Option<std::process::Child>,
+    pub file: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing on IFACE ("any" for every interface) in namespace NS, with more
+    /// dumpcap options in `extra` (e.g. `-f FILTER`), and returns once dumpcap says it is
+    /// capturing.
+    pub fn start(ns: &str, iface: &str, extra: &[&str], file: PathBuf) -> Capture {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, "dumpcap", "-q", "-i", iface])
+            .args(extra)
+            .arg("-w")
+            .arg(&file);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start dumpcap in {ns}: {e}"));
+        let err = child.stderr.take().expect("piped stderr");
+        // Guard first, so the process is ended if the wait below fails.
+        let cap = Capture {
+            child: Some(child),
+            file,
+        };
+        let mut lines = LineReader::new(err);
+        // dumpcap prints "Capturing on" before it opens the interface, and "File:" once the
+        // interface is open and the file is written: from then on packets are kept.
+        assert!(
+            lines.wait_for("File:", Duration::from_secs(15)),
+            "dumpcap on {iface} in {ns} did not start: {:?}",
+            lines.seen
+        );
+        cap
+    }
+
+    /// Stops the capture. Packets of the last 250 ms may still sit in the kernel's capture
+    /// ring (libpcap hands them over a block at a time, dumpcap waits up to 250 ms), and
+    /// dumpcap drops those when it stops: wait that long first.
+    pub fn stop(&mut self) {
+        Capture::stop_all(&mut [self]);
+    }
+
+    /// Stops several captures, waiting only once.
+    pub fn stop_all(caps: &mut [&mut Capture]) {
+        if caps.iter().all(|c| c.child.is_none()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(600));
+        let mut children: Vec<std::process::Child> =
+            caps.iter_mut().filter_map(|c| c.child.take()).collect();
+        for child in &children {
+            // `ip netns exec` execs dumpcap, so this pid is dumpcap's.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for child in &mut children {
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reads a capture with `tshark -r FILE -Y FILTER -T fields`: one row per frame, one string
+/// per field (several occurrences joined by ',', absent fields empty).
+pub fn tshark_fields(file: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r")
+        .arg(file)
+        .args(["-Y", filter, "-T", "fields", "-E", "separator=/t"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let (code, out, err, _) = run_bounded(cmd, &format!("tshark -r {}", file.display()));
+    assert_eq!(code, 0, "tshark -r {} -Y {filter}\n{err}", file.display());
+    out.lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
