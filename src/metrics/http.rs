@@ -322,7 +322,9 @@ mod tests {
         let (status, headers, body) = get(addr, "GET /metrics HTTP/1.0\r\n\r\n");
         assert!(status.contains(" 200"), "{status}");
         assert!(
-            headers.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"),
+            headers
+                .to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
             "{headers}"
         );
         assert!(body.contains("kaprobe_probes_sent_total 5\n"), "{body}");
@@ -348,13 +350,19 @@ mod tests {
         assert!(status.contains(" 405"), "{status}");
         assert!(headers.contains("GET, HEAD"), "{headers}");
         let (status, _, body) = get(addr, "HEAD /metrics HTTP/1.0\r\n\r\n");
-        assert!(status.contains(" 200") && body.is_empty(), "{status} {body:?}");
+        assert!(
+            status.contains(" 200") && body.is_empty(),
+            "{status} {body:?}"
+        );
 
         server.stop();
         // Stopped: the port is closed (tiny_http's accept thread closes the listener).
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while TcpStream::connect(addr).is_ok() {
-            assert!(std::time::Instant::now() < deadline, "still listening after stop");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still listening after stop"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

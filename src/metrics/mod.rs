@@ -38,15 +38,16 @@ pub use http::{MetricsListener, MetricsServer, bind, parse_listen_addr, serve};
 pub use textfile::check_textfile_path;
 
 /// `Content-Type` of the OpenMetrics text format, for scrapers that ask for it.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// `Content-Type` of the classic Prometheus text format (0.0.4), for everyone else.
 pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the RTT histogram's buckets, in seconds: 100 µs (a probe on the same
 /// host or LAN) to 10 s (a satellite hop under load); 1-2.5-5 per decade.
 pub const RTT_BUCKETS: [f64; 16] = [
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// What a watched connection is currently known as: its last verdict, or `Pending` before
@@ -194,8 +195,8 @@ impl Metrics {
             connections.clone(),
         );
         // Every state from the start, at 0: a query for `dead` finds 0, not nothing.
-        let by_state =
-            ConnState::ALL.map(|s| connections.get_or_create_owned(&StateLabel { state: s.as_str() }));
+        let by_state = ConnState::ALL
+            .map(|s| connections.get_or_create_owned(&StateLabel { state: s.as_str() }));
 
         let probes_sent = Counter::default();
         registry.register(
@@ -388,7 +389,8 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail; an encoder error would be a bug in a label.
-        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
         {
             log::error!("encoding metrics: {e}");
         }
@@ -446,7 +448,10 @@ mod tests {
                     || text.starts_with(&format!("# TYPE {family} {kind}\n")),
                 "no TYPE line for {family} {kind}:\n{text}"
             );
-            assert!(text.contains(&format!("# HELP {family} ")), "{family}:\n{text}");
+            assert!(
+                text.contains(&format!("# HELP {family} ")),
+                "{family}:\n{text}"
+            );
         }
         for s in ["alive", "dead", "reset", "unreachable", "pending"] {
             let series = format!("kaprobe_connections{{state=\"{s}\"}}");
@@ -496,17 +501,37 @@ mod tests {
         assert_eq!(m.connections(ConnState::Dead), 1);
 
         let text = m.encode();
-        assert_eq!(sample(&text, r#"kaprobe_connections{state="alive"}"#), Some(2.0));
-        assert_eq!(sample(&text, r#"kaprobe_connections{state="dead"}"#), Some(1.0));
-        assert_eq!(sample(&text, r#"kaprobe_connections{state="pending"}"#), Some(0.0));
-        assert_eq!(sample(&text, r#"kaprobe_verdicts_total{verdict="alive"}"#), Some(3.0));
-        assert_eq!(sample(&text, r#"kaprobe_verdicts_total{verdict="dead"}"#), Some(1.0));
+        assert_eq!(
+            sample(&text, r#"kaprobe_connections{state="alive"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, r#"kaprobe_connections{state="dead"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, r#"kaprobe_connections{state="pending"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, r#"kaprobe_verdicts_total{verdict="alive"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&text, r#"kaprobe_verdicts_total{verdict="dead"}"#),
+            Some(1.0)
+        );
         assert_eq!(sample(&text, "kaprobe_probes_sent_total"), Some(7.0));
         assert_eq!(sample(&text, "kaprobe_ignored_answers_total"), Some(2.0));
         assert_eq!(sample(&text, "kaprobe_kills_total"), Some(1.0));
         // Three RTTs: two of 300 µs (bucket 0.0005), one of 3 ms (bucket 0.005).
         assert_eq!(sample(&text, "kaprobe_probe_rtt_seconds_count"), Some(3.0));
-        let le = |b: &str| sample(&text, &format!("kaprobe_probe_rtt_seconds_bucket{{le=\"{b}\"}}"));
+        let le = |b: &str| {
+            sample(
+                &text,
+                &format!("kaprobe_probe_rtt_seconds_bucket{{le=\"{b}\"}}"),
+            )
+        };
         assert_eq!(le("0.00025"), Some(0.0));
         assert_eq!(le("0.0005"), Some(2.0));
         assert_eq!(le("0.0025"), Some(2.0));
@@ -532,11 +557,18 @@ mod tests {
         let pending = r#"kaprobe_connection_state{local="198.18.0.1:40001",remote="198.51.100.2:9000",state="pending"}"#;
         let dead = r#"kaprobe_connection_state{local="198.18.0.1:40001",remote="198.51.100.2:9000",state="dead"}"#;
         let text = m.encode();
-        assert!(text.contains("# TYPE kaprobe_connection_state gauge"), "{text}");
+        assert!(
+            text.contains("# TYPE kaprobe_connection_state gauge"),
+            "{text}"
+        );
         assert_eq!(sample(&text, pending), Some(1.0), "{text}");
         m.decided(&a, VerdictKind::Dead, None);
         let text = m.encode();
-        assert_eq!(sample(&text, pending), None, "old state's series removed:\n{text}");
+        assert_eq!(
+            sample(&text, pending),
+            None,
+            "old state's series removed:\n{text}"
+        );
         assert_eq!(sample(&text, dead), Some(1.0), "{text}");
         m.forget(&a);
         let text = m.encode();
@@ -550,7 +582,9 @@ mod tests {
         m.set_state(&v6, ConnState::Alive);
         let text = m.encode();
         assert!(
-            text.contains(r#"local="[2001:db8::1]:40000",remote="[2001:db8::2]:9000",state="alive""#),
+            text.contains(
+                r#"local="[2001:db8::1]:40000",remote="[2001:db8::2]:9000",state="alive""#
+            ),
             "{text}"
         );
     }
@@ -563,15 +597,27 @@ mod tests {
             Duration::from_millis(1250),
         );
         let text = m.encode();
-        assert!(text.contains("# TYPE kaprobe_sweep_timestamp_seconds gauge"), "{text}");
-        assert!(text.contains("# TYPE kaprobe_sweep_duration_seconds gauge"), "{text}");
-        assert_eq!(sample(&text, "kaprobe_sweep_timestamp_seconds"), Some(1_790_000_000.5));
+        assert!(
+            text.contains("# TYPE kaprobe_sweep_timestamp_seconds gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE kaprobe_sweep_duration_seconds gauge"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "kaprobe_sweep_timestamp_seconds"),
+            Some(1_790_000_000.5)
+        );
         assert_eq!(sample(&text, "kaprobe_sweep_duration_seconds"), Some(1.25));
 
         let om = m.encode_openmetrics();
         assert!(om.ends_with("# EOF\n"), "{om}");
         assert!(om.contains("# TYPE kaprobe_probes_sent counter"), "{om}");
-        assert!(om.contains("# UNIT kaprobe_probe_rtt_seconds seconds"), "{om}");
+        assert!(
+            om.contains("# UNIT kaprobe_probe_rtt_seconds seconds"),
+            "{om}"
+        );
         assert!(om.contains("kaprobe_probes_sent_total 0"), "{om}");
     }
 
@@ -597,6 +643,9 @@ mod tests {
         }
         assert_eq!(m.connections(ConnState::Alive), 1000);
         assert_eq!(m.connections(ConnState::Pending), 0);
-        assert_eq!(sample(&m.encode(), "kaprobe_probes_sent_total"), Some(1000.0));
+        assert_eq!(
+            sample(&m.encode(), "kaprobe_probes_sent_total"),
+            Some(1000.0)
+        );
     }
 }

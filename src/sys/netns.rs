@@ -128,9 +128,9 @@ fn open_error(target: &Target, path: &Path, e: io::Error) -> Error {
         (Some(libc::ENOENT), Target::Name(name)) => Error::Usage(format!(
             "no network namespace named '{name}' ({shown} does not exist; see `ip netns list`)"
         )),
-        (Some(libc::ENOENT | libc::ENOTDIR), _) => {
-            Error::Usage(format!("no network namespace at {shown}: it does not exist"))
-        }
+        (Some(libc::ENOENT | libc::ENOTDIR), _) => Error::Usage(format!(
+            "no network namespace at {shown}: it does not exist"
+        )),
         (Some(libc::ELOOP | libc::ENAMETOOLONG), _) => {
             Error::Usage(format!("cannot open {shown}: {e}"))
         }
@@ -205,7 +205,10 @@ mod tests {
         for bad in ["", ".", ".."] {
             let e = Target::from_netns_arg(bad).unwrap_err();
             assert_eq!(e.exit_code(), EXIT_USAGE, "{bad:?}: {e}");
-            assert!(e.to_string().contains("invalid network namespace name"), "{e}");
+            assert!(
+                e.to_string().contains("invalid network namespace name"),
+                "{e}"
+            );
         }
         let e = Target::from_pid(0).unwrap_err();
         assert_eq!(e.exit_code(), EXIT_USAGE);
@@ -245,7 +248,11 @@ mod tests {
     #[test]
     fn files_that_are_not_network_namespaces_are_refused() {
         // setns checks the namespace type before any privilege: EINVAL as root or not.
-        for path in ["/proc/self/ns/mnt", "/proc/self/status", "/proc/self/ns/uts"] {
+        for path in [
+            "/proc/self/ns/mnt",
+            "/proc/self/status",
+            "/proc/self/ns/uts",
+        ] {
             let target = Target::Path(path.into());
             let e = on_thread(move || enter_target(&target)).unwrap_err();
             let msg = e.to_string();

@@ -212,7 +212,8 @@ mod tests {
         let path = std::env::temp_dir().join(format!("kaprobe-notify-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let ok = child(
             "sys::notify::tests::child_sends_notifications",
             &[("NOTIFY_SOCKET", path.to_str().unwrap())],
@@ -259,7 +260,10 @@ mod tests {
         let run = |value: &str, expect: &str| {
             child(
                 name,
-                &[("JOURNAL_STREAM", value), ("KAPROBE_EXPECT_JOURNAL", expect)],
+                &[
+                    ("JOURNAL_STREAM", value),
+                    ("KAPROBE_EXPECT_JOURNAL", expect),
+                ],
                 file.try_clone().unwrap().into(),
             )
         };
