@@ -35,9 +35,13 @@ pub struct Cli {
     /// Machine output: one JSON object per line
     #[arg(long, global = true)]
     json: bool,
-    /// Enter the network namespace /run/netns/NAME first
-    #[arg(long, global = true, value_name = "NAME")]
+    /// Enter a network namespace first: NAME from `ip netns`, or a PATH such as /proc/PID/ns/net
+    #[arg(long, global = true, value_name = "NAME|PATH")]
     netns: Option<String>,
+    /// Enter the network namespace of process PID first (as `nsenter -t PID -n`)
+    #[arg(long, global = true, value_name = "PID", conflicts_with = "netns",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pid: Option<u32>,
     #[command(subcommand)]
     command: Command,
 }
@@ -192,9 +196,7 @@ fn one_line(rendered: &str) -> String {
 }
 
 fn run(cli: &Cli) -> Result<i32> {
-    if let Some(ns) = &cli.netns {
-        netns::enter(ns)?;
-    }
+    netns::enter_from_args(cli.netns.as_deref(), cli.pid)?;
     let ctx = Ctx {
         json: cli.json,
         verbose: cli.verbose > 0,

@@ -11,6 +11,7 @@ pub mod filter;
 pub mod fleet;
 pub mod flow;
 pub mod keepalive_track;
+pub mod metrics;
 pub mod output;
 pub mod prober;
 pub mod seq;

@@ -4,6 +4,7 @@ pub mod bpf;
 pub mod capture;
 pub mod diag;
 pub mod netns;
+pub mod notify;
 pub mod owner;
 pub mod pidfd;
 pub mod privilege;
