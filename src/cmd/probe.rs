@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::cli::{ProbeStyle, SeqSourceArg, TimingArgs};
 use crate::engine::{Config, Outcome, SeqSource};
 use crate::error::{Error, Result};
-use crate::flow::FlowSpec;
+use crate::flow::{Flow, FlowSpec, Signature};
 use crate::output::Reporter;
 use crate::prober;
 use crate::sys::diag::Diag;
@@ -34,10 +34,14 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
     }
     let source = seq_source(args.style.seq_source);
     let mut diag = Diag::open()?;
-    let flow = prober::resolve(args.flow, &mut diag)?;
+    let conn = prober::resolve_conn(args.flow, &mut diag)?;
+    if let Some(sig) = conn.signature {
+        return Err(signed_refusal(&conn.flow, sig));
+    }
+    let flow = conn.flow;
     let cfg = Config {
         flow,
-        route: Default::default(),
+        route: conn.route,
         timing,
         source,
         garbage_octet: args.style.garbage_octet,
@@ -65,6 +69,15 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
             ),
         })),
     }
+}
+
+/// Why a signed connection is not probed: exit 7 (README "Policy routing, VRFs, bound
+/// sockets"), before anything is sent.
+pub fn signed_refusal(flow: &Flow, sig: Signature) -> Error {
+    Error::Runtime(format!(
+        "{flow} uses {}: both ends drop unsigned segments, so kaprobe cannot probe it",
+        sig.as_str()
+    ))
 }
 
 /// The engine's sequence source for the option, warning where it may mislead.
