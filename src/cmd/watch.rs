@@ -159,11 +159,19 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
             Err(e) => return Err(e),
         }
     }
-    // kill needs CAP_NET_ADMIN for SOCK_DESTROY; exec'd commands run as they would from a shell.
+    // kill needs CAP_NET_ADMIN for SOCK_DESTROY. So does watching by filters: sock_diag
+    // shows a socket's mark and TCP-MD5 keys only to CAP_NET_ADMIN, and without them a
+    // connection that appears later would be probed unmarked (a false `dead` under policy
+    // routing) or, if signed, retried forever. exec'd commands run as they would from a
+    // shell.
+    let keep: &[u32] = if single.is_none() || action == OnDead::Kill {
+        &[CAP_NET_ADMIN]
+    } else {
+        &[]
+    };
     match action {
-        OnDead::Kill => fleet.drop_privileges(&[CAP_NET_ADMIN], Bounding::Drop)?,
-        OnDead::Exec(_) => fleet.drop_privileges(&[], Bounding::Keep)?,
-        OnDead::Report => fleet.drop_privileges(&[], Bounding::Drop)?,
+        OnDead::Exec(_) => fleet.drop_privileges(keep, Bounding::Keep)?,
+        _ => fleet.drop_privileges(keep, Bounding::Drop)?,
     }
     let mut w = Watch {
         args,
@@ -288,9 +296,14 @@ impl Watch<'_> {
             }
             // A route first seen now needs a raw socket the dropped privileges cannot open.
             if let Err(e) = fleet.prepare_route(c.flow.is_ipv6(), c.route) {
+                let why = match e {
+                    Error::Privilege { .. } => String::new(),
+                    other => format!(" ({other})"),
+                };
                 log::warn!(
-                    "{}: not watched: {e}; it sends with {}, a route kaprobe did not open \
-                     before dropping its privileges (restart watch to include it)",
+                    "{}: not watched: it sends with {}, and kaprobe opened raw sockets only \
+                     for the routes present at start, before dropping its privileges{why}; \
+                     restart watch to include it",
                     c.flow,
                     describe_route(c.route)
                 );
