@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::flow::{Flow, FlowSpec, Signature};
 use crate::output::Reporter;
 use crate::prober;
-use crate::sys::diag::Diag;
+use crate::sys::diag::{Diag, SignatureDrops};
 
 #[derive(Args, Debug)]
 pub struct ProbeArgs {
@@ -46,6 +46,7 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
         source,
         garbage_octet: args.style.garbage_octet,
     };
+    let drops_before = SignatureDrops::read();
     let (outcome, ignored) = prober::probe_one(cfg, diag, reporter)?;
     if ignored > 0 {
         log::info!("{flow}: ignored {ignored} answers that did not match the probe");
@@ -61,6 +62,20 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
         Outcome::LearnFailed => Err(Error::Runtime(match source {
             SeqSource::Sniff => {
                 format!("no segment of {flow} seen on the wire; try --seq-source local")
+            }
+            // sock_diag cannot show TCP-AO (nor TCP-MD5 without CAP_NET_ADMIN); the stack's
+            // drop counters can, after the fact: our SYNs were unsigned.
+            SeqSource::Local
+                if let Some(sig) = drops_before.and_then(|before| {
+                    SignatureDrops::read().and_then(|after| after.rose_since(&before))
+                }) =>
+            {
+                format!(
+                    "could not learn the sequence numbers of {flow}: the local stack dropped \
+                     the injected SYNs as unsigned, so the connection most likely uses {}; \
+                     both ends drop unsigned segments, so kaprobe cannot probe it",
+                    sig.as_str()
+                )
             }
             _ => format!(
                 "could not learn the sequence numbers of {flow}: the local socket sent no \

@@ -294,6 +294,62 @@ impl Diag {
     }
 }
 
+/// This network namespace's counts of segments the TCP stack dropped for a missing
+/// signature (`TcpExt` in `/proc/net/netstat`): TCP-MD5 (`TCPMD5NotFound`) and TCP-AO
+/// (`TCPAORequired`, Linux 6.7+). TCP-AO is invisible to sock_diag, so a rise across a
+/// failed learn step (whose injected SYNs are unsigned) is how kaprobe can name it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignatureDrops {
+    pub md5: u64,
+    pub ao: u64,
+}
+
+impl SignatureDrops {
+    /// The current counts; `None` if `/proc` does not tell.
+    pub fn read() -> Option<SignatureDrops> {
+        let text = std::fs::read_to_string("/proc/thread-self/net/netstat")
+            .or_else(|_| std::fs::read_to_string("/proc/self/net/netstat"))
+            .ok()?;
+        SignatureDrops::parse(&text)
+    }
+
+    /// Parses the text of `/proc/net/netstat` (a header line of names, then a line of
+    /// values, per group). A kernel without TCP-AO has no `TCPAORequired`: 0.
+    pub fn parse(text: &str) -> Option<SignatureDrops> {
+        let mut lines = text.lines();
+        while let Some(names) = lines.next() {
+            let values = lines.next()?;
+            let (Some(n), Some(v)) = (names.strip_prefix("TcpExt:"), values.strip_prefix("TcpExt:"))
+            else {
+                continue;
+            };
+            let mut out = SignatureDrops::default();
+            let mut seen = false;
+            for (name, value) in n.split_whitespace().zip(v.split_whitespace()) {
+                match name {
+                    "TCPMD5NotFound" => {
+                        out.md5 = value.parse().ok()?;
+                        seen = true;
+                    }
+                    "TCPAORequired" => out.ao = value.parse().ok()?,
+                    _ => {}
+                }
+            }
+            return seen.then_some(out);
+        }
+        None
+    }
+
+    /// The signature whose drop count rose since `before`, if exactly one did.
+    pub fn rose_since(&self, before: &SignatureDrops) -> Option<Signature> {
+        match (self.md5 > before.md5, self.ao > before.ao) {
+            (true, false) => Some(Signature::Md5),
+            (false, true) => Some(Signature::Ao),
+            _ => None,
+        }
+    }
+}
+
 /// The exact 4-tuple, without a cookie.
 fn socket_id(flow: &Flow) -> SocketId {
     let mut id = if flow.is_ipv6() {
@@ -402,5 +458,75 @@ fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(family: u8, prefix: u8, addr: IpAddr) -> Vec<u8> {
+        let mut e = vec![0u8; MD5SIG_ENTRY_LEN];
+        e[0] = family;
+        e[1] = prefix;
+        e[2] = 6; // key length, little endian on x86; not read
+        match addr {
+            IpAddr::V4(a) => e[4..8].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => e[4..20].copy_from_slice(&a.octets()),
+        }
+        e[20..26].copy_from_slice(b"secret");
+        e
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn md5_keys_sign_only_the_peers_they_cover() {
+        let v4 = entry(AF_INET, 32, ip("198.18.0.2"));
+        assert!(md5_signs(&v4, ip("198.18.0.2")));
+        assert!(!md5_signs(&v4, ip("198.18.0.3")));
+        let net = entry(AF_INET, 24, ip("198.18.0.0"));
+        assert!(md5_signs(&net, ip("198.18.0.77")));
+        assert!(!md5_signs(&net, ip("198.18.1.77")));
+        let any = entry(AF_INET, 0, ip("0.0.0.0"));
+        assert!(md5_signs(&any, ip("203.0.113.1")));
+        let v6 = entry(AF_INET6, 128, ip("2001:db8::2"));
+        assert!(md5_signs(&v6, ip("2001:db8::2")));
+        assert!(!md5_signs(&v6, ip("198.18.0.2")));
+        // A mapped key covers the IPv4 peer of a dual-stack socket.
+        let mapped = entry(AF_INET6, 128, ip("::ffff:198.18.0.2"));
+        assert!(md5_signs(&mapped, ip("198.18.0.2")));
+        // Several keys: any one covering the peer signs.
+        let both = [entry(AF_INET, 32, ip("198.18.0.9")), v4.clone()].concat();
+        assert!(md5_signs(&both, ip("198.18.0.2")));
+        // Nothing, or something that does not parse.
+        assert!(!md5_signs(&[], ip("198.18.0.2")));
+        assert!(md5_signs(&v4[..99], ip("198.18.0.2")));
+        assert!(md5_signs(&entry(99, 32, ip("198.18.0.9")), ip("198.18.0.2")));
+    }
+
+    #[test]
+    fn signature_drop_counters_are_read_from_tcpext() {
+        let text = "TcpExt: SyncookiesSent TCPMD5NotFound TCPMD5Unexpected TCPAORequired\n\
+                    TcpExt: 0 7 1 3\n\
+                    IpExt: InNoRoutes\n\
+                    IpExt: 0\n";
+        let d = SignatureDrops::parse(text).unwrap();
+        assert_eq!(d, SignatureDrops { md5: 7, ao: 3 });
+        let after = SignatureDrops { md5: 7, ao: 6 };
+        assert_eq!(after.rose_since(&d), Some(Signature::Ao));
+        let after = SignatureDrops { md5: 9, ao: 3 };
+        assert_eq!(after.rose_since(&d), Some(Signature::Md5));
+        assert_eq!(d.rose_since(&d), None);
+        // Older kernels: no TCPAORequired.
+        let old = "TcpExt: TCPMD5NotFound\nTcpExt: 2\n";
+        assert_eq!(
+            SignatureDrops::parse(old),
+            Some(SignatureDrops { md5: 2, ao: 0 })
+        );
+        assert_eq!(SignatureDrops::parse("IpExt: A\nIpExt: 1\n"), None);
+        assert!(SignatureDrops::read().is_some());
     }
 }
