@@ -39,6 +39,12 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
         return Err(signed_refusal(&conn.flow, sig));
     }
     let flow = conn.flow;
+    if conn.route != Default::default() {
+        log::info!(
+            "{flow}: routed like its socket: {}",
+            crate::sys::raw::describe_route(conn.route)
+        );
+    }
     let cfg = Config {
         flow,
         route: conn.route,

@@ -237,25 +237,6 @@ fn skip_signed(skipped: &mut HashSet<Flow>, c: &Conn) -> bool {
     true
 }
 
-/// `mark 0x42, bound to eth0 (ifindex 2)`, for messages.
-fn describe_route(route: Route) -> String {
-    let mut parts = Vec::new();
-    if route.mark != 0 {
-        parts.push(format!("mark {:#x}", route.mark));
-    }
-    if route.ifindex != 0 {
-        parts.push(format!(
-            "bound to {}",
-            crate::sys::raw::interface_label(route.ifindex)
-        ));
-    }
-    if parts.is_empty() {
-        "no mark and no device".into()
-    } else {
-        parts.join(", ")
-    }
-}
-
 fn severity(state: &str) -> u8 {
     match state {
         "dead" => 3,
@@ -305,7 +286,7 @@ impl Watch<'_> {
                      for the routes present at start, before dropping its privileges{why}; \
                      restart watch to include it",
                     c.flow,
-                    describe_route(c.route)
+                    crate::sys::raw::describe_route(c.route)
                 );
                 self.skipped.insert(c.flow);
                 continue;

@@ -319,8 +319,10 @@ impl SignatureDrops {
         let mut lines = text.lines();
         while let Some(names) = lines.next() {
             let values = lines.next()?;
-            let (Some(n), Some(v)) = (names.strip_prefix("TcpExt:"), values.strip_prefix("TcpExt:"))
-            else {
+            let (Some(n), Some(v)) = (
+                names.strip_prefix("TcpExt:"),
+                values.strip_prefix("TcpExt:"),
+            ) else {
                 continue;
             };
             let mut out = SignatureDrops::default();
@@ -416,7 +418,7 @@ fn conn_from(r: &InetResponse) -> Conn {
 /// address on another VRF counts too: kaprobe then refuses rather than probe blindly. A
 /// value that does not parse counts as signed, for the same reason.
 fn md5_signs(keys: &[u8], peer: IpAddr) -> bool {
-    if keys.is_empty() || keys.len() % MD5SIG_ENTRY_LEN != 0 {
+    if keys.is_empty() || !keys.len().is_multiple_of(MD5SIG_ENTRY_LEN) {
         return !keys.is_empty();
     }
     keys.chunks_exact(MD5SIG_ENTRY_LEN).any(|k| {
@@ -504,7 +506,10 @@ mod tests {
         // Nothing, or something that does not parse.
         assert!(!md5_signs(&[], ip("198.18.0.2")));
         assert!(md5_signs(&v4[..99], ip("198.18.0.2")));
-        assert!(md5_signs(&entry(99, 32, ip("198.18.0.9")), ip("198.18.0.2")));
+        assert!(md5_signs(
+            &entry(99, 32, ip("198.18.0.9")),
+            ip("198.18.0.2")
+        ));
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub fn refusal_cause(errno: i32) -> Option<Cause> {
 /// device binding (README "Policy routing, VRFs, bound sockets"), so policy routing rules
 /// (`ip rule fwmark`) and VRF tables route them as they route the connection.
 ///
+/// The injected SYN goes through the same socket as the probes. Its destination is local,
+/// and binding does not stop local delivery: bound to the connection's plain device, the
+/// SYN still reaches the (bound) socket and draws its challenge ACK (checked by hand and in
+/// `tests/lab_route.rs`, IPv4, IPv6 and link-local). For a VRF member the binding is needed:
+/// the VRF's local addresses are routed in its own table, which only a lookup bound to the
+/// VRF device consults.
+///
 /// Opening a raw socket needs CAP_NET_RAW, setting a mark CAP_NET_ADMIN (or CAP_NET_RAW
 /// since Linux 5.17); the kernel checks both only then. So every socket a run needs is
 /// opened while those are held (`open`, `prepare`, `open_rest`), and sends afterwards need
@@ -131,6 +138,22 @@ pub fn interface_label(ifindex: u32) -> String {
     match interface_name(ifindex) {
         Some(n) => format!("{n} (ifindex {ifindex})"),
         None => format!("ifindex {ifindex}"),
+    }
+}
+
+/// `mark 0x42, bound to eth0 (ifindex 2)`, for messages.
+pub fn describe_route(route: Route) -> String {
+    let mut parts = Vec::new();
+    if route.mark != 0 {
+        parts.push(format!("mark {:#x}", route.mark));
+    }
+    if route.ifindex != 0 {
+        parts.push(format!("bound to {}", interface_label(route.ifindex)));
+    }
+    if parts.is_empty() {
+        "no mark and no device".into()
+    } else {
+        parts.join(", ")
     }
 }
 
