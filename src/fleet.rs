@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Action, Config, ConnView, Engine, Outcome};
 use crate::error::{Error, Result};
-use crate::flow::Flow;
+use crate::flow::{Flow, Route};
 use crate::output::Reporter;
 use crate::sys::capture::Capture;
 use crate::sys::diag::Diag;
@@ -132,6 +132,12 @@ impl Fleet {
     /// family can be added after privileges are gone.
     pub fn open_all_families(&mut self) -> Result<()> {
         self.sender.open_rest()
+    }
+
+    /// Opens the raw socket that sends with `route` (the connection's mark and device) while
+    /// the privileges that needs are held; see `Sender::prepare`.
+    pub fn prepare_route(&mut self, v6: bool, route: Route) -> Result<()> {
+        self.sender.prepare(v6, route)
     }
 
     /// `open_all_families`, then gives up every capability but `keep`: everything the fleet
@@ -306,15 +312,18 @@ impl Fleet {
         let mut queries = std::mem::take(&mut self.queries);
         queries.sort_unstable();
         queries.dedup();
-        let flows: Vec<(usize, Flow)> = queries
+        let flows: Vec<(usize, Flow, u32)> = queries
             .iter()
-            .filter_map(|&i| self.slots.get(i)?.as_ref().map(|s| (i, s.engine.flow())))
+            .filter_map(|&i| {
+                let s = self.slots.get(i)?.as_ref()?;
+                Some((i, s.engine.flow(), s.engine.route().ifindex))
+            })
             .collect();
         let exact_limit = MIN_EXACT_LOOKUPS.max(self.dump_size / SOCKETS_PER_LOOKUP);
         let views: HashMap<Flow, ConnView> = if flows.len() <= exact_limit {
             let mut m = HashMap::new();
-            for (_, f) in &flows {
-                if let Some(c) = self.diag.lookup(f)?.filter(|c| c.established) {
+            for (_, f, ifindex) in &flows {
+                if let Some(c) = self.diag.lookup_on(f, *ifindex)?.filter(|c| c.established) {
                     m.insert(*f, c.view());
                 }
             }
@@ -325,7 +334,7 @@ impl Fleet {
             all.into_iter().map(|c| (c.flow, c.view())).collect()
         };
         let now = self.now();
-        for (idx, flow) in flows {
+        for (idx, flow, _) in flows {
             if let Some(Some(slot)) = self.slots.get_mut(idx) {
                 slot.engine.on_connection(now, views.get(&flow).copied());
                 self.ready.push(idx);

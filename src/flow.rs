@@ -1,7 +1,15 @@
 //! FLOW syntax: `LOCAL-REMOTE` with each side `IP:PORT` (IPv6 in brackets), or a bare `REMOTE`.
+//!
+//! Also accepted, as people paste them (README "Usage"):
+//! - IPv4-mapped IPv6 (`[::ffff:198.18.0.2]:9000`, how `ss` prints a dual-stack socket's IPv4
+//!   peer) is the IPv4 address it carries: on the wire it is IPv4 (RFC 4291 section 2.5.5.2).
+//! - A zone on link-local IPv6 (RFC 4007 section 11): `[fe80::1%eth0]:40000`, or as `ss`
+//!   prints it, `[fe80::1]%eth0:40000`; the zone is an interface name or index. Names are kept
+//!   unresolved here: they mean something only inside the network namespace kaprobe enters
+//!   (`--netns`), after the command line is parsed.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 /// One TCP connection seen from this host: its local and remote endpoints.
@@ -47,14 +55,136 @@ impl Signature {
             Signature::Ao => "TCP-AO (RFC 5925)",
         }
     }
+
+    /// The name in JSON and in `list`'s `signed=` note: `tcp-md5`, `tcp-ao`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Signature::Md5 => "tcp-md5",
+            Signature::Ao => "tcp-ao",
+        }
+    }
 }
 
-/// What the user named on the command line.
+/// Longest interface name the kernel accepts (IFNAMSIZ less the terminating NUL).
+pub const IFNAME_MAX: usize = 15;
+
+/// An interface name as written on the command line, kept until it can be resolved.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IfName {
+    len: u8,
+    bytes: [u8; IFNAME_MAX],
+}
+
+impl IfName {
+    /// A name the kernel could have given a device: 1 to 15 bytes, no `/`, `:`, `%` or
+    /// whitespace, not `.` or `..`.
+    pub fn new(s: &str) -> Result<IfName, String> {
+        let bad = s.is_empty()
+            || s.len() > IFNAME_MAX
+            || s == "."
+            || s == ".."
+            || s.chars()
+                .any(|c| c == '/' || c == ':' || c == '%' || c.is_whitespace());
+        if bad {
+            return Err(format!("'{s}' is not an interface name"));
+        }
+        let mut bytes = [0; IFNAME_MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(IfName {
+            len: s.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built from a &str in `new`, cut at a char boundary: always valid UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// The zone of a link-local IPv6 address (RFC 4007): the interface it is valid on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// `%2`: an interface index.
+    Index(u32),
+    /// `%eth0`: resolved to an index inside the network namespace kaprobe runs in.
+    Name(IfName),
+}
+
+impl Scope {
+    fn parse(s: &str) -> Result<Scope, String> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return match s.parse::<u32>() {
+                Ok(0) => Err("interface index 0 in a %SCOPE; indexes start at 1".into()),
+                Ok(n) => Ok(Scope::Index(n)),
+                Err(_) => Err(format!("interface index {s} is out of range")),
+            };
+        }
+        IfName::new(s).map(Scope::Name)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Index(n) => write!(f, "{n}"),
+            Scope::Name(n) => f.write_str(n.as_str()),
+        }
+    }
+}
+
+/// fe80::/10, where a zone is needed to know which link is meant.
+pub fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+        IpAddr::V4(_) => false,
+    }
+}
+
+/// What the user named on the command line. The scope, when given, says which interface a
+/// link-local flow is on (unresolved: see the module comment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowSpec {
-    Exact(Flow),
+    Exact(Flow, Option<Scope>),
     /// Only the remote side: resolved when exactly one established connection matches.
-    Remote(SocketAddr),
+    Remote(SocketAddr, Option<Scope>),
+}
+
+impl FlowSpec {
+    pub fn scope(&self) -> Option<Scope> {
+        match *self {
+            FlowSpec::Exact(_, s) | FlowSpec::Remote(_, s) => s,
+        }
+    }
+}
+
+/// Prints a spec back in a form that parses to the same spec: the zone inside the brackets
+/// of every link-local side.
+impl fmt::Display for FlowSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let side =
+            |f: &mut fmt::Formatter<'_>, a: SocketAddr, scope: Option<Scope>| match (a.ip(), scope)
+            {
+                (IpAddr::V6(ip), Some(s)) if is_link_local(a.ip()) => {
+                    write!(f, "[{ip}%{s}]:{}", a.port())
+                }
+                _ => write!(f, "{a}"),
+            };
+        match *self {
+            FlowSpec::Exact(flow, scope) => {
+                side(f, flow.local, scope)?;
+                f.write_str("-")?;
+                side(f, flow.remote, scope)
+            }
+            FlowSpec::Remote(remote, scope) => side(f, remote, scope),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,75 +208,225 @@ impl FromStr for FlowSpec {
                 "empty; expected LOCAL-REMOTE or REMOTE, e.g. 198.18.0.2:40000-198.51.100.2:9000",
             ));
         }
-        match s.split_once('-') {
-            None => Ok(FlowSpec::Remote(parse_endpoint(s).map_err(|r| fail(&r))?)),
+        match split_sides(s) {
+            None => {
+                let (remote, scope) = flow_side(s).map_err(|r| fail(&r))?;
+                Ok(FlowSpec::Remote(remote, scope))
+            }
             Some((l, r)) => {
-                let local = parse_endpoint(l).map_err(|e| fail(&format!("local side: {e}")))?;
-                let remote = parse_endpoint(r).map_err(|e| fail(&format!("remote side: {e}")))?;
+                let (local, ls) = flow_side(l).map_err(|e| fail(&format!("local side: {e}")))?;
+                let (remote, rs) = flow_side(r).map_err(|e| fail(&format!("remote side: {e}")))?;
                 if local.is_ipv6() != remote.is_ipv6() {
                     return Err(fail("local and remote sides mix IPv4 and IPv6"));
                 }
-                Ok(FlowSpec::Exact(Flow { local, remote }))
+                let scope = match (ls, rs) {
+                    (Some(a), Some(b)) if a != b => {
+                        return Err(fail(&format!(
+                            "the sides name different interfaces (%{a} and %{b}); a \
+                             connection is on one link"
+                        )));
+                    }
+                    (a, b) => a.or(b),
+                };
+                Ok(FlowSpec::Exact(Flow { local, remote }, scope))
             }
         }
     }
 }
 
-/// `IP:PORT` (`[IPv6]:PORT`), port 1..=65535.
+/// Splits `LOCAL-REMOTE` at its dash: the first `-` outside a zone (addresses and ports
+/// hold none, but interface names may: `[fe80::1%veth-a]:1-[fe80::2%veth-a]:2`).
+fn split_sides(s: &str) -> Option<(&str, &str)> {
+    let mut zone = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            '%' => zone = true,
+            ']' | '/' | ':' => zone = false,
+            '-' if !zone => return Some((&s[..i], &s[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// One side of a FLOW: `IP:PORT`, a zone allowed on link-local IPv6.
+fn flow_side(s: &str) -> Result<(SocketAddr, Option<Scope>), String> {
+    let p = parse_parts(s)?;
+    if p.prefix.is_some() {
+        return Err(format!(
+            "'{s}': a FLOW names one address; /LEN prefixes are for --local and --remote"
+        ));
+    }
+    let Some(port) = p.port else {
+        return Err(format!("'{s}' has no port; expected IP:PORT"));
+    };
+    Ok((SocketAddr::new(p.ip, port), p.scope))
+}
+
+/// `IP:PORT` (`[IPv6]:PORT`), port 1..=65535; IPv4-mapped IPv6 becomes IPv4.
 pub fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
     let (ip, port) = split_host_port(s)?;
     let port = match port {
         Some(p) => p,
         None => return Err(format!("'{s}' has no port; expected IP:PORT")),
     };
-    if port == 0 {
-        return Err(format!("port 0 in '{s}'; ports are 1..65535"));
-    }
     Ok(SocketAddr::new(ip, port))
 }
 
 /// `IP`, `IP:PORT`, `[IPv6]`, `[IPv6]:PORT`: for filters, where the port is optional.
+/// IPv4-mapped IPv6 becomes IPv4; no zone, no prefix.
 pub fn split_host_port(s: &str) -> Result<(IpAddr, Option<u16>), String> {
+    let p = parse_parts(s)?;
+    if let Some(scope) = p.scope {
+        return Err(format!(
+            "'{s}': a %{scope} zone is only for a FLOW; here give the address alone"
+        ));
+    }
+    if p.prefix.is_some() {
+        return Err(format!("'{s}': expected one address, not a /LEN prefix"));
+    }
+    Ok((p.ip, p.port))
+}
+
+/// An address as written, with everything that may come with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrParts {
+    /// IPv4-mapped IPv6 already turned into IPv4.
+    pub ip: IpAddr,
+    /// `/LEN`, counted on `ip` (a mapped prefix of /96 or more counts on the IPv4 address).
+    pub prefix: Option<u8>,
+    /// `%ZONE`, only ever on link-local IPv6.
+    pub scope: Option<Scope>,
+    pub port: Option<u16>,
+}
+
+/// Parses `A[%Z][/LEN][:P]` for IPv4 and, for IPv6, `[A[%Z][/LEN]][%Z][/LEN][:P]` (the zone
+/// and the prefix inside or after the brackets, as `ip` and `ss` print them).
+pub fn parse_parts(s: &str) -> Result<AddrParts, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty address".into());
     }
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest
+    let (ip, inner_prefix, inner_scope, after) = if let Some(rest) = s.strip_prefix('[') {
+        let (inner, after) = rest
             .split_once(']')
             .ok_or_else(|| format!("'{s}' has '[' without ']'"))?;
-        let port = match after {
-            "" => None,
-            p => Some(
-                p.strip_prefix(':')
-                    .ok_or_else(|| format!("'{s}': expected ':PORT' after ']'"))?,
-            ),
-        };
-        let ip: std::net::Ipv6Addr = host
+        let (inner, prefix) = split_prefix(inner)?;
+        let (host, scope) = split_scope(inner)?;
+        let ip: Ipv6Addr = host
             .parse()
             .map_err(|_| format!("'{host}' is not an IPv6 address"))?;
-        (IpAddr::V6(ip), port)
+        (IpAddr::V6(ip), prefix, scope, after)
     } else if s.matches(':').count() > 1 {
         return Err(format!(
             "'{s}': write IPv6 addresses in brackets, e.g. [2001:db8::1]:9000"
         ));
     } else {
-        match s.split_once(':') {
-            Some((h, p)) => (parse_v4(h)?, Some(p)),
-            None => (parse_v4(s)?, None),
+        let (host, port) = match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        };
+        let (host, prefix) = split_prefix(host)?;
+        let (host, scope) = split_scope(host)?;
+        let ip = host
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("'{host}' is not an IPv4 address"))?;
+        let after = port.map_or(String::new(), |p| format!(":{p}"));
+        return finish(s, IpAddr::V4(ip), prefix, scope, &after);
+    };
+    // After the brackets: [%ZONE][/LEN][:PORT].
+    let (zone, after) = match after.strip_prefix('%') {
+        Some(z) => {
+            let end = z.find(['/', ':']).unwrap_or(z.len());
+            (Some(Scope::parse(&z[..end])?), &z[end..])
         }
+        None => (None, after),
     };
-    let port = match port {
-        None => None,
-        Some(p) => Some(parse_port(p)?),
+    let (len, after) = match after.strip_prefix('/') {
+        Some(l) => {
+            let end = l.find(':').unwrap_or(l.len());
+            (Some(parse_len(&l[..end])?), &l[end..])
+        }
+        None => (None, after),
     };
-    Ok((host, port))
+    let scope = match (inner_scope, zone) {
+        (Some(_), Some(_)) => return Err(format!("'{s}' gives a %ZONE twice")),
+        (a, b) => a.or(b),
+    };
+    let prefix = match (inner_prefix, len) {
+        (Some(_), Some(_)) => return Err(format!("'{s}' gives a /LEN twice")),
+        (a, b) => a.or(b),
+    };
+    if !after.is_empty() && !after.starts_with(':') {
+        return Err(format!("'{s}': expected ':PORT' after ']'"));
+    }
+    finish(s, ip, prefix, scope, after)
 }
 
-fn parse_v4(s: &str) -> Result<IpAddr, String> {
-    s.parse::<std::net::Ipv4Addr>()
-        .map(IpAddr::V4)
-        .map_err(|_| format!("'{s}' is not an IPv4 address"))
+/// Checks the parts against each other and normalises IPv4-mapped addresses.
+fn finish(
+    s: &str,
+    ip: IpAddr,
+    prefix: Option<u8>,
+    scope: Option<Scope>,
+    after: &str,
+) -> Result<AddrParts, String> {
+    let port = match after.strip_prefix(':') {
+        Some(p) => Some(parse_port(p)?),
+        None if after.is_empty() => None,
+        None => return Err(format!("'{s}': expected ':PORT'")),
+    };
+    let max = if ip.is_ipv6() { 128 } else { 32 };
+    if let Some(len) = prefix
+        && len > max
+    {
+        return Err(format!("'{s}': /{len} is longer than the address (/{max})"));
+    }
+    if let Some(scope) = scope
+        && !is_link_local(ip)
+    {
+        return Err(format!(
+            "'{s}': a %ZONE is only for link-local IPv6 (fe80::/10); leave out '%{scope}' \
+             (sockets bound to a device, which ss prints as ADDR%DEV, are found without it)"
+        ));
+    }
+    // RFC 4291 2.5.5.2: ::ffff:a.b.c.d is the IPv4 address a.b.c.d.
+    let (ip, prefix) = match ip {
+        IpAddr::V6(v6) => match (v6.to_ipv4_mapped(), prefix) {
+            (Some(v4), None) => (IpAddr::V4(v4), None),
+            (Some(v4), Some(len)) if len >= 96 => (IpAddr::V4(v4), Some(len - 96)),
+            _ => (ip, prefix),
+        },
+        v4 => (v4, prefix),
+    };
+    Ok(AddrParts {
+        ip,
+        prefix,
+        scope,
+        port,
+    })
+}
+
+fn split_prefix(s: &str) -> Result<(&str, Option<u8>), String> {
+    match s.split_once('/') {
+        Some((a, l)) => Ok((a, Some(parse_len(l)?))),
+        None => Ok((s, None)),
+    }
+}
+
+fn split_scope(s: &str) -> Result<(&str, Option<Scope>), String> {
+    match s.split_once('%') {
+        Some((a, z)) => Ok((a, Some(Scope::parse(z)?))),
+        None => Ok((s, None)),
+    }
+}
+
+fn parse_len(l: &str) -> Result<u8, String> {
+    if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("'/{l}' is not a prefix length"));
+    }
+    l.parse::<u8>()
+        .map_err(|_| format!("'/{l}' is not a prefix length"))
 }
 
 pub fn parse_port(p: &str) -> Result<u16, String> {
@@ -166,7 +446,7 @@ mod tests {
 
     fn exact(s: &str) -> Flow {
         match s.parse::<FlowSpec>() {
-            Ok(FlowSpec::Exact(f)) => f,
+            Ok(FlowSpec::Exact(f, None)) => f,
             other => panic!("{s}: {other:?}"),
         }
     }
@@ -191,11 +471,14 @@ mod tests {
     fn bare_remote_is_accepted() {
         assert_eq!(
             "198.51.100.2:9000".parse::<FlowSpec>(),
-            Ok(FlowSpec::Remote("198.51.100.2:9000".parse().unwrap()))
+            Ok(FlowSpec::Remote("198.51.100.2:9000".parse().unwrap(), None))
         );
         assert_eq!(
             "[2001:db8::2]:9000".parse::<FlowSpec>(),
-            Ok(FlowSpec::Remote("[2001:db8::2]:9000".parse().unwrap()))
+            Ok(FlowSpec::Remote(
+                "[2001:db8::2]:9000".parse().unwrap(),
+                None
+            ))
         );
     }
 
@@ -245,5 +528,145 @@ mod tests {
         let f = exact("[2001:db8::1]:040000-[2001:db8::2]:09000");
         assert_eq!(f.to_string(), "[2001:db8::1]:40000-[2001:db8::2]:9000");
         assert_eq!(exact(&f.to_string()), f);
+    }
+
+    fn scoped(s: &str) -> (Flow, Option<Scope>) {
+        match s.parse::<FlowSpec>() {
+            Ok(FlowSpec::Exact(f, scope)) => (f, scope),
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    fn name(s: &str) -> Scope {
+        Scope::Name(IfName::new(s).unwrap())
+    }
+
+    #[test]
+    fn link_local_flows_take_a_zone_inside_or_after_the_brackets() {
+        let want = Flow {
+            local: "[fe80::1]:40000".parse().unwrap(),
+            remote: "[fe80::2]:9000".parse().unwrap(),
+        };
+        for s in [
+            "[fe80::1%eth0]:40000-[fe80::2%eth0]:9000",
+            "[fe80::1]%eth0:40000-[fe80::2]%eth0:9000",
+            "[fe80::1%eth0]:40000-[fe80::2]:9000",
+            "[fe80::1]:40000-[fe80::2%eth0]:9000",
+        ] {
+            assert_eq!(scoped(s), (want, Some(name("eth0"))), "{s}");
+        }
+        assert_eq!(
+            scoped("[fe80::1%7]:40000-[fe80::2%7]:9000"),
+            (want, Some(Scope::Index(7)))
+        );
+        // Interface names may hold dashes; the FLOW's own dash is still found.
+        let (f, s) = scoped("[fe80::1%veth-a1]:40000-[fe80::2]%veth-a1:9000");
+        assert_eq!((f, s), (want, Some(name("veth-a1"))));
+        // No zone: still a valid flow (the lookup finds the socket on whatever link).
+        assert_eq!(scoped("[fe80::1]:40000-[fe80::2]:9000"), (want, None));
+        assert_eq!(
+            "[fe80::2%eth0]:9000".parse::<FlowSpec>(),
+            Ok(FlowSpec::Remote(
+                "[fe80::2]:9000".parse().unwrap(),
+                Some(name("eth0"))
+            ))
+        );
+    }
+
+    #[test]
+    fn zoned_flows_print_back_to_the_same_spec() {
+        for s in [
+            "[fe80::1%eth0]:40000-[fe80::2%eth0]:9000",
+            "[fe80::1%3]:40000-[fe80::2%3]:9000",
+            "[fe80::2%veth-a1]:9000",
+            "198.18.0.2:40000-198.51.100.2:9000",
+        ] {
+            let spec: FlowSpec = s.parse().unwrap();
+            assert_eq!(spec.to_string(), s);
+            assert_eq!(spec.to_string().parse::<FlowSpec>(), Ok(spec));
+        }
+        let spec: FlowSpec = "[fe80::1]%eth0:40000-[fe80::2]:9000".parse().unwrap();
+        assert_eq!(spec.to_string(), "[fe80::1%eth0]:40000-[fe80::2%eth0]:9000");
+    }
+
+    #[test]
+    fn bad_zones_are_refused_with_a_reason() {
+        for (input, needle) in [
+            // A zone on an address that is not link-local.
+            (
+                "[2001:db8::1%eth0]:1-[2001:db8::2]:9000",
+                "only for link-local",
+            ),
+            ("198.18.0.1%eth0:40000-198.18.0.2:9000", "leave out '%eth0'"),
+            ("[::ffff:198.18.0.2%eth0]:9000", "only for link-local"),
+            (
+                "[fe80::1%eth0]:1-[fe80::2%eth1]:9000",
+                "different interfaces",
+            ),
+            ("[fe80::1%eth0]%eth0:1-[fe80::2]:9000", "twice"),
+            ("[fe80::1%]:1-[fe80::2]:9000", "not an interface name"),
+            ("[fe80::1%0]:1-[fe80::2]:9000", "index 0"),
+            ("[fe80::1%99999999999]:1-[fe80::2]:9000", "out of range"),
+            (
+                "[fe80::1%abcdefghijklmnop]:1-[fe80::2]:9000",
+                "not an interface name",
+            ),
+            ("[fe80::1%a b]:1-[fe80::2]:9000", "not an interface name"),
+            ("[fe80::1%..]:1-[fe80::2]:9000", "not an interface name"),
+            ("[2001:db8::]/32:9000", "prefixes are for --local"),
+        ] {
+            let err = input.parse::<FlowSpec>().expect_err(input);
+            assert!(err.to_string().contains(needle), "{input}: {err}");
+            assert!(!err.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_the_ipv4_address() {
+        // How ss prints a dual-stack [::] server's connection.
+        assert_eq!(
+            exact("[::ffff:198.18.0.2]:9000-[::ffff:198.18.0.1]:40001"),
+            exact("198.18.0.2:9000-198.18.0.1:40001")
+        );
+        // Mixed forms are one family once normalised.
+        assert_eq!(
+            exact("[::ffff:198.18.0.2]:9000-198.18.0.1:40001"),
+            exact("198.18.0.2:9000-198.18.0.1:40001")
+        );
+        assert_eq!(
+            "[::ffff:c612:2]:9000".parse::<FlowSpec>(),
+            Ok(FlowSpec::Remote("198.18.0.2:9000".parse().unwrap(), None))
+        );
+        assert_eq!(
+            split_host_port("[::ffff:198.51.100.2]"),
+            Ok(("198.51.100.2".parse().unwrap(), None))
+        );
+        assert_eq!(
+            parse_endpoint("[::ffff:198.51.100.2]:80"),
+            Ok("198.51.100.2:80".parse().unwrap())
+        );
+        // Not mapped: IPv4-compatible (deprecated) and NAT64 addresses stay IPv6.
+        assert!(exact("[::198.18.0.2]:1-[::198.18.0.1]:2").is_ipv6());
+        assert!(exact("[64:ff9b::c612:2]:1-[64:ff9b::c612:1]:2").is_ipv6());
+    }
+
+    #[test]
+    fn parts_carry_prefixes_zones_and_ports() {
+        let p = parse_parts("198.51.100.0/24:9000").unwrap();
+        assert_eq!((p.prefix, p.port), (Some(24), Some(9000)));
+        for s in ["[2001:db8::]/32:9000", "[2001:db8::/32]:9000"] {
+            let p = parse_parts(s).unwrap();
+            assert_eq!(p.ip, "2001:db8::".parse::<IpAddr>().unwrap(), "{s}");
+            assert_eq!((p.prefix, p.port), (Some(32), Some(9000)), "{s}");
+        }
+        let p = parse_parts("[::ffff:198.51.100.0]/120").unwrap();
+        assert_eq!(p.ip, "198.51.100.0".parse::<IpAddr>().unwrap());
+        assert_eq!(p.prefix, Some(24));
+        assert!(parse_parts("198.51.100.0/33").is_err());
+        assert!(parse_parts("[2001:db8::]/129").is_err());
+        assert!(parse_parts("198.51.100.0/").is_err());
+        assert!(parse_parts("198.51.100.0/-1").is_err());
+        assert!(split_host_port("198.51.100.0/24").is_err());
+        assert!(split_host_port("[fe80::1%eth0]").is_err());
     }
 }

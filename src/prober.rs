@@ -7,40 +7,58 @@ use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::flow::{Flow, FlowSpec};
 use crate::output::Reporter;
-use crate::sys::diag::Diag;
+use crate::sys::diag::{Conn, Diag};
 use crate::sys::privilege::Bounding;
+use crate::sys::raw;
 
 /// Turns what the user named into one established connection.
 pub fn resolve(spec: FlowSpec, diag: &mut Diag) -> Result<Flow> {
+    resolve_conn(spec, diag).map(|c| c.flow)
+}
+
+/// Turns what the user named into one established connection, as sock_diag reports it
+/// (with its mark, bound device and signature). A zone (`%eth0`) is resolved here, inside
+/// the network namespace the command runs in.
+pub fn resolve_conn(spec: FlowSpec, diag: &mut Diag) -> Result<Conn> {
+    let ifindex = match spec.scope() {
+        Some(scope) => Some(raw::scope_index(scope).map_err(Error::Usage)?),
+        None => None,
+    };
     match spec {
-        FlowSpec::Exact(flow) => match diag.lookup(&flow)? {
-            Some(c) if c.established => Ok(flow),
-            Some(_) => Err(Error::NoConnection(format!(
-                "connection {flow} exists but is not established"
-            ))),
-            None => Err(Error::NoConnection(format!(
-                "no established TCP connection {flow}"
-            ))),
-        },
-        FlowSpec::Remote(remote) => {
-            let mut matches: Vec<Flow> = diag
+        FlowSpec::Exact(flow, _) => {
+            let found = match ifindex {
+                Some(i) => diag.lookup_on(&flow, i)?,
+                None => diag.lookup(&flow)?,
+            };
+            match found {
+                Some(c) if c.established => Ok(c),
+                Some(_) => Err(Error::NoConnection(format!(
+                    "connection {flow} exists but is not established"
+                ))),
+                None => Err(Error::NoConnection(format!(
+                    "no established TCP connection {flow}"
+                ))),
+            }
+        }
+        FlowSpec::Remote(remote, _) => {
+            let mut matches: Vec<Conn> = diag
                 .established()?
                 .into_iter()
-                .map(|c| c.flow)
-                .filter(|f| f.remote == remote)
+                .filter(|c| c.flow.remote == remote)
+                .filter(|c| ifindex.is_none_or(|i| c.route.ifindex == i))
                 .collect();
-            matches.sort();
-            matches.dedup();
-            match matches.as_slice() {
-                [] => Err(Error::NoConnection(format!(
+            matches.sort_by_key(|c| c.flow);
+            matches.dedup_by_key(|c| c.flow);
+            match matches.len() {
+                0 => Err(Error::NoConnection(format!(
                     "no established TCP connection to {remote}"
                 ))),
-                [one] => Ok(*one),
-                many => Err(Error::Usage(format!(
-                    "{} established connections go to {remote}: {}; name one as LOCAL-REMOTE",
-                    many.len(),
-                    many.iter()
-                        .map(|f| f.to_string())
+                1 => Ok(matches.remove(0)),
+                n => Err(Error::Usage(format!(
+                    "{n} established connections go to {remote}: {}; name one as LOCAL-REMOTE",
+                    matches
+                        .iter()
+                        .map(|c| c.flow.to_string())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ))),
@@ -52,6 +70,7 @@ pub fn resolve(spec: FlowSpec, diag: &mut Diag) -> Result<Flow> {
 /// Runs the time/intvl/probes loop on one connection until it has an outcome.
 pub fn probe_one(cfg: Config, diag: Diag, reporter: Reporter) -> Result<(Outcome, u64)> {
     let mut fleet = Fleet::open(&[cfg.flow], diag, u32::MAX, reporter)?;
+    fleet.prepare_route(cfg.flow.is_ipv6(), cfg.route)?;
     fleet.drop_privileges(&[], Bounding::Drop)?;
     fleet.add(cfg, None);
     loop {

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::filter::FilterArgs;
-use crate::flow::Flow;
+use crate::flow::{Flow, Signature};
 use crate::sys::diag::{Conn, Diag};
 use crate::sys::owner::{Owner, Owners};
 
@@ -113,6 +113,8 @@ struct Row<'a> {
     send_queue: u32,
     recv_queue: u32,
     keepalive: Keepalive,
+    /// TCP-MD5: kaprobe cannot probe it (README "Policy routing, VRFs, bound sockets").
+    signature: Option<Signature>,
     inode: u32,
     uid: u32,
     owners: &'a [Owner],
@@ -127,6 +129,7 @@ impl<'a> Row<'a> {
             send_queue: c.send_queue,
             recv_queue: c.recv_queue,
             keepalive: Keepalive::of(c),
+            signature: c.signature,
             inode: c.inode,
             uid: c.uid,
             owners: owners.of(c.inode),
@@ -145,6 +148,7 @@ impl<'a> Row<'a> {
             "inode": self.inode,
             "uid": self.uid,
             "owners": owners_json(self.owners),
+            "signature": self.signature.map(Signature::token),
         });
         self.keepalive.json_fields(&mut o);
         o
@@ -159,7 +163,15 @@ impl<'a> Row<'a> {
             opt(self.unacked.map(|u| u.to_string())),
             self.recv_queue.to_string(),
             self.send_queue.to_string(),
-            self.keepalive.describe(),
+            match self.signature {
+                // `signed=md5`: noted where it is seen first, next to the keepalive state.
+                Some(sig) => format!(
+                    "{} signed={}",
+                    self.keepalive.describe(),
+                    sig.token().trim_start_matches("tcp-")
+                ),
+                None => self.keepalive.describe(),
+            },
             owners_cell(self.owners),
         ]
     }
@@ -349,6 +361,17 @@ mod tests {
         assert!(j["idle_ms"].is_null());
         assert_eq!(j["recv_queue"], 3);
         assert_eq!(j["owners"], json!([]));
+        assert!(j["signature"].is_null());
+    }
+
+    #[test]
+    fn signed_connections_are_marked() {
+        let owners = Owners::default();
+        let mut c = conn(None);
+        c.signature = Some(Signature::Md5);
+        let row = Row::new(&c, &owners);
+        assert_eq!(row.cells()[6], "off signed=md5");
+        assert_eq!(row.json()["signature"], "tcp-md5");
     }
 
     #[test]

@@ -6,10 +6,10 @@ use super::Ctx;
 use crate::cli::{ProbeStyle, SeqSourceArg, TimingArgs};
 use crate::engine::{Config, Outcome, SeqSource};
 use crate::error::{Error, Result};
-use crate::flow::FlowSpec;
+use crate::flow::{Flow, FlowSpec, Signature};
 use crate::output::Reporter;
 use crate::prober;
-use crate::sys::diag::Diag;
+use crate::sys::diag::{Diag, SignatureDrops};
 
 #[derive(Args, Debug)]
 pub struct ProbeArgs {
@@ -34,14 +34,25 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
     }
     let source = seq_source(args.style.seq_source);
     let mut diag = Diag::open()?;
-    let flow = prober::resolve(args.flow, &mut diag)?;
+    let conn = prober::resolve_conn(args.flow, &mut diag)?;
+    if let Some(sig) = conn.signature {
+        return Err(signed_refusal(&conn.flow, sig));
+    }
+    let flow = conn.flow;
+    if conn.route != Default::default() {
+        log::info!(
+            "{flow}: routed like its socket: {}",
+            crate::sys::raw::describe_route(conn.route)
+        );
+    }
     let cfg = Config {
         flow,
-        route: Default::default(),
+        route: conn.route,
         timing,
         source,
         garbage_octet: args.style.garbage_octet,
     };
+    let drops_before = SignatureDrops::read();
     let (outcome, ignored) = prober::probe_one(cfg, diag, reporter)?;
     if ignored > 0 {
         log::info!("{flow}: ignored {ignored} answers that did not match the probe");
@@ -58,6 +69,20 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
             SeqSource::Sniff => {
                 format!("no segment of {flow} seen on the wire; try --seq-source local")
             }
+            // sock_diag cannot show TCP-AO (nor TCP-MD5 without CAP_NET_ADMIN); the stack's
+            // drop counters can, after the fact: our SYNs were unsigned.
+            SeqSource::Local
+                if let Some(sig) = drops_before.and_then(|before| {
+                    SignatureDrops::read().and_then(|after| after.rose_since(&before))
+                }) =>
+            {
+                format!(
+                    "could not learn the sequence numbers of {flow}: the local stack dropped \
+                     the injected SYNs as unsigned, so the connection most likely uses {}; \
+                     both ends drop unsigned segments, so kaprobe cannot probe it",
+                    sig.as_str()
+                )
+            }
             _ => format!(
                 "could not learn the sequence numbers of {flow}: the local socket sent no \
                  challenge ACK to {} injected SYNs",
@@ -65,6 +90,15 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
             ),
         })),
     }
+}
+
+/// Why a signed connection is not probed: exit 7 (README "Policy routing, VRFs, bound
+/// sockets"), before anything is sent.
+pub fn signed_refusal(flow: &Flow, sig: Signature) -> Error {
+    Error::Runtime(format!(
+        "{flow} uses {}: both ends drop unsigned segments, so kaprobe cannot probe it",
+        sig.as_str()
+    ))
 }
 
 /// The engine's sequence source for the option, warning where it may mislead.

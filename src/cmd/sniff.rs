@@ -78,10 +78,10 @@ impl Selector {
     fn matches(&self, seg: &Segment) -> bool {
         let (a, b) = (seg.src, seg.dst);
         match self.spec {
-            Some(FlowSpec::Exact(f)) => {
+            Some(FlowSpec::Exact(f, _)) => {
                 (f.local, f.remote) == (a, b) || (f.local, f.remote) == (b, a)
             }
-            Some(FlowSpec::Remote(r)) => r == a || r == b,
+            Some(FlowSpec::Remote(r, _)) => r == a || r == b,
             None => match self.orient(a, b) {
                 Some(f) => self.filter.matches(&f),
                 None => {
@@ -99,7 +99,7 @@ impl Selector {
 
     /// The FLOW to name an event by: the user's, else local side first, else prober first.
     fn flow(&self, prober: SocketAddr, peer: SocketAddr) -> Flow {
-        if let Some(FlowSpec::Exact(f)) = self.spec {
+        if let Some(FlowSpec::Exact(f, _)) = self.spec {
             return f;
         }
         self.orient(prober, peer).unwrap_or(Flow {
@@ -154,7 +154,7 @@ pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<i32> {
     };
     // One connection on all interfaces: the kernel can drop everything else.
     let filter = match (args.flow, ifindex) {
-        (Some(FlowSpec::Exact(flow)), None) => bpf::flows_filter(&[flow]),
+        (Some(FlowSpec::Exact(flow, _)), None) => bpf::flows_filter(&[flow]),
         _ => bpf::tcp_filter(ifindex),
     };
     let mut cap = Capture::open(&filter)?;

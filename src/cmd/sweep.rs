@@ -11,7 +11,7 @@ use crate::engine::{Config, Outcome, Verdict};
 use crate::error::{EXIT_NO_CONNECTION, EXIT_RUNTIME, Error, Result};
 use crate::filter::FilterArgs;
 use crate::fleet::Fleet;
-use crate::flow::Flow;
+use crate::flow::{Flow, Signature};
 use crate::output::{Reporter, ms, verdict_json};
 use crate::sys::diag::Diag;
 use crate::sys::privilege::Bounding;
@@ -31,6 +31,8 @@ pub struct SweepArgs {
 /// One connection's result.
 enum Row {
     Verdict(Verdict, u64),
+    /// Signed (TCP-MD5): listed, never probed (README "sweep").
+    Signed(Signature),
     Closed,
     Failed,
 }
@@ -40,6 +42,7 @@ impl Row {
     fn rank(&self) -> u8 {
         match self {
             Row::Verdict(v, _) => v.kind as u8,
+            Row::Signed(_) => 9,
             Row::Closed => 10,
             Row::Failed => 11,
         }
@@ -48,6 +51,7 @@ impl Row {
     fn label(&self) -> &'static str {
         match self {
             Row::Verdict(v, _) => v.kind.as_str(),
+            Row::Signed(_) => "signed",
             Row::Closed => "closed",
             Row::Failed => "failed",
         }
@@ -64,6 +68,12 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<i32> {
     let mut diag = Diag::open()?;
     let mut conns = args.filter.require_established(&mut diag)?;
     conns.sort_by_key(|c| c.flow);
+    // Signed connections cannot be probed: they get their own rows, and no packet.
+    let signed: Vec<(Flow, Row)> = conns
+        .iter()
+        .filter_map(|c| Some((c.flow, Row::Signed(c.signature?))))
+        .collect();
+    conns.retain(|c| c.signature.is_none());
     let reporter = Reporter {
         json: ctx.json,
         verbose: ctx.verbose,
@@ -81,7 +91,7 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<i32> {
     let per = conns.len().div_ceil(workers);
     let rate = (args.rate.rate / workers as u32).max(1);
     let mut fleets = Vec::with_capacity(workers);
-    for (i, slice) in conns.chunks(per).enumerate() {
+    for (i, slice) in conns.chunks(per.max(1)).enumerate() {
         let flows: Vec<Flow> = slice.iter().map(|c| c.flow).collect();
         let d = if i == 0 {
             std::mem::replace(&mut diag, Diag::open()?)
@@ -98,6 +108,7 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<i32> {
                 garbage_octet: args.style.garbage_octet,
             };
             fleet.add(cfg, Some(c.view()));
+            fleet.prepare_route(c.flow.is_ipv6(), c.route)?;
         }
         fleets.push(fleet);
     }
@@ -121,7 +132,8 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<i32> {
             .collect()
     });
     let elapsed = started.elapsed();
-    let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(conns.len());
+    let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(conns.len() + signed.len());
+    rows.extend(signed);
     for r in results {
         let (fleet, part) = r?;
         fleet.close();
@@ -168,7 +180,7 @@ fn summary_line(rows: &[(Flow, Row)], elapsed: Duration) -> String {
         count(rows, "reset"),
         count(rows, "unreachable"),
     );
-    for extra in ["closed", "failed"] {
+    for extra in ["signed", "closed", "failed"] {
         let n = count(rows, extra);
         if n > 0 {
             s.push_str(&format!(", {n} {extra}"));
@@ -185,6 +197,12 @@ fn print_rows(rows: &[(Flow, Row)], elapsed: Duration, json: bool) {
         for (flow, row) in rows {
             let v = match row {
                 Row::Verdict(v, ignored) => verdict_json(flow, v, *ignored),
+                Row::Signed(sig) => json!({
+                    "event": "verdict", "flow": flow.to_string(), "local": flow.local.to_string(),
+                    "remote": flow.remote.to_string(), "verdict": "signed",
+                    "signature": sig.token(), "probes_sent": 0, "rtt_us": null,
+                    "elapsed_ms": null,
+                }),
                 other => json!({
                     "event": "verdict", "flow": flow.to_string(), "local": flow.local.to_string(),
                     "remote": flow.remote.to_string(), "verdict": other.label(), "probes_sent": 0,
@@ -200,6 +218,7 @@ fn print_rows(rows: &[(Flow, Row)], elapsed: Duration, json: bool) {
                 "event": "summary", "connections": rows.len(),
                 "alive": count(rows, "alive"), "dead": count(rows, "dead"),
                 "reset": count(rows, "reset"), "unreachable": count(rows, "unreachable"),
+                "signed": count(rows, "signed"),
                 "closed": count(rows, "closed"), "failed": count(rows, "failed"),
                 "elapsed_ms": elapsed.as_millis() as u64,
             })
@@ -236,8 +255,9 @@ fn print_rows(rows: &[(Flow, Row)], elapsed: Duration, json: bool) {
     let _ = out.flush();
 }
 
-/// The worst verdict decides (dead > unreachable > reset > alive); with no verdict at all,
-/// closed connections give 5 and failures 7.
+/// The worst verdict decides (dead > unreachable > reset > alive); signed connections do not
+/// change it. With no verdict at all, failures and signed connections give 7, closed
+/// connections alone 5.
 fn exit_code(rows: &[(Flow, Row)]) -> i32 {
     let worst = rows
         .iter()
@@ -248,7 +268,12 @@ fn exit_code(rows: &[(Flow, Row)]) -> i32 {
         .max();
     match worst {
         Some(k) => k.exit_code(),
-        None if rows.iter().any(|(_, r)| matches!(r, Row::Failed)) => EXIT_RUNTIME,
+        None if rows
+            .iter()
+            .any(|(_, r)| matches!(r, Row::Failed | Row::Signed(_))) =>
+        {
+            EXIT_RUNTIME
+        }
         None => EXIT_NO_CONNECTION,
     }
 }
@@ -301,6 +326,24 @@ mod tests {
         assert_eq!(exit_code(&[(f(1), Row::Closed)]), 5);
         assert_eq!(exit_code(&[(f(1), Row::Closed), (f(2), Row::Failed)]), 7);
         assert_eq!(exit_code(&[(f(1), row(VerdictKind::Alive))]), 0);
+    }
+
+    #[test]
+    fn signed_connections_are_counted_but_do_not_change_the_worst_verdict() {
+        let md5 = || Row::Signed(Signature::Md5);
+        let rows = vec![(f(1), row(VerdictKind::Alive)), (f(2), md5())];
+        assert_eq!(exit_code(&rows), 0);
+        let rows = vec![(f(1), row(VerdictKind::Dead)), (f(2), md5())];
+        assert_eq!(exit_code(&rows), 1);
+        // Nothing could be probed: as `probe` on a signed connection, 7.
+        assert_eq!(exit_code(&[(f(1), md5())]), 7);
+        assert_eq!(exit_code(&[(f(1), md5()), (f(2), Row::Closed)]), 7);
+        let rows = vec![(f(1), row(VerdictKind::Alive)), (f(2), md5())];
+        assert_eq!(
+            summary_line(&rows, Duration::from_millis(20)),
+            "2 connections: 1 alive, 0 dead, 0 reset, 0 unreachable, 1 signed in 0.02 s"
+        );
+        assert!(md5().rank() > row(VerdictKind::Dead).rank());
     }
 
     #[test]

@@ -15,10 +15,10 @@ use crate::engine::{Config, ConnView, Outcome, SeqSource, Timing, Verdict, Verdi
 use crate::error::{Error, Result};
 use crate::filter::FilterArgs;
 use crate::fleet::Fleet;
-use crate::flow::{Flow, FlowSpec};
+use crate::flow::{Flow, FlowSpec, Route};
 use crate::output::{Reporter, ms};
 use crate::prober;
-use crate::sys::diag::Diag;
+use crate::sys::diag::{Conn, Diag};
 use crate::sys::privilege::{Bounding, CAP_NET_ADMIN};
 use crate::sys::{catch_stop_signals, stop_requested};
 
@@ -79,6 +79,8 @@ fn on_dead(arg: &str) -> Result<OnDead> {
 #[derive(Default)]
 struct Track {
     state: Option<&'static str>,
+    /// Its mark and bound device, as sock_diag reported them when it was found.
+    route: Route,
 }
 
 #[derive(Default)]
@@ -95,6 +97,9 @@ struct Watch<'a> {
     source: SeqSource,
     action: OnDead,
     tracks: HashMap<Flow, Track>,
+    /// Connections found but not watched (signed, or a route that cannot be opened any
+    /// more), each warned about once.
+    skipped: HashSet<Flow>,
     tally: Tally,
     children: Vec<Child>,
 }
@@ -111,33 +116,62 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
     let action = on_dead(&args.on_dead)?;
     let mut diag = Diag::open()?;
     let single = match args.flow {
-        Some(spec) => Some(prober::resolve(spec, &mut diag)?),
+        Some(spec) => {
+            let c = prober::resolve_conn(spec, &mut diag)?;
+            if let Some(sig) = c.signature {
+                return Err(super::probe::signed_refusal(&c.flow, sig));
+            }
+            Some(c)
+        }
         None => None,
     };
-    let initial: Vec<(Flow, _)> = match single {
-        Some(flow) => vec![(flow, None)],
+    let mut skipped = HashSet::new();
+    let initial: Vec<(Flow, Option<ConnView>, Route)> = match &single {
+        Some(c) => vec![(c.flow, None, c.route)],
         None => args
             .filter
             .established(&mut diag)?
             .into_iter()
-            .map(|c| (c.flow, Some(c.view())))
+            .filter(|c| !skip_signed(&mut skipped, c))
+            .map(|c| (c.flow, Some(c.view()), c.route))
             .collect(),
     };
+    let single = single.map(|c| c.flow);
     if single.is_none() && initial.is_empty() {
         log::info!("no established connection matches yet; waiting for one");
     }
     let source = super::probe::seq_source(args.style.seq_source);
-    let flows: Vec<Flow> = initial.iter().map(|(f, _)| *f).collect();
+    let flows: Vec<Flow> = initial.iter().map(|(f, _, _)| *f).collect();
     let reporter = Reporter {
         json: ctx.json,
         verbose: ctx.verbose,
     };
     let mut fleet = Fleet::open(&flows, diag, args.rate.rate, reporter)?;
-    // kill needs CAP_NET_ADMIN for SOCK_DESTROY; exec'd commands run as they would from a shell.
+    // Each route's raw socket is configured now, while the privileges are held.
+    let mut initial_ok = Vec::with_capacity(initial.len());
+    for (flow, view, route) in initial {
+        match fleet.prepare_route(flow.is_ipv6(), route) {
+            Ok(()) => initial_ok.push((flow, view, route)),
+            Err(e) if single.is_none() => {
+                log::warn!("{flow}: not watched: {e}");
+                skipped.insert(flow);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // kill needs CAP_NET_ADMIN for SOCK_DESTROY. So does watching by filters: sock_diag
+    // shows a socket's mark and TCP-MD5 keys only to CAP_NET_ADMIN, and without them a
+    // connection that appears later would be probed unmarked (a false `dead` under policy
+    // routing) or, if signed, retried forever. exec'd commands run as they would from a
+    // shell.
+    let keep: &[u32] = if single.is_none() || action == OnDead::Kill {
+        &[CAP_NET_ADMIN]
+    } else {
+        &[]
+    };
     match action {
-        OnDead::Kill => fleet.drop_privileges(&[CAP_NET_ADMIN], Bounding::Drop)?,
-        OnDead::Exec(_) => fleet.drop_privileges(&[], Bounding::Keep)?,
-        OnDead::Report => fleet.drop_privileges(&[], Bounding::Drop)?,
+        OnDead::Exec(_) => fleet.drop_privileges(keep, Bounding::Keep)?,
+        _ => fleet.drop_privileges(keep, Bounding::Drop)?,
     }
     let mut w = Watch {
         args,
@@ -146,11 +180,12 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
         source,
         action,
         tracks: HashMap::new(),
+        skipped,
         tally: Tally::default(),
         children: Vec::new(),
     };
-    for (flow, view) in initial {
-        w.start(&mut fleet, flow, view);
+    for (flow, view, route) in initial_ok {
+        w.start(&mut fleet, flow, view, route);
     }
     catch_stop_signals();
     let mut next_rescan = fleet.now() + args.rescan;
@@ -159,7 +194,8 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
         for (flow, outcome, _) in fleet.step(Duration::from_millis(250))? {
             let keep = w.outcome(&mut fleet, flow, outcome)?;
             if keep {
-                w.start(&mut fleet, flow, None);
+                let route = w.tracks.get(&flow).map_or_else(Route::default, |t| t.route);
+                w.start(&mut fleet, flow, None, route);
             } else {
                 w.tracks.remove(&flow);
             }
@@ -185,6 +221,22 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
     Ok(exit)
 }
 
+/// True (after one warning) for a signed connection, which is never probed.
+fn skip_signed(skipped: &mut HashSet<Flow>, c: &Conn) -> bool {
+    let Some(sig) = c.signature else {
+        return false;
+    };
+    if skipped.insert(c.flow) {
+        log::warn!(
+            "{}: not watched: it uses {}; both ends drop unsigned segments, so kaprobe \
+             cannot probe it",
+            c.flow,
+            sig.as_str()
+        );
+    }
+    true
+}
+
 fn severity(state: &str) -> u8 {
     match state {
         "dead" => 3,
@@ -195,14 +247,14 @@ fn severity(state: &str) -> u8 {
 }
 
 impl Watch<'_> {
-    fn start(&mut self, fleet: &mut Fleet, flow: Flow, view: Option<ConnView>) {
+    fn start(&mut self, fleet: &mut Fleet, flow: Flow, view: Option<ConnView>, route: Route) {
         if self.tally.seen.insert(flow) {
             log::info!("{flow}: watching");
         }
-        self.tracks.entry(flow).or_default();
+        self.tracks.entry(flow).or_default().route = route;
         let cfg = Config {
             flow,
-            route: Default::default(),
+            route,
             timing: self.timing,
             source: self.source,
             garbage_octet: self.args.style.garbage_octet,
@@ -212,12 +264,35 @@ impl Watch<'_> {
 
     fn rescan(&mut self, fleet: &mut Fleet) -> Result<()> {
         let conns = self.args.filter.established(fleet.diag())?;
+        // Forget skipped connections that are gone: a new one on the same tuple is news.
+        let present: HashSet<Flow> = conns.iter().map(|c| c.flow).collect();
+        self.skipped.retain(|f| present.contains(f));
         let mut added = false;
         for c in conns {
-            if !self.tracks.contains_key(&c.flow) {
-                self.start(fleet, c.flow, Some(c.view()));
-                added = true;
+            if self.tracks.contains_key(&c.flow)
+                || self.skipped.contains(&c.flow)
+                || skip_signed(&mut self.skipped, &c)
+            {
+                continue;
             }
+            // A route first seen now needs a raw socket the dropped privileges cannot open.
+            if let Err(e) = fleet.prepare_route(c.flow.is_ipv6(), c.route) {
+                let why = match e {
+                    Error::Privilege { .. } => String::new(),
+                    other => format!(" ({other})"),
+                };
+                log::warn!(
+                    "{}: not watched: it sends with {}, and kaprobe opened raw sockets only \
+                     for the routes present at start, before dropping its privileges{why}; \
+                     restart watch to include it",
+                    c.flow,
+                    crate::sys::raw::describe_route(c.route)
+                );
+                self.skipped.insert(c.flow);
+                continue;
+            }
+            self.start(fleet, c.flow, Some(c.view()), c.route);
+            added = true;
         }
         if added {
             let flows: Vec<Flow> = self.tracks.keys().copied().collect();

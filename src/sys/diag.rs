@@ -1,10 +1,16 @@
 //! Finding connections and their `tcp_info` through netlink sock_diag (what `ss` uses).
+//!
+//! With CAP_NET_ADMIN the kernel adds, unasked, each socket's mark (`INET_DIAG_MARK`) and its
+//! TCP-MD5 keys (`INET_DIAG_MD5SIG`); the bound device is always in the header (`idiag_if`).
+//! TCP-AO (RFC 5925, Linux 6.7+) is not visible through sock_diag at all: the kernel's TCP
+//! diag handler reports MD5 keys and the ULP only, and `tcp_info` has no AO bit. See
+//! README "Policy routing, VRFs, bound sockets" for what kaprobe does instead.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _,
 };
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::nlas::{Nla, TcpInfo};
@@ -20,6 +26,11 @@ use crate::error::{Error, Result};
 use crate::flow::{Flow, Route, Signature};
 
 const TCP_ESTABLISHED: u8 = 1;
+/// `INET_DIAG_MD5SIG`: an array of `struct tcp_diag_md5sig`, one per key on the socket.
+const INET_DIAG_MD5SIG: u16 = 18;
+/// `struct tcp_diag_md5sig`: family (u8), prefix length (u8), key length (u16), address
+/// (16 bytes, network order), key (80 bytes).
+const MD5SIG_ENTRY_LEN: usize = 100;
 /// INET_DIAG_NOCOOKIE: look the socket up by its 4-tuple alone.
 const NO_COOKIE: [u8; 8] = [0xff; 8];
 
@@ -88,9 +99,25 @@ impl Diag {
         })
     }
 
-    /// The socket on exactly this 4-tuple, in whatever state, or `None`.
+    /// The socket on exactly this 4-tuple, in whatever state, or `None`, when its bound
+    /// device is not known: an exact lookup as for an unbound socket first, then, if that
+    /// finds nothing, one dump of the sockets on the flow's two ports, which finds sockets
+    /// bound to a device (SO_BINDTODEVICE, a VRF, link-local IPv6) too.
     pub fn lookup(&mut self, flow: &Flow) -> Result<Option<Conn>> {
-        let id = socket_id(flow);
+        if let Some(c) = self.lookup_on(flow, 0)? {
+            return Ok(Some(c));
+        }
+        let mut found = self.on_ports(flow)?;
+        // Two sockets can share a link-local tuple on different links: prefer a live one.
+        found.sort_by_key(|c| (!c.established, c.route.ifindex));
+        Ok(found.into_iter().next())
+    }
+
+    /// The socket on exactly this 4-tuple and bound device (`ifindex`, 0 for none: the
+    /// kernel matches the socket's `sk_bound_dev_if` against it), or `None`.
+    pub fn lookup_on(&mut self, flow: &Flow, ifindex: u32) -> Result<Option<Conn>> {
+        let mut id = socket_id(flow);
+        id.interface_id = ifindex;
         let family = if flow.is_ipv6() { AF_INET6 } else { AF_INET };
         let mut found = Vec::new();
         self.request(NLM_F_REQUEST, family, StateFlags::all(), id, &mut found)?;
@@ -98,9 +125,43 @@ impl Diag {
         Ok(found.into_iter().find(|c| c.flow == *flow))
     }
 
+    /// Every socket on exactly this 4-tuple, whatever it is bound to: one dump per family
+    /// that can hold it (an IPv4 flow may live on a dual-stack AF_INET6 socket), filtered
+    /// by the kernel on the two ports.
+    fn on_ports(&mut self, flow: &Flow) -> Result<Vec<Conn>> {
+        let mut found = Vec::new();
+        let families: &[u8] = if flow.is_ipv6() {
+            &[AF_INET6]
+        } else {
+            &[AF_INET, AF_INET6]
+        };
+        for &family in families {
+            let mut id = if family == AF_INET6 {
+                SocketId::new_v6()
+            } else {
+                SocketId::new_v4()
+            };
+            id.source_port = flow.local.port();
+            id.destination_port = flow.remote.port();
+            self.request(
+                NLM_F_REQUEST | NLM_F_DUMP,
+                family,
+                StateFlags::all(),
+                id,
+                &mut found,
+            )?;
+        }
+        found.retain(|c| c.flow == *flow);
+        Ok(found)
+    }
+
     /// Destroys the local socket of `flow` (SOCK_DESTROY, what `ss -K` does): the owning
-    /// application's pending and next calls fail with ECONNABORTED.
+    /// application's pending and next calls fail with ECONNABORTED. The kernel finds the
+    /// socket as an exact lookup does, so a bound socket is named with its device.
     pub fn destroy(&mut self, flow: &Flow) -> Result<()> {
+        let ifindex = self.lookup(flow)?.map_or(0, |c| c.route.ifindex);
+        let mut id = socket_id(flow);
+        id.interface_id = ifindex;
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK;
         let mut msg = NetlinkMessage::new(
@@ -111,7 +172,7 @@ impl Diag {
                     protocol: IPPROTO_TCP,
                     extensions: ExtensionFlags::empty(),
                     states: StateFlags::all(),
-                    socket_id: socket_id(flow),
+                    socket_id: id,
                 },
             ))),
         );
@@ -233,6 +294,64 @@ impl Diag {
     }
 }
 
+/// This network namespace's counts of segments the TCP stack dropped for a missing
+/// signature (`TcpExt` in `/proc/net/netstat`): TCP-MD5 (`TCPMD5NotFound`) and TCP-AO
+/// (`TCPAORequired`, Linux 6.7+). TCP-AO is invisible to sock_diag, so a rise across a
+/// failed learn step (whose injected SYNs are unsigned) is how kaprobe can name it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignatureDrops {
+    pub md5: u64,
+    pub ao: u64,
+}
+
+impl SignatureDrops {
+    /// The current counts; `None` if `/proc` does not tell.
+    pub fn read() -> Option<SignatureDrops> {
+        let text = std::fs::read_to_string("/proc/thread-self/net/netstat")
+            .or_else(|_| std::fs::read_to_string("/proc/self/net/netstat"))
+            .ok()?;
+        SignatureDrops::parse(&text)
+    }
+
+    /// Parses the text of `/proc/net/netstat` (a header line of names, then a line of
+    /// values, per group). A kernel without TCP-AO has no `TCPAORequired`: 0.
+    pub fn parse(text: &str) -> Option<SignatureDrops> {
+        let mut lines = text.lines();
+        while let Some(names) = lines.next() {
+            let values = lines.next()?;
+            let (Some(n), Some(v)) = (
+                names.strip_prefix("TcpExt:"),
+                values.strip_prefix("TcpExt:"),
+            ) else {
+                continue;
+            };
+            let mut out = SignatureDrops::default();
+            let mut seen = false;
+            for (name, value) in n.split_whitespace().zip(v.split_whitespace()) {
+                match name {
+                    "TCPMD5NotFound" => {
+                        out.md5 = value.parse().ok()?;
+                        seen = true;
+                    }
+                    "TCPAORequired" => out.ao = value.parse().ok()?,
+                    _ => {}
+                }
+            }
+            return seen.then_some(out);
+        }
+        None
+    }
+
+    /// The signature whose drop count rose since `before`, if exactly one did.
+    pub fn rose_since(&self, before: &SignatureDrops) -> Option<Signature> {
+        match (self.md5 > before.md5, self.ao > before.ao) {
+            (true, false) => Some(Signature::Md5),
+            (false, true) => Some(Signature::Ao),
+            _ => None,
+        }
+    }
+}
+
 /// The exact 4-tuple, without a cookie.
 fn socket_id(flow: &Flow) -> SocketId {
     let mut id = if flow.is_ipv6() {
@@ -250,18 +369,33 @@ fn socket_id(flow: &Flow) -> SocketId {
 
 fn conn_from(r: &InetResponse) -> Conn {
     let h = &r.header;
-    let info = r.nlas.iter().find_map(|n| match n {
-        Nla::TcpInfo(i) => Some(i.clone()),
-        _ => None,
-    });
+    let mut info = None;
+    let mut mark = 0;
+    let mut md5 = None;
+    for nla in &r.nlas {
+        match nla {
+            Nla::TcpInfo(i) => info = Some(i.clone()),
+            Nla::Mark(m) => mark = *m,
+            Nla::Other(attr) if attr.kind() == INET_DIAG_MD5SIG => {
+                let mut value = vec![0; attr.value_len()];
+                attr.emit_value(&mut value);
+                md5 = Some(value);
+            }
+            _ => {}
+        }
+    }
+    let flow = Flow {
+        local: SocketAddr::new(unmap(h.socket_id.source_address), h.socket_id.source_port),
+        remote: SocketAddr::new(
+            unmap(h.socket_id.destination_address),
+            h.socket_id.destination_port,
+        ),
+    };
+    let signature = md5
+        .filter(|keys| md5_signs(keys, flow.remote.ip()))
+        .map(|_| Signature::Md5);
     Conn {
-        flow: Flow {
-            local: SocketAddr::new(unmap(h.socket_id.source_address), h.socket_id.source_port),
-            remote: SocketAddr::new(
-                unmap(h.socket_id.destination_address),
-                h.socket_id.destination_port,
-            ),
-        },
+        flow,
         established: h.state == TCP_ESTABLISHED,
         inode: h.inode,
         uid: h.uid,
@@ -269,8 +403,55 @@ fn conn_from(r: &InetResponse) -> Conn {
         recv_queue: h.recv_queue,
         timer: h.timer.clone(),
         info,
-        route: Route::default(),
-        signature: None,
+        route: Route {
+            mark,
+            ifindex: h.socket_id.interface_id,
+        },
+        signature,
+    }
+}
+
+/// Whether one of the socket's TCP-MD5 keys (the value of `INET_DIAG_MD5SIG`) covers the
+/// peer's address: then the kernel signs every segment and drops unsigned ones (RFC 2385).
+/// A socket can hold keys for other peers only (a listener's copies); those do not sign
+/// this connection. The kernel does not report a key's VRF binding, so a key for the same
+/// address on another VRF counts too: kaprobe then refuses rather than probe blindly. A
+/// value that does not parse counts as signed, for the same reason.
+fn md5_signs(keys: &[u8], peer: IpAddr) -> bool {
+    if keys.is_empty() || !keys.len().is_multiple_of(MD5SIG_ENTRY_LEN) {
+        return !keys.is_empty();
+    }
+    keys.chunks_exact(MD5SIG_ENTRY_LEN).any(|k| {
+        let family = k[0];
+        let prefix = u32::from(k[1]);
+        let addr = &k[4..20];
+        let key_ip = match u16::from(family) {
+            f if f == AF_INET as u16 => {
+                IpAddr::V4(std::net::Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+            }
+            f if f == AF_INET6 as u16 => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(addr);
+                unmap(IpAddr::V6(std::net::Ipv6Addr::from(b)))
+            }
+            _ => return true,
+        };
+        prefix_covers(key_ip, prefix, peer)
+    })
+}
+
+/// Whether `net/len` contains `ip` (families must agree).
+fn prefix_covers(net: IpAddr, len: u32, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX.checked_shl(128 - len.min(128)).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
     }
 }
 
@@ -279,5 +460,78 @@ fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(family: u8, prefix: u8, addr: IpAddr) -> Vec<u8> {
+        let mut e = vec![0u8; MD5SIG_ENTRY_LEN];
+        e[0] = family;
+        e[1] = prefix;
+        e[2] = 6; // key length, little endian on x86; not read
+        match addr {
+            IpAddr::V4(a) => e[4..8].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => e[4..20].copy_from_slice(&a.octets()),
+        }
+        e[20..26].copy_from_slice(b"secret");
+        e
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn md5_keys_sign_only_the_peers_they_cover() {
+        let v4 = entry(AF_INET, 32, ip("198.18.0.2"));
+        assert!(md5_signs(&v4, ip("198.18.0.2")));
+        assert!(!md5_signs(&v4, ip("198.18.0.3")));
+        let net = entry(AF_INET, 24, ip("198.18.0.0"));
+        assert!(md5_signs(&net, ip("198.18.0.77")));
+        assert!(!md5_signs(&net, ip("198.18.1.77")));
+        let any = entry(AF_INET, 0, ip("0.0.0.0"));
+        assert!(md5_signs(&any, ip("203.0.113.1")));
+        let v6 = entry(AF_INET6, 128, ip("2001:db8::2"));
+        assert!(md5_signs(&v6, ip("2001:db8::2")));
+        assert!(!md5_signs(&v6, ip("198.18.0.2")));
+        // A mapped key covers the IPv4 peer of a dual-stack socket.
+        let mapped = entry(AF_INET6, 128, ip("::ffff:198.18.0.2"));
+        assert!(md5_signs(&mapped, ip("198.18.0.2")));
+        // Several keys: any one covering the peer signs.
+        let both = [entry(AF_INET, 32, ip("198.18.0.9")), v4.clone()].concat();
+        assert!(md5_signs(&both, ip("198.18.0.2")));
+        // Nothing, or something that does not parse.
+        assert!(!md5_signs(&[], ip("198.18.0.2")));
+        assert!(md5_signs(&v4[..99], ip("198.18.0.2")));
+        assert!(md5_signs(
+            &entry(99, 32, ip("198.18.0.9")),
+            ip("198.18.0.2")
+        ));
+    }
+
+    #[test]
+    fn signature_drop_counters_are_read_from_tcpext() {
+        let text = "TcpExt: SyncookiesSent TCPMD5NotFound TCPMD5Unexpected TCPAORequired\n\
+                    TcpExt: 0 7 1 3\n\
+                    IpExt: InNoRoutes\n\
+                    IpExt: 0\n";
+        let d = SignatureDrops::parse(text).unwrap();
+        assert_eq!(d, SignatureDrops { md5: 7, ao: 3 });
+        let after = SignatureDrops { md5: 7, ao: 6 };
+        assert_eq!(after.rose_since(&d), Some(Signature::Ao));
+        let after = SignatureDrops { md5: 9, ao: 3 };
+        assert_eq!(after.rose_since(&d), Some(Signature::Md5));
+        assert_eq!(d.rose_since(&d), None);
+        // Older kernels: no TCPAORequired.
+        let old = "TcpExt: TCPMD5NotFound\nTcpExt: 2\n";
+        assert_eq!(
+            SignatureDrops::parse(old),
+            Some(SignatureDrops { md5: 2, ao: 0 })
+        );
+        assert_eq!(SignatureDrops::parse("IpExt: A\nIpExt: 1\n"), None);
+        assert!(SignatureDrops::read().is_some());
     }
 }

@@ -2,9 +2,11 @@
 //! needs, like `ping` does.
 //!
 //! Opening the capture socket (AF_PACKET) and the raw sockets needs CAP_NET_RAW, and forcing
-//! the capture buffer size needs CAP_NET_ADMIN; using them afterwards needs nothing (the kernel
-//! checks at `socket()`), and neither do sock_diag lookups and dumps or replacing a socket
-//! filter. So after opening them every capability can go: effective, permitted and
+//! the capture buffer size needs CAP_NET_ADMIN, as does giving a raw socket a connection's
+//! `SO_MARK` (CAP_NET_RAW suffices since Linux 5.17); using them afterwards needs nothing (the
+//! kernel checks at `socket()` and `setsockopt()`), and neither do sock_diag lookups and dumps
+//! or replacing a socket filter. (sock_diag answers then leave out each socket's mark and
+//! TCP-MD5 keys, which it shows only to CAP_NET_ADMIN: `watch` with filters keeps that one.) So after opening them every capability can go: effective, permitted and
 //! inheritable sets (capset), the ambient set, and the bounding set where that is allowed
 //! (dropping from it needs CAP_SETPCAP, which root has and a `setcap cap_net_raw,cap_net_admin+ep`
 //! binary does not). With the bounding set empty, even a root process cannot regain
