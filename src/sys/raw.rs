@@ -32,6 +32,8 @@ impl From<Error> for SendError {
 pub fn refusal_cause(errno: i32) -> Option<Cause> {
     match errno {
         libc::ENETUNREACH | libc::EHOSTUNREACH => Some(Cause::NoRoute),
+        // A `blackhole` route (RTN_BLACKHOLE) refuses with EINVAL: the packet has nowhere to go.
+        libc::EINVAL => Some(Cause::NoRoute),
         libc::EACCES => Some(Cause::Prohibited),
         libc::EPERM => Some(Cause::LocalFirewall),
         libc::ENETDOWN => Some(Cause::LinkDown),
@@ -261,6 +263,7 @@ mod tests {
     fn local_refusals_are_named_causes_not_missing_privileges() {
         assert_eq!(refusal_cause(libc::ENETUNREACH), Some(Cause::NoRoute));
         assert_eq!(refusal_cause(libc::EHOSTUNREACH), Some(Cause::NoRoute));
+        assert_eq!(refusal_cause(libc::EINVAL), Some(Cause::NoRoute));
         assert_eq!(refusal_cause(libc::EACCES), Some(Cause::Prohibited));
         assert_eq!(refusal_cause(libc::EPERM), Some(Cause::LocalFirewall));
         assert_eq!(refusal_cause(libc::ENETDOWN), Some(Cause::LinkDown));
