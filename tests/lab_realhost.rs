@@ -1400,16 +1400,16 @@ fn borrowed(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
         assert_dead_by_probe(&v, &r, 3, 1000.0);
         return;
     }
-    let v = r.expect(0, "alive");
-    assert!(
-        v["rtt_us"].is_null(),
-        "the answer was to the kernel's keepalive, not to kaprobe's probe: no rtt\n{}",
-        r.describe()
-    );
     // The setup did what it claims: kaprobe's probes were the ones lost.
     assert!(
         lost_probes(&lab) >= 1,
         "B dropped none of kaprobe's probes\n{}",
+        r.describe()
+    );
+    let v = r.expect(0, "alive");
+    assert!(
+        v["rtt_us"].is_null(),
+        "the answer was to the kernel's keepalive, not to kaprobe's probe: no rtt\n{}",
         r.describe()
     );
     assert_still_carries_data(&client, &server);

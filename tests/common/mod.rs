@@ -388,55 +388,8 @@ pub fn run_kaprobe_bare(args: &[&str]) -> (i32, String, String, Duration) {
 
 /// Runs a prepared command with piped output, killed (and the test failed) after
 /// KAPROBE_TIMEOUT; a death by signal fails the test too. `what` names it in messages.
-pub fn run_bounded(mut cmd: Command, what: &str) -> (i32, String, String, Duration) {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out_pipe.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err_pipe.read_to_string(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for the child") {
-            break st;
-        }
-        if start.elapsed() > KAPROBE_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stdout = out_t.join().unwrap_or_default();
-            let stderr = err_t.join().unwrap_or_default();
-            panic!(
-                "{what} ran longer than {KAPROBE_TIMEOUT:?}; killed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let wall = start.elapsed();
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
-    let code = match status.code() {
-        Some(c) => c,
-        None => {
-            use std::os::unix::process::ExitStatusExt;
-            panic!(
-                "{what} died by signal {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-                status.signal()
-            );
-        }
-    };
-    (code, stdout, stderr, wall)
+pub fn run_bounded(cmd: Command, what: &str) -> (i32, String, String, Duration) {
+    run_bounded_for(cmd, what, KAPROBE_TIMEOUT)
 }
 
 /// The JSON object on the line whose "event" is "verdict".
