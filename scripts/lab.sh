@@ -40,6 +40,38 @@ Subcommands:
   reject NAME host-unreachable|admin-prohibited
                      in R: reject forwarded A->B TCP with that ICMP/ICMPv6 error
                      (v6: addr-unreachable / admin-prohibited)
+  policy NAME MARK MAIN
+                     (routed) policy routing in A as applications set it up: packets
+                     with fwmark MARK use table 100, which routes B's networks via R;
+                     the main table instead has, for B's networks, MAIN:
+                       elsewhere  a route via A eth1 to a sink namespace NAME-s
+                                  (A 203.0.113.1/24 2001:db8:203::1/64, S .2 / ::2)
+                                  that drops every TCP segment it gets
+                       none       no route at all
+                       prohibit   a prohibit route
+                     rp_filter is off in A (replies from B arrive on eth0).
+  refuse NAME prohibit|unreachable|noroute
+                     (routed) in A: a prohibit / unreachable host route to B, or no
+                     route to B's network at all: sends to B fail locally
+  refuse NAME firewall PORT|any [UID]
+                     in A: an nftables output rule drops TCP to B (to port PORT, or
+                     any port); with UID, packets from sockets owned by UID pass
+  carrier NAME off|on
+                     take the far end of A's eth0 (B's eth0 in direct, R's eth0
+                     otherwise) administratively down: A's eth0 has NO-CARRIER;
+                     'on' brings it back, waits until it is ready and flushes the
+                     neighbour entries on that link
+  divert NAME        (direct) a multi-homed A: host routes for B's addresses in A's main
+                     table lead via eth1 to the sink namespace NAME-s (see policy);
+                     only sockets bound to eth0 still reach B
+  linklocal NAME     (direct) fe80::1/64 on A's eth0, fe80::2/64 on B's eth0
+  vrf NAME           (direct) a VRF vrf-x (table 10) in A with eth0 enslaved;
+                     exits 3 with a message if the kernel has no VRF support
+  lose-probes NAME UID
+                     packets to B's address sent from sockets not owned by UID are
+                     marked (DSCP CS1) in A's output and dropped by B's input: the
+                     application's own segments (socket owned by UID) pass,
+                     kaprobe's raw-socket probes are lost on the way
   down NAME          delete every namespace NAME-* (idempotent)
   exec NAME a|b|r CMD...
                      run CMD inside NAME-a, NAME-b or NAME-r
@@ -319,6 +351,200 @@ table inet kpreject {
 EOF
 }
 
+# B's addresses as A sees them, by topology.
+b_addr4() { if [[ $1 == direct ]]; then echo 198.18.0.2; else echo 198.51.100.2; fi; }
+b_addr6() { if [[ $1 == direct ]]; then echo 2001:db8:18::2; else echo 2001:db8:51::2; fi; }
+
+need_kind() { # NAME KIND... : die unless the lab is one of KINDs
+    local name=$1 k kind; shift
+    kind=$(kind_of "$name")
+    for k in "$@"; do [[ $kind == "$k" ]] && return 0; done
+    die "this fault needs a $* lab, $name is $kind"
+}
+
+# A sink namespace NAME-s on A's eth1 that swallows every TCP segment (no forwarding).
+build_sink() {
+    local name=$1 a=$1-a s=$1-s
+    ns_exists "$s" && return 0
+    ns_new "$s"
+    ip -n "$a" link add eth1 index 14 type veth peer name eth0 index 15 netns "$s"
+    ip -n "$a" addr add 203.0.113.1/24 dev eth1
+    ip -n "$a" addr add 2001:db8:203::1/64 dev eth1 nodad
+    ip -n "$s" addr add 203.0.113.2/24 dev eth0
+    ip -n "$s" addr add 2001:db8:203::2/64 dev eth0 nodad
+    ip -n "$a" link set eth1 up
+    ip -n "$s" link set eth0 up
+    wait_ready "$a" eth1
+    wait_ready "$s" eth0
+    nsx "$s" nft -f - <<'EOF'
+table inet kpsink {
+    chain prerouting {
+        type filter hook prerouting priority -300; policy accept;
+        meta l4proto tcp drop
+    }
+}
+EOF
+}
+
+cmd_policy() {
+    local name=${1:-} mark=${2:-} main=${3:-}; check_name "$name"; need_ns "$name-a"
+    need_kind "$name" routed
+    [[ $mark =~ ^(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})$ ]] || die "policy: bad mark '$mark'"
+    [[ $main =~ ^(elsewhere|none|prohibit)$ ]] || die "policy: MAIN must be elsewhere, none or prohibit"
+    local a=$name-a
+    nsx "$a" sysctl -q -w net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+        net.ipv4.conf.eth0.rp_filter=0
+    ip -n "$a" rule add pref 100 fwmark "$mark" table 100
+    ip -n "$a" -6 rule add pref 100 fwmark "$mark" table 100
+    ip -n "$a" route add 198.51.100.0/24 via 198.18.0.1 dev eth0 table 100
+    ip -n "$a" -6 route add 2001:db8:51::/64 via 2001:db8:18::1 dev eth0 table 100
+    ip -n "$a" route del 198.51.100.0/24
+    ip -n "$a" -6 route del 2001:db8:51::/64
+    case $main in
+    elsewhere)
+        build_sink "$name"
+        ip -n "$a" route add 198.51.100.0/24 via 203.0.113.2 dev eth1
+        ip -n "$a" -6 route add 2001:db8:51::/64 via 2001:db8:203::2 dev eth1
+        ;;
+    none) ;;
+    prohibit)
+        ip -n "$a" route add prohibit 198.51.100.0/24
+        ip -n "$a" -6 route add prohibit 2001:db8:51::/64
+        ;;
+    esac
+}
+
+cmd_refuse() {
+    local name=${1:-} how=${2:-}; check_name "$name"; need_ns "$name-a"
+    local a=$name-a kind b4 b6
+    kind=$(kind_of "$name"); b4=$(b_addr4 "$kind"); b6=$(b_addr6 "$kind")
+    case $how in
+    prohibit|unreachable)
+        need_kind "$name" routed nat
+        ip -n "$a" route add "$how" "$b4/32"
+        ip -n "$a" -6 route add "$how" "$b6/128"
+        ;;
+    noroute)
+        need_kind "$name" routed nat
+        ip -n "$a" route del 198.51.100.0/24
+        ip -n "$a" -6 route del 2001:db8:51::/64
+        ;;
+    firewall)
+        local port=${3:-} uid=${4:-} match="" except=""
+        case $port in
+        any) ;;
+        *) [[ $port =~ ^[0-9]{1,5}$ ]] || die "refuse firewall: PORT must be a number or 'any'"
+           match="tcp dport $port" ;;
+        esac
+        if [[ -n $uid ]]; then
+            [[ $uid =~ ^[0-9]{1,10}$ ]] || die "refuse firewall: bad UID '$uid'"
+            except="meta skuid != $uid"
+        fi
+        # Declaring the table again adds rules to it: several ports can be refused.
+        nsx "$a" nft -f - <<EOF
+table inet kprefuse {
+    chain output {
+        type filter hook output priority 0; policy accept;
+        ip daddr $b4 meta l4proto tcp $match $except drop
+        ip6 daddr $b6 meta l4proto tcp $match $except drop
+    }
+}
+EOF
+        ;;
+    *) die "refuse: expected prohibit, unreachable, noroute or firewall" ;;
+    esac
+}
+
+cmd_carrier() {
+    local name=${1:-} what=${2:-}; check_name "$name"
+    local kind ns dev=eth0 i
+    kind=$(kind_of "$name")
+    if [[ $kind == direct ]]; then ns=$name-b; else ns=$name-r; fi
+    need_ns "$ns"
+    case $what in
+    off)
+        # Keep the far end's IPv6 addresses across the down/up, as for a pulled cable.
+        nsx "$ns" sysctl -q -w "net.ipv6.conf.$dev.keep_addr_on_down=1"
+        ip -n "$ns" link set "$dev" down
+        for i in $(seq 60); do
+            ip -n "$name-a" link show eth0 | grep -q NO-CARRIER && return 0
+            sleep 0.05
+        done
+        die "carrier: A's eth0 still has carrier 3 s after the far end went down"
+        ;;
+    on)
+        ip -n "$ns" link set "$dev" up
+        wait_ready "$ns" "$dev"
+        for i in $(seq 60); do
+            if ! ip -n "$name-a" link show eth0 | grep -q NO-CARRIER; then
+                wait_ready "$name-a" eth0
+                # Neighbour entries left INCOMPLETE by sends while the link was down would
+                # hold the next packets until their next solicitation (up to 1 s): start afresh.
+                ip -n "$name-a" neigh flush dev eth0
+                ip -n "$ns" neigh flush dev "$dev"
+                return 0
+            fi
+            sleep 0.05
+        done
+        die "carrier: A's eth0 has no carrier 3 s after the far end came up"
+        ;;
+    *) die "carrier: expected off or on" ;;
+    esac
+}
+
+cmd_divert() {
+    local name=${1:-}; check_name "$name"; need_kind "$name" direct
+    build_sink "$name"
+    ip -n "$name-a" route add 198.18.0.2/32 via 203.0.113.2 dev eth1
+    ip -n "$name-a" -6 route add 2001:db8:18::2/128 via 2001:db8:203::2 dev eth1
+}
+
+cmd_linklocal() {
+    local name=${1:-}; check_name "$name"; need_kind "$name" direct
+    ip -n "$name-a" addr add fe80::1/64 dev eth0 nodad
+    ip -n "$name-b" addr add fe80::2/64 dev eth0 nodad
+}
+
+cmd_vrf() {
+    local name=${1:-}; check_name "$name"; need_kind "$name" direct
+    local a=$name-a err
+    if ! err=$(ip -n "$a" link add vrf-x type vrf table 10 2>&1); then
+        echo "$PROG: vrf: this kernel cannot make a VRF device (CONFIG_NET_VRF): $err" >&2
+        exit 3
+    fi
+    nsx "$a" sysctl -q -w net.ipv6.conf.eth0.keep_addr_on_down=1
+    ip -n "$a" link set vrf-x up
+    ip -n "$a" link set eth0 master vrf-x
+    wait_ready "$a" eth0
+}
+
+cmd_lose_probes() {
+    local name=${1:-} uid=${2:-}; check_name "$name"; need_ns "$name-a"; need_ns "$name-b"
+    [[ $uid =~ ^[0-9]{1,10}$ ]] || die "lose-probes: bad UID '$uid'"
+    local kind b4 b6
+    kind=$(kind_of "$name"); b4=$(b_addr4 "$kind"); b6=$(b_addr6 "$kind")
+    # A route chain may rewrite headers of locally generated packets. A packet without an
+    # owning socket file (e.g. an RST for no socket) does not match meta skuid at all.
+    nsx "$name-a" nft -f - <<EOF
+table inet kptag {
+    chain output {
+        type route hook output priority -150; policy accept;
+        ip daddr $b4 meta l4proto tcp meta skuid != $uid ip dscp set cs1
+        ip6 daddr $b6 meta l4proto tcp meta skuid != $uid ip6 dscp set cs1
+    }
+}
+EOF
+    nsx "$name-b" nft -f - <<'EOF'
+table inet kplose {
+    chain input {
+        type filter hook input priority -10; policy accept;
+        ip dscp cs1 meta l4proto tcp counter drop
+        ip6 dscp cs1 meta l4proto tcp counter drop
+    }
+}
+EOF
+}
+
 cmd_exec() {
     local name=${1:-} which=${2:-}; check_name "$name"
     [[ $which =~ ^[abr]$ ]] || die "exec: expected a, b or r"
@@ -345,6 +571,13 @@ main() {
     restart) cmd_restart "$@" ;;
     nat-expire) cmd_nat_expire "$@" ;;
     reject) cmd_reject "$@" ;;
+    policy) cmd_policy "$@" ;;
+    refuse) cmd_refuse "$@" ;;
+    carrier) cmd_carrier "$@" ;;
+    divert) cmd_divert "$@" ;;
+    linklocal) cmd_linklocal "$@" ;;
+    vrf) cmd_vrf "$@" ;;
+    lose-probes) cmd_lose_probes "$@" ;;
     exec) cmd_exec "$@" ;;
     *) echo "$PROG: unknown subcommand '$sub'" >&2; usage >&2; exit 2 ;;
     esac

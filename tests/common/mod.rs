@@ -388,55 +388,8 @@ pub fn run_kaprobe_bare(args: &[&str]) -> (i32, String, String, Duration) {
 
 /// Runs a prepared command with piped output, killed (and the test failed) after
 /// KAPROBE_TIMEOUT; a death by signal fails the test too. `what` names it in messages.
-pub fn run_bounded(mut cmd: Command, what: &str) -> (i32, String, String, Duration) {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out_pipe.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err_pipe.read_to_string(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for the child") {
-            break st;
-        }
-        if start.elapsed() > KAPROBE_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stdout = out_t.join().unwrap_or_default();
-            let stderr = err_t.join().unwrap_or_default();
-            panic!(
-                "{what} ran longer than {KAPROBE_TIMEOUT:?}; killed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let wall = start.elapsed();
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
-    let code = match status.code() {
-        Some(c) => c,
-        None => {
-            use std::os::unix::process::ExitStatusExt;
-            panic!(
-                "{what} died by signal {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-                status.signal()
-            );
-        }
-    };
-    (code, stdout, stderr, wall)
+pub fn run_bounded(cmd: Command, what: &str) -> (i32, String, String, Duration) {
+    run_bounded_for(cmd, what, KAPROBE_TIMEOUT)
 }
 
 /// The JSON object on the line whose "event" is "verdict".
@@ -484,6 +437,433 @@ pub fn assert_verdict_fields(
 /// Panic message helper: the whole run.
 pub fn describe(code: i32, stdout: &str, stderr: &str) -> String {
     format!("exit {code}\nstdout:\n{stdout}\nstderr:\n{stderr}")
+}
+
+// ------------------------------------------------------------------ real hosts (lab_realhost)
+// Connections set up the way applications do it: socket options before connect/listen,
+// any addresses (link-local with a scope, a dual-stack listener), sockets owned by another
+// uid; and kaprobe runs with a shorter limit or in the background (watch).
+
+/// Socket options an application sets before it connects or listens.
+#[derive(Clone, Debug, Default)]
+pub struct SockOpts {
+    /// SO_MARK (policy routing with `ip rule fwmark`).
+    pub mark: Option<u32>,
+    /// SO_BINDTODEVICE: an interface or a VRF device.
+    pub device: Option<String>,
+    /// TCP_MD5SIG (RFC 2385): the key for segments with this peer address.
+    pub md5: Option<(IpAddr, Vec<u8>)>,
+    /// SO_KEEPALIVE with TCP_KEEPIDLE, TCP_KEEPINTVL (whole seconds) and TCP_KEEPCNT.
+    pub keepalive: Option<(u64, u64, u32)>,
+    /// IPV6_V6ONLY on an IPv6 socket (false: a dual-stack `[::]` listener).
+    pub v6only: Option<bool>,
+    /// Create the socket with this file-system uid: the owner nftables `meta skuid` sees.
+    pub owner_uid: Option<u32>,
+}
+
+/// The kernel's `struct tcp_md5sig` (linux/tcp.h); the libc crate does not define it.
+#[repr(C)]
+struct TcpMd5Sig {
+    addr: libc::sockaddr_storage,
+    flags: u8,
+    prefixlen: u8,
+    keylen: u16,
+    ifindex: libc::c_int,
+    key: [u8; 80],
+}
+
+fn set_md5_key(sock: &socket2::Socket, peer: IpAddr, key: &[u8]) -> std::io::Result<()> {
+    assert!(key.len() <= 80, "TCP-MD5 keys are at most 80 bytes");
+    let sa = socket2::SockAddr::from(SocketAddr::new(peer, 0));
+    let mut sig = TcpMd5Sig {
+        addr: unsafe { std::mem::zeroed() },
+        flags: 0,
+        prefixlen: 0,
+        keylen: key.len() as u16,
+        ifindex: 0,
+        key: [0; 80],
+    };
+    sig.key[..key.len()].copy_from_slice(key);
+    // SAFETY: copies the address (at most sizeof(sockaddr_storage)) into the zeroed storage.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            sa.as_ptr() as *const u8,
+            &mut sig.addr as *mut _ as *mut u8,
+            (sa.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>()),
+        );
+    }
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MD5SIG,
+            &sig as *const _ as *const libc::c_void,
+            std::mem::size_of::<TcpMd5Sig>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A TCP socket for `addr`'s family with `opts` applied (and SO_REUSEADDR).
+pub fn app_socket(addr: SocketAddr, opts: &SockOpts) -> std::io::Result<socket2::Socket> {
+    let make = || {
+        socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+    };
+    let sock = match opts.owner_uid {
+        // setfsuid changes only the calling thread's credentials; the socket file keeps them.
+        Some(uid) => {
+            let before = unsafe { libc::setfsuid(uid) };
+            let s = make();
+            unsafe { libc::setfsuid(before as libc::uid_t) };
+            s?
+        }
+        None => make()?,
+    };
+    sock.set_reuse_address(true)?;
+    if let Some(v6only) = opts.v6only {
+        sock.set_only_v6(v6only)?;
+    }
+    if let Some(mark) = opts.mark {
+        sock.set_mark(mark)?;
+    }
+    if let Some(dev) = &opts.device {
+        sock.bind_device(Some(dev.as_bytes()))?;
+    }
+    if let Some((peer, key)) = &opts.md5 {
+        set_md5_key(&sock, *peer, key)?;
+    }
+    if let Some((idle, intvl, cnt)) = opts.keepalive {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(idle))
+            .with_interval(Duration::from_secs(intvl))
+            .with_retries(cnt);
+        sock.set_tcp_keepalive(&ka)?;
+        sock.set_keepalive(true)?;
+    }
+    Ok(sock)
+}
+
+/// A listener on `addr` inside namespace `ns`, with `opts` (bind retried for a bounded time
+/// while the address is not yet usable).
+pub fn listen_in(ns: &str, addr: SocketAddr, opts: SockOpts) -> TcpListener {
+    in_netns(ns, move || {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let sock = app_socket(addr, &opts).unwrap_or_else(|e| panic!("listener socket: {e}"));
+        loop {
+            match sock.bind(&addr.into()) {
+                Ok(()) => break,
+                Err(e)
+                    if Instant::now() < deadline
+                        && e.kind() == std::io::ErrorKind::AddrNotAvailable =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("bind listener {addr}: {e}"),
+            }
+        }
+        sock.listen(64)
+            .unwrap_or_else(|e| panic!("listen {addr}: {e}"));
+        sock.into()
+    })
+}
+
+/// A connection from `local` to `remote` made inside namespace `ns` with `opts` (bounded).
+pub fn connect_in(ns: &str, local: SocketAddr, remote: SocketAddr, opts: SockOpts) -> TcpStream {
+    in_netns(ns, move || {
+        let sock = app_socket(local, &opts).unwrap_or_else(|e| panic!("client socket: {e}"));
+        sock.bind(&local.into())
+            .unwrap_or_else(|e| panic!("bind client {local}: {e}"));
+        sock.set_write_timeout(Some(NET_TIMEOUT)).unwrap();
+        sock.connect(&remote.into())
+            .unwrap_or_else(|e| panic!("connect {local} -> {remote}: {e}"));
+        sock.set_write_timeout(None).unwrap();
+        sock.into()
+    })
+}
+
+/// Accepts one connection with a bounded wait; the listener is closed afterwards.
+pub fn accept_bounded(listener: TcpListener) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + NET_TIMEOUT;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return s;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "accept timed out");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+impl Lab {
+    /// Like `connect`, with the application's socket options on the client and the listener.
+    pub fn connect_opts(
+        &self,
+        v6: bool,
+        server_port: u16,
+        client_port: u16,
+        client: SockOpts,
+        server: SockOpts,
+    ) -> (TcpStream, TcpStream) {
+        let server_addr = SocketAddr::new(self.b_addr(v6), server_port);
+        let client_addr = SocketAddr::new(self.a_addr(v6), client_port);
+        let listener = listen_in(&self.ns('b'), server_addr, server);
+        let c = connect_in(&self.ns('a'), client_addr, server_addr, client);
+        (c, accept_bounded(listener))
+    }
+
+    /// Runs `lab.sh SUBCMD NAME ARGS...`; Err((exit code, stderr)) when it fails.
+    pub fn try_fault(&self, args: &[&str]) -> Result<(), (i32, String)> {
+        let (sub, rest) = args.split_first().expect("fault needs a subcommand");
+        let out = Command::new(lab_script())
+            .arg(sub)
+            .arg(&self.name)
+            .args(rest)
+            .output()
+            .expect("cannot run scripts/lab.sh");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err((
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
+    }
+
+    /// Runs CMD inside namespace NAME-WHICH; its stdout (panics on failure).
+    pub fn exec(&self, which: char, cmd: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(which)])
+            .args(cmd)
+            .output()
+            .expect("cannot run ip netns exec");
+        assert!(
+            out.status.success(),
+            "{} in {} failed: {}",
+            cmd.join(" "),
+            self.ns(which),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The kernel's `tcp_info` for a socket of this process.
+pub fn tcp_info(s: &TcpStream) -> libc::tcp_info {
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info
+}
+
+/// Bytes in a socket's send queue, not yet acknowledged or not yet sent (SIOCOUTQ).
+pub fn send_queue(s: &TcpStream) -> usize {
+    let mut n: libc::c_int = 0;
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    n as usize
+}
+
+/// Like `run_kaprobe`, killed (and the test failed) after `limit` instead of KAPROBE_TIMEOUT.
+pub fn run_kaprobe_for(
+    lab: &Lab,
+    args: &[&str],
+    limit: Duration,
+) -> (i32, String, String, Duration) {
+    let ns = lab.ns('a');
+    let mut full = vec!["--netns", ns.as_str(), "--json"];
+    full.extend_from_slice(args);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaprobe"));
+    cmd.args(&full);
+    run_bounded_for(cmd, &format!("kaprobe {}", full.join(" ")), limit)
+}
+
+/// `run_bounded` with its own limit.
+pub fn run_bounded_for(
+    mut cmd: Command,
+    what: &str,
+    limit: Duration,
+) -> (i32, String, String, Duration) {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let out_t = drain(child.stdout.take().unwrap());
+    let err_t = drain(child.stderr.take().unwrap());
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for the child") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout = out_t.join().unwrap_or_default();
+            let stderr = err_t.join().unwrap_or_default();
+            panic!(
+                "{what} ran longer than {limit:?}; killed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let wall = start.elapsed();
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    let code = match status.code() {
+        Some(c) => c,
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            panic!(
+                "{what} died by signal {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                status.signal()
+            );
+        }
+    };
+    (code, stdout, stderr, wall)
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipe.read_to_string(&mut s);
+        s
+    })
+}
+
+/// A kaprobe running in the background (watch): stdout lines as they come, stderr at the end.
+/// Dropping it kills the process.
+pub struct Background {
+    child: Option<std::process::Child>,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Background {
+    /// Starts `kaprobe --netns NAME-a --json ARGS...`.
+    pub fn start(lab: &Lab, args: &[&str]) -> Background {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kaprobe"))
+            .args(["--netns", &lab.ns('a'), "--json"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kaprobe");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = Some(drain(child.stderr.take().unwrap()));
+        Background {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+            err,
+        }
+    }
+
+    /// The first JSON stdout line `pred` accepts within `limit`; None if it did not come
+    /// (or kaprobe ended first).
+    pub fn wait_json(
+        &mut self,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v = serde_json::from_str::<serde_json::Value>(&line).ok();
+                    self.seen.push(line);
+                    if let Some(v) = v.filter(|v| pred(v)) {
+                        return Some(v);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The exit code if kaprobe has ended.
+    pub fn exited(&mut self) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(st)) => Some(st.code().unwrap_or(-1)),
+            _ => None,
+        }
+    }
+
+    /// SIGTERM (unless it already ended), a bounded wait, then (exit code, all stdout, stderr).
+    pub fn stop(mut self) -> (i32, String, String) {
+        let mut child = self.child.take().expect("running");
+        if let Ok(None) = child.try_wait() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kaprobe did not end within 5 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.seen.push(line);
+        }
+        let err = self
+            .err
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        let mut out = self.seen.join("\n");
+        out.push('\n');
+        (status.code().unwrap_or(-1), out, err)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 // ------------------------------------------------------------------ outside tools (tests/lab_stacks.rs)
