@@ -6,8 +6,10 @@
 //! Nothing here needs a privilege: route lookups and interface flags are open to everyone, so
 //! the check still works after the capabilities are gone.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::route::{RouteAttribute, RouteMessage};
@@ -72,23 +74,36 @@ pub fn cause(
     }
 }
 
-/// The flags of the interface with this index, from `pnet_datalink::interfaces()`
-/// (getifaddrs: every link, with or without addresses).
-pub fn link_flags(ifindex: u32) -> Option<LinkFlags> {
+/// How long one listing of the interfaces answers for: a sweep whose connections all fall
+/// silent at once (a cable pulled) asks once, not once per connection.
+const FLAGS_FRESH: Duration = Duration::from_secs(1);
+
+/// Every interface's flags by index, from `pnet_datalink::interfaces()` (getifaddrs: every
+/// link, with or without addresses).
+pub fn all_link_flags() -> HashMap<u32, LinkFlags> {
     pnet_datalink::interfaces()
         .into_iter()
-        .find(|i| i.index == ifindex)
-        .map(|i| LinkFlags {
-            up: i.is_up(),
-            carrier: i.is_lower_up(),
+        .map(|i| {
+            let flags = LinkFlags {
+                up: i.is_up(),
+                carrier: i.is_lower_up(),
+            };
+            (i.index, flags)
         })
+        .collect()
 }
 
-/// A NETLINK_ROUTE socket, opened at the first question.
+/// The flags of the interface with this index.
+pub fn link_flags(ifindex: u32) -> Option<LinkFlags> {
+    all_link_flags().get(&ifindex).copied()
+}
+
+/// A NETLINK_ROUTE socket, opened at the first question, and the last interface listing.
 #[derive(Default)]
 pub struct Links {
     socket: Option<Socket>,
     buf: Vec<u8>,
+    flags: Option<(Instant, HashMap<u32, LinkFlags>)>,
 }
 
 impl Links {
@@ -112,13 +127,25 @@ impl Links {
             route.ifindex
         );
         let egress = match answer {
-            RouteAnswer::Egress(oif) => link_flags(oif),
+            RouteAnswer::Egress(oif) => self.flags_of(oif),
             RouteAnswer::Refused(_) => None,
         };
-        let bound = (route.ifindex != 0)
-            .then(|| link_flags(route.ifindex))
-            .flatten();
+        let bound = match route.ifindex {
+            0 => None,
+            i => self.flags_of(i),
+        };
         cause(answer, egress, bound)
+    }
+
+    fn flags_of(&mut self, ifindex: u32) -> Option<LinkFlags> {
+        let stale = self
+            .flags
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() > FLAGS_FRESH);
+        if stale {
+            self.flags = Some((Instant::now(), all_link_flags()));
+        }
+        self.flags.as_ref()?.1.get(&ifindex).copied()
     }
 
     /// RTM_GETROUTE for the peer's address from the local one, with the socket's mark and
