@@ -70,6 +70,7 @@ fn learn_failed(flow: &Flow, source: SeqSource) -> String {
             "could not learn the sequence numbers of {flow}: the local socket sent no challenge \
              ACK (RFC 5961) to {} injected SYNs, though its route and egress link are up; likely \
              a local firewall dropping the injected SYN (INPUT) or the challenge ACK (OUTPUT), a \
+             next hop that no longer answers ARP/ND (the ACK waits for it and never leaves), a \
              TCP-MD5/TCP-AO signed connection, or the socket leaving ESTABLISHED",
             crate::engine::LEARN_TRIES
         ),
@@ -109,6 +110,7 @@ mod tests {
             "3 injected SYNs",
             "egress link are up",
             "firewall",
+            "ARP/ND",
             "TCP-MD5",
             "ESTABLISHED",
         ] {

@@ -298,8 +298,8 @@ impl Watch<'_> {
             if state == LEARN_FAILED {
                 log::warn!(
                     "{flow}: the local socket sent no challenge ACK to the injected SYNs, \
-                     though its link is up (a local firewall dropping them, or a signed \
-                     connection?); trying again in {}",
+                     though its link is up (a local firewall dropping them, a next hop \
+                     that does not answer ARP/ND, or a signed connection?); trying again in {}",
                     humantime::format_duration(self.retry_after())
                 );
             }
