@@ -1,22 +1,30 @@
 //! The I/O loop around many engines at once: one capture socket, one raw socket per family,
 //! one netlink socket, a timer heap, and a send-rate cap. `probe`, `sweep` and `watch` all
 //! run through it; `probe` is a fleet of one.
+//!
+//! The loop reaches the kernel only through three narrow traits, `PacketIo` (packets out and
+//! in), `ConnTable` with `LinkState` (what the kernel says about connections and the path out)
+//! and `Clock`, so that its scheduling, rate cap and error handling run in tests against
+//! in-memory fakes, without privileges. `Fleet` with its default parameters is the real one.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Action, Config, ConnView, Engine, Outcome};
+use crate::engine::{
+    Action, Cause, Config, ConnView, Engine, Evidence, Origin, Outcome, Verdict, VerdictKind,
+};
 use crate::error::{Error, Result};
 use crate::flow::{Flow, Route};
 use crate::output::Reporter;
 use crate::sys::capture::Capture;
 use crate::sys::diag::Diag;
+use crate::sys::link::Links;
 use crate::sys::privilege::{self, Bounding};
 use crate::sys::raw::{SendError, Sender};
 use crate::sys::{bpf, random_seed, wait_readable};
-use crate::wire::{Packet, decode};
+use crate::wire::{Packet, ProbeRepr, decode};
 
 /// Connection queries are answered by exact lookups (one netlink round trip each) while they
 /// are fewer than this share of the connections a dump would return, else by one dump: a
@@ -66,25 +74,127 @@ impl RateCap {
     }
 }
 
+/// Packets out and in: the raw senders and the capture socket.
+pub trait PacketIo {
+    /// Sends `p` the way the connection's own packets go (`route`: mark and bound device).
+    fn send(&mut self, p: &ProbeRepr, route: Route) -> std::result::Result<(), SendError>;
+    /// The next captured packet and where it was seen, or `None` when none is queued.
+    fn next_packet(&mut self) -> Result<Option<(&[u8], Origin)>>;
+    /// Waits until a packet may be there to read, or `timeout` has passed.
+    fn wait(&mut self, timeout: Duration) -> Result<()>;
+    /// Captures the packets of these connections from now on.
+    fn set_filter(&mut self, flows: &[Flow]) -> Result<()>;
+}
+
+/// What the kernel says about connections (sock_diag).
+pub trait ConnTable {
+    /// The established connection on exactly this 4-tuple (and device), if there is one.
+    fn lookup(&mut self, flow: &Flow, route: Route) -> Result<Option<ConnView>>;
+    /// Every established connection.
+    fn established(&mut self) -> Result<Vec<(Flow, ConnView)>>;
+}
+
+/// Why the connection's packets cannot leave this host, asked when probes went unanswered or
+/// the numbers could not be learned: `None` when the path out looks fine or cannot be judged.
+pub trait LinkState {
+    fn egress_cause(&mut self, flow: &Flow, route: Route) -> Option<Cause>;
+}
+
+/// Time since a fixed origin, as the engines count it.
+pub trait Clock {
+    fn now(&self) -> Duration;
+}
+
+/// The real packet I/O: one AF_PACKET capture socket and one raw socket per family.
+pub struct SysPackets {
+    capture: Capture,
+    sender: Sender,
+}
+
+impl PacketIo for SysPackets {
+    fn send(&mut self, p: &ProbeRepr, route: Route) -> std::result::Result<(), SendError> {
+        self.sender.send(p, route)
+    }
+
+    fn next_packet(&mut self) -> Result<Option<(&[u8], Origin)>> {
+        self.capture.next_with_origin()
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<()> {
+        wait_readable(self.capture.fd(), Some(timeout))
+            .map(|_| ())
+            .map_err(|e| Error::Io {
+                context: "waiting for packets".into(),
+                source: e,
+            })
+    }
+
+    fn set_filter(&mut self, flows: &[Flow]) -> Result<()> {
+        self.capture.set_filter(&bpf::flows_filter(flows))
+    }
+}
+
+/// The real connection table: sock_diag, and route lookups and interface flags for the
+/// path out.
+pub struct SysTable {
+    diag: Diag,
+    links: Links,
+}
+
+impl ConnTable for SysTable {
+    fn lookup(&mut self, flow: &Flow, route: Route) -> Result<Option<ConnView>> {
+        Ok(self
+            .diag
+            .lookup_on(flow, route.ifindex)?
+            .filter(|c| c.established)
+            .map(|c| c.view()))
+    }
+
+    fn established(&mut self) -> Result<Vec<(Flow, ConnView)>> {
+        Ok(self
+            .diag
+            .established()?
+            .into_iter()
+            .map(|c| (c.flow, c.view()))
+            .collect())
+    }
+}
+
+impl LinkState for SysTable {
+    fn egress_cause(&mut self, flow: &Flow, route: Route) -> Option<Cause> {
+        self.links.egress_cause(flow, route)
+    }
+}
+
+/// The monotonic clock, from the fleet's start.
+pub struct MonotonicClock(Instant);
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
 struct Slot {
     engine: Engine,
     /// A fresh view from the listing that found the connection: answers the first query.
     prefetched: Option<ConnView>,
     /// The deadline the timer heap holds for this slot; other heap entries are stale.
     scheduled: Option<Duration>,
+    /// When the connection was added: the elapsed time of a verdict the fleet makes itself.
+    started: Duration,
 }
 
-pub struct Fleet {
+pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     by_tuple: HashMap<(SocketAddr, SocketAddr), usize>,
     timers: BinaryHeap<Reverse<(Duration, usize)>>,
     ready: Vec<usize>,
     queries: Vec<usize>,
-    capture: Capture,
-    sender: Sender,
-    diag: Diag,
-    clock: Instant,
+    io: P,
+    table: T,
+    clock: C,
     rate: RateCap,
     seed: u64,
     reporter: Reporter,
@@ -97,47 +207,40 @@ impl Fleet {
     pub fn open(flows: &[Flow], diag: Diag, rate: u32, reporter: Reporter) -> Result<Fleet> {
         let v6 = flows.iter().any(|f| f.is_ipv6());
         let v4 = flows.iter().any(|f| !f.is_ipv6());
-        Ok(Fleet {
-            slots: Vec::with_capacity(flows.len()),
-            free: Vec::new(),
-            by_tuple: HashMap::with_capacity(flows.len()),
-            timers: BinaryHeap::with_capacity(flows.len()),
-            ready: Vec::new(),
-            queries: Vec::new(),
+        let io = SysPackets {
             capture: Capture::open(&bpf::flows_filter(flows))?,
             sender: Sender::open(v4, v6)?,
+        };
+        let table = SysTable {
             diag,
-            clock: Instant::now(),
-            rate: RateCap::new(rate),
-            seed: random_seed(),
+            links: Links::new(),
+        };
+        let clock = MonotonicClock(Instant::now());
+        Ok(Fleet::new(
+            io,
+            table,
+            clock,
+            flows.len(),
+            rate,
             reporter,
-            dump_size: flows.len(),
-        })
-    }
-
-    pub fn now(&self) -> Duration {
-        self.clock.elapsed()
-    }
-
-    /// Connections still being probed.
-    pub fn active(&self) -> usize {
-        self.by_tuple.len()
+            random_seed(),
+        ))
     }
 
     pub fn diag(&mut self) -> &mut Diag {
-        &mut self.diag
+        &mut self.table.diag
     }
 
     /// Opens the raw socket of the other address family too, so that connections of either
     /// family can be added after privileges are gone.
     pub fn open_all_families(&mut self) -> Result<()> {
-        self.sender.open_rest()
+        self.io.sender.open_rest()
     }
 
     /// Opens the raw socket that sends with `route` (the connection's mark and device) while
     /// the privileges that needs are held; see `Sender::prepare`.
     pub fn prepare_route(&mut self, v6: bool, route: Route) -> Result<()> {
-        self.sender.prepare(v6, route)
+        self.io.sender.prepare(v6, route)
     }
 
     /// `open_all_families`, then gives up every capability but `keep`: everything the fleet
@@ -147,9 +250,53 @@ impl Fleet {
         drop_privileges(keep, bounding)
     }
 
+    /// Closes the sockets without waiting for the packet socket's release (see Capture).
+    pub fn close(self) {
+        self.io.capture.release_detached();
+    }
+}
+
+impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
+    /// A fleet over these edges. `expected` is how many connections a dump would return at
+    /// first; `seed` feeds the engines' random numbers.
+    pub fn new(
+        io: P,
+        table: T,
+        clock: C,
+        expected: usize,
+        rate: u32,
+        reporter: Reporter,
+        seed: u64,
+    ) -> Fleet<P, T, C> {
+        Fleet {
+            slots: Vec::with_capacity(expected),
+            free: Vec::new(),
+            by_tuple: HashMap::with_capacity(expected),
+            timers: BinaryHeap::with_capacity(expected),
+            ready: Vec::new(),
+            queries: Vec::new(),
+            io,
+            table,
+            clock,
+            rate: RateCap::new(rate),
+            seed,
+            reporter,
+            dump_size: expected,
+        }
+    }
+
+    pub fn now(&self) -> Duration {
+        self.clock.now()
+    }
+
+    /// Connections still being probed.
+    pub fn active(&self) -> usize {
+        self.by_tuple.len()
+    }
+
     /// Replaces the capture filter, e.g. when connections come and go.
     pub fn refilter(&mut self, flows: &[Flow]) -> Result<()> {
-        self.capture.set_filter(&bpf::flows_filter(flows))
+        self.io.set_filter(flows)
     }
 
     /// Starts probing a connection; `view` is what a listing just said about it, if anything.
@@ -162,10 +309,12 @@ impl Fleet {
             .seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
+        let now = self.now();
         let slot = Slot {
-            engine: Engine::new(cfg, self.now(), self.seed),
+            engine: Engine::new(cfg, now, self.seed),
             prefetched: view,
             scheduled: None,
+            started: now,
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -191,6 +340,8 @@ impl Fleet {
 
     /// One turn: due timers, connection queries, packets. Waits at most `max_wait` for
     /// something to happen. Returns the outcomes reached, with each engine's ignored count.
+    /// A connection's own failure (a send the local host refused) is in its outcome; an
+    /// error here is the whole fleet's.
     pub fn step(&mut self, max_wait: Duration) -> Result<Vec<(Flow, Outcome, u64)>> {
         let mut done = Vec::new();
         let now = self.now();
@@ -222,21 +373,11 @@ impl Fleet {
             wake = wake.min(self.rate.wait(now).unwrap_or(now));
         }
         if done.is_empty() {
-            wait_readable(self.capture.fd(), Some(wake.saturating_sub(self.now()))).map_err(
-                |e| Error::Io {
-                    context: "waiting for packets".into(),
-                    source: e,
-                },
-            )?;
+            self.io.wait(wake.saturating_sub(self.now()))?;
         }
         self.read_packets()?;
         self.drive_ready(&mut done)?;
         Ok(done)
-    }
-
-    /// Closes the sockets without waiting for the packet socket's release (see Capture).
-    pub fn close(self) {
-        self.capture.release_detached();
     }
 
     fn drive_ready(&mut self, done: &mut Vec<(Flow, Outcome, u64)>) -> Result<()> {
@@ -265,7 +406,7 @@ impl Fleet {
         let flow = slot.engine.flow();
         let route = slot.engine.route();
         loop {
-            let now = self.clock.elapsed();
+            let now = self.clock.now();
             let Some(action) = slot.engine.poll(now) else {
                 break;
             };
@@ -279,17 +420,18 @@ impl Fleet {
                 },
                 Action::InjectSyn(syn) => {
                     self.rate.tokens -= 1.0;
-                    refused(&mut slot.engine, now, self.sender.send(&syn, route))?;
+                    refused(&mut slot.engine, now, self.io.send(&syn, route))?;
                 }
                 Action::Send { probe, index } => {
                     self.rate.tokens -= 1.0;
-                    if refused(&mut slot.engine, now, self.sender.send(&probe, route))? {
+                    if refused(&mut slot.engine, now, self.io.send(&probe, route))? {
                         continue;
                     }
                     self.reporter.probe(&flow, &probe, index, now);
                 }
                 Action::Note(note) => self.reporter.note(&flow, &note, now),
                 Action::Finish(outcome) => {
+                    let outcome = explain(&mut self.table, slot, outcome, now);
                     done.push((flow, outcome, slot.engine.ignored()));
                     self.by_tuple.remove(&(flow.local, flow.remote));
                     self.slots[idx] = None;
@@ -312,26 +454,26 @@ impl Fleet {
         let mut queries = std::mem::take(&mut self.queries);
         queries.sort_unstable();
         queries.dedup();
-        let flows: Vec<(usize, Flow, u32)> = queries
+        let flows: Vec<(usize, Flow, Route)> = queries
             .iter()
             .filter_map(|&i| {
-                let s = self.slots.get(i)?.as_ref()?;
-                Some((i, s.engine.flow(), s.engine.route().ifindex))
+                let engine = &self.slots.get(i)?.as_ref()?.engine;
+                Some((i, engine.flow(), engine.route()))
             })
             .collect();
         let exact_limit = MIN_EXACT_LOOKUPS.max(self.dump_size / SOCKETS_PER_LOOKUP);
         let views: HashMap<Flow, ConnView> = if flows.len() <= exact_limit {
             let mut m = HashMap::new();
-            for (_, f, ifindex) in &flows {
-                if let Some(c) = self.diag.lookup_on(f, *ifindex)?.filter(|c| c.established) {
-                    m.insert(*f, c.view());
+            for (_, f, route) in &flows {
+                if let Some(view) = self.table.lookup(f, *route)? {
+                    m.insert(*f, view);
                 }
             }
             m
         } else {
-            let all = self.diag.established()?;
+            let all = self.table.established()?;
             self.dump_size = all.len();
-            all.into_iter().map(|c| (c.flow, c.view())).collect()
+            all.into_iter().collect()
         };
         let now = self.now();
         for (idx, flow, _) in flows {
@@ -345,7 +487,7 @@ impl Fleet {
 
     fn read_packets(&mut self) -> Result<()> {
         for _ in 0..READ_BATCH {
-            let Some((bytes, origin)) = self.capture.next_with_origin()? else {
+            let Some((bytes, origin)) = self.io.next_packet()? else {
                 break;
             };
             let packet = match decode(bytes) {
@@ -365,7 +507,7 @@ impl Fleet {
                 Packet::Icmp(e) => (self.by_tuple.get(&(e.quoted_src, e.quoted_dst)), None),
             };
             let targets = [a.copied(), b.copied()];
-            let now = self.clock.elapsed();
+            let now = self.clock.now();
             for idx in targets.into_iter().flatten() {
                 if let Some(Some(slot)) = self.slots.get_mut(idx) {
                     slot.engine.on_packet_from(now, &packet, origin);
@@ -395,3 +537,46 @@ fn refused(
         Err(SendError::Failed(e)) => Err(e),
     }
 }
+
+/// Looks for a local cause behind silence (README "Verdicts"): when probes went unanswered
+/// or the local socket's challenge ACK never showed, an egress link that is down or has no
+/// carrier (or a route that refuses the peer) makes the outcome `unreachable` with that cause.
+/// Other outcomes, and silence with a healthy path out, stay as they are.
+fn explain<T: LinkState>(table: &mut T, slot: &Slot, outcome: Outcome, now: Duration) -> Outcome {
+    let silent = match &outcome {
+        Outcome::LearnFailed => true,
+        Outcome::Verdict(v) => v.kind == VerdictKind::Dead && v.evidence == Evidence::Probe,
+        Outcome::Closed => false,
+    };
+    if !silent {
+        return outcome;
+    }
+    let flow = slot.engine.flow();
+    let Some(cause) = table.egress_cause(&flow, slot.engine.route()) else {
+        return outcome;
+    };
+    log::debug!(
+        "{flow}: no answer, and the path out says {}",
+        cause.as_str()
+    );
+    let mut v = match outcome {
+        Outcome::Verdict(v) => v,
+        _ => Verdict {
+            kind: VerdictKind::Unreachable,
+            probes_sent: slot.engine.probes_sent(),
+            rtt: None,
+            elapsed: now.saturating_sub(slot.started),
+            icmp: None,
+            cause: None,
+            evidence: Evidence::Probe,
+        },
+    };
+    v.kind = VerdictKind::Unreachable;
+    v.cause = Some(cause);
+    v.rtt = None;
+    Outcome::Verdict(v)
+}
+
+#[cfg(test)]
+#[path = "fleet_tests.rs"]
+mod tests;

@@ -65,30 +65,40 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
         Outcome::Closed => Err(Error::NoConnection(format!(
             "connection {flow} closed during the probe"
         ))),
-        Outcome::LearnFailed => Err(Error::Runtime(match source {
-            SeqSource::Sniff => {
-                format!("no segment of {flow} seen on the wire; try --seq-source local")
-            }
-            // sock_diag cannot show TCP-AO (nor TCP-MD5 without CAP_NET_ADMIN); the stack's
-            // drop counters can, after the fact: our SYNs were unsigned.
-            SeqSource::Local
-                if let Some(sig) = drops_before.and_then(|before| {
-                    SignatureDrops::read().and_then(|after| after.rose_since(&before))
-                }) =>
-            {
-                format!(
-                    "could not learn the sequence numbers of {flow}: the local stack dropped \
-                     the injected SYNs as unsigned, so the connection most likely uses {}; \
-                     both ends drop unsigned segments, so kaprobe cannot probe it",
-                    sig.as_str()
-                )
-            }
-            _ => format!(
-                "could not learn the sequence numbers of {flow}: the local socket sent no \
-                 challenge ACK to {} injected SYNs",
-                crate::engine::LEARN_TRIES
-            ),
-        })),
+        Outcome::LearnFailed => Err(Error::Runtime(learn_failed(&flow, source, drops_before))),
+    }
+}
+
+/// Why the numbers could not be learned, in one line. By now the fleet has checked the route
+/// and the egress link (a link down or without carrier would have made the verdict
+/// `unreachable`), so what is left is the local host itself.
+fn learn_failed(flow: &Flow, source: SeqSource, drops_before: Option<SignatureDrops>) -> String {
+    match source {
+        SeqSource::Sniff => {
+            format!("no segment of {flow} seen on the wire; try --seq-source local")
+        }
+        // sock_diag cannot show TCP-AO (nor TCP-MD5 without CAP_NET_ADMIN); the stack's
+        // drop counters can, after the fact: our SYNs were unsigned.
+        SeqSource::Local
+            if let Some(sig) = drops_before.and_then(|before| {
+                SignatureDrops::read().and_then(|after| after.rose_since(&before))
+            }) =>
+        {
+            format!(
+                "could not learn the sequence numbers of {flow}: the local stack dropped \
+                 the injected SYNs as unsigned, so the connection most likely uses {}; \
+                 both ends drop unsigned segments, so kaprobe cannot probe it",
+                sig.as_str()
+            )
+        }
+        _ => format!(
+            "could not learn the sequence numbers of {flow}: the local socket sent no challenge \
+             ACK (RFC 5961) to {} injected SYNs, though its route and egress link are up; likely \
+             a local firewall dropping the injected SYN (INPUT) or the challenge ACK (OUTPUT), a \
+             next hop that no longer answers ARP/ND (the ACK waits for it and never leaves), a \
+             TCP-MD5/TCP-AO signed connection, or the socket leaving ESTABLISHED",
+            crate::engine::LEARN_TRIES
+        ),
     }
 }
 
@@ -113,5 +123,33 @@ pub fn seq_source(arg: SeqSourceArg) -> SeqSource {
             SeqSource::Peer
         }
         SeqSourceArg::Sniff => SeqSource::Sniff,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_learn_failure_says_what_was_checked_and_what_is_left() {
+        let flow = Flow {
+            local: "198.18.0.2:40000".parse().unwrap(),
+            remote: "198.51.100.2:9000".parse().unwrap(),
+        };
+        let m = learn_failed(&flow, SeqSource::Local, None);
+        assert!(!m.contains('\n'), "one line: {m}");
+        for part in [
+            "198.18.0.2:40000-198.51.100.2:9000",
+            "no challenge ACK",
+            "3 injected SYNs",
+            "egress link are up",
+            "firewall",
+            "ARP/ND",
+            "TCP-MD5",
+            "ESTABLISHED",
+        ] {
+            assert!(m.contains(part), "{part:?} missing from: {m}");
+        }
+        assert!(learn_failed(&flow, SeqSource::Sniff, None).contains("--seq-source local"));
     }
 }

@@ -75,6 +75,10 @@ fn on_dead(arg: &str) -> Result<OnDead> {
     }
 }
 
+/// The shortest wait before probing again a connection that was unreachable or whose numbers
+/// could not be learned, whatever `--time` and `--intvl` say: never a tight loop.
+const RETRY_FLOOR: Duration = Duration::from_secs(1);
+
 /// What one watched connection was last seen as.
 #[derive(Default)]
 struct Track {
@@ -102,6 +106,9 @@ struct Watch<'a> {
     skipped: HashSet<Flow>,
     tally: Tally,
     children: Vec<Child>,
+    /// Connections to probe again at a later round (fleet time), after an outcome that left
+    /// the kernel's idle clock where it was.
+    later: Vec<(Duration, Flow)>,
 }
 
 pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
@@ -183,6 +190,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
         skipped,
         tally: Tally::default(),
         children: Vec::new(),
+        later: Vec::new(),
     };
     for (flow, view, route) in initial_ok {
         w.start(&mut fleet, flow, view, route);
@@ -192,14 +200,18 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
     let mut exit = 0;
     while !stop_requested() {
         for (flow, outcome, _) in fleet.step(Duration::from_millis(250))? {
-            let keep = w.outcome(&mut fleet, flow, outcome)?;
-            if keep {
-                let route = w.tracks.get(&flow).map_or_else(Route::default, |t| t.route);
-                w.start(&mut fleet, flow, None, route);
-            } else {
-                w.tracks.remove(&flow);
+            match w.outcome(&mut fleet, flow, outcome)? {
+                Some(after) if after.is_zero() => {
+                    let route = w.tracks.get(&flow).map_or_else(Route::default, |t| t.route);
+                    w.start(&mut fleet, flow, None, route);
+                }
+                Some(after) => w.later.push((fleet.now() + after, flow)),
+                None => {
+                    w.tracks.remove(&flow);
+                }
             }
         }
+        w.restart_due(&mut fleet);
         w.reap_children();
         if let Some(flow) = single {
             if !w.tracks.contains_key(&flow) {
@@ -237,6 +249,15 @@ fn skip_signed(skipped: &mut HashSet<Flow>, c: &Conn) -> bool {
     true
 }
 
+/// The state of a connection whose numbers could not be learned this round.
+const LEARN_FAILED: &str = "learn-failed";
+
+/// The wait before the next round after an unreachable or learn-failed round: `--time` (the
+/// next round of the kernel's own algorithm), at least `--intvl` and `RETRY_FLOOR`.
+fn retry_after(t: Timing) -> Duration {
+    t.time.max(t.intvl).max(RETRY_FLOOR)
+}
+
 fn severity(state: &str) -> u8 {
     match state {
         "dead" => 3,
@@ -260,6 +281,25 @@ impl Watch<'_> {
             garbage_octet: self.args.style.garbage_octet,
         };
         fleet.add(cfg, view);
+    }
+
+    /// Starts the next round of the connections whose wait is over.
+    fn restart_due(&mut self, fleet: &mut Fleet) {
+        let now = fleet.now();
+        let (due, rest): (Vec<_>, Vec<_>) = self.later.drain(..).partition(|(at, _)| *at <= now);
+        self.later = rest;
+        for (_, flow) in due {
+            if let Some(route) = self.tracks.get(&flow).map(|t| t.route) {
+                self.start(fleet, flow, None, route);
+            }
+        }
+    }
+
+    /// The wait before the next round after an outcome that did not restart the kernel's idle
+    /// clock (unreachable, numbers not learned): the normal `--time` cadence, as if the
+    /// connection had just been probed, rather than probing again at once.
+    fn retry_after(&self) -> Duration {
+        retry_after(self.timing)
     }
 
     fn rescan(&mut self, fleet: &mut Fleet) -> Result<()> {
@@ -301,24 +341,45 @@ impl Watch<'_> {
         Ok(())
     }
 
-    /// Reports a state change and carries out --on-dead; true to keep watching the flow.
-    fn outcome(&mut self, fleet: &mut Fleet, flow: Flow, outcome: Outcome) -> Result<bool> {
+    /// Reports a state change and carries out --on-dead. Returns when to start the next round
+    /// (zero: at once), or `None` to stop watching the flow.
+    fn outcome(
+        &mut self,
+        fleet: &mut Fleet,
+        flow: Flow,
+        outcome: Outcome,
+    ) -> Result<Option<Duration>> {
         self.tally.rounds += 1;
-        let (state, verdict, keep) = match &outcome {
+        let now = Some(Duration::ZERO);
+        let retry = Some(self.retry_after());
+        let (state, verdict, next) = match &outcome {
             Outcome::Verdict(v) => match v.kind {
-                VerdictKind::Alive | VerdictKind::Unreachable => (v.kind.as_str(), Some(v), true),
-                VerdictKind::Dead => ("dead", Some(v), self.action != OnDead::Kill),
+                VerdictKind::Alive => ("alive", Some(v), now),
+                // An ICMP error or a local cause (no route, link down, ...): the connection's
+                // state until it changes, probed again at the next round, not at once.
+                VerdictKind::Unreachable => ("unreachable", Some(v), retry),
+                VerdictKind::Dead => {
+                    let next = (self.action != OnDead::Kill).then_some(Duration::ZERO);
+                    ("dead", Some(v), next)
+                }
                 // The RST reset the local socket too: nothing left to watch.
-                VerdictKind::Reset => ("reset", Some(v), false),
+                VerdictKind::Reset => ("reset", Some(v), None),
             },
-            Outcome::Closed => ("closed", None, false),
-            Outcome::LearnFailed => {
-                log::warn!("{flow}: could not learn the sequence numbers; trying again");
-                return Ok(true);
-            }
+            Outcome::Closed => ("closed", None, None),
+            // Still established, but the local socket did not announce its numbers: tried
+            // again at the next round.
+            Outcome::LearnFailed => (LEARN_FAILED, None, retry),
         };
         let previous = self.tracks.get(&flow).and_then(|t| t.state);
         if previous != Some(state) {
+            if state == LEARN_FAILED {
+                log::warn!(
+                    "{flow}: the local socket sent no challenge ACK to the injected SYNs, \
+                     though its link is up (a local firewall dropping them, a next hop \
+                     that does not answer ARP/ND, or a signed connection?); trying again in {}",
+                    humantime::format_duration(self.retry_after())
+                );
+            }
             self.report(flow, state, previous, verdict);
             *self.tally.changes.entry(state).or_default() += 1;
         } else if let Some(v) = verdict {
@@ -333,7 +394,7 @@ impl Watch<'_> {
         if state == "dead" && previous != Some("dead") {
             self.on_dead(fleet, flow)?;
         }
-        Ok(keep)
+        Ok(next)
     }
 
     fn report(&self, flow: Flow, state: &str, previous: Option<&str>, v: Option<&Verdict>) {
@@ -350,6 +411,9 @@ impl Watch<'_> {
                 if let Some(i) = &v.icmp {
                     o["icmp"] = json!({"type": i.icmp_type, "code": i.code, "from": i.from.to_string(), "name": i.name});
                 }
+                if let Some(c) = v.cause {
+                    o["cause"] = json!(c.as_str());
+                }
             }
             println!("{o}");
         } else {
@@ -360,6 +424,9 @@ impl Watch<'_> {
                 }
                 if let Some(i) = &v.icmp {
                     line.push_str(&format!(" icmp={} from={}", i.name, i.from));
+                }
+                if let Some(c) = v.cause {
+                    line.push_str(&format!(" cause={}", c.as_str()));
                 }
                 if v.kind == VerdictKind::Dead {
                     line.push_str(&format!(" probes={}", v.probes_sent));
@@ -446,6 +513,19 @@ impl Watch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreachable_and_learn_failed_wait_for_the_next_round() {
+        let t = |time, intvl| Timing {
+            time: Duration::from_secs(time),
+            intvl: Duration::from_millis(intvl),
+            probes: 3,
+        };
+        assert_eq!(retry_after(t(60, 1000)), Duration::from_secs(60));
+        assert_eq!(retry_after(t(0, 2500)), Duration::from_millis(2500));
+        // --time 0s --intvl 0s would retry in a tight loop: never below the floor.
+        assert_eq!(retry_after(t(0, 0)), RETRY_FLOOR);
+    }
 
     #[test]
     fn on_dead_forms() {

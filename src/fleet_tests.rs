@@ -1,0 +1,639 @@
+//! The fleet over in-memory fakes: a virtual clock, a fake network that answers like the local
+//! stack and the peer would, and a fake connection table. No sockets, no privileges.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
+
+use super::*;
+use crate::engine::{SeqSource, Timing};
+use crate::seq::SeqNumber;
+use crate::sys::raw::refusal_cause;
+use crate::wire::{ACK, IpMeta, SYN};
+
+/// The fake clock starts here, so that connections can have been idle for a while at start.
+const T0: Duration = Duration::from_secs(1000);
+/// The connection's numbers, as the local socket's challenge ACK announces them.
+const SND_NXT: SeqNumber = SeqNumber(1000);
+const RCV_NXT: SeqNumber = SeqNumber(5000);
+const RTT: Duration = Duration::from_millis(20);
+/// More turns of the loop than any test here needs: a loop that stops sleeping hits it.
+const MAX_TURNS: usize = 10_000;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn flow(i: u16) -> Flow {
+    Flow {
+        local: SocketAddr::new("198.18.0.1".parse().unwrap(), 40000 + i),
+        remote: "198.51.100.2:9000".parse().unwrap(),
+    }
+}
+
+fn cfg(flow: Flow, time_ms: u64, intvl_ms: u64, probes: u8) -> Config {
+    Config {
+        flow,
+        route: Route::default(),
+        timing: Timing {
+            time: ms(time_ms),
+            intvl: ms(intvl_ms),
+            probes,
+        },
+        source: SeqSource::Local,
+        garbage_octet: false,
+    }
+}
+
+/// How the far end (and the local socket) behave for one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peer {
+    /// Challenge ACK, then an answer to every probe after one RTT.
+    Alive,
+    /// Challenge ACK, then silence.
+    Silent,
+    /// The local socket never sends its challenge ACK.
+    NoChallengeAck,
+    /// The local host refuses to send probes with this errno.
+    Refuses(i32),
+    /// Sending a probe fails with an error that is not a local refusal.
+    Breaks,
+}
+
+#[derive(Clone)]
+struct FakeClock(Rc<Cell<Duration>>);
+
+impl Clock for FakeClock {
+    fn now(&self) -> Duration {
+        self.0.get()
+    }
+}
+
+struct FakeIo {
+    now: Rc<Cell<Duration>>,
+    peers: HashMap<Flow, Peer>,
+    /// Packets the capture will see: when, bytes, where.
+    queue: VecDeque<(Duration, Vec<u8>, Origin)>,
+    current: Vec<u8>,
+    /// Every send: when, for which connection, its TCP flags.
+    sends: Vec<(Duration, Flow, u8)>,
+    waits: usize,
+    filters: usize,
+}
+
+fn bytes(p: &ProbeRepr) -> Vec<u8> {
+    let mut b = vec![0; p.buffer_len()];
+    p.emit(&mut b);
+    b
+}
+
+fn segment(src: SocketAddr, dst: SocketAddr, seq: SeqNumber, ack: SeqNumber) -> ProbeRepr {
+    ProbeRepr {
+        src,
+        dst,
+        seq,
+        ack,
+        flags: ACK,
+        window: 502,
+        ts: None,
+        payload: None,
+        ip: IpMeta::default(),
+    }
+}
+
+impl FakeIo {
+    fn push(&mut self, at: Duration, p: &ProbeRepr, origin: Origin) {
+        let i = self.queue.partition_point(|(t, _, _)| *t <= at);
+        self.queue.insert(i, (at, bytes(p), origin));
+    }
+}
+
+impl PacketIo for FakeIo {
+    fn send(&mut self, p: &ProbeRepr, _route: Route) -> std::result::Result<(), SendError> {
+        let now = self.now.get();
+        let syn = p.flags & SYN != 0;
+        let flow = if syn {
+            Flow {
+                local: p.dst,
+                remote: p.src,
+            }
+        } else {
+            Flow {
+                local: p.src,
+                remote: p.dst,
+            }
+        };
+        let peer = self.peers.get(&flow).copied().unwrap_or(Peer::Silent);
+        if syn {
+            self.sends.push((now, flow, p.flags));
+            // The injected SYN shows on loopback, then the local socket's challenge ACK
+            // leaves through the real interface (RFC 5961 section 4).
+            self.push(now, p, Origin::Loopback);
+            if peer != Peer::NoChallengeAck {
+                let ack = segment(flow.local, flow.remote, SND_NXT, RCV_NXT);
+                self.push(now, &ack, Origin::Sent);
+            }
+            return Ok(());
+        }
+        match peer {
+            Peer::Refuses(errno) => {
+                let cause = refusal_cause(errno).expect("a refusal errno");
+                return Err(SendError::Refused(
+                    cause,
+                    io::Error::from_raw_os_error(errno),
+                ));
+            }
+            Peer::Breaks => {
+                return Err(SendError::Failed(Error::Runtime(
+                    "the NIC caught fire".into(),
+                )));
+            }
+            Peer::Alive => {
+                let answer = segment(flow.remote, flow.local, RCV_NXT, SND_NXT);
+                self.push(now + RTT, &answer, Origin::Received);
+            }
+            Peer::Silent | Peer::NoChallengeAck => {}
+        }
+        self.sends.push((now, flow, p.flags));
+        Ok(())
+    }
+
+    fn next_packet(&mut self) -> Result<Option<(&[u8], Origin)>> {
+        match self.queue.front() {
+            Some((at, _, _)) if *at <= self.now.get() => {}
+            _ => return Ok(None),
+        }
+        let Some((_, b, origin)) = self.queue.pop_front() else {
+            return Ok(None);
+        };
+        self.current = b;
+        Ok(Some((&self.current, origin)))
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<()> {
+        self.waits += 1;
+        let now = self.now.get();
+        let mut until = now + timeout;
+        if let Some((at, _, _)) = self.queue.front() {
+            until = until.min((*at).max(now));
+        }
+        self.now.set(until);
+        Ok(())
+    }
+
+    fn set_filter(&mut self, _flows: &[Flow]) -> Result<()> {
+        self.filters += 1;
+        Ok(())
+    }
+}
+
+struct FakeConn {
+    /// When the connection last received a segment (the kernel's idle clock).
+    rx_at: Duration,
+    busy: bool,
+}
+
+struct FakeTable {
+    now: Rc<Cell<Duration>>,
+    conns: HashMap<Flow, FakeConn>,
+    links: HashMap<Flow, Cause>,
+    lookups: usize,
+    dumps: usize,
+    link_asks: usize,
+}
+
+impl FakeTable {
+    fn view(&self, c: &FakeConn) -> ConnView {
+        let idle = self.now.get().saturating_sub(c.rx_at);
+        ConnView {
+            idle,
+            busy: c.busy,
+            since_ack: idle,
+            rto: ms(200),
+            progress: (0, 0),
+        }
+    }
+}
+
+impl ConnTable for FakeTable {
+    fn lookup(&mut self, flow: &Flow, _route: Route) -> Result<Option<ConnView>> {
+        self.lookups += 1;
+        Ok(self.conns.get(flow).map(|c| self.view(c)))
+    }
+
+    fn established(&mut self) -> Result<Vec<(Flow, ConnView)>> {
+        self.dumps += 1;
+        Ok(self.conns.iter().map(|(f, c)| (*f, self.view(c))).collect())
+    }
+}
+
+impl LinkState for FakeTable {
+    fn egress_cause(&mut self, flow: &Flow, _route: Route) -> Option<Cause> {
+        self.link_asks += 1;
+        self.links.get(flow).copied()
+    }
+}
+
+type FakeFleet = Fleet<FakeIo, FakeTable, FakeClock>;
+
+struct Lab {
+    fleet: FakeFleet,
+    steps: usize,
+}
+
+impl Lab {
+    fn new(expected: usize, rate: u32) -> Lab {
+        let now = Rc::new(Cell::new(T0));
+        let io = FakeIo {
+            now: now.clone(),
+            peers: HashMap::new(),
+            queue: VecDeque::new(),
+            current: Vec::new(),
+            sends: Vec::new(),
+            waits: 0,
+            filters: 0,
+        };
+        let table = FakeTable {
+            now: now.clone(),
+            conns: HashMap::new(),
+            links: HashMap::new(),
+            lookups: 0,
+            dumps: 0,
+            link_asks: 0,
+        };
+        let reporter = Reporter {
+            json: false,
+            verbose: false,
+        };
+        Lab {
+            fleet: Fleet::new(io, table, FakeClock(now), expected, rate, reporter, 42),
+            steps: 0,
+        }
+    }
+
+    /// A connection idle for `idle` now, whose peer behaves as `peer`.
+    fn conn(&mut self, f: Flow, peer: Peer, idle: Duration) {
+        let now = self.fleet.now();
+        self.fleet.io.peers.insert(f, peer);
+        self.fleet.table.conns.insert(
+            f,
+            FakeConn {
+                rx_at: now - idle,
+                busy: false,
+            },
+        );
+    }
+
+    /// Steps until every connection has an outcome or `limit` of virtual time has passed
+    /// (or a spinning loop has taken far more turns than any test needs).
+    fn run(&mut self, limit: Duration) -> Vec<(Flow, Outcome)> {
+        let end = self.fleet.now() + limit;
+        let mut out = Vec::new();
+        let mut turns = 0;
+        while self.fleet.active() > 0 && self.fleet.now() < end && turns < MAX_TURNS {
+            turns += 1;
+            self.steps += 1;
+            let done = self.fleet.step(Duration::from_secs(1)).expect("step");
+            out.extend(done.into_iter().map(|(f, o, _)| (f, o)));
+        }
+        out
+    }
+
+    fn now(&self) -> Duration {
+        self.fleet.now()
+    }
+}
+
+fn verdict(outcomes: &[(Flow, Outcome)], f: Flow) -> Verdict {
+    match outcomes.iter().find(|(g, _)| *g == f) {
+        Some((_, Outcome::Verdict(v))) => v.clone(),
+        other => panic!("{f}: no verdict: {other:?}"),
+    }
+}
+
+#[test]
+fn an_alive_peer_is_alive_after_one_round_trip() {
+    let mut lab = Lab::new(1, u32::MAX);
+    lab.conn(flow(1), Peer::Alive, ms(5000));
+    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    let out = lab.run(Duration::from_secs(10));
+    let v = verdict(&out, flow(1));
+    assert_eq!(v.kind, VerdictKind::Alive);
+    assert_eq!(v.probes_sent, 1);
+    assert_eq!(v.rtt, Some(RTT));
+    assert_eq!(
+        lab.now() - T0,
+        RTT,
+        "the verdict waits for nothing but the answer"
+    );
+    assert_eq!(
+        lab.fleet.table.link_asks, 0,
+        "an answered probe needs no link check"
+    );
+}
+
+#[test]
+fn timers_fire_in_deadline_order_at_their_deadline() {
+    let mut lab = Lab::new(3, u32::MAX);
+    // time = 10 s: the connection idle longest is due first.
+    for (i, idle) in [(1, 1000), (2, 5000), (3, 9000)] {
+        lab.conn(flow(i), Peer::Alive, ms(idle));
+        let view = lab.fleet.table.view(&lab.fleet.table.conns[&flow(i)]);
+        lab.fleet.add(cfg(flow(i), 10_000, 1000, 3), Some(view));
+    }
+    let out = lab.run(Duration::from_secs(30));
+    assert_eq!(out.len(), 3);
+    let syns: Vec<(Duration, Flow)> = lab
+        .fleet
+        .io
+        .sends
+        .iter()
+        .filter(|(_, _, flags)| flags & SYN != 0)
+        .map(|(t, f, _)| (*t - T0, *f))
+        .collect();
+    assert_eq!(
+        syns,
+        vec![
+            (ms(1000), flow(3)),
+            (ms(5000), flow(2)),
+            (ms(9000), flow(1))
+        ]
+    );
+    // The outcomes came in the same order.
+    let order: Vec<Flow> = out.iter().map(|(f, _)| *f).collect();
+    assert_eq!(order, vec![flow(3), flow(2), flow(1)]);
+}
+
+#[test]
+fn the_rate_cap_holds_sends_per_second() {
+    const RATE: u32 = 10;
+    let mut lab = Lab::new(20, RATE);
+    for i in 0..20 {
+        lab.conn(flow(i), Peer::Alive, ms(5000));
+        let view = lab.fleet.table.view(&lab.fleet.table.conns[&flow(i)]);
+        lab.fleet.add(cfg(flow(i), 0, 1000, 3), Some(view));
+    }
+    let out = lab.run(Duration::from_secs(60));
+    assert_eq!(out.len(), 20);
+    assert!(
+        out.iter()
+            .all(|(_, o)| matches!(o, Outcome::Verdict(v) if v.kind == VerdictKind::Alive))
+    );
+    let sends: Vec<Duration> = lab.fleet.io.sends.iter().map(|(t, _, _)| *t).collect();
+    assert_eq!(sends.len(), 40, "one SYN and one probe each");
+    // In any one-second window: at most the rate plus the burst (a tenth of a second's worth,
+    // at least one).
+    for (i, &t) in sends.iter().enumerate() {
+        let in_window = sends[i..].iter().take_while(|&&u| u < t + ms(1000)).count();
+        assert!(
+            in_window <= RATE as usize + 1,
+            "{in_window} sends in 1 s from {t:?}"
+        );
+    }
+    // And the cap does not starve: 40 sends at 10/s take about 4 s.
+    let took = lab.now() - T0;
+    assert!(took >= ms(3500) && took <= ms(4500), "took {took:?}");
+}
+
+#[test]
+fn a_finished_connection_frees_its_slot_for_the_next() {
+    let mut lab = Lab::new(2, u32::MAX);
+    lab.conn(flow(1), Peer::Alive, ms(5000));
+    lab.conn(flow(2), Peer::Alive, ms(5000));
+    lab.conn(flow(3), Peer::Alive, ms(5000));
+    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    assert_eq!(lab.run(Duration::from_secs(5)).len(), 1);
+    assert_eq!(lab.fleet.slots.len(), 1);
+    assert_eq!(lab.fleet.free, vec![0]);
+    assert_eq!(lab.fleet.active(), 0);
+
+    lab.fleet.add(cfg(flow(2), 0, 1000, 3), None);
+    assert_eq!(lab.fleet.slots.len(), 1, "slot 0 reused");
+    assert!(lab.fleet.free.is_empty());
+    lab.fleet.add(cfg(flow(3), 0, 1000, 3), None);
+    assert_eq!(lab.fleet.slots.len(), 2);
+    // Adding a connection already probed is a no-op.
+    lab.fleet.add(cfg(flow(3), 0, 1000, 3), None);
+    assert_eq!(lab.fleet.active(), 2);
+    let out = lab.run(Duration::from_secs(5));
+    assert_eq!(verdict(&out, flow(2)).kind, VerdictKind::Alive);
+    assert_eq!(verdict(&out, flow(3)).kind, VerdictKind::Alive);
+    assert_eq!(lab.fleet.free.len(), 2);
+
+    // A removed connection frees its slot too, and reports nothing.
+    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    lab.fleet.remove(&flow(1));
+    assert_eq!(lab.fleet.active(), 0);
+    assert!(lab.run(Duration::from_secs(5)).is_empty());
+}
+
+#[test]
+fn few_queries_are_exact_lookups_many_are_one_dump() {
+    // Few connections: one lookup each.
+    let mut lab = Lab::new(3, u32::MAX);
+    for i in 0..3 {
+        lab.conn(flow(i), Peer::Alive, ms(5000));
+        lab.fleet.add(cfg(flow(i), 0, 1000, 3), None);
+    }
+    lab.run(Duration::from_secs(5));
+    assert_eq!((lab.fleet.table.lookups, lab.fleet.table.dumps), (3, 0));
+
+    // Many at once: one dump instead of 40 round trips.
+    let mut lab = Lab::new(40, u32::MAX);
+    for i in 0..40 {
+        lab.conn(flow(i), Peer::Alive, ms(5000));
+        lab.fleet.add(cfg(flow(i), 0, 1000, 3), None);
+    }
+    let out = lab.run(Duration::from_secs(5));
+    assert_eq!(out.len(), 40);
+    assert_eq!((lab.fleet.table.lookups, lab.fleet.table.dumps), (0, 1));
+    assert_eq!(lab.fleet.dump_size, 40);
+
+    // Twenty queries against a table of a thousand: a dump would cost more than lookups.
+    let mut lab = Lab::new(1000, u32::MAX);
+    for i in 0..1000 {
+        lab.conn(flow(i), Peer::Alive, ms(5000));
+    }
+    for i in 0..20 {
+        lab.fleet.add(cfg(flow(i), 0, 1000, 3), None);
+    }
+    lab.run(Duration::from_secs(5));
+    assert_eq!((lab.fleet.table.lookups, lab.fleet.table.dumps), (20, 0));
+}
+
+#[test]
+fn a_refused_send_is_that_connections_verdict_and_the_fleet_goes_on() {
+    for (errno, cause) in [
+        (libc::EACCES, Cause::Prohibited),
+        (libc::EPERM, Cause::LocalFirewall),
+        (libc::ENETUNREACH, Cause::NoRoute),
+    ] {
+        let mut lab = Lab::new(2, u32::MAX);
+        lab.conn(flow(1), Peer::Refuses(errno), ms(5000));
+        lab.conn(flow(2), Peer::Alive, ms(5000));
+        lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+        lab.fleet.add(cfg(flow(2), 0, 1000, 3), None);
+        let out = lab.run(Duration::from_secs(10));
+        let refused = verdict(&out, flow(1));
+        assert_eq!(refused.kind, VerdictKind::Unreachable, "errno {errno}");
+        assert_eq!(refused.cause, Some(cause), "errno {errno}");
+        assert_eq!(refused.icmp, None);
+        assert_eq!(refused.rtt, None);
+        assert_eq!(refused.kind.exit_code(), 4);
+        assert_eq!(verdict(&out, flow(2)).kind, VerdictKind::Alive);
+    }
+}
+
+#[test]
+fn a_send_failure_that_is_not_a_refusal_ends_the_run() {
+    let mut lab = Lab::new(2, u32::MAX);
+    lab.conn(flow(1), Peer::Breaks, ms(5000));
+    lab.conn(flow(2), Peer::Alive, ms(5000));
+    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    lab.fleet.add(cfg(flow(2), 0, 1000, 3), None);
+    let mut err = None;
+    for _ in 0..100 {
+        match lab.fleet.step(Duration::from_secs(1)) {
+            Ok(_) => {}
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    let err = err.expect("the failure reaches the caller");
+    assert!(err.to_string().contains("caught fire"), "{err}");
+    assert_eq!(err.exit_code(), 7);
+}
+
+#[test]
+fn silence_on_a_link_without_carrier_is_unreachable_link_down() {
+    let mut lab = Lab::new(2, u32::MAX);
+    lab.conn(flow(1), Peer::Silent, ms(5000));
+    lab.conn(flow(2), Peer::Silent, ms(5000));
+    lab.fleet.table.links.insert(flow(1), Cause::LinkDown);
+    lab.fleet.add(cfg(flow(1), 0, 500, 3), None);
+    lab.fleet.add(cfg(flow(2), 0, 500, 3), None);
+    let out = lab.run(Duration::from_secs(10));
+    let down = verdict(&out, flow(1));
+    assert_eq!(down.kind, VerdictKind::Unreachable);
+    assert_eq!(down.cause, Some(Cause::LinkDown));
+    assert_eq!(down.evidence, Evidence::Probe);
+    assert_eq!(down.probes_sent, 3);
+    assert_eq!(down.rtt, None);
+    // Without a local cause, silence stays `dead`.
+    let dead = verdict(&out, flow(2));
+    assert_eq!(dead.kind, VerdictKind::Dead);
+    assert_eq!(dead.cause, None);
+    assert_eq!(lab.fleet.table.link_asks, 2);
+}
+
+#[test]
+fn no_challenge_ack_is_link_down_when_the_link_is_down_else_learn_failed() {
+    let mut lab = Lab::new(2, u32::MAX);
+    lab.conn(flow(1), Peer::NoChallengeAck, ms(5000));
+    lab.conn(flow(2), Peer::NoChallengeAck, ms(5000));
+    lab.fleet.table.links.insert(flow(1), Cause::LinkDown);
+    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    lab.fleet.add(cfg(flow(2), 0, 1000, 3), None);
+    let out = lab.run(Duration::from_secs(10));
+    let down = verdict(&out, flow(1));
+    assert_eq!(down.kind, VerdictKind::Unreachable);
+    assert_eq!(down.cause, Some(Cause::LinkDown));
+    assert_eq!(down.probes_sent, 0);
+    // Three injections 600 ms apart, then the last one's wait.
+    let tries = u32::from(crate::engine::LEARN_TRIES);
+    assert_eq!(down.elapsed, crate::engine::LEARN_RETRY * tries);
+    let syns = lab.fleet.io.sends.iter().filter(|(_, _, fl)| fl & SYN != 0);
+    assert_eq!(syns.count(), 2 * tries as usize);
+    assert!(matches!(
+        out.iter().find(|(f, _)| *f == flow(2)),
+        Some((_, Outcome::LearnFailed))
+    ));
+}
+
+#[test]
+fn only_silence_is_explained() {
+    let mut lab = Lab::new(1, u32::MAX);
+    lab.conn(flow(1), Peer::Alive, ms(5000));
+    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    let Some(Some(slot)) = lab.fleet.slots.first() else {
+        panic!("no slot");
+    };
+    let mut table = FakeTable {
+        now: Rc::new(Cell::new(T0)),
+        conns: HashMap::new(),
+        links: HashMap::from([(flow(1), Cause::LinkDown)]),
+        lookups: 0,
+        dumps: 0,
+        link_asks: 0,
+    };
+    let dead = |evidence| Verdict {
+        kind: VerdictKind::Dead,
+        probes_sent: 0,
+        rtt: None,
+        elapsed: Duration::ZERO,
+        icmp: None,
+        cause: None,
+        evidence,
+    };
+    // The kernel's ACK clock saw the peer stop acknowledging data: not a question of links.
+    let kept = Outcome::Verdict(dead(Evidence::KernelAckClock));
+    assert_eq!(explain(&mut table, slot, kept.clone(), T0), kept);
+    assert_eq!(
+        explain(&mut table, slot, Outcome::Closed, T0),
+        Outcome::Closed
+    );
+    assert_eq!(table.link_asks, 0);
+    let Outcome::Verdict(v) = explain(
+        &mut table,
+        slot,
+        Outcome::Verdict(dead(Evidence::Probe)),
+        T0,
+    ) else {
+        panic!("not a verdict");
+    };
+    assert_eq!(
+        (v.kind, v.cause),
+        (VerdictKind::Unreachable, Some(Cause::LinkDown))
+    );
+}
+
+#[test]
+fn a_busy_connection_is_queried_at_the_interval_without_spinning() {
+    let mut lab = Lab::new(1, u32::MAX);
+    lab.conn(flow(1), Peer::Alive, ms(5000));
+    if let Some(c) = lab.fleet.table.conns.get_mut(&flow(1)) {
+        c.busy = true;
+    }
+    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    let out = lab.run(Duration::from_secs(10));
+    let took = lab.now() - T0;
+    let lookups = lab.fleet.table.lookups;
+    // It keeps asking the kernel, once per interval (or until the busy bound ends it) ...
+    assert!(lookups >= 2, "{lookups} lookups in {took:?}");
+    let per_intvl = (took.as_millis() / 1000) as usize + 2;
+    assert!(lookups <= per_intvl, "{lookups} lookups in {took:?}");
+    // ... sleeping in between: a handful of turns per interval, not a busy loop.
+    assert!(
+        lab.steps <= 4 * per_intvl,
+        "{} steps in {took:?}",
+        lab.steps
+    );
+    // No probe goes out while data is in flight (SPEC "Timing").
+    let probes = lab.fleet.io.sends.iter().filter(|(_, _, fl)| fl & SYN == 0);
+    assert_eq!(probes.count(), 0);
+    // Either still busy at the end of the window, or ended with a verdict.
+    assert!(
+        out.is_empty() || matches!(out[0].1, Outcome::Verdict(_)),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn refilter_reaches_the_capture() {
+    let mut lab = Lab::new(1, u32::MAX);
+    lab.fleet.refilter(&[flow(1)]).expect("refilter");
+    assert_eq!(lab.fleet.io.filters, 1);
+}
