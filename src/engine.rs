@@ -113,9 +113,10 @@ pub struct ConnView {
     pub since_ack: Duration,
     /// The connection's retransmission timeout (`tcpi_rto`): no probe is counted unanswered
     /// before it has passed, and a busy connection's ACK clock is given this long on top of
-    /// `probes × intvl`. While the kernel has its own retransmission or zero-window probe
-    /// scheduled, the time until it fires belongs in here too: the kernel's zero-window probes
-    /// back off towards `TCP_RTO_MAX` without `tcpi_rto` showing it.
+    /// `probes × intvl`. It must cover the kernel's own next retransmission or zero-window
+    /// probe: on the kernel the lab runs, `tcpi_rto` grows with their backoff (26.6 s seen
+    /// with `backoff:7` on a reader stuck for 45 s); where it does not, the time until the
+    /// kernel's pending timer fires belongs in here too.
     pub rto: Duration,
     /// Bytes acked and bytes received: when they move, learned numbers are stale.
     pub progress: (u64, u64),
