@@ -22,6 +22,20 @@ pub const LEARN_TRIES: u8 = 3;
 pub const TRAFFIC_SLACK: Duration = Duration::from_millis(5);
 /// Linux answers at most one out-of-window segment per this long per socket.
 pub const PEER_RATELIMIT: Duration = Duration::from_millis(500);
+/// The kernel's ceiling on a retransmission timeout (`TCP_RTO_MAX`): a larger `tcpi_rto` is
+/// no path's, and no wait is stretched beyond it. There is no floor: the kernel's own RTO
+/// already has one (`TCP_RTO_MIN`, 200 ms), and a view without `tcp_info` says 0.
+pub const RTO_MAX: Duration = Duration::from_secs(120);
+/// Two copies of one segment closer than this are one packet seen on two interfaces (a
+/// bridge and its port, a VLAN and its parent device), not two probes.
+pub const SAME_PACKET_WINDOW: Duration = Duration::from_millis(2);
+/// The shortest span between two looks at a busy connection's ACK clock: `tcp_info` counts
+/// in milliseconds from jiffies, so a shorter look could not show an ACK after the first.
+pub const BUSY_RECHECK: Duration = TRAFFIC_SLACK.saturating_mul(2);
+/// Outgoing segments of the connection remembered to tell our probes' copies from someone
+/// else's identical probe: a few kernel keepalives and retransmissions per probe round. When
+/// more pass, the oldest go, and an answer then has no RTT rather than a wrong one.
+const MAX_COPIES: usize = 16;
 
 /// Where the capture saw a packet. Addresses alone cannot tell direction: a forger can claim
 /// the local address, and a segment "from" it must not teach the engine the numbers.
@@ -47,12 +61,14 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// A warning for settings that work against the peer's rate limit.
+    /// A warning for an interval shorter than the peer's rate limit, whatever `probes` is:
+    /// such probes are mostly unanswered, and each still waits for the connection's RTO.
     pub fn warning(&self) -> Option<String> {
-        (self.intvl < PEER_RATELIMIT && self.probes > 1).then(|| {
+        (self.intvl < PEER_RATELIMIT).then(|| {
             format!(
                 "--intvl {} is below 500ms: the peer answers at most one probe per \
-                 net.ipv4.tcp_invalid_ratelimit (500ms by default)",
+                 net.ipv4.tcp_invalid_ratelimit (500ms by default), and no probe is judged \
+                 unanswered before the connection's RTO",
                 humantime::format_duration(self.intvl)
             )
         })
@@ -96,7 +112,11 @@ pub struct ConnView {
     /// keeps ticking for a busy connection (answers to zero-window probes included).
     pub since_ack: Duration,
     /// The connection's retransmission timeout (`tcpi_rto`): no probe is counted unanswered
-    /// before it has passed.
+    /// before it has passed, and a busy connection's ACK clock is given this long on top of
+    /// `probes × intvl`. It must cover the kernel's own next retransmission or zero-window
+    /// probe: on the kernel the lab runs, `tcpi_rto` grows with their backoff (26.6 s seen
+    /// with `backoff:7` on a reader stuck for 45 s); where it does not, the time until the
+    /// kernel's pending timer fires belongs in here too.
     pub rto: Duration,
     /// Bytes acked and bytes received: when they move, learned numbers are stale.
     pub progress: (u64, u64),
@@ -228,6 +248,7 @@ pub enum Note {
         idle: Duration,
         until: Duration,
     },
+    /// Data in flight: the kernel's ACK clock decides (README "Verdicts and timing").
     Busy,
     /// The kernel received a segment of the connection while we were probing it.
     Traffic {
@@ -235,6 +256,22 @@ pub enum Note {
     },
     /// An answer that did not prove it saw a probe: a forgery or a stale segment.
     Ignored(&'static str),
+    /// A genuine answer that may answer another identical probe (the kernel's own keepalive,
+    /// an earlier probe of ours): `alive` stands, the RTT is not reported. Says why.
+    Borrowed(&'static str),
+}
+
+/// When [`Engine::poll`] next has something to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollAt {
+    /// Something is due already.
+    Now,
+    /// Nothing before this instant (packets may still come).
+    At(Duration),
+    /// Waiting on the caller's `on_connection`.
+    AwaitingKernel,
+    /// The outcome has been handed out.
+    Done,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,9 +323,16 @@ pub struct Engine {
     probes_sent: u8,
     last_probe_at: Option<Duration>,
     first_probe_at: Option<Duration>,
-    /// (seq, ack) of every probe sent: to match ICMP quotes and RST numbers, and to tell our
-    /// own probes from the local kernel's segments on the capture.
-    sent: Vec<(SeqNumber, SeqNumber)>,
+    /// (seq, ack, when) of every probe sent: to match ICMP quotes and RST numbers, and to
+    /// tell our own probes from the local kernel's segments on the capture.
+    sent: Vec<(SeqNumber, SeqNumber, Duration)>,
+    /// (seq, ack, when) of outgoing segments of the connection seen on the capture, ours
+    /// included, double appearances merged (at most `MAX_COPIES`, newest last).
+    copies: VecDeque<(SeqNumber, SeqNumber, Duration)>,
+    /// The connection's RTO as last seen, capped at `RTO_MAX`.
+    rto: Duration,
+    /// When the connection was first seen busy in the current busy spell.
+    busy_since: Option<Duration>,
     notes: VecDeque<Note>,
     pending_finish: Option<Outcome>,
     ignored: u64,
@@ -310,6 +354,9 @@ impl Engine {
             last_probe_at: None,
             first_probe_at: None,
             sent: Vec::new(),
+            copies: VecDeque::new(),
+            rto: Duration::ZERO,
+            busy_since: None,
             notes: VecDeque::new(),
             pending_finish: None,
             ignored: 0,
@@ -354,21 +401,32 @@ impl Engine {
         (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
     }
 
-    /// When `poll` next has something to do; `None` while waiting on `on_connection` or done.
-    pub fn poll_at(&self) -> Option<Duration> {
+    /// When `poll` next has something to do.
+    pub fn next_poll(&self) -> PollAt {
         if !self.notes.is_empty() || self.pending_finish.is_some() {
-            return Some(Duration::ZERO);
+            return PollAt::Now;
         }
         match self.phase {
-            Phase::Waiting { at } => Some(at),
+            Phase::Waiting { at } => PollAt::At(at),
             Phase::Learning {
                 inject_pending: true,
                 ..
             }
-            | Phase::SendNow => Some(Duration::ZERO),
-            Phase::Learning { deadline, .. } | Phase::Sniffing { deadline } => Some(deadline),
-            Phase::Awaiting { until } => Some(until),
-            Phase::Checking | Phase::Done => None,
+            | Phase::SendNow => PollAt::Now,
+            Phase::Learning { deadline, .. } | Phase::Sniffing { deadline } => PollAt::At(deadline),
+            Phase::Awaiting { until } => PollAt::At(until),
+            Phase::Checking => PollAt::AwaitingKernel,
+            Phase::Done => PollAt::Done,
+        }
+    }
+
+    /// [`Engine::next_poll`] as an instant: `Some(ZERO)` for now, `None` while waiting on
+    /// `on_connection` or done.
+    pub fn poll_at(&self) -> Option<Duration> {
+        match self.next_poll() {
+            PollAt::Now => Some(Duration::ZERO),
+            PollAt::At(at) => Some(at),
+            PollAt::AwaitingKernel | PollAt::Done => None,
         }
     }
 
@@ -420,12 +478,19 @@ impl Engine {
             Phase::SendNow => {
                 let probe = self.build_probe();
                 self.probes_sent = self.probes_sent.saturating_add(1);
-                self.sent.push((probe.seq, probe.ack));
+                self.sent.push((probe.seq, probe.ack, now));
                 self.last_probe_at = Some(now);
                 self.first_probe_at.get_or_insert(now);
-                self.phase = Phase::Awaiting {
-                    until: now + self.cfg.timing.intvl,
+                let t = self.cfg.timing;
+                // Probes follow each other every intvl; the last one is judged unanswered only
+                // once the connection's RTO has passed since it left (README "Verdicts and
+                // timing"), so a dead peer is declared within time + probes × intvl + RTO.
+                let wait = if self.probes_sent >= t.probes {
+                    t.intvl.max(self.rto)
+                } else {
+                    t.intvl
                 };
+                self.phase = Phase::Awaiting { until: now + wait };
                 Some(Action::Send {
                     probe,
                     index: self.probes_sent,
@@ -452,9 +517,24 @@ impl Engine {
             return;
         };
         self.last_progress = view.progress;
+        self.rto = view.rto.min(RTO_MAX);
         let t = self.cfg.timing;
+        let elapsed = now.saturating_sub(self.start);
         if self.probes_sent == 0 && view.idle < t.time {
-            let until = now + (t.time - view.idle);
+            // Waited `time` already, and the connection is not idle that long because the
+            // kernel kept receiving its segments after we started: the peer is evidently
+            // there (README "Verdicts and timing": the wait for idle is bounded too).
+            if elapsed >= t.time && view.idle + TRAFFIC_SLACK < elapsed {
+                self.notes.push_back(Note::Traffic { idle: view.idle });
+                let v = self.untimed(now, VerdictKind::Alive, Evidence::Traffic);
+                self.conclude(v);
+                return;
+            }
+            let mut until = now + (t.time - view.idle);
+            let bound = self.start + t.time;
+            if bound > now {
+                until = until.min(bound);
+            }
             self.phase = Phase::Waiting { at: until };
             self.notes.push_back(Note::Waiting {
                 idle: view.idle,
@@ -469,23 +549,30 @@ impl Engine {
             && view.idle + TRAFFIC_SLACK < now.saturating_sub(first)
         {
             self.notes.push_back(Note::Traffic { idle: view.idle });
-            let mut v = self.verdict(now, VerdictKind::Alive, None);
-            // Not an answer to a probe we can time.
-            v.rtt = None;
-            v.evidence = Evidence::Traffic;
+            let v = self.untimed(now, VerdictKind::Alive, Evidence::Traffic);
             self.conclude(v);
             return;
         }
         if self.probes_sent >= t.probes {
+            // Never before the last probe's RTO has passed, even if the RTO grew since it
+            // left (README "Verdicts and timing").
+            if let Some(last) = self.last_probe_at
+                && now < last + self.rto
+            {
+                self.phase = Phase::Awaiting {
+                    until: last + self.rto,
+                };
+                return;
+            }
             let v = self.verdict(now, VerdictKind::Dead, None);
             self.conclude(v);
             return;
         }
         if view.busy {
-            self.phase = Phase::Waiting { at: now + t.intvl };
-            self.notes.push_back(Note::Busy);
+            self.judge_busy(now, &view);
             return;
         }
+        self.busy_since = None;
         let moved = self.progress_at_learn.is_some_and(|p| p != view.progress);
         if self.cfg.source != SeqSource::Peer && (self.numbers.is_none() || moved || self.stale) {
             self.stale = false;
@@ -500,6 +587,38 @@ impl Engine {
         } else {
             self.phase = Phase::SendNow;
         }
+    }
+
+    /// Data in flight: no probe (its numbers would be stale and an in-window probe is not
+    /// answered), the kernel's own ACK clock decides (README "Verdicts and timing"). An ACK
+    /// after the busy spell began, answers to zero-window probes included, means `alive`; no
+    /// ACK for `probes × intvl` plus the RTO means `dead`.
+    fn judge_busy(&mut self, now: Duration, view: &ConnView) {
+        let t = self.cfg.timing;
+        let since = *self.busy_since.get_or_insert(now);
+        let watched = now.saturating_sub(since);
+        if view.since_ack + TRAFFIC_SLACK < watched {
+            let v = self.untimed(now, VerdictKind::Alive, Evidence::KernelAckClock);
+            self.conclude(v);
+            return;
+        }
+        let window = (t.intvl.saturating_mul(u32::from(t.probes)) + self.rto).max(BUSY_RECHECK);
+        if watched >= window {
+            let v = self.untimed(now, VerdictKind::Dead, Evidence::KernelAckClock);
+            self.conclude(v);
+            return;
+        }
+        let next = (now + t.intvl.max(BUSY_RECHECK)).min(since + window);
+        self.phase = Phase::Waiting { at: next };
+        self.notes.push_back(Note::Busy);
+    }
+
+    /// A verdict not decided by an answer to a probe: it has no RTT.
+    fn untimed(&self, now: Duration, kind: VerdictKind, evidence: Evidence) -> Verdict {
+        let mut v = self.verdict(now, kind, None);
+        v.rtt = None;
+        v.evidence = evidence;
+        v
     }
 
     fn start_learning(&mut self, now: Duration, tries: u8) {
@@ -600,7 +719,7 @@ impl Engine {
                 {
                     return;
                 }
-                if !self.sent.iter().any(|(seq, _)| *seq == err.quoted_seq) {
+                if !self.sent.iter().any(|&(seq, _, _)| seq == err.quoted_seq) {
                     self.ignore("ICMP error quoting a segment that is not a probe");
                     return;
                 }
@@ -646,7 +765,10 @@ impl Engine {
             self.ignore("segment whose addresses contradict the direction it was seen in");
             return;
         }
-        let ours = self.sent.iter().any(|&(s, a)| s == seg.seq && a == seg.ack);
+        let ours = self
+            .sent
+            .iter()
+            .any(|&(s, a, _)| s == seg.seq && a == seg.ack);
         if incoming && seg.has(wire::SYN) {
             // Our injected SYN, seen on loopback: the challenge ACK comes after it.
             if let Phase::Learning { syn, syn_seen, .. } = &mut self.phase
@@ -659,6 +781,9 @@ impl Engine {
         }
         let plain = !seg.has(wire::SYN) && !seg.has(wire::RST) && seg.has(wire::ACK);
         if outgoing {
+            if plain {
+                self.saw_copy(now, seg.seq, seg.ack);
+            }
             let learn = match self.phase {
                 Phase::Learning { syn_seen: true, .. } => {
                     plain && !seg.has(wire::FIN) && seg.payload_len == 0
@@ -699,7 +824,7 @@ impl Engine {
         if seg.has(wire::RST) {
             // RFC 793 reset generation: the RST's SEQ is the ACK field of what it answers.
             let known = self.numbers.is_some_and(|n| n.rcv_nxt == seg.seq)
-                || self.sent.iter().any(|&(_, ack)| ack == seg.seq);
+                || self.sent.iter().any(|&(_, ack, _)| ack == seg.seq);
             if known {
                 let v = self.verdict(now, VerdictKind::Reset, None);
                 self.conclude(v);
@@ -721,13 +846,9 @@ impl Engine {
                     ts: None,
                     ip: IpMeta::default(),
                 });
-                let v = self.verdict(now, VerdictKind::Alive, None);
-                self.conclude(v);
+                self.answered(now);
             }
-            (_, Some(n)) if seg.seq == n.rcv_nxt && seg.ack == n.snd_nxt => {
-                let v = self.verdict(now, VerdictKind::Alive, None);
-                self.conclude(v);
-            }
+            (_, Some(n)) if seg.seq == n.rcv_nxt && seg.ack == n.snd_nxt => self.answered(now),
             (_, Some(_)) => {
                 // Either a forgery or the connection moved on: learn again before the next probe.
                 self.stale = true;
@@ -735,6 +856,73 @@ impl Engine {
             }
             (_, None) => {}
         }
+    }
+
+    /// An outgoing segment of the connection on the capture: ours or the local kernel's.
+    fn saw_copy(&mut self, now: Duration, seq: SeqNumber, ack: SeqNumber) {
+        let again =
+            self.copies.iter().rev().any(|&(s, a, at)| {
+                (s, a) == (seq, ack) && now.saturating_sub(at) < SAME_PACKET_WINDOW
+            });
+        if again {
+            return;
+        }
+        if self.copies.len() >= MAX_COPIES {
+            self.copies.pop_front();
+        }
+        self.copies.push_back((seq, ack, now));
+    }
+
+    /// An answer proving the peer holds the connection: `alive`, timed from the last probe
+    /// only when it can answer nothing else (README "Verdicts and timing").
+    fn answered(&mut self, now: Duration) {
+        let mut v = self.verdict(now, VerdictKind::Alive, None);
+        if let Some(why) = self.rtt_doubt() {
+            v.rtt = None;
+            self.notes.push_back(Note::Borrowed(why));
+        }
+        self.conclude(v);
+    }
+
+    /// Why an answer to the last probe may belong to another probe, if it may.
+    ///
+    /// The capture shows every probe of ours leaving, once, after it was sent, and before
+    /// its answer can arrive. Any other copy of the same (seq, ack) seen since an RTO before
+    /// our first such probe is somebody else's identical probe, typically the connection's
+    /// own kernel keepalive, whose answer is indistinguishable from ours.
+    fn rtt_doubt(&self) -> Option<&'static str> {
+        let &(seq, ack, last) = self.sent.last()?;
+        let mut ours = self.sent.iter().filter(|p| (p.0, p.1) == (seq, ack));
+        let first = ours.next().map_or(last, |p| p.2);
+        let ours = 1 + ours.count();
+        let from = first.saturating_sub(self.rto);
+        let peer_mode = self.cfg.source == SeqSource::Peer;
+        let mut copies = 0;
+        for &(s, a, at) in &self.copies {
+            if at < from {
+                continue;
+            }
+            if (s, a) == (seq, ack) {
+                copies += 1;
+            } else if peer_mode && !self.sent.iter().any(|p| (p.0, p.1) == (s, a)) {
+                // Without known numbers any ACK of the peer's answers the local kernel's
+                // segment as well as our probe.
+                return Some("the local kernel sent a segment the answer may acknowledge");
+            }
+        }
+        if copies > ours {
+            return Some("another identical probe left this host (the kernel's own keepalive?)");
+        }
+        let mut times = self.sent.iter().rev().map(|p| p.2);
+        if let (Some(last), Some(before)) = (times.next(), times.next())
+            && last.saturating_sub(before) < self.rto
+        {
+            return Some("the probe before it was still within the connection's RTO");
+        }
+        if copies < ours {
+            return Some("the probe was not seen leaving before the answer");
+        }
+        None
     }
 
     fn learned(&mut self, n: Numbers) {

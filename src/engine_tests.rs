@@ -98,10 +98,18 @@ fn learn_and_probe(e: &mut Engine, now: Duration, idle: u64) -> ProbeRepr {
     assert_eq!(syn.flags, SYN);
     e.on_packet(now, &seg(R, L, syn.seq, SeqNumber(0), SYN));
     e.on_packet(now, &seg(L, R, SND, RCV, ACK));
-    match drain(e, now).as_slice() {
+    let probe = match drain(e, now).as_slice() {
         [Action::Send { probe, index: 1 }] => *probe,
         other => panic!("expected probe 1, got {other:?}"),
-    }
+    };
+    sent_copy(e, now, &probe);
+    probe
+}
+
+/// The capture's copy of a probe leaving this host, as the I/O loop hands it over after the
+/// send (README "Verdicts and timing": an RTT belongs to one probe).
+fn sent_copy(e: &mut Engine, now: Duration, probe: &ProbeRepr) {
+    e.on_packet_from(now, &seg(L, R, probe.seq, probe.ack, ACK), Origin::Sent);
 }
 
 fn verdict(actions: &[Action]) -> Verdict {
@@ -192,10 +200,10 @@ fn first_valid_answer_wins() {
     learn_and_probe(&mut e, ms(0), 0);
     assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
     e.on_connection(ms(1000), Some(view(1000)));
-    assert!(matches!(
-        drain(&mut e, ms(1000)).as_slice(),
-        [Action::Send { index: 2, .. }]
-    ));
+    let [Action::Send { index: 2, probe }] = drain(&mut e, ms(1000))[..] else {
+        panic!("expected probe 2")
+    };
+    sent_copy(&mut e, ms(1000), &probe);
     e.on_packet(ms(1002), &peer_ack());
     e.on_packet(ms(1003), &seg(R, L, RCV, SND, RST));
     let v = verdict(&drain(&mut e, ms(1003)));
@@ -481,6 +489,7 @@ fn short_intervals_warn_about_the_peer_rate_limit() {
         .warning()
         .is_none()
     );
+    // Issue 10: whatever `probes` is (one probe below the peer's rate limit used to pass).
     assert!(
         Timing {
             time: ms(0),
@@ -488,7 +497,8 @@ fn short_intervals_warn_about_the_peer_rate_limit() {
             probes: 1
         }
         .warning()
-        .is_none()
+        .unwrap()
+        .contains("RTO")
     );
 }
 
@@ -593,4 +603,421 @@ fn a_forged_segment_claiming_the_local_address_teaches_nothing() {
     assert!(drain(&mut e, ms(1)).is_empty());
     e.on_packet_from(ms(2), &peer_ack(), Origin::Received);
     assert_eq!(verdict(&drain(&mut e, ms(2))).kind, VerdictKind::Alive);
+}
+
+// ---- issue 10: real hosts (README "Verdicts and timing")
+
+/// A connection view with the kernel's RTO and ACK clock filled in.
+fn view_rto(idle: u64, since_ack: u64, rto: u64, busy: bool) -> ConnView {
+    ConnView {
+        idle: ms(idle),
+        busy,
+        since_ack: ms(since_ack),
+        rto: ms(rto),
+        progress: (10, 20),
+    }
+}
+
+/// Every action `poll` hands out at `now`, notes included.
+fn drain_all(e: &mut Engine, now: Duration) -> Vec<Action> {
+    std::iter::from_fn(|| e.poll(now)).collect()
+}
+
+/// The verdict among `actions`, and the notes before it.
+fn verdict_and_notes(actions: &[Action]) -> (Verdict, Vec<Note>) {
+    let notes = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Note(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    let v = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Finish(Outcome::Verdict(v)) => Some(v.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no verdict in {actions:?}"));
+    (v, notes)
+}
+
+/// Like `learn_and_probe`, with the kernel reporting `rto`; no capture copy of the probe.
+fn learn_and_probe_rto(e: &mut Engine, now: Duration, idle: u64, rto: u64) -> ProbeRepr {
+    assert_eq!(drain(e, now), vec![Action::QueryConnection]);
+    e.on_connection(now, Some(view_rto(idle, idle, rto, false)));
+    let [Action::InjectSyn(syn)] = drain(e, now)[..] else {
+        panic!("expected a SYN injection")
+    };
+    e.on_packet(now, &seg(R, L, syn.seq, SeqNumber(0), SYN));
+    e.on_packet(now, &seg(L, R, SND, RCV, ACK));
+    match drain(e, now).as_slice() {
+        [Action::Send { probe, .. }] => *probe,
+        other => panic!("expected a probe, got {other:?}"),
+    }
+}
+
+/// `--intvl 0s --probes 1` against a healthy peer 84 µs away: the probe waits the RTO, not
+/// zero, so the answer is in time.
+#[test]
+fn intvl_zero_waits_the_rto_for_the_answer() {
+    let mut e = Engine::new(cfg(0, 0, 1, SeqSource::Local), ms(0), 42);
+    let probe = learn_and_probe_rto(&mut e, ms(0), 5000, 204);
+    sent_copy(&mut e, ms(0), &probe);
+    assert_eq!(e.poll_at(), Some(ms(204)), "max(intvl 0, rto 204 ms)");
+    assert_eq!(e.next_poll(), PollAt::At(ms(204)));
+    assert!(drain(&mut e, ms(0)).is_empty(), "not judged at once");
+    e.on_packet(Duration::from_micros(84), &peer_ack());
+    let v = verdict(&drain(&mut e, ms(1)));
+    assert_eq!(v.kind, VerdictKind::Alive);
+    assert_eq!(v.rtt, Some(Duration::from_micros(84)));
+    assert_eq!(v.evidence, Evidence::Probe);
+}
+
+/// ...and a silent peer is `dead` exactly one RTO after the probe, not before.
+#[test]
+fn intvl_zero_dead_exactly_one_rto_after_the_probe() {
+    let mut e = Engine::new(cfg(0, 0, 1, SeqSource::Local), ms(0), 42);
+    learn_and_probe_rto(&mut e, ms(0), 5000, 204);
+    assert!(drain(&mut e, ms(203)).is_empty());
+    assert_eq!(drain(&mut e, ms(204)), vec![Action::QueryConnection]);
+    e.on_connection(ms(204), Some(view_rto(5204, 5204, 204, false)));
+    let v = verdict(&drain(&mut e, ms(204)));
+    assert_eq!(v.kind, VerdictKind::Dead);
+    assert_eq!(v.elapsed, ms(204));
+}
+
+/// Probes follow each other every intvl; only the last waits max(intvl, RTO): a dead peer is
+/// declared within time + probes × intvl + RTO (SPEC "Real hosts").
+#[test]
+fn probes_every_intvl_the_last_waits_the_rto() {
+    let mut e = Engine::new(cfg(0, 100, 3, SeqSource::Local), ms(0), 42);
+    learn_and_probe_rto(&mut e, ms(0), 5000, 250);
+    assert_eq!(e.poll_at(), Some(ms(100)));
+    for (at, n) in [(100u64, 2u8), (200, 3)] {
+        assert_eq!(drain(&mut e, ms(at)), vec![Action::QueryConnection]);
+        e.on_connection(ms(at), Some(view_rto(5000 + at, 5000 + at, 250, false)));
+        assert!(
+            matches!(drain(&mut e, ms(at)).as_slice(), [Action::Send { index, .. }] if *index == n)
+        );
+    }
+    assert_eq!(e.poll_at(), Some(ms(450)), "last probe at 200 + rto 250");
+    assert_eq!(drain(&mut e, ms(450)), vec![Action::QueryConnection]);
+    e.on_connection(ms(450), Some(view_rto(5450, 5450, 250, false)));
+    let v = verdict(&drain(&mut e, ms(450)));
+    assert_eq!(v.kind, VerdictKind::Dead);
+    assert_eq!(v.probes_sent, 3);
+    assert!(v.elapsed <= ms(3 * 100 + 250));
+}
+
+/// The RTO that counts is the last one seen: grown since the probe, it postpones `dead`.
+#[test]
+fn dead_waits_for_an_rto_that_grew_since_the_probe() {
+    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 42);
+    learn_and_probe_rto(&mut e, ms(0), 5000, 0);
+    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
+    e.on_connection(ms(1000), Some(view_rto(6000, 6000, 1500, false)));
+    assert!(drain(&mut e, ms(1000)).is_empty());
+    assert_eq!(e.poll_at(), Some(ms(1500)));
+    assert_eq!(drain(&mut e, ms(1500)), vec![Action::QueryConnection]);
+    e.on_connection(ms(1500), Some(view_rto(6500, 6500, 1500, false)));
+    assert_eq!(verdict(&drain(&mut e, ms(1500))).kind, VerdictKind::Dead);
+}
+
+/// A `tcpi_rto` beyond the kernel's own ceiling is capped at `RTO_MAX`.
+#[test]
+fn the_rto_used_is_capped() {
+    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 42);
+    learn_and_probe_rto(&mut e, ms(0), 5000, 600_000);
+    assert_eq!(e.poll_at(), Some(RTO_MAX));
+}
+
+/// A reader that stopped reading: the peer advertises a zero window, the local kernel's
+/// zero-window probes are answered, its ACK clock ticks. No probe is sent.
+#[test]
+fn busy_with_acks_arriving_is_alive_by_the_kernel_ack_clock() {
+    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 5);
+    assert_eq!(drain(&mut e, ms(0)), vec![Action::QueryConnection]);
+    // Last ACK 400 ms before we started: that one does not count.
+    e.on_connection(ms(0), Some(view_rto(400, 400, 204, true)));
+    let (notes, actions): (Vec<_>, Vec<_>) = drain_all(&mut e, ms(0))
+        .into_iter()
+        .partition(|a| matches!(a, Action::Note(_)));
+    assert_eq!(notes, vec![Action::Note(Note::Busy)]);
+    assert!(actions.is_empty());
+    assert_eq!(e.poll_at(), Some(ms(1000)));
+    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
+    // An ACK 300 ms ago, at t=700: after the busy judgement began.
+    e.on_connection(ms(1000), Some(view_rto(300, 300, 204, true)));
+    let v = verdict(&drain(&mut e, ms(1000)));
+    assert_eq!(v.kind, VerdictKind::Alive);
+    assert_eq!(v.evidence, Evidence::KernelAckClock);
+    assert_eq!(v.rtt, None);
+    assert_eq!(v.probes_sent, 0);
+    assert_eq!(v.elapsed, ms(1000));
+}
+
+/// An ACK at (or within the clock's slack of) the instant the judgement began is not one
+/// "after" it.
+#[test]
+fn busy_ack_clock_counts_only_acks_after_the_start() {
+    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
+    drain(&mut e, ms(0));
+    e.on_connection(ms(0), Some(view_rto(0, 0, 0, true)));
+    drain(&mut e, ms(0));
+    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
+    e.on_connection(ms(1000), Some(view_rto(1000 - 3, 1000 - 3, 0, true)));
+    let v = verdict(&drain(&mut e, ms(1000)));
+    assert_eq!(
+        (v.kind, v.evidence),
+        (VerdictKind::Dead, Evidence::KernelAckClock)
+    );
+}
+
+/// Bulk data to a peer that vanished: no ACK for probes × intvl + RTO since the judgement
+/// began is `dead`, at exactly that instant.
+#[test]
+fn busy_without_acks_is_dead_after_the_window_plus_rto() {
+    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 5);
+    drain(&mut e, ms(0));
+    e.on_connection(ms(0), Some(view_rto(50, 50, 200, true)));
+    drain(&mut e, ms(0));
+    for at in [1000u64, 2000, 3000] {
+        assert_eq!(e.poll_at(), Some(ms(at)));
+        assert_eq!(drain(&mut e, ms(at)), vec![Action::QueryConnection]);
+        e.on_connection(ms(at), Some(view_rto(at + 50, at + 50, 200, true)));
+        assert!(drain(&mut e, ms(at)).is_empty(), "undecided at {at}");
+    }
+    assert_eq!(e.poll_at(), Some(ms(3200)), "3 × 1000 ms + rto 200 ms");
+    assert_eq!(drain(&mut e, ms(3200)), vec![Action::QueryConnection]);
+    e.on_connection(ms(3200), Some(view_rto(3250, 3250, 200, true)));
+    let v = verdict(&drain(&mut e, ms(3200)));
+    assert_eq!(v.kind, VerdictKind::Dead);
+    assert_eq!(v.evidence, Evidence::KernelAckClock);
+    assert_eq!(v.probes_sent, 0);
+    assert_eq!(v.rtt, None);
+    assert_eq!(v.elapsed, ms(3200));
+}
+
+/// With `--time`, the busy window starts once the connection has been idle that long: the
+/// bound is time + probes × intvl + RTO.
+#[test]
+fn busy_bound_counts_from_the_end_of_the_time_wait() {
+    let mut e = Engine::new(cfg(2000, 500, 2, SeqSource::Local), ms(0), 5);
+    drain(&mut e, ms(0));
+    e.on_connection(ms(0), Some(view_rto(0, 0, 300, true)));
+    assert!(drain(&mut e, ms(0)).is_empty());
+    assert_eq!(e.poll_at(), Some(ms(2000)));
+    let mut now = 2000;
+    loop {
+        assert_eq!(drain(&mut e, ms(now)), vec![Action::QueryConnection]);
+        e.on_connection(ms(now), Some(view_rto(now, now, 300, true)));
+        let out = drain(&mut e, ms(now));
+        if !out.is_empty() {
+            let v = verdict(&out);
+            assert_eq!(
+                (v.kind, v.evidence),
+                (VerdictKind::Dead, Evidence::KernelAckClock)
+            );
+            break;
+        }
+        now = e.poll_at().unwrap().as_millis() as u64;
+    }
+    assert_eq!(now, 2000 + 2 * 500 + 300);
+}
+
+/// A connection that stops being busy is probed as usual, and a later busy spell starts
+/// its own window.
+#[test]
+fn busy_then_idle_goes_back_to_probing() {
+    let mut e = Engine::new(cfg(0, 1000, 2, SeqSource::Local), ms(0), 5);
+    drain(&mut e, ms(0));
+    e.on_connection(ms(0), Some(view_rto(0, 0, 0, true)));
+    drain(&mut e, ms(0));
+    learn_and_probe(&mut e, ms(1000), 1000);
+    assert_eq!(drain(&mut e, ms(2000)), vec![Action::QueryConnection]);
+    // Busy again at 2000 (the application wrote), no ACK since: a fresh window from 2000.
+    e.on_connection(ms(2000), Some(view_rto(1000, 1000, 0, true)));
+    assert!(drain(&mut e, ms(2000)).is_empty());
+    assert_eq!(e.poll_at(), Some(ms(3000)));
+}
+
+/// `--intvl 0s` on a busy connection with no RTO known does not spin at one instant.
+#[test]
+fn busy_rechecks_are_never_closer_than_the_clock_can_tell() {
+    let mut e = Engine::new(cfg(0, 0, 1, SeqSource::Local), ms(0), 5);
+    drain(&mut e, ms(0));
+    e.on_connection(ms(0), Some(view_rto(0, 0, 0, true)));
+    assert!(drain(&mut e, ms(0)).is_empty());
+    assert_eq!(e.poll_at(), Some(BUSY_RECHECK));
+    drain(&mut e, BUSY_RECHECK);
+    e.on_connection(BUSY_RECHECK, Some(view_rto(10, 10, 0, true)));
+    let v = verdict(&drain(&mut e, BUSY_RECHECK));
+    assert_eq!(
+        (v.kind, v.evidence),
+        (VerdictKind::Dead, Evidence::KernelAckClock)
+    );
+}
+
+/// `probe --time 5s` on a chatty connection ends at 5 s with `alive` (traffic), instead of
+/// waiting forever for an idle spell that never comes.
+#[test]
+fn the_wait_for_idle_ends_at_time_when_segments_keep_arriving() {
+    let mut e = Engine::new(cfg(5000, 1000, 3, SeqSource::Local), ms(0), 5);
+    drain(&mut e, ms(0));
+    e.on_connection(ms(0), Some(view(100)));
+    assert!(drain(&mut e, ms(0)).is_empty());
+    assert_eq!(e.poll_at(), Some(ms(4900)));
+    assert_eq!(drain(&mut e, ms(4900)), vec![Action::QueryConnection]);
+    // A segment arrived at 4700: idle 200 ms. Not 5 s since we started yet.
+    e.on_connection(ms(4900), Some(view(200)));
+    assert!(drain(&mut e, ms(4900)).is_empty());
+    assert_eq!(e.poll_at(), Some(ms(5000)), "capped at start + time");
+    assert_eq!(drain(&mut e, ms(5000)), vec![Action::QueryConnection]);
+    e.on_connection(ms(5000), Some(view(300)));
+    let v = verdict(&drain(&mut e, ms(5000)));
+    assert_eq!(v.kind, VerdictKind::Alive);
+    assert_eq!(v.evidence, Evidence::Traffic);
+    assert_eq!(v.rtt, None);
+    assert_eq!(v.probes_sent, 0);
+    assert_eq!(v.elapsed, ms(5000));
+}
+
+/// The connection's own kernel keepalive leaves with exactly our probe's numbers after our
+/// probe: the answer proves `alive` but is not timed (SPEC "An RTT belongs to one probe").
+#[test]
+fn a_kernel_keepalive_copy_after_our_probe_makes_the_rtt_unknown() {
+    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 42);
+    let probe = learn_and_probe(&mut e, ms(0), 5000);
+    e.on_packet_from(ms(600), &seg(L, R, probe.seq, probe.ack, ACK), Origin::Sent);
+    e.on_packet_from(ms(961), &peer_ack(), Origin::Received);
+    let (v, notes) = verdict_and_notes(&drain_all(&mut e, ms(961)));
+    assert_eq!(v.kind, VerdictKind::Alive);
+    assert_eq!(v.rtt, None, "not 961 ms");
+    assert_eq!(v.evidence, Evidence::Probe);
+    assert!(
+        matches!(notes.as_slice(), [Note::Borrowed(why)] if why.contains("keepalive")),
+        "{notes:?}"
+    );
+}
+
+/// Our probe never showed on the capture (dropped by a qdisc, lost from the capture's
+/// queue): an answer can only be somebody else's.
+#[test]
+fn an_answer_before_our_probe_was_seen_leaving_has_no_rtt() {
+    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 42);
+    learn_and_probe_rto(&mut e, ms(0), 5000, 200);
+    e.on_packet_from(ms(40), &peer_ack(), Origin::Received);
+    let (v, notes) = verdict_and_notes(&drain_all(&mut e, ms(40)));
+    assert_eq!(v.kind, VerdictKind::Alive);
+    assert_eq!(v.rtt, None);
+    assert!(matches!(notes.as_slice(), [Note::Borrowed(why)] if why.contains("not seen")));
+}
+
+/// An identical probe that left less than an RTO before ours may be what is answered; one
+/// that left long before (its answer long since due) is not.
+#[test]
+fn an_identical_probe_just_before_ours_counts_one_long_before_does_not() {
+    for (before, timed) in [(100u64, false), (5000, true)] {
+        let mut e = Engine::new(cfg(10_000, 1000, 3, SeqSource::Local), ms(0), 42);
+        drain(&mut e, ms(0));
+        e.on_connection(ms(0), Some(view(0)));
+        let t = ms(10_000);
+        // The kernel's keepalive with what will be our probe's numbers.
+        e.on_packet_from(t - ms(before), &seg(L, R, SND - 1, RCV, ACK), Origin::Sent);
+        let probe = learn_and_probe_rto(&mut e, t, 10_000, 200);
+        sent_copy(&mut e, t, &probe);
+        e.on_packet_from(t + ms(30), &peer_ack(), Origin::Received);
+        let (v, _) = verdict_and_notes(&drain_all(&mut e, t + ms(30)));
+        assert_eq!(v.kind, VerdictKind::Alive);
+        assert_eq!(
+            v.rtt.is_some(),
+            timed,
+            "kernel probe {before} ms before ours"
+        );
+    }
+}
+
+/// A bridge and its port both show the probe leaving: one packet, not a second probe.
+#[test]
+fn one_probe_seen_on_two_interfaces_keeps_its_rtt() {
+    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 42);
+    let probe = learn_and_probe(&mut e, ms(0), 5000);
+    sent_copy(&mut e, Duration::from_micros(30), &probe);
+    e.on_packet_from(ms(5), &peer_ack(), Origin::Received);
+    let (v, notes) = verdict_and_notes(&drain_all(&mut e, ms(5)));
+    assert_eq!(v.rtt, Some(ms(5)));
+    assert!(notes.is_empty(), "{notes:?}");
+}
+
+/// With probes closer than the RTO, an answer may be to the one before the last.
+#[test]
+fn an_answer_while_the_previous_probe_was_within_its_rto_has_no_rtt() {
+    let mut e = Engine::new(cfg(0, 100, 3, SeqSource::Local), ms(0), 42);
+    let probe = learn_and_probe_rto(&mut e, ms(0), 5000, 250);
+    sent_copy(&mut e, ms(0), &probe);
+    drain(&mut e, ms(100));
+    e.on_connection(ms(100), Some(view_rto(5100, 5100, 250, false)));
+    let [Action::Send { probe, index: 2 }] = drain(&mut e, ms(100))[..] else {
+        panic!("expected probe 2")
+    };
+    sent_copy(&mut e, ms(100), &probe);
+    e.on_packet_from(ms(130), &peer_ack(), Origin::Received);
+    let (v, notes) = verdict_and_notes(&drain_all(&mut e, ms(130)));
+    assert_eq!(v.kind, VerdictKind::Alive);
+    assert_eq!(
+        v.rtt, None,
+        "could be 130 ms for probe 1 or 30 ms for probe 2"
+    );
+    assert!(matches!(notes.as_slice(), [Note::Borrowed(why)] if why.contains("RTO")));
+}
+
+/// A forger cannot make an answer look borrowed: copies must be seen leaving.
+#[test]
+fn a_copy_from_the_network_is_no_second_probe() {
+    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 42);
+    let probe = learn_and_probe(&mut e, ms(0), 5000);
+    e.on_packet_from(
+        ms(10),
+        &seg(L, R, probe.seq, probe.ack, ACK),
+        Origin::Received,
+    );
+    e.on_packet_from(ms(20), &peer_ack(), Origin::Received);
+    let v = verdict(&drain(&mut e, ms(20)));
+    assert_eq!(v.rtt, Some(ms(20)));
+}
+
+/// In `--seq-source peer` any ACK of the peer answers the local kernel's segments as well.
+#[test]
+fn peer_source_answer_after_a_kernel_segment_has_no_rtt() {
+    let mut e = Engine::new(cfg(0, 1000, 2, SeqSource::Peer), ms(0), 11);
+    drain(&mut e, ms(0));
+    e.on_connection(ms(0), Some(view(0)));
+    let [Action::Send { probe, .. }] = drain(&mut e, ms(0))[..] else {
+        panic!()
+    };
+    sent_copy(&mut e, ms(0), &probe);
+    e.on_packet_from(ms(1), &seg(L, R, SND - 1, RCV, ACK), Origin::Sent);
+    e.on_packet_from(ms(2), &peer_ack(), Origin::Received);
+    let (v, notes) = verdict_and_notes(&drain_all(&mut e, ms(2)));
+    assert_eq!(v.kind, VerdictKind::Alive);
+    assert_eq!(v.rtt, None);
+    assert!(matches!(notes.as_slice(), [Note::Borrowed(_)]));
+}
+
+#[test]
+fn next_poll_tells_now_from_waiting_on_the_kernel_and_done() {
+    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
+    assert_eq!(e.next_poll(), PollAt::At(ms(0)));
+    drain(&mut e, ms(0));
+    assert_eq!(e.next_poll(), PollAt::AwaitingKernel);
+    assert_eq!(e.poll_at(), None);
+    e.on_connection(ms(0), Some(view(0)));
+    assert_eq!(e.next_poll(), PollAt::Now);
+    e.on_connection(ms(0), None);
+    e.on_local_failure(ms(0), Cause::NoRoute);
+    assert_eq!(e.next_poll(), PollAt::Now);
+    drain(&mut e, ms(0));
+    assert_eq!(e.next_poll(), PollAt::Done);
+    assert_eq!(e.poll_at(), None);
 }

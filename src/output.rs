@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::engine::{Note, Verdict, VerdictKind};
+use crate::engine::{Evidence, Note, Verdict, VerdictKind};
 use crate::flow::Flow;
 use crate::wire::ProbeRepr;
 
@@ -21,6 +21,10 @@ pub fn verdict_line(flow: &Flow, v: &Verdict) -> String {
     }
     if let Some(cause) = v.cause {
         line.push_str(&format!(" cause={}", cause.as_str()));
+    }
+    // An answer to a probe is the default; anything else says what decided.
+    if v.evidence != Evidence::Probe {
+        line.push_str(&format!(" evidence={}", v.evidence.as_str()));
     }
     if let Some(rtt) = v.rtt {
         line.push_str(&format!(" rtt={}", ms(rtt)));
@@ -107,50 +111,67 @@ impl Reporter {
 
     pub fn note(&self, flow: &Flow, note: &Note, at: Duration) {
         if self.json && self.verbose {
-            let v = match note {
-                Note::Learned(n) => json!({
-                    "event": "learned", "flow": flow.to_string(), "snd_nxt": n.snd_nxt.0,
-                    "rcv_nxt": n.rcv_nxt.0, "ts": n.ts.is_some(), "t_ms": at.as_secs_f64() * 1000.0,
-                }),
-                Note::Waiting { idle, until } => json!({
-                    "event": "waiting", "flow": flow.to_string(), "idle_ms": idle.as_millis() as u64,
-                    "probe_at_ms": until.as_millis() as u64,
-                }),
-                Note::Busy => json!({"event": "busy", "flow": flow.to_string()}),
-                Note::Traffic { idle } => json!({
-                    "event": "traffic", "flow": flow.to_string(), "idle_ms": idle.as_millis() as u64,
-                }),
-                Note::Ignored(why) => {
-                    json!({"event": "ignored", "flow": flow.to_string(), "reason": why})
-                }
-            };
-            self.emit_json(&v);
-            return;
+            self.emit_json(&note_json(flow, note, at));
+        } else {
+            log::info!("{}", note_line(flow, note, at));
         }
-        match note {
-            Note::Learned(n) => log::info!(
-                "{flow} learned snd_nxt={} rcv_nxt={} win={}{} at {}",
-                n.snd_nxt,
-                n.rcv_nxt,
-                n.window,
-                if n.ts.is_some() {
-                    " with timestamps"
-                } else {
-                    ""
-                },
-                ms(at)
-            ),
-            Note::Waiting { idle, until } => log::info!(
-                "{flow} idle for {}, first probe at {}",
-                ms(*idle),
-                ms(*until)
-            ),
-            Note::Busy => log::info!("{flow} has data in flight; waiting for it to go idle"),
-            Note::Traffic { idle } => log::info!(
-                "{flow} received a segment {} ago, after the first probe: the peer is there",
-                ms(*idle)
-            ),
-            Note::Ignored(why) => log::info!("{flow} ignored: {why}"),
+    }
+}
+
+/// A progress note as a `--json -v` event.
+pub fn note_json(flow: &Flow, note: &Note, at: Duration) -> Value {
+    match note {
+        Note::Learned(n) => json!({
+            "event": "learned", "flow": flow.to_string(), "snd_nxt": n.snd_nxt.0,
+            "rcv_nxt": n.rcv_nxt.0, "ts": n.ts.is_some(), "t_ms": at.as_secs_f64() * 1000.0,
+        }),
+        Note::Waiting { idle, until } => json!({
+            "event": "waiting", "flow": flow.to_string(), "idle_ms": idle.as_millis() as u64,
+            "probe_at_ms": until.as_millis() as u64,
+        }),
+        Note::Busy => json!({"event": "busy", "flow": flow.to_string()}),
+        Note::Traffic { idle } => json!({
+            "event": "traffic", "flow": flow.to_string(), "idle_ms": idle.as_millis() as u64,
+        }),
+        Note::Ignored(why) => {
+            json!({"event": "ignored", "flow": flow.to_string(), "reason": why})
+        }
+        Note::Borrowed(why) => {
+            json!({"event": "borrowed", "flow": flow.to_string(), "reason": why})
+        }
+    }
+}
+
+/// A progress note as a `-v` log line.
+pub fn note_line(flow: &Flow, note: &Note, at: Duration) -> String {
+    match note {
+        Note::Learned(n) => format!(
+            "{flow} learned snd_nxt={} rcv_nxt={} win={}{} at {}",
+            n.snd_nxt,
+            n.rcv_nxt,
+            n.window,
+            if n.ts.is_some() {
+                " with timestamps"
+            } else {
+                ""
+            },
+            ms(at)
+        ),
+        Note::Waiting { idle, until } => format!(
+            "{flow} idle for {}, first probe at {}",
+            ms(*idle),
+            ms(*until)
+        ),
+        Note::Busy => {
+            format!("{flow} has data in flight: the kernel's ACK clock decides, no probe is sent")
+        }
+        Note::Traffic { idle } => format!(
+            "{flow} received a segment {} ago, after kaprobe started: the peer is there",
+            ms(*idle)
+        ),
+        Note::Ignored(why) => format!("{flow} ignored: {why}"),
+        Note::Borrowed(why) => {
+            format!("{flow} the answer may belong to another probe ({why}): rtt not reported")
         }
     }
 }
@@ -158,7 +179,7 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Evidence, IcmpInfo};
+    use crate::engine::IcmpInfo;
 
     fn flow() -> Flow {
         Flow {
@@ -232,6 +253,38 @@ mod tests {
         assert_eq!(
             verdict_line(&flow(), &v),
             "198.18.0.2:40000-198.51.100.2:9000 dead probes=3 after=3000.000ms"
+        );
+    }
+
+    #[test]
+    fn a_borrowed_answer_is_said_in_both_forms() {
+        let note = Note::Borrowed("another identical probe left this host");
+        let j = note_json(&flow(), &note, Duration::ZERO);
+        assert_eq!(j["event"], "borrowed");
+        assert_eq!(j["flow"], "198.18.0.2:40000-198.51.100.2:9000");
+        assert_eq!(j["reason"], "another identical probe left this host");
+        let line = note_line(&flow(), &note, Duration::ZERO);
+        assert!(line.contains("another probe"), "{line}");
+        assert!(line.contains("rtt not reported"), "{line}");
+    }
+
+    #[test]
+    fn kernel_ack_clock_evidence_in_json() {
+        let v = Verdict {
+            kind: VerdictKind::Alive,
+            probes_sent: 0,
+            rtt: None,
+            elapsed: Duration::from_millis(1000),
+            icmp: None,
+            cause: None,
+            evidence: Evidence::KernelAckClock,
+        };
+        let j = verdict_json(&flow(), &v, 0);
+        assert_eq!(j["evidence"], "kernel-ack-clock");
+        assert!(j["rtt_us"].is_null());
+        assert_eq!(
+            verdict_line(&flow(), &v),
+            "198.18.0.2:40000-198.51.100.2:9000 alive evidence=kernel-ack-clock probes=0"
         );
     }
 }

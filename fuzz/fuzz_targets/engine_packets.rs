@@ -16,7 +16,8 @@
 //!   ACK = SND.NXT: the harness keeps the kernel's idle clock),
 //!   `reset` only after an RST with SEQ = RCV.NXT, `unreachable` only after an ICMP error
 //!   quoting a probe's exact sequence number: a forger who does not know the numbers never
-//!   decides the verdict; `dead` is always allowed.
+//!   decides the verdict; `dead` after `probes` probes, or by the kernel's ACK clock on a
+//!   connection the harness reported busy (data in flight, README "Verdicts and timing").
 //!
 //! `peer` and `sniff` sources trust the wire by design; they are fuzzed for panics and
 //! termination only.
@@ -26,7 +27,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kaprobe::engine::{
-    Action, Config, ConnView, Engine, Origin, Outcome, SeqSource, Timing, VerdictKind,
+    self, Action, Config, ConnView, Engine, Origin, Outcome, SeqSource, Timing, VerdictKind,
 };
 use kaprobe::flow::Flow;
 use kaprobe::seq::SeqNumber;
@@ -101,6 +102,8 @@ struct Evidence {
     genuine_icmp: bool,
     /// After the first probe the local kernel accepted a segment (its idle clock restarted).
     kernel_accepted: bool,
+    /// The harness told the engine the connection had data in flight.
+    reported_busy: bool,
 }
 
 /// The local socket's receive window, for deciding what the kernel would accept.
@@ -152,10 +155,13 @@ impl Harness {
             };
             match action {
                 Action::QueryConnection => {
+                    // The kernel's idle and ACK clocks both restart at an accepted segment.
                     let view = ConnView {
                         idle: self.now.saturating_sub(self.last_rx),
+                        since_ack: self.now.saturating_sub(self.last_rx),
                         ..self.view
                     };
+                    self.evidence.reported_busy |= view.busy;
                     let view = (!self.closed).then_some(view);
                     self.engine.on_connection(self.now, view);
                 }
@@ -273,6 +279,9 @@ impl Harness {
         }
         let ev = &self.evidence;
         match v.kind {
+            VerdictKind::Dead if v.evidence == engine::Evidence::KernelAckClock => {
+                assert!(ev.reported_busy, "ACK-clock dead on an idle connection: {v:?}")
+            }
             VerdictKind::Dead => assert_eq!(v.probes_sent, self.cfg.timing.probes),
             VerdictKind::Alive => assert!(
                 ev.genuine_ack || ev.kernel_accepted,
@@ -301,7 +310,11 @@ fuzz_target!(|data: &[u8]| {
         _ => SeqSource::Local,
     };
     let time = Duration::from_millis(u64::from(setup >> 6) * 700);
-    let intvl = Duration::from_millis(100 * u64::from(1 + input.byte().unwrap_or(4) % 20));
+    // One byte: the interval from its remainder, the connection's RTO (0..600 ms) from the
+    // quotient, so older seeds keep their meaning.
+    let timing_byte = input.byte().unwrap_or(4);
+    let intvl = Duration::from_millis(100 * u64::from(1 + timing_byte % 20));
+    let rto = Duration::from_millis(50 * u64::from(timing_byte / 20));
     let cfg = Config {
         flow: flow(v6),
         route: Default::default(),
@@ -323,7 +336,7 @@ fuzz_target!(|data: &[u8]| {
             idle: Duration::ZERO,
             busy: false,
             since_ack: Duration::ZERO,
-            rto: Duration::ZERO,
+            rto,
             progress: (1000, 2000),
         },
         last_rx: now - Duration::from_secs(10),
