@@ -149,11 +149,14 @@ impl PacketIo for FakeIo {
                     "the NIC caught fire".into(),
                 )));
             }
-            Peer::Alive => {
-                let answer = segment(flow.remote, flow.local, RCV_NXT, SND_NXT);
-                self.push(now + RTT, &answer, Origin::Received);
-            }
-            Peer::Silent | Peer::NoChallengeAck => {}
+            Peer::Alive | Peer::Silent | Peer::NoChallengeAck => {}
+        }
+        // A probe that left shows on the capture as outgoing, as on a real interface: the
+        // engine times an answer only from its own probe seen leaving.
+        self.push(now, p, Origin::Sent);
+        if peer == Peer::Alive {
+            let answer = segment(flow.remote, flow.local, RCV_NXT, SND_NXT);
+            self.push(now + RTT, &answer, Origin::Received);
         }
         self.sends.push((now, flow, p.flags));
         Ok(())
