@@ -36,6 +36,9 @@ pub const BUSY_RECHECK: Duration = TRAFFIC_SLACK.saturating_mul(2);
 /// else's identical probe: a few kernel keepalives and retransmissions per probe round. When
 /// more pass, the oldest go, and an answer then has no RTT rather than a wrong one.
 const MAX_COPIES: usize = 16;
+/// The window advertised by probes whose numbers are not the local kernel's (`peer` elicit
+/// probes, the path check): any value is as good, the peer only answers the sequence number.
+const ELICIT_WINDOW: u16 = 1024;
 
 /// Where the capture saw a packet. Addresses alone cannot tell direction: a forger can claim
 /// the local address, and a segment "from" it must not teach the engine the numbers.
@@ -285,6 +288,12 @@ pub enum Action {
         probe: ProbeRepr,
         index: u8,
     },
+    /// Send this out-of-window ACK toward the peer only to learn whether the local host
+    /// refuses it (a route or a firewall): after the local socket never answered the injected
+    /// SYNs, its own challenge ACK may have been dropped on the way out. Its answer, or
+    /// silence, proves nothing (stateful firewalls drop it), so a refusal reported through
+    /// `on_local_failure` is the only thing it can change.
+    CheckPath(ProbeRepr),
     Note(Note),
     Finish(Outcome),
 }
@@ -309,6 +318,9 @@ enum Phase {
     Awaiting {
         until: Duration,
     },
+    /// The numbers could not be learned: send one `CheckPath` probe, then give up.
+    PathCheck,
+    PathChecked,
     Done,
 }
 
@@ -412,7 +424,9 @@ impl Engine {
                 inject_pending: true,
                 ..
             }
-            | Phase::SendNow => PollAt::Now,
+            | Phase::SendNow
+            | Phase::PathCheck
+            | Phase::PathChecked => PollAt::Now,
             Phase::Learning { deadline, .. } | Phase::Sniffing { deadline } => PollAt::At(deadline),
             Phase::Awaiting { until } => PollAt::At(until),
             Phase::Checking => PollAt::AwaitingKernel,
@@ -465,7 +479,8 @@ impl Engine {
                 deadline, tries, ..
             } if now >= deadline => {
                 if tries >= LEARN_TRIES {
-                    return Some(self.finish(Outcome::LearnFailed));
+                    self.phase = Phase::PathCheck;
+                    return self.poll(now);
                 }
                 self.start_learning(now, tries + 1);
                 self.poll(now)
@@ -475,6 +490,22 @@ impl Engine {
                 Some(self.finish(Outcome::LearnFailed))
             }
             Phase::Sniffing { .. } => None,
+            Phase::PathCheck => {
+                self.phase = Phase::PathChecked;
+                let flow = self.cfg.flow;
+                Some(Action::CheckPath(ProbeRepr {
+                    src: flow.local,
+                    dst: flow.remote,
+                    seq: SeqNumber(self.random()),
+                    ack: SeqNumber(self.random()),
+                    flags: wire::ACK,
+                    window: ELICIT_WINDOW,
+                    ts: None,
+                    payload: None,
+                    ip: IpMeta::default(),
+                }))
+            }
+            Phase::PathChecked => Some(self.finish(Outcome::LearnFailed)),
             Phase::SendNow => {
                 let probe = self.build_probe();
                 self.probes_sent = self.probes_sent.saturating_add(1);
@@ -652,7 +683,7 @@ impl Engine {
                 seq: SeqNumber(self.random()),
                 ack: SeqNumber(self.random()),
                 flags: wire::ACK,
-                window: 1024,
+                window: ELICIT_WINDOW,
                 ts: None,
                 payload: None,
                 ip: IpMeta::default(),
@@ -842,7 +873,7 @@ impl Engine {
                 self.numbers = Some(Numbers {
                     snd_nxt: seg.ack,
                     rcv_nxt: seg.seq,
-                    window: 1024,
+                    window: ELICIT_WINDOW,
                     ts: None,
                     ip: IpMeta::default(),
                 });

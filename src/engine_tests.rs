@@ -312,10 +312,41 @@ fn learning_retries_after_the_rate_limit_then_gives_up() {
         LEARN_TRIES as usize,
         "every SYN has a fresh random sequence number"
     );
-    assert_eq!(
-        drain(&mut e, now),
-        vec![Action::Finish(Outcome::LearnFailed)]
-    );
+    // One out-of-window ACK toward the peer checks the local path, then the engine gives up.
+    match drain(&mut e, now).as_slice() {
+        [Action::CheckPath(p), Action::Finish(Outcome::LearnFailed)] => {
+            assert_eq!((p.src, p.dst), (flow().local, flow().remote));
+            assert_eq!(p.flags, ACK);
+            assert!(p.payload.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The local socket never answered (its challenge ACK dropped on the way out): the path check's
+/// refusal by the local host names the cause instead of a failure to learn.
+#[test]
+fn a_refused_path_check_names_the_local_cause() {
+    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
+    drain(&mut e, ms(0));
+    e.on_connection(ms(0), Some(view(0)));
+    let mut now = ms(0);
+    for _ in 0..LEARN_TRIES {
+        drain(&mut e, now);
+        now += LEARN_RETRY;
+    }
+    let Some(Action::CheckPath(_)) = e.poll(now) else {
+        panic!("no path check");
+    };
+    e.on_local_failure(now, Cause::LocalFirewall);
+    match drain(&mut e, now).as_slice() {
+        [Action::Finish(Outcome::Verdict(v))] => {
+            assert_eq!(v.kind, VerdictKind::Unreachable);
+            assert_eq!(v.cause, Some(Cause::LocalFirewall));
+            assert_eq!(v.probes_sent, 0);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

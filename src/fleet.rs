@@ -429,6 +429,10 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                     }
                     self.reporter.probe(&flow, &probe, index, now);
                 }
+                Action::CheckPath(probe) => {
+                    self.rate.tokens -= 1.0;
+                    refused(&mut slot.engine, now, self.io.send(&probe, route))?;
+                }
                 Action::Note(note) => self.reporter.note(&flow, &note, now),
                 Action::Finish(outcome) => {
                     let outcome = explain(&mut self.table, slot, outcome, now);
