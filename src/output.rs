@@ -49,9 +49,11 @@ pub fn line(l: impl Display) -> Result<()> {
 }
 
 /// `Err` once a write to standard output has failed (for loops whose writes happen where
-/// no error can be returned, such as progress events).
+/// no error can be returned, such as progress events), or once its reader has gone away
+/// (so that `watch | head -1` ends without waiting for a state change to write).
 pub fn check() -> Result<()> {
-    if CLOSED.load(Ordering::SeqCst) {
+    if CLOSED.load(Ordering::SeqCst) || crate::sys::stdout_reader_gone() {
+        CLOSED.store(true, Ordering::SeqCst);
         return Err(Error::OutputClosed);
     }
     match FAILED

@@ -217,6 +217,8 @@ pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<ExitStatus> {
         answers_by: None,
     };
     while !stop.done(&stats) {
+        // A closed stdout ends the capture (README "Unix habits").
+        output::check()?;
         let readable = wait_readable(cap.fd(), Some(stop.wait())).map_err(|e| Error::Io {
             context: "waiting on the capture socket".into(),
             source: e,

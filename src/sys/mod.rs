@@ -39,6 +39,20 @@ pub fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
     }
 }
 
+/// True when standard output is a pipe or socket whose reader has gone away (poll reports
+/// POLLERR or POLLHUP on it), so a command that rarely writes can stop without waiting for
+/// its next write to fail.
+pub fn stdout_reader_gone() -> bool {
+    let mut pfd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1, no wait.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 /// A seed from the kernel's random pool, for sequence numbers and nonces.
 pub fn random_seed() -> u64 {
     let mut buf = [0u8; 8];
