@@ -51,7 +51,7 @@ fn each_subcommand_help_ends_with_its_exit_status_and_two_examples() {
             let tail: Vec<&str> = out[examples..].trim().lines().skip(1).collect();
             assert_eq!(tail.len(), 2, "{sub} {flag}: two examples, last\n{out}");
             for l in tail {
-                assert!(l.starts_with(&format!("  kaprobe ")), "{sub}: {l}");
+                assert!(l.starts_with("  kaprobe "), "{sub}: {l}");
             }
             assert!(out[exit..].contains(" 2 "), "{sub}: usage status\n{out}");
         }
