@@ -241,8 +241,12 @@ fn no_owner(flow: &Flow, inode: u32, unreadable: usize) -> Error {
     );
     if unreadable > 0 {
         msg.push_str(&format!(
-            ", or to one of the {unreadable} processes whose descriptors this user cannot \
-             read (run as root)"
+            ", or to {} whose descriptors this user cannot read (run as root)",
+            if unreadable == 1 {
+                "the one process".to_string()
+            } else {
+                format!("one of the {unreadable} processes")
+            }
         ));
     }
     Error::Runtime(msg)

@@ -223,8 +223,8 @@ pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let owners = Owners::scan(&wanted);
     if owners.unreadable > 0 {
         log::info!(
-            "{} processes' descriptors could not be read; run as root to see every owner",
-            owners.unreadable
+            "the descriptors of {} could not be read; run as root to see every owner",
+            crate::output::count(owners.unreadable as u64, "process")
         );
     }
     let rows: Vec<Row> = conns.iter().map(|c| Row::new(c, &owners)).collect();

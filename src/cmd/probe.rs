@@ -46,7 +46,10 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
         return Ok(ExitStatus::Interrupted);
     };
     if ignored > 0 {
-        log::info!("{flow}: ignored {ignored} answers that did not match the probe");
+        log::info!(
+            "{flow}: ignored {} that did not match the probe",
+            crate::output::count(ignored, "answer")
+        );
     }
     match outcome {
         Outcome::Verdict(v) => {
