@@ -182,94 +182,99 @@ pub fn run(args: &NatTimeoutArgs, ctx: &Ctx) -> Result<ExitStatus> {
             let _ = writeln!(std::io::stderr(), "kaprobe: {msg}");
         }
     };
-    let mut all: Vec<Measurement> = Vec::new();
-    let mut bracket = Bracket {
-        alive: Duration::ZERO,
-        dead: None,
-    };
-    let mut round = 1;
-    let mut ladder_now = ladder(args.min, args.max, args.parallel, true);
-    let mut clock = Duration::ZERO;
     // One capture socket for every round; test connections need no privilege to open.
     let mut fleet = Fleet::open(&[], Diag::open()?, 1000, reporter)?;
     fleet.drop_privileges(&[], Bounding::Drop)?;
-    let mut interrupted;
-    loop {
-        progress(format!(
-            "round {round}: {} idling {} .. {}",
-            plural(ladder_now.len() as u64, "connection"),
-            duration(round_ms(ladder_now[0])),
-            duration(round_ms(ladder_now[ladder_now.len() - 1]))
-        ));
-        let round_result = measure_round(&mut fleet, target, &ladder_now, &progress)?;
-        let (measured, took) = (round_result.measured, round_result.took);
-        interrupted = round_result.interrupted;
-        clock += took;
-        for m in &measured {
-            bracket.add(m);
-        }
-        all.extend(measured.iter().copied());
-        if let Some(m) = measured.iter().find(|m| m.verdict == VerdictKind::Reset) {
-            progress(format!(
-                "something on the path answered with an RST after {} idle",
-                duration(round_ms(m.idle))
-            ));
-        }
-        if interrupted || bracket.resolved(args.resolution) {
-            break;
-        }
-        round += 1;
-        ladder_now = inner_ladder(&bracket, args.parallel);
-    }
+    let found = search(&mut fleet, target, args, &progress)?;
     fleet.close();
     let result = Result_ {
-        bracket: &bracket,
-        all: &all,
+        bracket: &found.bracket,
+        all: &found.all,
         target,
         max: args.max,
-        took: clock,
-        interrupted,
+        took: found.took,
+        interrupted: found.interrupted,
     };
     output::line(if ctx.json {
         result.json().to_string()
     } else {
         result.line()
     })?;
-    Ok(if interrupted {
+    Ok(if found.interrupted {
         ExitStatus::Interrupted
     } else {
         ExitStatus::Success
     })
 }
 
-fn round_ms(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
-}
-
-/// What one round measured, and whether SIGINT/SIGTERM cut it short.
-struct Round {
-    measured: Vec<Measurement>,
+/// Everything the rounds found.
+struct Found {
+    bracket: Bracket,
+    all: Vec<Measurement>,
     took: Duration,
     interrupted: bool,
 }
 
-/// Opens one connection per idle time, probes each when its time has come, and stops at the
-/// first that is not alive (longer ones would be too). Returns what was measured.
-fn measure_round(
+/// Rounds until the bracket is resolved or SIGINT/SIGTERM.
+fn search(
+    fleet: &mut Fleet,
+    target: SocketAddr,
+    args: &NatTimeoutArgs,
+    progress: &dyn Fn(String),
+) -> Result<Found> {
+    let mut found = Found {
+        bracket: Bracket {
+            alive: Duration::ZERO,
+            dead: None,
+        },
+        all: Vec::new(),
+        took: Duration::ZERO,
+        interrupted: false,
+    };
+    let mut ladder_now = ladder(args.min, args.max, args.parallel, true);
+    for round in 1.. {
+        progress(format!(
+            "round {round}: {} idling {} .. {}",
+            plural(ladder_now.len() as u64, "connection"),
+            duration(round_ms(ladder_now[0])),
+            duration(round_ms(ladder_now[ladder_now.len() - 1]))
+        ));
+        let r = measure_round(fleet, target, &ladder_now, progress)?;
+        found.interrupted = r.interrupted;
+        found.took += r.took;
+        for m in &r.measured {
+            found.bracket.add(m);
+        }
+        found.all.extend(r.measured.iter().copied());
+        if let Some(m) = r.measured.iter().find(|m| m.verdict == VerdictKind::Reset) {
+            progress(format!(
+                "something on the path answered with an RST after {} idle",
+                duration(round_ms(m.idle))
+            ));
+        }
+        if found.interrupted || found.bracket.resolved(args.resolution) {
+            break;
+        }
+        ladder_now = inner_ladder(&found.bracket, args.parallel);
+    }
+    Ok(found)
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// Opens one test connection per idle time and hands them to the fleet, each to be probed
+/// once it has idled that long; `None` if SIGINT/SIGTERM came first.
+fn open_round(
     fleet: &mut Fleet,
     target: SocketAddr,
     idles: &[Duration],
-    progress: &dyn Fn(String),
-) -> Result<Round> {
-    let start = fleet.now();
+) -> Result<Option<Vec<(TcpStream, Flow, Duration)>>> {
     let mut conns: Vec<(TcpStream, Flow, Duration)> = Vec::with_capacity(idles.len());
     for &idle in idles {
         if stop_requested() {
-            return Ok(Round {
-                measured: Vec::new(),
-                took: fleet.now() - start,
-                interrupted: true,
-            });
+            return Ok(None);
         }
         let stream = TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(|e| {
             Error::Runtime(format!("cannot open a test connection to {target}: {e}"))
@@ -302,6 +307,32 @@ fn measure_round(
             None,
         );
     }
+    Ok(Some(conns))
+}
+
+/// What one round measured, and whether SIGINT/SIGTERM cut it short.
+struct Round {
+    measured: Vec<Measurement>,
+    took: Duration,
+    interrupted: bool,
+}
+
+/// Opens one connection per idle time, probes each when its time has come, and stops at the
+/// first that is not alive (longer ones would be too). Returns what was measured.
+fn measure_round(
+    fleet: &mut Fleet,
+    target: SocketAddr,
+    idles: &[Duration],
+    progress: &dyn Fn(String),
+) -> Result<Round> {
+    let start = fleet.now();
+    let Some(conns) = open_round(fleet, target, idles)? else {
+        return Ok(Round {
+            measured: Vec::new(),
+            took: fleet.now() - start,
+            interrupted: true,
+        });
+    };
     let mut out = Vec::new();
     let mut next_note = start + Duration::from_secs(10);
     let mut interrupted = false;
@@ -343,18 +374,7 @@ fn measure_round(
         }
         if fleet.now() >= next_note && fleet.active() > 0 {
             next_note += Duration::from_secs(10);
-            let longest = conns
-                .iter()
-                .map(|c| c.2)
-                .filter(|i| !out.iter().any(|m| m.idle == *i))
-                .max();
-            if let Some(l) = longest {
-                progress(format!(
-                    "{} still idling; at most {} left in this round",
-                    plural(fleet.active() as u64, "connection"),
-                    duration(round_ms(l.saturating_sub(fleet.now() - start)))
-                ));
-            }
+            still_idling(fleet, &conns, &out, fleet.now() - start, progress);
         }
     }
     let took = fleet.now() - start;
@@ -364,6 +384,28 @@ fn measure_round(
         took,
         interrupted,
     })
+}
+
+/// A progress line: how many connections still idle, and how long the round may still take.
+fn still_idling(
+    fleet: &Fleet,
+    conns: &[(TcpStream, Flow, Duration)],
+    measured: &[Measurement],
+    since_start: Duration,
+    progress: &dyn Fn(String),
+) {
+    let longest = conns
+        .iter()
+        .map(|c| c.2)
+        .filter(|i| !measured.iter().any(|m| m.idle == *i))
+        .max();
+    if let Some(l) = longest {
+        progress(format!(
+            "{} still idling; at most {} left in this round",
+            plural(fleet.active() as u64, "connection"),
+            duration(round_ms(l.saturating_sub(since_start)))
+        ));
+    }
 }
 
 /// What is printed at the end: the bracket, or how far the search got.

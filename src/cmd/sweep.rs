@@ -154,20 +154,32 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
     for r in results {
         r?.close();
     }
+    let flows: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
+    finish(&flows, rows, elapsed, ctx.json)
+}
+
+/// The connections without a row are `interrupted`; then the summary (JSON, after the rows
+/// already streamed) or the sorted table, and the exit status.
+fn finish(
+    flows: &[Flow],
+    mut rows: Vec<(Flow, Row)>,
+    elapsed: Duration,
+    json: bool,
+) -> Result<ExitStatus> {
     let decided: HashSet<Flow> = rows.iter().map(|(f, _)| *f).collect();
-    let rest: Vec<(Flow, Row)> = conns
+    let rest: Vec<(Flow, Row)> = flows
         .iter()
-        .filter(|c| !decided.contains(&c.flow))
-        .map(|c| (c.flow, Row::Interrupted))
+        .filter(|f| !decided.contains(f))
+        .map(|f| (*f, Row::Interrupted))
         .collect();
-    if ctx.json {
+    if json {
         for (flow, row) in &rest {
             output::line(row.json(flow))?;
         }
     }
     rows.extend(rest);
     rows.sort_by_key(|(flow, row)| (row.rank(), *flow));
-    if ctx.json {
+    if json {
         output::line(summary_json(&rows, elapsed))?;
     } else {
         output::print(&table(&rows, elapsed))?;
