@@ -34,15 +34,15 @@ if role == "server":
 else:
     s.bind((addr, int(sys.argv[5]))); s.connect((sys.argv[4], port)); time.sleep(3600)
 '
-ip netns exec "$NAME-b" python3 -c "$hold" server 198.18.0.2 9000 & pids+=($!)
+ip netns exec "$NAME-b" python3 -c "$hold" server 198.51.100.2 9000 & pids+=($!)
 sleep 0.3
-ip netns exec "$NAME-a" python3 -c "$hold" client 198.18.0.1 9000 198.18.0.2 40001 & pids+=($!)
+ip netns exec "$NAME-a" python3 -c "$hold" client 198.18.0.2 9000 198.51.100.2 40001 & pids+=($!)
 sleep 0.3
 
 python3 - "$BIN" "$NAME-a" "$RUNS" <<'PY'
 import os, statistics, subprocess, sys, time
 binary, ns, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-argv = [binary, "--netns", ns, "probe", "198.18.0.1:40001-198.18.0.2:9000"]
+argv = [binary, "--netns", ns, "probe", "198.18.0.2:40001-198.51.100.2:9000"]
 walls, rss, verdicts = [], [], {}
 devnull = os.open(os.devnull, os.O_WRONLY)
 for i in range(runs):

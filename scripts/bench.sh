@@ -98,7 +98,7 @@ exec {HOLD_FD}<>"$FIFO"   # keeps the holders' stdin open until this script exit
 # hold_connect DPORT COUNT FIRST_LOCAL_PORT: COUNT connections from A to B:DPORT, held open.
 hold_connect() {
     local out=$TMP/connect.$1.out
-    ip netns exec "$NAME-a" "$HOLD" connect 198.18.0.1 "198.18.0.2:$1" "$2" "$3" <"$FIFO" >"$out" &
+    ip netns exec "$NAME-a" "$HOLD" connect 198.18.0.2 "198.51.100.2:$1" "$2" "$3" <"$FIFO" >"$out" &
     pids+=($!)
     disown  # lab.sh down kills it: no "Killed" notice from the shell
     local _
@@ -127,7 +127,7 @@ read -r busy0 total0 < <(cpu_busy)
 t_start=$(date +%s)
 
 scripts/lab.sh up direct "$NAME" >/dev/null
-ip netns exec "$NAME-b" "$HOLD" listen 198.18.0.2:9000 198.18.0.2:9001 198.18.0.2:9002 \
+ip netns exec "$NAME-b" "$HOLD" listen 198.51.100.2:9000 198.51.100.2:9001 198.51.100.2:9002 \
     <"$FIFO" >"$TMP/listen.out" &
 pids+=($!)
 disown
@@ -137,8 +137,8 @@ hold_connect 9000 4 40000
 fuzz_mark
 say "1/4 time to verdict, one alive connection ($RUNS runs per tool)"
 phase 240 ip netns exec "$NAME-a" "$PY" "$B/single.py" --kaprobe "$KP" --hping3 "$HPING3" \
-    --nping "$NPING" --python "$PY" --remote 198.18.0.2:9000 \
-    --locals 198.18.0.1:40000,198.18.0.1:40001,198.18.0.1:40002,198.18.0.1:40003 \
+    --nping "$NPING" --python "$PY" --remote 198.51.100.2:9000 \
+    --locals 198.18.0.2:40000,198.18.0.2:40001,198.18.0.2:40002,198.18.0.2:40003 \
     --runs "$RUNS" --tmp "$TMP" --out "$TMP/single.json" >&2
 
 fuzz_mark
@@ -149,7 +149,7 @@ first=20000
 for n in $SIZES; do
     [ "$port" -le 9002 ] || { say "at most two SIZES"; exit 2; }
     hold_connect "$port" "$n" "$first"
-    sets+=(--set "$n=198.18.0.2:$port")
+    sets+=(--set "$n=198.51.100.2:$port")
     port=$((port + 1))
     first=$((first + n))
 done
@@ -161,12 +161,12 @@ scripts/lab.sh down "$NAME" >/dev/null
 fuzz_mark
 say "4/4 dead-peer detection ($DEAD_RUNS runs, ~5 s each)"
 scripts/lab.sh up direct "$DNAME" >/dev/null
-ip netns exec "$DNAME-b" "$PY" "$B/dead.py" serve 198.18.0.2:9100 >"$TMP/echo.out" 2>&1 &
+ip netns exec "$DNAME-b" "$PY" "$B/dead.py" serve 198.51.100.2:9100 >"$TMP/echo.out" 2>&1 &
 pids+=($!)
 disown
 for _ in $(seq 100); do grep -q ready "$TMP/echo.out" 2>/dev/null && break; sleep 0.1; done
 phase 120 ip netns exec "$DNAME-a" "$PY" "$B/dead.py" client --kaprobe "$KP" --lab "$DNAME" \
-    --labsh "$ROOT/scripts/lab.sh" --remote 198.18.0.2:9100 --local-ip 198.18.0.1 \
+    --labsh "$ROOT/scripts/lab.sh" --remote 198.51.100.2:9100 --local-ip 198.18.0.2 \
     --runs "$DEAD_RUNS" --out "$TMP/dead.json" >&2
 
 # ------------------------------------------------------------------ report

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# kaprobe live demo: the four verdicts on real TCP connections inside a namespace lab.
+# kaprobe live demo: the four verdicts (alive, reset, dead, unreachable) on real TCP
+# connections inside a namespace lab.
 #   sudo scripts/demo.sh
 # Builds kaprobe (release), makes its own labs (torn down on every exit path), runs
 # a tiny python3 server in B and client in A, and probes them.
@@ -7,7 +8,7 @@
 set -euo pipefail
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 [[ $(id -u) -eq 0 ]] || { echo "demo.sh: run as root (sudo $0)" >&2; exit 1; }
@@ -113,24 +114,24 @@ fi
 [[ -x $BIN ]] || { echo "demo.sh: $BIN was not built" >&2; exit 1; }
 
 # ------------------------------------------------------------------ direct lab
-say "lab: A (198.18.0.1) -- B (198.18.0.2), namespaces $DIRECT-a / $DIRECT-b"
+say "lab: A (198.18.0.2) -- B (198.51.100.2) on one link, namespaces $DIRECT-a / $DIRECT-b"
 "$LAB" up direct "$DIRECT"
-start_server "$DIRECT" 198.18.0.2
-start_client "$DIRECT" 198.18.0.2 198.18.0.1 40001
+start_server "$DIRECT" 198.51.100.2
+start_client "$DIRECT" 198.51.100.2 198.18.0.2 40001
 run ip netns exec "$DIRECT-a" ss -tn state established
 
 say "1. peer alive -> alive (exit 0)"
-run "$BIN" --netns "$DIRECT-a" probe 198.18.0.1:40001-198.18.0.2:9000
+run "$BIN" --netns "$DIRECT-a" probe 198.18.0.2:40001-198.51.100.2:9000
 
 say "2. peer crashes and restarts, no FIN or RST ever sent -> reset (exit 3)"
 run "$LAB" restart "$DIRECT"
-run "$BIN" --netns "$DIRECT-a" probe 198.18.0.1:40001-198.18.0.2:9000
+run "$BIN" --netns "$DIRECT-a" probe 198.18.0.2:40001-198.51.100.2:9000
 
 say "3. peer host goes silent (crash, no restart) -> dead (exit 1) after 0s + 3 x 500ms"
-start_server "$DIRECT" 198.18.0.2
-start_client "$DIRECT" 198.18.0.2 198.18.0.1 40002
+start_server "$DIRECT" 198.51.100.2
+start_client "$DIRECT" 198.51.100.2 198.18.0.2 40002
 run "$LAB" blackhole "$DIRECT"
-run "$BIN" --netns "$DIRECT-a" probe --time 0s --intvl 500ms --probes 3 198.18.0.1:40002-198.18.0.2:9000
+run "$BIN" --netns "$DIRECT-a" probe --time 0s --intvl 500ms --probes 3 198.18.0.2:40002-198.51.100.2:9000
 "$LAB" down "$DIRECT"
 
 # ------------------------------------------------------------------ NAT lab
@@ -147,5 +148,10 @@ say "4b. idle 5 s, past the NAT timeout: the NAT drops the probe -> dead (exit 1
 run sleep 5
 run ip netns exec "$NAT-r" conntrack -L
 run "$BIN" --netns "$NAT-a" probe --intvl 500ms --probes 2 198.18.0.2:40003-198.51.100.2:9000
+
+say "5. the router rejects the flow with ICMP host-unreachable -> unreachable (exit 4)"
+start_client "$NAT" 198.51.100.2 198.18.0.2 40004
+run "$LAB" reject "$NAT" host-unreachable
+run "$BIN" --netns "$NAT-a" probe 198.18.0.2:40004-198.51.100.2:9000
 
 say "done (labs are torn down on exit)"

@@ -14,32 +14,39 @@ Builds and breaks the kaprobe test lab. NAME is a short prefix of letters and
 digits (e.g. kp1234x); the namespaces are NAME-a (client), NAME-b (peer) and,
 for routed/nat, NAME-r (router). Must run as root.
 
-Subcommands:
-  up direct NAME     A(eth0)--B(eth0) over one veth pair
-                       A 198.18.0.1/24 2001:db8:18::1/64
-                       B 198.18.0.2/24 2001:db8:18::2/64
-  up routed NAME     A--R--B, plain routing
-                       A eth0 198.18.0.2/24 2001:db8:18::2/64 (routes to B's net via R)
-                       R eth0 198.18.0.1/24 2001:db8:18::1/64
-                       R eth1 198.51.100.1/24 2001:db8:51::1/64
-                       B eth0 198.51.100.2/24 2001:db8:51::2/64 (routes to A's net via R)
+One address plan in every topology:
+  A eth0 198.18.0.2/24    2001:db8:18::2/64  (the client; kaprobe runs here)
+  B eth0 198.51.100.2/24  2001:db8:51::2/64  (the peer)
+  R eth0 198.18.0.1/24    2001:db8:18::1/64  (routed/nat: A's side)
+  R eth1 198.51.100.1/24  2001:db8:51::1/64  (routed/nat: B's side)
+
+Topologies:
+  up direct NAME     A(eth0)--B(eth0) over one veth pair; each reaches the
+                     other's prefix on the link (on-link routes, no router)
+  up routed NAME     A--R--B, plain routing: A and B route each other's
+                     prefix via R
   up nat NAME        like routed, but B has no route back; R masquerades out of
                      eth1 (nftables), drops ct state invalid in forward, and sets
                      nf_conntrack_tcp_loose=0 and
                      nf_conntrack_tcp_timeout_established=\$LAB_CT_TIMEOUT (default 5)
-  blackhole NAME     in B: drop all TCP in and out (peer host goes silent)
-  unblackhole NAME   undo blackhole
-  freeze NAME        in B: drop everything B sends (closing sockets emits no FIN/RST)
-  unfreeze NAME      undo freeze
-  restart NAME       peer crash and restart: freeze, kill B's processes, destroy B,
-                     recreate it with the same addresses, link and routes.
-                     Behind nat, R's masquerade forgets every flow out of eth1 when
-                     that link goes away: the restarted peer is then never reached
-                     (silence, i.e. dead), not reset.
-  nat-expire NAME    in R: flush conntrack state (as if the NAT timed the flow out)
+  down NAME          delete every namespace NAME-* (idempotent)
+
+Faults (the topologies each applies to in brackets):
+  blackhole NAME     [all] in B: drop all TCP in and out (peer host goes silent)
+  unblackhole NAME   [all] undo blackhole
+  freeze NAME        [all] in B: drop everything B sends (closing sockets emits
+                     no FIN/RST)
+  unfreeze NAME      [all] undo freeze
+  restart NAME       [all] peer crash and restart: freeze, kill B's processes,
+                     destroy B, recreate it with the same addresses, link and
+                     routes. Behind nat, R's masquerade forgets every flow out of
+                     eth1 when that link goes away: the restarted peer is then
+                     never reached (silence, i.e. dead), not reset.
+  nat-expire NAME    [nat] in R: flush conntrack state (as if the NAT timed the
+                     flow out)
   reject NAME host-unreachable|admin-prohibited
-                     in R: reject forwarded A->B TCP with that ICMP/ICMPv6 error
-                     (v6: addr-unreachable / admin-prohibited)
+                     [routed, nat] in R: reject forwarded A->B TCP with that
+                     ICMP/ICMPv6 error (v6: addr-unreachable / admin-prohibited)
   policy NAME MARK MAIN
                      (routed) policy routing in A as applications set it up: packets
                      with fwmark MARK use table 100, which routes B's networks via R;
@@ -72,9 +79,10 @@ Subcommands:
                      marked (DSCP CS1) in A's output and dropped by B's input: the
                      application's own segments (socket owned by UID) pass,
                      kaprobe's raw-socket probes are lost on the way
-  down NAME          delete every namespace NAME-* (idempotent)
+
+Other:
   exec NAME a|b|r CMD...
-                     run CMD inside NAME-a, NAME-b or NAME-r
+                     run CMD inside NAME-a, NAME-b or NAME-r (r: routed/nat)
 
 Environment: LAB_CT_TIMEOUT (nat only, seconds, default 5).
 EOF
@@ -119,6 +127,16 @@ kind_of() {
 
 need_ns() { ns_exists "$1" || die "namespace $1 does not exist"; }
 
+# need_kind NAME WHAT KIND...: the lab exists and is one of KINDs, else say which
+# topologies WHAT applies to.
+need_kind() {
+    local name=$1 what=$2 kind k; shift 2
+    kind=$(kind_of "$name")
+    for k in "$@"; do [[ $kind == "$k" ]] && return 0; done
+    local want=$*
+    die "$what applies to ${want// / and } labs only; $name is a $kind lab"
+}
+
 # ---------------------------------------------------------------- building blocks
 # Explicit interface indexes: a veth whose ifindex equals its peer's (both "2" in fresh
 # namespaces) gets its carrier-up event handled by linkwatch as non-urgent, up to 1 s
@@ -145,15 +163,21 @@ build_b() {
     ns_new "$b"
     case $kind in
     direct)
+        # The same addresses as behind a router; each side reaches the other's prefix
+        # on the link itself.
         ip -n "$a" link add eth0 index 10 type veth peer name eth0 index 13 netns "$b"
-        ip -n "$a" addr add 198.18.0.1/24 dev eth0
-        ip -n "$a" addr add 2001:db8:18::1/64 dev eth0 nodad
-        ip -n "$b" addr add 198.18.0.2/24 dev eth0
-        ip -n "$b" addr add 2001:db8:18::2/64 dev eth0 nodad
+        ip -n "$a" addr add 198.18.0.2/24 dev eth0
+        ip -n "$a" addr add 2001:db8:18::2/64 dev eth0 nodad
+        ip -n "$b" addr add 198.51.100.2/24 dev eth0
+        ip -n "$b" addr add 2001:db8:51::2/64 dev eth0 nodad
         ip -n "$a" link set eth0 up
         ip -n "$b" link set eth0 up
         wait_ready "$a" eth0
         wait_ready "$b" eth0
+        ip -n "$a" route add 198.51.100.0/24 dev eth0
+        ip -n "$a" -6 route add 2001:db8:51::/64 dev eth0
+        ip -n "$b" route add 198.18.0.0/24 dev eth0
+        ip -n "$b" -6 route add 2001:db8:18::/64 dev eth0
         ;;
     routed|nat)
         ip -n "$r" link add eth1 index 12 type veth peer name eth0 index 13 netns "$b"
@@ -326,12 +350,13 @@ cmd_restart() {
 }
 
 cmd_nat_expire() {
-    local name=${1:-}; check_name "$name"; need_ns "$name-r"
+    local name=${1:-}; check_name "$name"; need_kind "$name" nat-expire nat; need_ns "$name-r"
     nsx "$name-r" conntrack -F
 }
 
 cmd_reject() {
-    local name=${1:-} what=${2:-}; check_name "$name"; need_ns "$name-r"
+    local name=${1:-} what=${2:-}; check_name "$name"; need_kind "$name" reject routed nat
+    need_ns "$name-r"
     local v4 v6
     case $what in
     host-unreachable) v4=host-unreachable v6=addr-unreachable ;;
@@ -352,15 +377,8 @@ EOF
 }
 
 # B's addresses as A sees them, by topology.
-b_addr4() { if [[ $1 == direct ]]; then echo 198.18.0.2; else echo 198.51.100.2; fi; }
-b_addr6() { if [[ $1 == direct ]]; then echo 2001:db8:18::2; else echo 2001:db8:51::2; fi; }
-
-need_kind() { # NAME KIND... : die unless the lab is one of KINDs
-    local name=$1 k kind; shift
-    kind=$(kind_of "$name")
-    for k in "$@"; do [[ $kind == "$k" ]] && return 0; done
-    die "this fault needs a $* lab, $name is $kind"
-}
+b_addr4() { echo 198.51.100.2; }
+b_addr6() { echo 2001:db8:51::2; }
 
 # A sink namespace NAME-s on A's eth1 that swallows every TCP segment (no forwarding).
 build_sink() {
@@ -388,7 +406,7 @@ EOF
 
 cmd_policy() {
     local name=${1:-} mark=${2:-} main=${3:-}; check_name "$name"; need_ns "$name-a"
-    need_kind "$name" routed
+    need_kind "$name" policy routed
     [[ $mark =~ ^(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})$ ]] || die "policy: bad mark '$mark'"
     [[ $main =~ ^(elsewhere|none|prohibit)$ ]] || die "policy: MAIN must be elsewhere, none or prohibit"
     local a=$name-a
@@ -420,12 +438,12 @@ cmd_refuse() {
     kind=$(kind_of "$name"); b4=$(b_addr4 "$kind"); b6=$(b_addr6 "$kind")
     case $how in
     prohibit|unreachable)
-        need_kind "$name" routed nat
+        need_kind "$name" "refuse $how" routed nat
         ip -n "$a" route add "$how" "$b4/32"
         ip -n "$a" -6 route add "$how" "$b6/128"
         ;;
     noroute)
-        need_kind "$name" routed nat
+        need_kind "$name" "refuse noroute" routed nat
         ip -n "$a" route del 198.51.100.0/24
         ip -n "$a" -6 route del 2001:db8:51::/64
         ;;
@@ -493,20 +511,20 @@ cmd_carrier() {
 }
 
 cmd_divert() {
-    local name=${1:-}; check_name "$name"; need_kind "$name" direct
+    local name=${1:-}; check_name "$name"; need_kind "$name" divert direct
     build_sink "$name"
-    ip -n "$name-a" route add 198.18.0.2/32 via 203.0.113.2 dev eth1
-    ip -n "$name-a" -6 route add 2001:db8:18::2/128 via 2001:db8:203::2 dev eth1
+    ip -n "$name-a" route add 198.51.100.2/32 via 203.0.113.2 dev eth1
+    ip -n "$name-a" -6 route add 2001:db8:51::2/128 via 2001:db8:203::2 dev eth1
 }
 
 cmd_linklocal() {
-    local name=${1:-}; check_name "$name"; need_kind "$name" direct
+    local name=${1:-}; check_name "$name"; need_kind "$name" linklocal direct
     ip -n "$name-a" addr add fe80::1/64 dev eth0 nodad
     ip -n "$name-b" addr add fe80::2/64 dev eth0 nodad
 }
 
 cmd_vrf() {
-    local name=${1:-}; check_name "$name"; need_kind "$name" direct
+    local name=${1:-}; check_name "$name"; need_kind "$name" vrf direct
     local a=$name-a err
     if ! err=$(ip -n "$a" link add vrf-x type vrf table 10 2>&1); then
         echo "$PROG: vrf: this kernel cannot make a VRF device (CONFIG_NET_VRF): $err" >&2
@@ -550,6 +568,7 @@ cmd_exec() {
     [[ $which =~ ^[abr]$ ]] || die "exec: expected a, b or r"
     shift 2
     [[ $# -gt 0 ]] || die "exec: missing command"
+    if [[ $which == r ]]; then need_kind "$name" "exec ... r" routed nat; fi
     need_ns "$name-$which"
     exec ip netns exec "$name-$which" "$@"
 }

@@ -1,11 +1,8 @@
-//! Errors a user can meet, each with its SPEC exit status.
+//! Errors a user can meet, each with its exit status (README "Exit status").
 
 use std::io;
 
-pub const EXIT_USAGE: i32 = 2;
-pub const EXIT_NO_CONNECTION: i32 = 5;
-pub const EXIT_PRIVILEGE: i32 = 6;
-pub const EXIT_RUNTIME: i32 = 7;
+use crate::exit::ExitStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,16 +24,24 @@ pub enum Error {
     },
     #[error("{0}")]
     Runtime(String),
+    /// Standard output was closed by its reader: the command ends quietly.
+    #[error("standard output is closed")]
+    OutputClosed,
 }
 
 impl Error {
-    pub fn exit_code(&self) -> i32 {
+    pub fn status(&self) -> ExitStatus {
         match self {
-            Error::Usage(_) => EXIT_USAGE,
-            Error::NoConnection(_) => EXIT_NO_CONNECTION,
-            Error::Privilege { .. } => EXIT_PRIVILEGE,
-            Error::Io { .. } | Error::Runtime(_) => EXIT_RUNTIME,
+            Error::Usage(_) => ExitStatus::Usage,
+            Error::NoConnection(_) => ExitStatus::NoConnection,
+            Error::Privilege { .. } => ExitStatus::Privilege,
+            Error::Io { .. } | Error::Runtime(_) => ExitStatus::Failure,
+            Error::OutputClosed => ExitStatus::OutputClosed,
         }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        self.status().code()
     }
 
     /// Wraps a failed system call: permission errors become `Privilege` naming `cap`.

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cmd;
 pub mod engine;
 pub mod error;
+pub mod exit;
 pub mod filter;
 pub mod fleet;
 pub mod flow;

@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(kaprobe::cli::main());
+    kaprobe::cli::main().terminate()
 }

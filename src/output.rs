@@ -1,17 +1,131 @@
 //! What the user sees: one verdict line (or JSON object) on stdout, progress at `-v`.
+//!
+//! Every byte kaprobe writes to standard output goes through [`print`]: the one place where
+//! output errors are handled (README "Unix habits"). A reader that went away (`| head`)
+//! makes every later write and [`check`] return `Error::OutputClosed`, which ends the
+//! command quietly; any other write error is a runtime failure with its reason.
 
-use std::io::Write;
+use std::fmt::Display;
+use std::io::{self, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::engine::{Evidence, Note, Verdict, VerdictKind};
+use crate::error::{Error, Result};
 use crate::flow::Flow;
 use crate::wire::ProbeRepr;
 
-/// Milliseconds with three decimals, as `ping` prints RTTs.
-pub fn ms(d: Duration) -> String {
-    format!("{:.3}ms", d.as_secs_f64() * 1000.0)
+/// Set once standard output's reader has gone away.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+/// The first other write error, for [`check`] to report.
+static FAILED: Mutex<Option<io::Error>> = Mutex::new(None);
+
+/// Writes `text` to standard output and flushes it.
+pub fn print(text: &str) -> Result<()> {
+    check()?;
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            CLOSED.store(true, Ordering::SeqCst);
+            Err(Error::OutputClosed)
+        }
+        Err(e) => {
+            let err = write_error(io::Error::new(e.kind(), e.to_string()));
+            if let Ok(mut f) = FAILED.lock() {
+                f.get_or_insert(e);
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Writes one line to standard output.
+pub fn line(l: impl Display) -> Result<()> {
+    print(&format!("{l}\n"))
+}
+
+/// `Err` once a write to standard output has failed (for loops whose writes happen where
+/// no error can be returned, such as progress events), or once its reader has gone away
+/// (so that `watch | head -1` ends without waiting for a state change to write).
+pub fn check() -> Result<()> {
+    if CLOSED.load(Ordering::SeqCst) || crate::sys::stdout_reader_gone() {
+        CLOSED.store(true, Ordering::SeqCst);
+        return Err(Error::OutputClosed);
+    }
+    match FAILED
+        .lock()
+        .ok()
+        .and_then(|f| f.as_ref().map(|e| (e.kind(), e.to_string())))
+    {
+        Some((kind, msg)) => Err(write_error(io::Error::new(kind, msg))),
+        None => Ok(()),
+    }
+}
+
+fn write_error(source: io::Error) -> Error {
+    Error::Io {
+        context: "writing to standard output".into(),
+        source,
+    }
+}
+
+/// The one way human output writes a duration: `0.084ms`, `410ms`, `4.8s`, `15m24.6s`,
+/// `2h11m15s`, `3d4h`. Below a second in milliseconds to the microsecond, below a minute in
+/// seconds to the millisecond, above in days, hours, minutes and seconds to the tenth;
+/// trailing zeros and zero parts are left out.
+pub fn duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    if d < Duration::from_secs(1) {
+        return format!("{}ms", decimal(d.as_micros() as u64, 1000));
+    }
+    if d < Duration::from_secs(60) {
+        return format!("{}s", decimal(d.as_millis() as u64, 1000));
+    }
+    let tenths = (d.as_millis() + 50) / 100;
+    let secs = u64::try_from(tenths / 10).unwrap_or(u64::MAX);
+    let tenth = (tenths % 10) as u64;
+    let mut out = String::new();
+    for (n, unit) in [
+        (secs / 86_400, "d"),
+        (secs % 86_400 / 3600, "h"),
+        (secs % 3600 / 60, "m"),
+    ] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    let s = secs % 60;
+    if s > 0 || tenth > 0 {
+        out.push_str(&format!("{}s", decimal(s * 10 + tenth, 10)));
+    }
+    out
+}
+
+/// `n / scale` with the fraction's trailing zeros left out: (84, 1000) gives `0.084`.
+fn decimal(n: u64, scale: u64) -> String {
+    let (whole, frac) = (n / scale, n % scale);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = scale.ilog10() as usize;
+    let frac = format!("{frac:0width$}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
+}
+
+/// `1 connection`, `2 connections`.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    match (n, noun.ends_with('s')) {
+        (1, _) => format!("1 {noun}"),
+        (_, true) => format!("{n} {noun}es"),
+        (_, false) => format!("{n} {noun}s"),
+    }
 }
 
 pub fn verdict_line(flow: &Flow, v: &Verdict) -> String {
@@ -27,11 +141,11 @@ pub fn verdict_line(flow: &Flow, v: &Verdict) -> String {
         line.push_str(&format!(" evidence={}", v.evidence.as_str()));
     }
     if let Some(rtt) = v.rtt {
-        line.push_str(&format!(" rtt={}", ms(rtt)));
+        line.push_str(&format!(" rtt={}", duration(rtt)));
     }
     line.push_str(&format!(" probes={}", v.probes_sent));
     if v.kind == VerdictKind::Dead {
-        line.push_str(&format!(" after={}", ms(v.elapsed)));
+        line.push_str(&format!(" after={}", duration(v.elapsed)));
     }
     line
 }
@@ -44,8 +158,8 @@ pub fn verdict_json(flow: &Flow, v: &Verdict, ignored: u64) -> Value {
         "remote": flow.remote.to_string(),
         "verdict": v.kind.as_str(),
         "probes_sent": v.probes_sent,
-        "rtt_us": v.rtt.map(|r| r.as_micros() as u64),
-        "elapsed_ms": v.elapsed.as_millis() as u64,
+        "rtt_us": v.rtt.map(micros),
+        "elapsed_ms": millis(v.elapsed),
         "ignored": ignored,
         "evidence": v.evidence.as_str(),
     });
@@ -63,6 +177,29 @@ pub fn verdict_json(flow: &Flow, v: &Verdict, ignored: u64) -> Value {
     o
 }
 
+/// A connection that got no verdict (`closed`, `failed`, `interrupted`): the verdict
+/// line's fields, with what is unknown left out (human) or null (JSON).
+pub fn unfinished_line(flow: &Flow, label: &str) -> String {
+    format!("{flow} {label}")
+}
+
+pub fn unfinished_json(flow: &Flow, label: &str, ignored: Option<u64>) -> Value {
+    json!({
+        "event": "verdict", "flow": flow.to_string(), "local": flow.local.to_string(),
+        "remote": flow.remote.to_string(), "verdict": label, "probes_sent": null,
+        "rtt_us": null, "elapsed_ms": null, "ignored": ignored, "evidence": null,
+    })
+}
+
+/// JSON times are whole microseconds or milliseconds (README "Output").
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Prints results and, at `-v`, progress: as log lines (stderr) or JSON events (stdout).
 #[derive(Clone, Copy, Debug)]
 pub struct Reporter {
@@ -71,28 +208,33 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    fn emit_json(&self, v: &Value) {
-        // A closed stdout (`| head`) is not an error worth a message.
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{v}");
-        let _ = out.flush();
+    /// A progress event: its write error, if any, is remembered for [`check`].
+    fn event(&self, v: &Value) {
+        let _ = line(v);
     }
 
-    pub fn verdict(&self, flow: &Flow, v: &Verdict, ignored: u64) {
+    pub fn verdict(&self, flow: &Flow, v: &Verdict, ignored: u64) -> Result<()> {
         if self.json {
-            self.emit_json(&verdict_json(flow, v, ignored));
+            line(verdict_json(flow, v, ignored))
         } else {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", verdict_line(flow, v));
-            let _ = out.flush();
+            line(verdict_line(flow, v))
+        }
+    }
+
+    /// A connection that ended without a verdict.
+    pub fn unfinished(&self, flow: &Flow, label: &str, ignored: Option<u64>) -> Result<()> {
+        if self.json {
+            line(unfinished_json(flow, label, ignored))
+        } else {
+            line(unfinished_line(flow, label))
         }
     }
 
     pub fn probe(&self, flow: &Flow, p: &ProbeRepr, index: u8, at: Duration) {
         if self.json && self.verbose {
-            self.emit_json(&json!({
+            self.event(&json!({
                 "event": "probe", "flow": flow.to_string(), "probe": index,
-                "seq": p.seq.0, "ack": p.ack.0, "ts": p.ts.is_some(), "t_ms": at.as_secs_f64() * 1000.0,
+                "seq": p.seq.0, "ack": p.ack.0, "ts": p.ts.is_some(), "t_us": micros(at),
             }));
         } else {
             log::info!(
@@ -104,14 +246,14 @@ impl Reporter {
                     " tsval={} tsecr={}",
                     t.tsval, t.tsecr
                 )),
-                ms(at)
+                duration(at)
             );
         }
     }
 
     pub fn note(&self, flow: &Flow, note: &Note, at: Duration) {
         if self.json && self.verbose {
-            self.emit_json(&note_json(flow, note, at));
+            self.event(&note_json(flow, note, at));
         } else {
             log::info!("{}", note_line(flow, note, at));
         }
@@ -123,15 +265,15 @@ pub fn note_json(flow: &Flow, note: &Note, at: Duration) -> Value {
     match note {
         Note::Learned(n) => json!({
             "event": "learned", "flow": flow.to_string(), "snd_nxt": n.snd_nxt.0,
-            "rcv_nxt": n.rcv_nxt.0, "ts": n.ts.is_some(), "t_ms": at.as_secs_f64() * 1000.0,
+            "rcv_nxt": n.rcv_nxt.0, "ts": n.ts.is_some(), "t_us": micros(at),
         }),
         Note::Waiting { idle, until } => json!({
-            "event": "waiting", "flow": flow.to_string(), "idle_ms": idle.as_millis() as u64,
-            "probe_at_ms": until.as_millis() as u64,
+            "event": "waiting", "flow": flow.to_string(), "idle_ms": millis(*idle),
+            "probe_at_ms": millis(*until),
         }),
         Note::Busy => json!({"event": "busy", "flow": flow.to_string()}),
         Note::Traffic { idle } => json!({
-            "event": "traffic", "flow": flow.to_string(), "idle_ms": idle.as_millis() as u64,
+            "event": "traffic", "flow": flow.to_string(), "idle_ms": millis(*idle),
         }),
         Note::Ignored(why) => {
             json!({"event": "ignored", "flow": flow.to_string(), "reason": why})
@@ -155,19 +297,19 @@ pub fn note_line(flow: &Flow, note: &Note, at: Duration) -> String {
             } else {
                 ""
             },
-            ms(at)
+            duration(at)
         ),
         Note::Waiting { idle, until } => format!(
             "{flow} idle for {}, first probe at {}",
-            ms(*idle),
-            ms(*until)
+            duration(*idle),
+            duration(*until)
         ),
         Note::Busy => {
             format!("{flow} has data in flight: the kernel's ACK clock decides, no probe is sent")
         }
         Note::Traffic { idle } => format!(
             "{flow} received a segment {} ago, after kaprobe started: the peer is there",
-            ms(*idle)
+            duration(*idle)
         ),
         Note::Ignored(why) => format!("{flow} ignored: {why}"),
         Note::Borrowed(why) => {
@@ -252,7 +394,7 @@ mod tests {
         assert!(verdict_json(&flow(), &v, 0)["rtt_us"].is_null());
         assert_eq!(
             verdict_line(&flow(), &v),
-            "198.18.0.2:40000-198.51.100.2:9000 dead probes=3 after=3000.000ms"
+            "198.18.0.2:40000-198.51.100.2:9000 dead probes=3 after=3s"
         );
     }
 
@@ -286,5 +428,35 @@ mod tests {
             verdict_line(&flow(), &v),
             "198.18.0.2:40000-198.51.100.2:9000 alive evidence=kernel-ack-clock probes=0"
         );
+    }
+
+    #[test]
+    fn one_duration_style() {
+        let ms = Duration::from_millis;
+        for (d, want) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_micros(84), "0.084ms"),
+            (Duration::from_micros(12_500), "12.5ms"),
+            (ms(410), "410ms"),
+            (ms(1000), "1s"),
+            (ms(4800), "4.8s"),
+            (ms(3539), "3.539s"),
+            (ms(60_000), "1m"),
+            (ms(924_600), "15m24.6s"),
+            (ms(3_852_000), "1h4m12s"),
+            (ms(7_875_000), "2h11m15s"),
+            (ms(7_205_000), "2h5s"),
+            (Duration::from_secs(86_400 * 3 + 4 * 3600), "3d4h"),
+            (Duration::from_secs(u64::MAX), "213503982334601d7h15s"),
+        ] {
+            assert_eq!(duration(d), want, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn plurals() {
+        assert_eq!(count(1u64, "connection"), "1 connection");
+        assert_eq!(count(0u64, "connection"), "0 connections");
+        assert_eq!(count(2u64, "process"), "2 processes");
     }
 }

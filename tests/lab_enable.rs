@@ -426,7 +426,7 @@ fn enable_rejects_bad_values_and_missing_connections() {
     }
     // Nothing was changed by the refused runs.
     assert_eq!(listed(&lab, &client)["keepalive"], "off");
-    let (code, _, d) = enable(&lab, &["198.18.0.1:41999-198.18.0.2:9300"]);
+    let (code, _, d) = enable(&lab, &["198.18.0.2:41999-198.51.100.2:9300"]);
     assert_eq!(code, 5, "{d}");
     assert!(d.contains("no established TCP connection"), "{d}");
 }
@@ -479,7 +479,7 @@ fn enable_refused_by_ptrace_rules_exits_6() {
     }
     let lab = Lab::up("direct", None);
     let listener: TcpListener = in_netns(&lab.ns('b'), || {
-        TcpListener::bind("198.18.0.2:9400").unwrap()
+        TcpListener::bind("198.51.100.2:9400").unwrap()
     });
     // The owner: a process without CAP_SYS_PTRACE, so a caller without it may read its
     // /proc entries (its capabilities are no superset of the caller's).
@@ -504,7 +504,7 @@ fn enable_refused_by_ptrace_rules_exits_6() {
             "--",
         ])
         .arg(&hold)
-        .args(["connect", "198.18.0.1", "198.18.0.2:9400", "1", "41141"])
+        .args(["connect", "198.18.0.2", "198.51.100.2:9400", "1", "41141"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -512,7 +512,7 @@ fn enable_refused_by_ptrace_rules_exits_6() {
     let mut line = [0u8; 8];
     let _ = owner.stdout.as_mut().unwrap().read(&mut line);
     let (_accepted, _) = listener.accept().unwrap();
-    let flow = "198.18.0.1:41141-198.18.0.2:9400";
+    let flow = "198.18.0.2:41141-198.51.100.2:9400";
     // Real uid nobody, effective root, no CAP_SYS_PTRACE.
     let out = Command::new("ip")
         .args([

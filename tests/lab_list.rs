@@ -134,7 +134,7 @@ fn list_filters_and_empty_match() {
     assert_eq!(code, 0, "{d}");
     assert_eq!(flows(&rows), vec![flow_of(&c6)], "{d}");
 
-    let (code, rows, d) = list(&lab, &["--local", "198.18.0.1:41012", "--port", "9200"]);
+    let (code, rows, d) = list(&lab, &["--local", "198.18.0.2:41012", "--port", "9200"]);
     assert_eq!(code, 0, "{d}");
     assert_eq!(flows(&rows), vec![flow_of(&c2)], "{d}");
 

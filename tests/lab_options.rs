@@ -134,22 +134,22 @@ fn bare_remote_needs_exactly_one_match() {
     }
     let lab = Lab::up("direct", None);
     let (_c1, _s1) = lab.connect(false, 9806, 49806);
-    let remote = "198.18.0.2:9806";
+    let remote = "198.51.100.2:9806";
     let (code, out, err, _) = run_kaprobe(&lab, &["probe", remote]);
     assert_eq!(code, 0, "{}", describe(code, &out, &err));
-    assert_eq!(verdict_json(&out)["local"], "198.18.0.1:49806");
+    assert_eq!(verdict_json(&out)["local"], "198.18.0.2:49806");
 
     let (_c2, _s2) = lab.connect(false, 9806, 49807);
     let (code, out, err, _) = run_kaprobe(&lab, &["probe", remote]);
     assert_eq!(code, 2, "{}", describe(code, &out, &err));
     assert!(
-        err.contains("198.18.0.1:49806-198.18.0.2:9806")
-            && err.contains("198.18.0.1:49807-198.18.0.2:9806"),
+        err.contains("198.18.0.2:49806-198.51.100.2:9806")
+            && err.contains("198.18.0.2:49807-198.51.100.2:9806"),
         "lists both: {err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
-    let (code, _, err, _) = run_kaprobe(&lab, &["probe", "198.18.0.2:1"]);
+    let (code, _, err, _) = run_kaprobe(&lab, &["probe", "198.51.100.2:1"]);
     assert_eq!(code, 5, "{err}");
 }
 

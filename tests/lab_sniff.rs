@@ -174,8 +174,8 @@ fn kaprobe_probes_are_recognised(v6: bool) {
         SocketAddr::new(lab.b_addr(v6), port_s),
     );
     let flow = common::flow(a, b);
-    // Two probes and two answers end the run; --duration bounds it otherwise.
-    let sniff = start_sniff(&lab, &["--count", "4", "--duration", "8s", &flow]);
+    // Two probes and their answers end the run; --duration bounds it otherwise.
+    let sniff = start_sniff(&lab, &["--count", "2", "--duration", "8s", &flow]);
     common::assert_still_carries_data(&client, &server);
 
     let (code, out, err, _) = common::run_kaprobe(&lab, &["probe", &flow]);

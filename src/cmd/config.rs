@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use crate::error::Result;
+use crate::exit::ExitStatus;
+use crate::output::duration;
 use crate::sys::sysctl;
 
 #[derive(Args, Debug)]
@@ -146,28 +148,24 @@ impl Sysctls {
     }
 }
 
-/// Whole seconds as `2h11m15s` (humantime, without the spaces); `0s` for zero.
+/// Whole seconds as `2h11m15s`; `0s` for zero.
 fn hms(secs: u64) -> String {
-    humantime::format_duration(Duration::from_secs(secs))
-        .to_string()
-        .replace(' ', "")
+    duration(Duration::from_secs(secs))
 }
 
-/// Milliseconds as `15m24s600ms`.
+/// Milliseconds as `15m24.6s`.
 fn hms_ms(ms: u64) -> String {
-    humantime::format_duration(Duration::from_millis(ms))
-        .to_string()
-        .replace(' ', "")
+    duration(Duration::from_millis(ms))
 }
 
-pub fn run(_args: &ConfigArgs, ctx: &Ctx) -> Result<i32> {
+pub fn run(_args: &ConfigArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let s = Sysctls::read()?;
     if ctx.json {
-        println!("{}", s.json());
+        crate::output::line(s.json())?;
     } else {
-        print!("{}", s.human());
+        crate::output::print(&s.human())?;
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 #[cfg(test)]
@@ -195,7 +193,7 @@ mod tests {
         );
         // tcp(7): "a hypothetical timeout of 924.6 seconds".
         assert_eq!(s.retries2_timeout_ms(), 924_600);
-        assert_eq!(hms_ms(924_600), "15m24s600ms");
+        assert_eq!(hms_ms(924_600), "15m24.6s");
     }
 
     #[test]
@@ -240,7 +238,7 @@ mod tests {
             assert!(h.contains(&format!("net.ipv4.{name} ")), "{name}: {h}");
         }
         assert!(h.contains("2h11m15s of idle (7200 s + 9 × 75 s)"), "{h}");
-        assert!(h.contains("about 15m24s600ms"), "{h}");
+        assert!(h.contains("about 15m24.6s"), "{h}");
     }
 
     #[test]

@@ -29,25 +29,25 @@ use serde_json::{Value, json};
 use socket2::{SockRef, TcpKeepalive};
 
 use super::Ctx;
+use super::args::FlowArg;
 use super::list::{Keepalive, owners_json};
 use crate::error::{Error, Result};
-use crate::flow::{Flow, FlowSpec};
+use crate::exit::ExitStatus;
+use crate::flow::Flow;
 use crate::prober;
 use crate::sys::diag::Diag;
 use crate::sys::owner::{Owner, Owners};
 use crate::sys::pidfd::PidFd;
 
 /// MAX_TCP_KEEPIDLE and MAX_TCP_KEEPINTVL in include/net/tcp.h.
-pub const MAX_KEEP_SECS: u64 = 32767;
+pub use super::args::MAX_KEEP_SECS;
 /// MAX_TCP_KEEPCNT.
 pub const MAX_KEEPCNT: u32 = 127;
 
 #[derive(Args, Debug)]
 pub struct EnableArgs {
-    /// The connection: LOCAL-REMOTE (IP:PORT-IP:PORT, IPv6 in brackets), or REMOTE alone when
-    /// exactly one established connection goes there
-    #[arg(value_name = "FLOW")]
-    pub flow: FlowSpec,
+    #[command(flatten)]
+    pub flow: FlowArg,
     /// Idle time before the first probe (TCP_KEEPIDLE): whole seconds, 1s..=32767s
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = keep_secs,
           conflicts_with = "off")]
@@ -67,7 +67,7 @@ pub struct EnableArgs {
 
 /// A TCP_KEEPIDLE / TCP_KEEPINTVL value: a humantime duration in whole seconds, 1..=32767.
 pub fn keep_secs(s: &str) -> std::result::Result<u32, String> {
-    let d = crate::cli::parse_duration(s)?;
+    let d = super::args::parse_duration(s)?;
     if d < Duration::from_secs(1) {
         return Err(format!(
             "'{s}' is below 1s: the kernel takes keepalive times in whole seconds, at least 1s"
@@ -183,10 +183,10 @@ fn apply(sock: &OwnedFd, want: Want) -> std::io::Result<()> {
     }
 }
 
-pub fn run(args: &EnableArgs, ctx: &Ctx) -> Result<i32> {
+pub fn run(args: &EnableArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let want = args.want();
     let mut diag = Diag::open()?;
-    let flow = prober::resolve(args.flow, &mut diag)?;
+    let flow = prober::resolve(args.flow.spec()?, &mut diag)?;
     let inode = inode_of(&mut diag, &flow)?;
     let owners = Owners::scan(&HashSet::from([inode]));
     let holders = owners.of(inode);
@@ -210,12 +210,14 @@ pub fn run(args: &EnableArgs, ctx: &Ctx) -> Result<i32> {
         holders,
         before,
     };
+    // The socket is changed already: if nobody reads this any more, the command still
+    // succeeded at what it was asked, and ends quietly (README "Unix habits").
     if ctx.json {
-        println!("{}", report.json());
+        crate::output::line(report.json())?;
     } else {
-        println!("{}", report.line());
+        crate::output::line(report.line())?;
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// The inode of the connection's socket; 0 means no process can hold it.
@@ -239,8 +241,12 @@ fn no_owner(flow: &Flow, inode: u32, unreadable: usize) -> Error {
     );
     if unreadable > 0 {
         msg.push_str(&format!(
-            ", or to one of the {unreadable} processes whose descriptors this user cannot \
-             read (run as root)"
+            ", or to {} whose descriptors this user cannot read (run as root)",
+            if unreadable == 1 {
+                "the one process".to_string()
+            } else {
+                format!("one of the {unreadable} processes")
+            }
         ));
     }
     Error::Runtime(msg)
@@ -356,7 +362,7 @@ impl Report<'_> {
             ) => {
                 let next = match seen {
                     Keepalive::On { next, .. } => {
-                        format!("next={}", super::list::compact(next))
+                        format!("next={}", crate::output::duration(next))
                     }
                     other => format!("timer not visible: {}", other.describe()),
                 };

@@ -9,7 +9,6 @@
 //! is hidden behind it, and the state shows as unknown.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
@@ -17,7 +16,8 @@ use netlink_packet_sock_diag::inet::Timer;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
 use crate::flow::{Flow, Signature};
 use crate::sys::diag::{Conn, Diag};
@@ -68,7 +68,7 @@ impl Keepalive {
         match self {
             Keepalive::Off => "off".into(),
             Keepalive::On { next, probes } => {
-                format!("on next={} probes={probes}", compact(*next))
+                format!("on next={} probes={probes}", crate::output::duration(*next))
             }
             Keepalive::Unknown(timer) => format!("? ({timer} timer)"),
         }
@@ -80,7 +80,7 @@ impl Keepalive {
         let (next, probes, timer) = match self {
             Keepalive::Off => (None, None, None),
             Keepalive::On { next, probes } => (
-                Some(next.as_millis() as u64),
+                Some(crate::output::millis(*next)),
                 Some(*probes),
                 Some("keepalive"),
             ),
@@ -89,19 +89,6 @@ impl Keepalive {
         o["keepalive_next_ms"] = json!(next);
         o["keepalive_probes"] = json!(probes);
         o["timer"] = json!(timer);
-    }
-}
-
-/// A duration short enough for a table cell: `340ms`, `12.3s`, `2h11m15s`.
-pub fn compact(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else if d < Duration::from_secs(60) {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        humantime::format_duration(Duration::from_secs(d.as_secs()))
-            .to_string()
-            .replace(' ', "")
     }
 }
 
@@ -141,7 +128,7 @@ impl<'a> Row<'a> {
             "flow": self.flow.to_string(),
             "local": self.flow.local.to_string(),
             "remote": self.flow.remote.to_string(),
-            "idle_ms": self.idle.map(|d| d.as_millis() as u64),
+            "idle_ms": self.idle.map(crate::output::millis),
             "unacked": self.unacked,
             "send_queue": self.send_queue,
             "recv_queue": self.recv_queue,
@@ -159,7 +146,7 @@ impl<'a> Row<'a> {
         [
             self.flow.local.to_string(),
             self.flow.remote.to_string(),
-            opt(self.idle.map(compact)),
+            opt(self.idle.map(crate::output::duration)),
             opt(self.unacked.map(|u| u.to_string())),
             self.recv_queue.to_string(),
             self.send_queue.to_string(),
@@ -239,7 +226,7 @@ fn table(rows: &[[String; 8]]) -> String {
     out
 }
 
-pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<i32> {
+pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let mut diag = Diag::open()?;
     let mut conns: Vec<Conn> = args.filter.require_established(&mut diag)?;
     conns.sort_by_key(|c| c.flow);
@@ -248,31 +235,23 @@ pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<i32> {
     let owners = Owners::scan(&wanted);
     if owners.unreadable > 0 {
         log::info!(
-            "{} processes' descriptors could not be read; run as root to see every owner",
-            owners.unreadable
+            "the descriptors of {} could not be read; run as root to see every owner",
+            crate::output::count(owners.unreadable as u64, "process")
         );
     }
     let rows: Vec<Row> = conns.iter().map(|c| Row::new(c, &owners)).collect();
-    print_rows(&rows, ctx.json).map_err(|e| Error::Io {
-        context: "writing the list".into(),
-        source: e,
-    })?;
-    Ok(0)
+    crate::output::print(&render(&rows, ctx.json))?;
+    Ok(ExitStatus::Success)
 }
 
-fn print_rows(rows: &[Row], json: bool) -> std::io::Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+/// Every row, as JSON lines or as the table.
+fn render(rows: &[Row], json: bool) -> String {
     if json {
-        for r in rows {
-            serde_json::to_writer(&mut out, &r.json())?;
-            out.write_all(b"\n")?;
-        }
+        rows.iter().map(|r| format!("{}\n", r.json())).collect()
     } else {
         let cells: Vec<[String; 8]> = rows.iter().map(Row::cells).collect();
-        out.write_all(table(&cells).as_bytes())?;
+        table(&cells)
     }
-    out.flush()
 }
 
 #[cfg(test)]
@@ -337,14 +316,6 @@ mod tests {
         Keepalive::Off.json_fields(&mut o);
         assert_eq!(o["keepalive"], "off");
         assert!(o["keepalive_next_ms"].is_null() && o["timer"].is_null());
-    }
-
-    #[test]
-    fn compact_durations() {
-        assert_eq!(compact(Duration::from_millis(340)), "340ms");
-        assert_eq!(compact(Duration::from_millis(12_345)), "12.3s");
-        assert_eq!(compact(Duration::from_millis(7_875_400)), "2h11m15s");
-        assert_eq!(compact(Duration::from_secs(60)), "1m");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
+pub mod args;
 pub mod config;
 pub mod enable;
 pub mod list;

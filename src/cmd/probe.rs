@@ -3,27 +3,27 @@
 use clap::Args;
 
 use super::Ctx;
-use crate::cli::{ProbeStyle, SeqSourceArg, TimingArgs};
+use super::args::{FlowArg, ProbeStyle, TimingArgs};
 use crate::engine::{Config, Outcome, SeqSource};
 use crate::error::{Error, Result};
-use crate::flow::{Flow, FlowSpec, Signature};
+use crate::exit::ExitStatus;
+use crate::flow::{Flow, Signature};
 use crate::output::Reporter;
 use crate::prober;
 use crate::sys::diag::{Diag, SignatureDrops};
 
 #[derive(Args, Debug)]
 pub struct ProbeArgs {
-    /// The connection: LOCAL-REMOTE (IP:PORT-IP:PORT, IPv6 in brackets), or REMOTE alone when
-    /// exactly one established connection goes there
-    #[arg(value_name = "FLOW")]
-    pub flow: FlowSpec,
+    #[command(flatten)]
+    pub flow: FlowArg,
     #[command(flatten)]
     pub timing: TimingArgs,
     #[command(flatten)]
     pub style: ProbeStyle,
 }
 
-pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
+pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
+    crate::sys::catch_stop_signals();
     let reporter = Reporter {
         json: ctx.json,
         verbose: ctx.verbose,
@@ -32,9 +32,9 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
     if let Some(w) = timing.warning() {
         log::warn!("{w}");
     }
-    let source = seq_source(args.style.seq_source);
+    let source = args.style.seq_source.source();
     let mut diag = Diag::open()?;
-    let conn = prober::resolve_conn(args.flow, &mut diag)?;
+    let conn = prober::resolve_conn(args.flow.spec()?, &mut diag)?;
     if let Some(sig) = conn.signature {
         return Err(signed_refusal(&conn.flow, sig));
     }
@@ -53,14 +53,20 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<i32> {
         garbage_octet: args.style.garbage_octet,
     };
     let drops_before = SignatureDrops::read();
-    let (outcome, ignored) = prober::probe_one(cfg, diag, reporter)?;
+    let Some((outcome, ignored)) = prober::probe_one(cfg, diag, reporter)? else {
+        reporter.unfinished(&flow, "interrupted", None)?;
+        return Ok(ExitStatus::Interrupted);
+    };
     if ignored > 0 {
-        log::info!("{flow}: ignored {ignored} answers that did not match the probe");
+        log::info!(
+            "{flow}: ignored {} that did not match the probe",
+            crate::output::count(ignored, "answer")
+        );
     }
     match outcome {
         Outcome::Verdict(v) => {
-            reporter.verdict(&flow, &v, ignored);
-            Ok(v.kind.exit_code())
+            reporter.verdict(&flow, &v, ignored)?;
+            Ok(ExitStatus::of_verdict(v.kind))
         }
         Outcome::Closed => Err(Error::NoConnection(format!(
             "connection {flow} closed during the probe"
@@ -109,21 +115,6 @@ pub fn signed_refusal(flow: &Flow, sig: Signature) -> Error {
         "{flow} uses {}: both ends drop unsigned segments, so kaprobe cannot probe it",
         sig.as_str()
     ))
-}
-
-/// The engine's sequence source for the option, warning where it may mislead.
-pub fn seq_source(arg: SeqSourceArg) -> SeqSource {
-    match arg {
-        SeqSourceArg::Local => SeqSource::Local,
-        SeqSourceArg::Peer => {
-            log::warn!(
-                "--seq-source peer sends an out-of-window first probe; stateful firewalls \
-                 (ct state invalid drop) drop it, which reads as dead"
-            );
-            SeqSource::Peer
-        }
-        SeqSourceArg::Sniff => SeqSource::Sniff,
-    }
 }
 
 #[cfg(test)]

@@ -3,13 +3,14 @@
 //! Captures every TCP segment (all interfaces, or the one `-i` names), keeps the ones of the
 //! selected connections, and lets [`crate::keepalive_track`] say which are keepalive probes
 //! and which answer them. One line (or JSON object) per probe and per answer, then a summary
-//! when `--count` or `--duration` is reached, or on SIGINT/SIGTERM. Exit 0.
+//! when `--count` probes have been seen (and answered, or given [`ACK_WINDOW`] to be), when
+//! `--duration` is reached, or on SIGINT/SIGTERM. Exit 0. A closed standard output ends it at
+//! the next write.
 //!
 //! Times are the kernel's receive timestamps of the packets (SIOCGSTAMPNS), so intervals and
 //! RTTs do not depend on how quickly this process reads.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,12 +19,13 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::cli::parse_duration;
+use super::args::{OptFlowArg, duration_in};
 use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
 use crate::flow::{Flow, FlowSpec};
-use crate::keepalive_track::{DEFAULT_MAX_CONNECTIONS, Probe, ProbeAck, Seen, Tracker};
-use crate::output::ms;
+use crate::keepalive_track::{ACK_WINDOW, DEFAULT_MAX_CONNECTIONS, Probe, ProbeAck, Seen, Tracker};
+use crate::output::{self, count as plural, duration};
 use crate::sys::capture::Capture;
 use crate::sys::{bpf, catch_stop_signals, stop_requested, wait_readable};
 use crate::wire::{self, Packet, Segment};
@@ -33,20 +35,23 @@ pub struct SniffArgs {
     /// Only this interface (default: all)
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub iface: Option<String>,
-    /// Only this connection: LOCAL-REMOTE, or REMOTE alone (every connection to it)
-    #[arg(value_name = "FLOW", conflicts_with_all = ["local", "remote", "port"])]
-    pub flow: Option<FlowSpec>,
+    /// Only this connection: LOCAL-REMOTE, LOCAL REMOTE, or REMOTE alone (every connection
+    /// to it)
+    #[command(flatten)]
+    pub flow: OptFlowArg,
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// Stop after reporting N events (probes and ACKs)
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Stop after N keepalive probes, once each is answered or 1s has passed; 1 to 1000000
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub count: Option<u64>,
-    /// Stop after this long
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// Stop after this long; at most 30 days
+    #[arg(long, value_name = "DUR",
+          value_parser = duration_in(Duration::from_millis(1), Duration::from_secs(30 * 86_400)))]
     pub duration: Option<Duration>,
-    /// Most connections tracked at once; the least recently seen is forgotten beyond it
+    /// Most connections tracked at once; the least recently seen is forgotten beyond it; 1 to
+    /// 10000000
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
     pub max_connections: usize,
 }
 
@@ -139,21 +144,58 @@ impl Stats {
             _ => {}
         }
     }
+}
 
-    fn events(&self) -> u64 {
-        self.probes + self.acks
+/// When to stop.
+struct Stop {
+    count: Option<u64>,
+    until: Option<Instant>,
+    /// Once `--count` probes are in: the latest their answers are waited for.
+    answers_by: Option<Instant>,
+}
+
+impl Stop {
+    fn done(&self, stats: &Stats) -> bool {
+        let now = Instant::now();
+        stop_requested()
+            || self.until.is_some_and(|t| now >= t)
+            || self
+                .answers_by
+                .is_some_and(|t| now >= t || stats.acks >= stats.probes)
+    }
+
+    /// Probes beyond `--count` are neither reported nor counted.
+    fn wants_probe(&self, stats: &Stats) -> bool {
+        self.count.is_none_or(|n| stats.probes < n)
+    }
+
+    fn counted(&mut self, stats: &Stats) {
+        if self.answers_by.is_none() && self.count.is_some_and(|n| stats.probes >= n) {
+            self.answers_by = Some(Instant::now() + ACK_WINDOW);
+        }
+    }
+
+    /// How long to wait for packets before looking again.
+    fn wait(&self) -> Duration {
+        let now = Instant::now();
+        [self.until, self.answers_by]
+            .into_iter()
+            .flatten()
+            .map(|t| t.saturating_duration_since(now))
+            .fold(Duration::from_secs(1), Duration::min)
     }
 }
 
-pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<i32> {
+pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let ifindex = args.iface.as_deref().map(interface_index).transpose()?;
+    let spec = args.flow.spec()?;
     let selector = Selector {
-        spec: args.flow,
+        spec,
         filter: args.filter.clone(),
         locals: local_addresses(),
     };
     // One connection on all interfaces: the kernel can drop everything else.
-    let filter = match (args.flow, ifindex) {
+    let filter = match (spec, ifindex) {
         (Some(FlowSpec::Exact(flow, _)), None) => bpf::flows_filter(&[flow]),
         _ => bpf::tcp_filter(ifindex),
     };
@@ -169,13 +211,15 @@ pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<i32> {
     let started = Instant::now();
     let mut tracker = Tracker::new(args.max_connections);
     let mut stats = Stats::default();
-    let mut out = std::io::stdout().lock();
-    while !finished(args, &stats, started) {
-        let wait = args
-            .duration
-            .map(|d| d.saturating_sub(started.elapsed()))
-            .unwrap_or(Duration::from_secs(1));
-        let readable = wait_readable(cap.fd(), Some(wait)).map_err(|e| Error::Io {
+    let mut stop = Stop {
+        count: args.count,
+        until: args.duration.map(|d| started + d),
+        answers_by: None,
+    };
+    while !stop.done(&stats) {
+        // A closed stdout ends the capture (README "Unix habits").
+        output::check()?;
+        let readable = wait_readable(cap.fd(), Some(stop.wait())).map_err(|e| Error::Io {
             context: "waiting on the capture socket".into(),
             source: e,
         })?;
@@ -185,33 +229,24 @@ pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<i32> {
                 &selector,
                 &mut tracker,
                 &mut stats,
-                args,
+                &mut stop,
                 ctx,
-                &mut out,
             )?;
         }
     }
-    print_summary(&mut out, &stats, &tracker, started.elapsed(), ctx.json);
-    drop(out);
+    print_summary(&stats, &tracker, started.elapsed(), ctx.json)?;
     cap.release_detached();
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
-fn finished(args: &SniffArgs, stats: &Stats, started: Instant) -> bool {
-    stop_requested()
-        || args.count.is_some_and(|n| stats.events() >= n)
-        || args.duration.is_some_and(|d| started.elapsed() >= d)
-}
-
-/// Reads every queued packet; stops early when `--count` is reached.
+/// Reads every queued packet, reporting probes and answers.
 fn drain(
     cap: &mut Capture,
     selector: &Selector,
     tracker: &mut Tracker,
     stats: &mut Stats,
-    args: &SniffArgs,
+    stop: &mut Stop,
     ctx: &Ctx,
-    out: &mut impl Write,
 ) -> Result<()> {
     let fd = cap.fd();
     loop {
@@ -227,11 +262,12 @@ fn drain(
         }
         let now = packet_time(fd);
         let seen = tracker.feed(now, &seg);
-        stats.count(&seen);
-        report(out, selector, now, &seen, ctx.json);
-        if args.count.is_some_and(|n| stats.events() >= n) {
-            return Ok(());
+        if matches!(seen, Seen::KeepaliveProbe(_)) && !stop.wants_probe(stats) {
+            continue;
         }
+        stats.count(&seen);
+        report(selector, now, &seen, ctx.json)?;
+        stop.counted(stats);
     }
 }
 
@@ -254,22 +290,20 @@ fn packet_time(fd: RawFd) -> Duration {
         .unwrap_or_default()
 }
 
-fn report(out: &mut impl Write, selector: &Selector, now: Duration, seen: &Seen, json: bool) {
+/// One line per probe and answer; a closed stdout ends the capture here.
+fn report(selector: &Selector, now: Duration, seen: &Seen, json: bool) -> Result<()> {
     let line = match (seen, json) {
         (Seen::KeepaliveProbe(p), false) => probe_line(now, p),
         (Seen::KeepaliveAck(a), false) => ack_line(now, a),
         (Seen::KeepaliveProbe(p), true) => probe_json(selector, now, p).to_string(),
         (Seen::KeepaliveAck(a), true) => ack_json(selector, now, a).to_string(),
-        _ => return,
+        _ => return Ok(()),
     };
-    // A closed stdout (`| head`) must not stop the capture with a panic.
-    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+    output::line(line)
 }
 
 fn probe_line(now: Duration, p: &Probe) -> String {
-    let interval = p
-        .interval
-        .map_or("-".to_string(), |d| format!("{:.3}s", d.as_secs_f64()));
+    let interval = p.interval.map_or("-".to_string(), duration);
     format!(
         "{} {} > {} keepalive probe seq={} ack={} len={} interval={interval}",
         clock(now),
@@ -289,7 +323,7 @@ fn ack_line(now: Duration, a: &ProbeAck) -> String {
         a.from,
         a.seq,
         a.ack,
-        ms(a.rtt)
+        duration(a.rtt)
     )
 }
 
@@ -303,7 +337,7 @@ fn probe_json(selector: &Selector, now: Duration, p: &Probe) -> Value {
         "seq": p.seq.0,
         "ack": p.ack.0,
         "len": p.len,
-        "interval_ms": p.interval.map(|d| d.as_millis() as u64),
+        "interval_ms": p.interval.map(output::millis),
         "rtt_us": null,
     })
 }
@@ -319,11 +353,11 @@ fn ack_json(selector: &Selector, now: Duration, a: &ProbeAck) -> Value {
         "ack": a.ack.0,
         "len": 0,
         "interval_ms": null,
-        "rtt_us": a.rtt.as_micros() as u64,
+        "rtt_us": output::micros(a.rtt),
     })
 }
 
-fn print_summary(out: &mut impl Write, s: &Stats, t: &Tracker, elapsed: Duration, json: bool) {
+fn print_summary(s: &Stats, t: &Tracker, elapsed: Duration, json: bool) -> Result<()> {
     let line = if json {
         json!({
             "event": "summary",
@@ -336,24 +370,26 @@ fn print_summary(out: &mut impl Write, s: &Stats, t: &Tracker, elapsed: Duration
             "segments": s.segments,
             "connections_tracked": t.connections(),
             "connections_evicted": t.evicted(),
-            "elapsed_ms": elapsed.as_millis() as u64,
+            "elapsed_ms": output::millis(elapsed),
         })
         .to_string()
     } else {
-        format!(
-            "{} keepalive probes, {} answered, from {} sender{} in {:.2} s \
-             ({} segments seen; not keepalives: {} window probes, {} retransmissions)",
-            s.probes,
-            s.acks,
-            s.probed.len(),
-            if s.probed.len() == 1 { "" } else { "s" },
-            elapsed.as_secs_f64(),
-            s.segments,
-            s.window_probes,
-            s.retransmissions
-        )
+        summary_line(s, elapsed)
     };
-    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+    output::line(line)
+}
+
+fn summary_line(s: &Stats, elapsed: Duration) -> String {
+    format!(
+        "{}, {} answered, from {} in {} ({} seen; not keepalives: {}, {})",
+        plural(s.probes, "keepalive probe"),
+        s.acks,
+        plural(s.probed.len() as u64, "sender"),
+        duration(elapsed),
+        plural(s.segments, "segment"),
+        plural(s.window_probes, "window probe"),
+        plural(s.retransmissions, "retransmission"),
+    )
 }
 
 /// `09:12:03.120345`, local time.
@@ -490,6 +526,46 @@ mod tests {
             "198.18.0.1:40001".parse().unwrap(),
         );
         assert_eq!(flow.to_string(), "198.18.0.1:40001-198.18.0.2:9000");
+    }
+
+    #[test]
+    fn summary_uses_plurals_and_the_one_duration_style() {
+        let mut s = Stats {
+            probes: 1,
+            acks: 1,
+            segments: 2,
+            ..Default::default()
+        };
+        s.probed.insert((
+            "198.18.0.2:1".parse().unwrap(),
+            "198.51.100.2:2".parse().unwrap(),
+        ));
+        assert_eq!(
+            summary_line(&s, Duration::from_millis(1500)),
+            "1 keepalive probe, 1 answered, from 1 sender in 1.5s (2 segments seen; not \
+             keepalives: 0 window probes, 0 retransmissions)"
+        );
+    }
+
+    #[test]
+    fn count_waits_for_the_answers_of_the_counted_probes() {
+        let mut stop = Stop {
+            count: Some(1),
+            until: None,
+            answers_by: None,
+        };
+        let mut s = Stats::default();
+        assert!(stop.wants_probe(&s) && !stop.done(&s));
+        s.probes = 1;
+        stop.counted(&s);
+        assert!(!stop.wants_probe(&s), "a second probe is not counted");
+        assert!(!stop.done(&s), "the answer is still awaited");
+        assert!(stop.wait() <= ACK_WINDOW);
+        s.acks = 1;
+        assert!(stop.done(&s), "answered: done");
+        s.acks = 0;
+        stop.answers_by = Some(Instant::now());
+        assert!(stop.done(&s), "unanswered after the window: done");
     }
 
     #[test]

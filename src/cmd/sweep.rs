@@ -1,20 +1,28 @@
 //! `kaprobe sweep`: the probe loop on every matching established connection at once.
+//!
+//! With `--json` each verdict is printed the moment it is decided, then a summary; the human
+//! table is sorted and printed at the end. SIGINT/SIGTERM end the sweep early: the decided
+//! verdicts, the rest as `interrupted`, the summary, exit 130 (README "Unix habits").
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::cli::{ProbeStyle, RateArgs, TimingArgs};
-use crate::engine::{Config, Outcome, Verdict};
-use crate::error::{EXIT_NO_CONNECTION, EXIT_RUNTIME, Error, Result};
+use super::args::{ProbeStyle, RateArgs, TimingArgs};
+use crate::engine::{Config, Evidence, Outcome, Verdict, VerdictKind};
+use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
 use crate::fleet::Fleet;
 use crate::flow::{Flow, Signature};
-use crate::output::{Reporter, ms, verdict_json};
+use crate::output::{self, Reporter, count as plural, duration, unfinished_json, verdict_json};
 use crate::sys::diag::Diag;
 use crate::sys::privilege::Bounding;
+use crate::sys::{catch_stop_signals, request_stop, stop_requested};
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
@@ -30,21 +38,40 @@ pub struct SweepArgs {
 
 /// One connection's result.
 enum Row {
+    /// A verdict, and the answers ignored on the way.
     Verdict(Verdict, u64),
     /// Signed (TCP-MD5): listed, never probed (README "sweep").
     Signed(Signature),
-    Closed,
-    Failed,
+    /// The connection closed before a verdict.
+    Closed(u64),
+    /// Its sequence numbers could not be learned.
+    Failed(u64),
+    /// SIGINT/SIGTERM came before its verdict.
+    Interrupted,
 }
 
 impl Row {
+    fn of(outcome: Outcome, ignored: u64) -> Row {
+        match outcome {
+            Outcome::Verdict(v) => Row::Verdict(v, ignored),
+            Outcome::Closed => Row::Closed(ignored),
+            Outcome::LearnFailed => Row::Failed(ignored),
+        }
+    }
+
     /// Sort key: alive first, problems last (next to the summary on a terminal).
     fn rank(&self) -> u8 {
         match self {
-            Row::Verdict(v, _) => v.kind as u8,
+            Row::Verdict(v, _) => match v.kind {
+                VerdictKind::Alive => 0,
+                VerdictKind::Reset => 1,
+                VerdictKind::Unreachable => 2,
+                VerdictKind::Dead => 3,
+            },
             Row::Signed(_) => 9,
-            Row::Closed => 10,
-            Row::Failed => 11,
+            Row::Closed(_) => 10,
+            Row::Failed(_) => 11,
+            Row::Interrupted => 12,
         }
     }
 
@@ -52,27 +79,48 @@ impl Row {
         match self {
             Row::Verdict(v, _) => v.kind.as_str(),
             Row::Signed(_) => "signed",
-            Row::Closed => "closed",
-            Row::Failed => "failed",
+            Row::Closed(_) => "closed",
+            Row::Failed(_) => "failed",
+            Row::Interrupted => "interrupted",
+        }
+    }
+
+    fn json(&self, flow: &Flow) -> Value {
+        match self {
+            Row::Verdict(v, ignored) => verdict_json(flow, v, *ignored),
+            Row::Signed(sig) => {
+                let mut o = unfinished_json(flow, self.label(), None);
+                o["signature"] = json!(sig.token());
+                o["probes_sent"] = json!(0);
+                o
+            }
+            Row::Closed(ignored) | Row::Failed(ignored) => {
+                unfinished_json(flow, self.label(), Some(*ignored))
+            }
+            Row::Interrupted => unfinished_json(flow, self.label(), None),
         }
     }
 }
 
-pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<i32> {
+pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
+    catch_stop_signals();
     let timing = args.timing.timing();
     if let Some(w) = timing.warning() {
         log::warn!("{w}");
     }
-    let source = super::probe::seq_source(args.style.seq_source);
-    let started = std::time::Instant::now();
+    let source = args.style.seq_source.source();
+    let started = Instant::now();
     let mut diag = Diag::open()?;
     let mut conns = args.filter.require_established(&mut diag)?;
     conns.sort_by_key(|c| c.flow);
+    // One row per connection, even if the kernel listed a socket twice.
+    conns.dedup_by_key(|c| c.flow);
     // Signed connections cannot be probed: they get their own rows, and no packet.
     let signed: Vec<(Flow, Row)> = conns
         .iter()
         .filter_map(|c| Some((c.flow, Row::Signed(c.signature?))))
         .collect();
+    let all: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
     conns.retain(|c| c.signature.is_none());
     let reporter = Reporter {
         json: ctx.json,
@@ -118,170 +166,228 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<i32> {
         f.open_all_families()?;
     }
     crate::fleet::drop_privileges(&[], Bounding::Drop)?;
-    let results: Vec<Result<FleetRows>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = fleets
-            .into_iter()
-            .map(|f| scope.spawn(move || run_fleet(f)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Runtime("a sweep worker panicked".into())))
-            })
-            .collect()
-    });
-    let elapsed = started.elapsed();
-    let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(conns.len() + signed.len());
-    rows.extend(signed);
-    for r in results {
-        let (fleet, part) = r?;
-        fleet.close();
-        rows.extend(part);
+    let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(all.len());
+    if ctx.json {
+        for (flow, row) in &signed {
+            output::line(row.json(flow))?;
+        }
     }
+    rows.extend(signed);
+    let results = run_fleets(fleets, ctx.json, &mut rows);
+    let elapsed = started.elapsed();
+    for r in results {
+        r?.close();
+    }
+    finish(&all, rows, elapsed, ctx.json)
+}
+
+/// The connections without a row are `interrupted`; then the summary (JSON, after the rows
+/// already streamed) or the sorted table, and the exit status.
+fn finish(
+    flows: &[Flow],
+    mut rows: Vec<(Flow, Row)>,
+    elapsed: Duration,
+    json: bool,
+) -> Result<ExitStatus> {
+    let decided: HashSet<Flow> = rows.iter().map(|(f, _)| *f).collect();
+    let rest: Vec<(Flow, Row)> = flows
+        .iter()
+        .filter(|f| !decided.contains(f))
+        .map(|f| (*f, Row::Interrupted))
+        .collect();
+    if json {
+        for (flow, row) in &rest {
+            output::line(row.json(flow))?;
+        }
+    }
+    rows.extend(rest);
     rows.sort_by_key(|(flow, row)| (row.rank(), *flow));
-    print_rows(&rows, elapsed, ctx.json);
-    Ok(exit_code(&rows))
+    if json {
+        output::line(summary_json(&rows, elapsed))?;
+    } else {
+        output::print(&table(&rows, elapsed))?;
+    }
+    Ok(status(&rows))
 }
 
 /// Sweeps smaller than this run on one thread.
 const PARALLEL_FROM: usize = 2000;
 const MAX_WORKERS: usize = 4;
+/// The longest a worker waits before it looks at the stop flag again.
+const TURN: Duration = Duration::from_millis(250);
 
-/// A finished fleet and the results of its connections.
-type FleetRows = (Fleet, Vec<(Flow, Row)>);
-
-/// Drives one fleet until every connection in it has an outcome.
-fn run_fleet(mut fleet: Fleet) -> Result<FleetRows> {
-    let mut rows = Vec::with_capacity(fleet.active());
-    while fleet.active() > 0 {
-        for (flow, outcome, ignored) in fleet.step(Duration::from_secs(1))? {
-            let row = match outcome {
-                Outcome::Verdict(v) => Row::Verdict(v, ignored),
-                Outcome::Closed => Row::Closed,
-                Outcome::LearnFailed => Row::Failed,
-            };
+/// Runs every fleet on a thread of its own. Rows arrive here as they are decided and, with
+/// `json`, are printed at once. A failed write stops the workers; its error comes first in
+/// the results.
+fn run_fleets(fleets: Vec<Fleet>, json: bool, rows: &mut Vec<(Flow, Row)>) -> Vec<Result<Fleet>> {
+    let (tx, rx) = mpsc::channel::<(Flow, Row)>();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = fleets
+            .into_iter()
+            .map(|f| {
+                let tx = tx.clone();
+                scope.spawn(move || run_fleet(f, tx))
+            })
+            .collect();
+        drop(tx);
+        let mut failed = None;
+        // Ends when every worker has finished and dropped its sender.
+        for (flow, row) in rx {
+            if json
+                && failed.is_none()
+                && let Err(e) = output::line(row.json(&flow))
+            {
+                failed = Some(e);
+                request_stop();
+            }
             rows.push((flow, row));
         }
-    }
-    Ok((fleet, rows))
+        let mut results: Vec<Result<Fleet>> = failed.into_iter().map(Err).collect();
+        results.extend(handles.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::Runtime("a sweep worker panicked".into())))
+        }));
+        results
+    })
 }
 
-fn count(rows: &[(Flow, Row)], label: &str) -> usize {
+/// Drives one fleet until every connection in it has an outcome, or a stop is requested.
+fn run_fleet(mut fleet: Fleet, tx: mpsc::Sender<(Flow, Row)>) -> Result<Fleet> {
+    while fleet.active() > 0 && !stop_requested() {
+        let step = output::check().and_then(|()| fleet.step(TURN));
+        let outcomes = match step {
+            Ok(o) => o,
+            Err(e) => {
+                // The other workers have nothing left to report to.
+                request_stop();
+                return Err(e);
+            }
+        };
+        for (flow, outcome, ignored) in outcomes {
+            if tx.send((flow, Row::of(outcome, ignored))).is_err() {
+                return Ok(fleet);
+            }
+        }
+    }
+    Ok(fleet)
+}
+
+fn tally(rows: &[(Flow, Row)], label: &str) -> usize {
     rows.iter().filter(|(_, r)| r.label() == label).count()
 }
 
+/// Kinds that are always named in the summary, then those named only when they occur.
+const ALWAYS: [&str; 4] = ["alive", "dead", "reset", "unreachable"];
+const IF_ANY: [&str; 4] = ["signed", "closed", "failed", "interrupted"];
+
 fn summary_line(rows: &[(Flow, Row)], elapsed: Duration) -> String {
-    let mut s = format!(
-        "{} connections: {} alive, {} dead, {} reset, {} unreachable",
-        rows.len(),
-        count(rows, "alive"),
-        count(rows, "dead"),
-        count(rows, "reset"),
-        count(rows, "unreachable"),
-    );
-    for extra in ["signed", "closed", "failed"] {
-        let n = count(rows, extra);
-        if n > 0 {
-            s.push_str(&format!(", {n} {extra}"));
-        }
-    }
-    s.push_str(&format!(" in {:.2} s", elapsed.as_secs_f64()));
-    s
-}
-
-fn print_rows(rows: &[(Flow, Row)], elapsed: Duration, json: bool) {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if json {
-        for (flow, row) in rows {
-            let v = match row {
-                Row::Verdict(v, ignored) => verdict_json(flow, v, *ignored),
-                Row::Signed(sig) => json!({
-                    "event": "verdict", "flow": flow.to_string(), "local": flow.local.to_string(),
-                    "remote": flow.remote.to_string(), "verdict": "signed",
-                    "signature": sig.token(), "probes_sent": 0, "rtt_us": null,
-                    "elapsed_ms": null,
-                }),
-                other => json!({
-                    "event": "verdict", "flow": flow.to_string(), "local": flow.local.to_string(),
-                    "remote": flow.remote.to_string(), "verdict": other.label(), "probes_sent": 0,
-                    "rtt_us": null, "elapsed_ms": null,
-                }),
-            };
-            let _ = writeln!(out, "{v}");
-        }
-        let _ = writeln!(
-            out,
-            "{}",
-            json!({
-                "event": "summary", "connections": rows.len(),
-                "alive": count(rows, "alive"), "dead": count(rows, "dead"),
-                "reset": count(rows, "reset"), "unreachable": count(rows, "unreachable"),
-                "signed": count(rows, "signed"),
-                "closed": count(rows, "closed"), "failed": count(rows, "failed"),
-                "elapsed_ms": elapsed.as_millis() as u64,
-            })
-        );
-    } else {
-        let width = rows
-            .iter()
-            .map(|(f, _)| f.to_string().len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:<11}  {:>10}  PROBES",
-            "FLOW", "VERDICT", "RTT"
-        );
-        for (flow, row) in rows {
-            let (rtt, probes) = match row {
-                Row::Verdict(v, _) => {
-                    (v.rtt.map_or("-".to_string(), ms), v.probes_sent.to_string())
-                }
-                _ => ("-".to_string(), "-".to_string()),
-            };
-            let _ = writeln!(
-                out,
-                "{:<width$}  {:<11}  {:>10}  {probes}",
-                flow.to_string(),
-                row.label(),
-                rtt
-            );
-        }
-        let _ = writeln!(out, "{}", summary_line(rows, elapsed));
-    }
-    let _ = out.flush();
-}
-
-/// The worst verdict decides (dead > unreachable > reset > alive); signed connections do not
-/// change it. With no verdict at all, failures and signed connections give 7, closed
-/// connections alone 5.
-fn exit_code(rows: &[(Flow, Row)]) -> i32 {
-    let worst = rows
+    let counts: Vec<String> = ALWAYS
         .iter()
-        .filter_map(|(_, r)| match r {
-            Row::Verdict(v, _) => Some(v.kind),
-            _ => None,
-        })
-        .max();
-    match worst {
-        Some(k) => k.exit_code(),
+        .map(|k| (k, tally(rows, k)))
+        .chain(
+            IF_ANY
+                .iter()
+                .map(|k| (k, tally(rows, k)))
+                .filter(|(_, n)| *n > 0),
+        )
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    format!(
+        "{}: {} in {}",
+        plural(rows.len() as u64, "connection"),
+        counts.join(", "),
+        duration(elapsed)
+    )
+}
+
+fn summary_json(rows: &[(Flow, Row)], elapsed: Duration) -> Value {
+    let mut o = json!({
+        "event": "summary", "connections": rows.len(), "elapsed_ms": output::millis(elapsed),
+    });
+    for k in ALWAYS.iter().chain(&IF_ANY) {
+        o[*k] = json!(tally(rows, k));
+    }
+    o
+}
+
+/// What the table's last column says about a verdict: the local cause or ICMP error of an
+/// `unreachable`, and what decided when it was not an answer to a probe.
+fn detail(v: &Verdict) -> String {
+    let mut parts = Vec::new();
+    if let Some(cause) = v.cause {
+        parts.push(format!("cause={}", cause.as_str()));
+    }
+    if let Some(icmp) = &v.icmp {
+        parts.push(format!("icmp={} from={}", icmp.name, icmp.from));
+    }
+    if v.evidence != Evidence::Probe {
+        parts.push(format!("evidence={}", v.evidence.as_str()));
+    }
+    parts.join(" ")
+}
+
+/// The sorted table and the summary line.
+fn table(rows: &[(Flow, Row)], elapsed: Duration) -> String {
+    let width = rows
+        .iter()
+        .map(|(f, _)| f.to_string().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!(
+        "{:<width$}  {:<11}  {:>10}  PROBES  DETAIL\n",
+        "FLOW", "VERDICT", "RTT"
+    );
+    for (flow, row) in rows {
+        let (rtt, probes, detail) = match row {
+            Row::Verdict(v, _) => (
+                v.rtt.map_or("-".to_string(), duration),
+                v.probes_sent.to_string(),
+                detail(v),
+            ),
+            Row::Signed(sig) => ("-".to_string(), "0".to_string(), sig.as_str().to_string()),
+            _ => ("-".to_string(), "-".to_string(), String::new()),
+        };
+        let line = format!(
+            "{:<width$}  {:<11}  {:>10}  {probes:<6}  {detail}",
+            flow.to_string(),
+            row.label(),
+            rtt
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push_str(&summary_line(rows, elapsed));
+    out.push('\n');
+    out
+}
+
+/// Interrupted before every verdict: 130. Else the worst verdict decides (README "Exit
+/// status"); signed connections do not change it. With no verdict at all, failures and
+/// signed connections give 7, closed connections alone 5.
+fn status(rows: &[(Flow, Row)]) -> ExitStatus {
+    if rows.iter().any(|(_, r)| matches!(r, Row::Interrupted)) {
+        return ExitStatus::Interrupted;
+    }
+    let verdicts = rows.iter().filter_map(|(_, r)| match r {
+        Row::Verdict(v, _) => Some(v.kind),
+        _ => None,
+    });
+    match ExitStatus::worst_verdict(verdicts) {
+        Some(s) => s,
         None if rows
             .iter()
-            .any(|(_, r)| matches!(r, Row::Failed | Row::Signed(_))) =>
+            .any(|(_, r)| matches!(r, Row::Failed(_) | Row::Signed(_))) =>
         {
-            EXIT_RUNTIME
+            ExitStatus::Failure
         }
-        None => EXIT_NO_CONNECTION,
+        None => ExitStatus::NoConnection,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::VerdictKind;
 
     fn row(kind: VerdictKind) -> Row {
         Row::Verdict(
@@ -306,44 +412,52 @@ mod tests {
     }
 
     #[test]
-    fn worst_verdict_decides_the_exit_code() {
+    fn worst_verdict_decides_the_exit_status() {
+        use ExitStatus::*;
         let rows = vec![
             (f(1), row(VerdictKind::Alive)),
             (f(2), row(VerdictKind::Reset)),
         ];
-        assert_eq!(exit_code(&rows), 3);
+        assert_eq!(status(&rows), Reset);
         let rows = vec![
             (f(1), row(VerdictKind::Unreachable)),
             (f(2), row(VerdictKind::Reset)),
         ];
-        assert_eq!(exit_code(&rows), 4);
+        assert_eq!(status(&rows), Unreachable);
         let rows = vec![
             (f(1), row(VerdictKind::Unreachable)),
             (f(2), row(VerdictKind::Dead)),
-            (f(3), Row::Closed),
+            (f(3), Row::Closed(0)),
         ];
-        assert_eq!(exit_code(&rows), 1);
-        assert_eq!(exit_code(&[(f(1), Row::Closed)]), 5);
-        assert_eq!(exit_code(&[(f(1), Row::Closed), (f(2), Row::Failed)]), 7);
-        assert_eq!(exit_code(&[(f(1), row(VerdictKind::Alive))]), 0);
+        assert_eq!(status(&rows), Dead);
+        assert_eq!(status(&[(f(1), Row::Closed(0))]), NoConnection);
+        assert_eq!(
+            status(&[(f(1), Row::Closed(0)), (f(2), Row::Failed(0))]),
+            Failure
+        );
+        assert_eq!(status(&[(f(1), row(VerdictKind::Alive))]), Success);
+        let rows = vec![(f(1), row(VerdictKind::Dead)), (f(2), Row::Interrupted)];
+        assert_eq!(status(&rows), Interrupted);
     }
 
     #[test]
     fn signed_connections_are_counted_but_do_not_change_the_worst_verdict() {
+        use ExitStatus::*;
         let md5 = || Row::Signed(Signature::Md5);
-        let rows = vec![(f(1), row(VerdictKind::Alive)), (f(2), md5())];
-        assert_eq!(exit_code(&rows), 0);
-        let rows = vec![(f(1), row(VerdictKind::Dead)), (f(2), md5())];
-        assert_eq!(exit_code(&rows), 1);
-        // Nothing could be probed: as `probe` on a signed connection, 7.
-        assert_eq!(exit_code(&[(f(1), md5())]), 7);
-        assert_eq!(exit_code(&[(f(1), md5()), (f(2), Row::Closed)]), 7);
-        let rows = vec![(f(1), row(VerdictKind::Alive)), (f(2), md5())];
         assert_eq!(
-            summary_line(&rows, Duration::from_millis(20)),
-            "2 connections: 1 alive, 0 dead, 0 reset, 0 unreachable, 1 signed in 0.02 s"
+            status(&[(f(1), row(VerdictKind::Alive)), (f(2), md5())]),
+            Success
         );
-        assert!(md5().rank() > row(VerdictKind::Dead).rank());
+        assert_eq!(
+            status(&[(f(1), row(VerdictKind::Dead)), (f(2), md5())]),
+            Dead
+        );
+        // Nothing could be probed: as `probe` on a signed connection, 7.
+        assert_eq!(status(&[(f(1), md5())]), Failure);
+        assert_eq!(status(&[(f(1), md5()), (f(2), Row::Closed(0))]), Failure);
+        let rows = vec![(f(1), row(VerdictKind::Alive)), (f(2), md5())];
+        assert!(summary_line(&rows, Duration::ZERO).contains("1 signed"));
+        assert_eq!(rows[1].1.json(&f(2))["signature"], "tcp-md5");
     }
 
     #[test]
@@ -355,7 +469,55 @@ mod tests {
         ];
         assert_eq!(
             summary_line(&rows, Duration::from_millis(410)),
-            "3 connections: 2 alive, 1 dead, 0 reset, 0 unreachable in 0.41 s"
+            "3 connections: 2 alive, 1 dead, 0 reset, 0 unreachable in 410ms"
         );
+        let rows = vec![(f(1), row(VerdictKind::Alive)), (f(2), Row::Interrupted)];
+        assert_eq!(
+            summary_line(&rows[..1], Duration::from_millis(1500)),
+            "1 connection: 1 alive, 0 dead, 0 reset, 0 unreachable in 1.5s"
+        );
+        assert!(summary_line(&rows, Duration::ZERO).ends_with(", 1 interrupted in 0s"));
+        let j = summary_json(&rows, Duration::from_millis(7));
+        assert_eq!(j["interrupted"], 1);
+        assert_eq!(j["closed"], 0);
+        assert_eq!(j["elapsed_ms"], 7);
+    }
+
+    #[test]
+    fn rows_without_a_verdict_have_every_field() {
+        for (r, ignored) in [(Row::Closed(2), json!(2)), (Row::Interrupted, Value::Null)] {
+            let j = r.json(&f(1));
+            assert_eq!(j["event"], "verdict");
+            assert_eq!(j["verdict"], r.label());
+            assert_eq!(j["ignored"], ignored);
+            for k in [
+                "flow",
+                "local",
+                "remote",
+                "probes_sent",
+                "rtt_us",
+                "elapsed_ms",
+            ] {
+                assert!(j.get(k).is_some(), "{k}: {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_is_sorted_problems_last() {
+        let mut rows = vec![
+            (f(3), Row::Interrupted),
+            (f(2), row(VerdictKind::Dead)),
+            (f(1), row(VerdictKind::Alive)),
+        ];
+        rows.sort_by_key(|(flow, row)| (row.rank(), *flow));
+        let t = table(&rows, Duration::from_secs(2));
+        let labels: Vec<&str> = t
+            .lines()
+            .skip(1)
+            .take(3)
+            .map(|l| l.split_whitespace().nth(1).unwrap())
+            .collect();
+        assert_eq!(labels, ["alive", "dead", "interrupted"]);
     }
 }

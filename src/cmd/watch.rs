@@ -10,13 +10,14 @@ use clap::Args;
 use serde_json::json;
 
 use super::Ctx;
-use crate::cli::{ProbeStyle, RateArgs, parse_duration};
+use super::args::{OptFlowArg, ProbeStyle, RateArgs, duration_in, keep_duration};
 use crate::engine::{Config, ConnView, Outcome, SeqSource, Timing, Verdict, VerdictKind};
 use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
 use crate::fleet::Fleet;
-use crate::flow::{Flow, FlowSpec, Route};
-use crate::output::{Reporter, ms};
+use crate::flow::{Flow, Route};
+use crate::output::{self, Reporter, count as plural, duration};
 use crate::prober;
 use crate::sys::diag::{Conn, Diag};
 use crate::sys::privilege::{Bounding, CAP_NET_ADMIN};
@@ -26,17 +27,17 @@ use crate::sys::{catch_stop_signals, stop_requested};
 pub struct WatchArgs {
     /// The connection to watch; without it, every established connection matching the
     /// filters, including ones that appear later
-    #[arg(value_name = "FLOW", conflicts_with_all = ["local", "remote", "port"])]
-    pub flow: Option<FlowSpec>,
+    #[command(flatten)]
+    pub flow: OptFlowArg,
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// Idle time (since the last segment received) before probing
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    /// Idle time (since the last segment received) before probing; at most 32767s
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = keep_duration)]
     pub time: Duration,
-    /// Time between unanswered probes, and the wait after the last one
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    /// Time between unanswered probes, and the wait after the last one; at most 32767s
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = keep_duration)]
     pub intvl: Duration,
-    /// Unanswered probes before the connection is declared dead
+    /// Unanswered probes before the connection is declared dead; 1 to 255
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=255))]
     pub probes: u8,
     /// What to do when a connection is dead: report it; kill its local socket (as `ss -K`,
@@ -48,8 +49,9 @@ pub struct WatchArgs {
     pub style: ProbeStyle,
     #[command(flatten)]
     pub rate: RateArgs,
-    /// With filters: how often to look for new connections
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    /// With filters: how often to look for new connections; 100ms to 1h
+    #[arg(long, value_name = "DUR", default_value = "1s",
+          value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(3600)))]
     pub rescan: Duration,
 }
 
@@ -111,7 +113,7 @@ struct Watch<'a> {
     later: Vec<(Duration, Flow)>,
 }
 
-pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
+pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let timing = Timing {
         time: args.time,
         intvl: args.intvl,
@@ -122,7 +124,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
     }
     let action = on_dead(&args.on_dead)?;
     let mut diag = Diag::open()?;
-    let single = match args.flow {
+    let single = match args.flow.spec()? {
         Some(spec) => {
             let c = prober::resolve_conn(spec, &mut diag)?;
             if let Some(sig) = c.signature {
@@ -147,7 +149,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
     if single.is_none() && initial.is_empty() {
         log::info!("no established connection matches yet; waiting for one");
     }
-    let source = super::probe::seq_source(args.style.seq_source);
+    let source = args.style.seq_source.source();
     let flows: Vec<Flow> = initial.iter().map(|(f, _, _)| *f).collect();
     let reporter = Reporter {
         json: ctx.json,
@@ -197,8 +199,10 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
     }
     catch_stop_signals();
     let mut next_rescan = fleet.now() + args.rescan;
-    let mut exit = 0;
+    let mut exit = ExitStatus::Success;
     while !stop_requested() {
+        // A closed stdout ends the watch at its next write (README "Unix habits").
+        output::check()?;
         for (flow, outcome, _) in fleet.step(Duration::from_millis(250))? {
             match w.outcome(&mut fleet, flow, outcome)? {
                 Some(after) if after.is_zero() => {
@@ -216,9 +220,9 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
         if let Some(flow) = single {
             if !w.tracks.contains_key(&flow) {
                 exit = match w.tally.changes.keys().copied().max_by_key(|s| severity(s)) {
-                    Some("dead") => 1,
-                    Some("reset") => 3,
-                    _ => 5,
+                    Some("dead") => ExitStatus::Dead,
+                    Some("reset") => ExitStatus::Reset,
+                    _ => ExitStatus::NoConnection,
                 };
                 break;
             }
@@ -229,7 +233,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<i32> {
     }
     let elapsed = fleet.now();
     fleet.close();
-    w.summary(elapsed);
+    w.summary(elapsed)?;
     Ok(exit)
 }
 
@@ -377,15 +381,16 @@ impl Watch<'_> {
                     "{flow}: the local socket sent no challenge ACK to the injected SYNs, \
                      though its link is up (a local firewall dropping them, a next hop \
                      that does not answer ARP/ND, or a signed connection?); trying again in {}",
-                    humantime::format_duration(self.retry_after())
+                    duration(self.retry_after())
                 );
             }
-            self.report(flow, state, previous, verdict);
+            self.report(flow, state, previous, verdict)?;
             *self.tally.changes.entry(state).or_default() += 1;
         } else if let Some(v) = verdict {
             log::info!(
                 "{flow}: still {state}{}",
-                v.rtt.map_or(String::new(), |r| format!(" rtt={}", ms(r)))
+                v.rtt
+                    .map_or(String::new(), |r| format!(" rtt={}", duration(r)))
             );
         }
         if let Some(t) = self.tracks.get_mut(&flow) {
@@ -397,7 +402,13 @@ impl Watch<'_> {
         Ok(next)
     }
 
-    fn report(&self, flow: Flow, state: &str, previous: Option<&str>, v: Option<&Verdict>) {
+    fn report(
+        &self,
+        flow: Flow,
+        state: &str,
+        previous: Option<&str>,
+        v: Option<&Verdict>,
+    ) -> Result<()> {
         let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
         if self.ctx.json {
             let mut o = json!({
@@ -415,12 +426,12 @@ impl Watch<'_> {
                     o["cause"] = json!(c.as_str());
                 }
             }
-            println!("{o}");
+            output::line(o)
         } else {
             let mut line = format!("{now} {flow} {state}");
             if let Some(v) = v {
                 if let Some(r) = v.rtt {
-                    line.push_str(&format!(" rtt={}", ms(r)));
+                    line.push_str(&format!(" rtt={}", duration(r)));
                 }
                 if let Some(i) = &v.icmp {
                     line.push_str(&format!(" icmp={} from={}", i.name, i.from));
@@ -435,7 +446,7 @@ impl Watch<'_> {
             if let Some(p) = previous {
                 line.push_str(&format!(" (was {p})"));
             }
-            println!("{line}");
+            output::line(line)
         }
     }
 
@@ -480,32 +491,29 @@ impl Watch<'_> {
             .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
     }
 
-    fn summary(&mut self, elapsed: Duration) {
+    fn summary(&mut self, elapsed: Duration) -> Result<()> {
         for mut c in self.children.drain(..) {
             let _ = c.wait();
         }
         let t = &self.tally;
         let n = |s: &str| t.changes.get(s).copied().unwrap_or(0);
         if self.ctx.json {
-            println!(
-                "{}",
-                json!({
-                    "event": "summary", "connections": t.seen.len(), "rounds": t.rounds,
-                    "dead": n("dead"), "reset": n("reset"), "unreachable": n("unreachable"),
-                    "closed": n("closed"), "elapsed_ms": elapsed.as_millis() as u64,
-                })
-            );
+            output::line(json!({
+                "event": "summary", "connections": t.seen.len(), "rounds": t.rounds,
+                "dead": n("dead"), "reset": n("reset"), "unreachable": n("unreachable"),
+                "closed": n("closed"), "elapsed_ms": output::millis(elapsed),
+            }))
         } else {
-            println!(
-                "watched {} connections for {}: {} probe rounds; went dead {}, reset {}, unreachable {}, closed {}",
-                t.seen.len(),
-                humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-                t.rounds,
+            output::line(format!(
+                "watched {} for {}: {}; went dead {}, reset {}, unreachable {}, closed {}",
+                plural(t.seen.len() as u64, "connection"),
+                duration(elapsed),
+                plural(t.rounds, "probe round"),
                 n("dead"),
                 n("reset"),
                 n("unreachable"),
                 n("closed"),
-            );
+            ))
         }
     }
 }

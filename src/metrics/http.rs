@@ -266,7 +266,7 @@ fn with_stop_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::EXIT_USAGE;
+    use crate::exit::ExitStatus;
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
@@ -371,10 +371,10 @@ mod tests {
     fn binding_an_address_in_use_is_a_usage_error_and_starts_no_thread() {
         let first = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let e = bind(first.local_addr()).unwrap_err();
-        assert_eq!(e.exit_code(), EXIT_USAGE, "{e}");
+        assert_eq!(e.status(), ExitStatus::Usage, "{e}");
         assert!(e.to_string().contains("already in use"), "{e}");
         // A lab address (RFC 5737), on no interface outside the lab namespaces.
         let e = bind("203.0.113.254:9479".parse().unwrap()).unwrap_err();
-        assert_eq!(e.exit_code(), EXIT_USAGE, "{e}");
+        assert_eq!(e.status(), ExitStatus::Usage, "{e}");
     }
 }

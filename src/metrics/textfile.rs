@@ -95,7 +95,7 @@ fn write_then_rename(tmp: &Path, path: &Path, text: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::EXIT_USAGE;
+    use crate::exit::ExitStatus;
 
     struct TempDir(PathBuf);
 
@@ -147,9 +147,9 @@ mod tests {
             PathBuf::from(""),
         ] {
             let e = check_textfile_path(&bad).unwrap_err();
-            assert_eq!(e.exit_code(), EXIT_USAGE, "{}: {e}", bad.display());
+            assert_eq!(e.status(), ExitStatus::Usage, "{}: {e}", bad.display());
             let e = write(&bad, "x 1\n").unwrap_err();
-            assert_eq!(e.exit_code(), EXIT_USAGE, "{}: {e}", bad.display());
+            assert_eq!(e.status(), ExitStatus::Usage, "{}: {e}", bad.display());
         }
         check_textfile_path(&d.0.join("ok.prom")).unwrap();
     }

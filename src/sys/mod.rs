@@ -41,6 +41,20 @@ pub fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
     }
 }
 
+/// True when standard output is a pipe or socket whose reader has gone away (poll reports
+/// POLLERR or POLLHUP on it), so a command that rarely writes can stop without waiting for
+/// its next write to fail.
+pub fn stdout_reader_gone() -> bool {
+    let mut pfd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1, no wait.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 /// A seed from the kernel's random pool, for sequence numbers and nonces.
 pub fn random_seed() -> u64 {
     let mut buf = [0u8; 8];
@@ -63,18 +77,28 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
-/// Makes SIGINT and SIGTERM set a flag (see `stop_requested`) and interrupt waits.
+/// Makes SIGINT and SIGTERM set a flag (see `stop_requested`) and interrupt waits, so that a
+/// command can print what it has decided (README "Unix habits"). A second signal ends the
+/// process at once. Blocking socket calls resume after the handler (SA_RESTART); `poll`
+/// never does, so waits return early.
 pub fn catch_stop_signals() {
-    // SAFETY: the handler only stores to an atomic; no SA_RESTART, so poll returns EINTR.
+    // SAFETY: the handler only stores to an atomic; sa is fully initialised before use.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_stop_signal as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART | libc::SA_RESETHAND;
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
     }
 }
 
+/// True once SIGINT or SIGTERM arrived (or `request_stop` was called).
 pub fn stop_requested() -> bool {
     STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Asks every loop that watches `stop_requested` to end, as a signal would.
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
 }

@@ -164,7 +164,7 @@ fn setns_error(target: &Target, e: io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{EXIT_PRIVILEGE, EXIT_USAGE};
+    use crate::exit::ExitStatus;
 
     /// Runs `f` on its own thread, so a successful setns cannot move the test runner's threads.
     fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -204,16 +204,16 @@ mod tests {
     fn bad_names_and_pid_0_are_usage_errors() {
         for bad in ["", ".", ".."] {
             let e = Target::from_netns_arg(bad).unwrap_err();
-            assert_eq!(e.exit_code(), EXIT_USAGE, "{bad:?}: {e}");
+            assert_eq!(e.status(), ExitStatus::Usage, "{bad:?}: {e}");
             assert!(
                 e.to_string().contains("invalid network namespace name"),
                 "{e}"
             );
         }
         let e = Target::from_pid(0).unwrap_err();
-        assert_eq!(e.exit_code(), EXIT_USAGE);
+        assert_eq!(e.status(), ExitStatus::Usage);
         let e = enter_from_args(Some("x"), Some(1)).unwrap_err();
-        assert_eq!(e.exit_code(), EXIT_USAGE);
+        assert_eq!(e.status(), ExitStatus::Usage);
         assert!(enter_from_args(None, None).is_ok());
     }
 
@@ -239,7 +239,7 @@ mod tests {
         for (target, want) in cases {
             let e = enter_target(&target).unwrap_err();
             let msg = e.to_string();
-            assert_eq!(e.exit_code(), EXIT_USAGE, "{target:?}: {msg}");
+            assert_eq!(e.status(), ExitStatus::Usage, "{target:?}: {msg}");
             assert!(msg.contains(want), "{target:?}: {msg}");
             assert!(!msg.contains('\n'), "{msg}");
         }
@@ -256,7 +256,7 @@ mod tests {
             let target = Target::Path(path.into());
             let e = on_thread(move || enter_target(&target)).unwrap_err();
             let msg = e.to_string();
-            assert_eq!(e.exit_code(), EXIT_USAGE, "{path}: {msg}");
+            assert_eq!(e.status(), ExitStatus::Usage, "{path}: {msg}");
             assert!(msg.contains("is not a network namespace"), "{path}: {msg}");
         }
         // A directory opens fine but is not a namespace either.
@@ -271,7 +271,7 @@ mod tests {
             // Without CAP_SYS_ADMIN the same call is a privilege error naming it.
             let target = Target::Pid(std::process::id());
             let e = on_thread(move || enter_target(&target)).unwrap_err();
-            assert_eq!(e.exit_code(), EXIT_PRIVILEGE, "{e}");
+            assert_eq!(e.status(), ExitStatus::Privilege, "{e}");
             assert!(e.to_string().contains("CAP_SYS_ADMIN"), "{e}");
             return;
         }

@@ -139,23 +139,21 @@ impl Lab {
         );
     }
 
-    /// A's address (the client side).
+    /// A's address (the client side): the same in every topology (scripts/lab.sh).
     pub fn a_addr(&self, v6: bool) -> IpAddr {
-        match (self.topology, v6) {
-            (Topology::Direct, false) => IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
-            (Topology::Direct, true) => IpAddr::V6(v6addr(0x18, 1)),
-            (_, false) => IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
-            (_, true) => IpAddr::V6(v6addr(0x18, 2)),
+        if v6 {
+            IpAddr::V6(v6addr(0x18, 2))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2))
         }
     }
 
-    /// B's address (the server / peer side).
+    /// B's address (the server / peer side): the same in every topology.
     pub fn b_addr(&self, v6: bool) -> IpAddr {
-        match (self.topology, v6) {
-            (Topology::Direct, false) => IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
-            (Topology::Direct, true) => IpAddr::V6(v6addr(0x18, 2)),
-            (_, false) => IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
-            (_, true) => IpAddr::V6(v6addr(0x51, 2)),
+        if v6 {
+            IpAddr::V6(v6addr(0x51, 2))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2))
         }
     }
 

@@ -1,0 +1,397 @@
+//! The command line as a user meets it, without a lab: help texts, clap's error help, the
+//! bounds on every duration and count, completions, man pages, and what happens when
+//! standard output goes away or fills up.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{describe, run_bounded, run_kaprobe_bare};
+
+const SUBCOMMANDS: [&str; 10] = [
+    "probe",
+    "sweep",
+    "watch",
+    "nat-timeout",
+    "sniff",
+    "list",
+    "enable",
+    "config",
+    "completions",
+    "man",
+];
+
+fn kaprobe() -> &'static str {
+    env!("CARGO_BIN_EXE_kaprobe")
+}
+
+/// Runs `script` with bash, `$K` naming the kaprobe binary.
+fn bash(script: &str) -> (i32, String, String) {
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", script]).env("K", kaprobe());
+    let (code, out, err, _) = run_bounded(cmd, &format!("bash -c '{script}'"));
+    (code, out, err)
+}
+
+#[test]
+fn each_subcommand_help_ends_with_its_exit_status_and_two_examples() {
+    for sub in SUBCOMMANDS {
+        for flag in ["-h", "--help"] {
+            let (code, out, err, _) = run_kaprobe_bare(&[sub, flag]);
+            assert_eq!(code, 0, "{sub} {flag}: {}", describe(code, &out, &err));
+            let exit = out
+                .find("\nExit status:\n")
+                .unwrap_or_else(|| panic!("{sub} {flag}: no exit status\n{out}"));
+            let examples = out
+                .find("\nExamples:\n")
+                .unwrap_or_else(|| panic!("{sub} {flag}: no examples\n{out}"));
+            assert!(exit < examples, "{sub}: exit status, then examples\n{out}");
+            let tail: Vec<&str> = out[examples..].trim().lines().skip(1).collect();
+            assert_eq!(tail.len(), 2, "{sub} {flag}: two examples, last\n{out}");
+            for l in tail {
+                assert!(l.starts_with("  kaprobe "), "{sub}: {l}");
+            }
+            assert!(out[exit..].contains(" 2 "), "{sub}: usage status\n{out}");
+        }
+    }
+    let (code, out, _, _) = run_kaprobe_bare(&["--help"]);
+    assert_eq!(code, 0);
+    for needle in ["Exit status:", "130 interrupted", "141", "Examples:"] {
+        assert!(out.contains(needle), "{needle}\n{out}");
+    }
+}
+
+#[test]
+fn global_options_are_listed_under_their_own_heading() {
+    for sub in SUBCOMMANDS {
+        let (_, out, _, _) = run_kaprobe_bare(&[sub, "--help"]);
+        let (own, global) = out
+            .split_once("\nGlobal options:\n")
+            .unwrap_or_else(|| panic!("{sub}: no global heading\n{out}"));
+        for opt in ["--verbose", "--quiet", "--json", "--netns"] {
+            assert!(
+                !own.contains(opt),
+                "{sub}: {opt} among its own options\n{out}"
+            );
+            assert!(global.contains(opt), "{sub}: {opt} not global\n{out}");
+        }
+    }
+}
+
+#[test]
+fn verbose_and_quiet_say_what_they_do_for_each_subcommand() {
+    let help_of = |sub: &str, opt: &str| {
+        let (_, out, _, _) = run_kaprobe_bare(&[sub, "--help"]);
+        // The option's line and the next: the help is on one or the other.
+        let at = out.find(opt).unwrap_or_else(|| panic!("{sub}: {opt}"));
+        out[at..].lines().take(2).collect::<Vec<_>>().join(" ")
+    };
+    let verbose: Vec<String> = SUBCOMMANDS
+        .iter()
+        .map(|s| help_of(s, "--verbose"))
+        .collect();
+    assert!(verbose[0].contains("per probe"), "probe: {}", verbose[0]);
+    assert!(verbose[5].contains("descriptors"), "list: {}", verbose[5]);
+    assert!(verbose[7].contains("No effect"), "config: {}", verbose[7]);
+    assert!(help_of("probe", "--quiet").contains("verdict is always printed"));
+    assert!(help_of("sweep", "--quiet").contains("summary"));
+}
+
+#[test]
+fn clap_errors_keep_their_tips_and_point_to_help() {
+    let (code, out, err, _) = run_kaprobe_bare(&["probe", "--prob", "3", "198.51.100.2:9000"]);
+    assert_eq!(code, 2, "{}", describe(code, &out, &err));
+    assert!(err.contains("unexpected argument '--prob'"), "{err}");
+    assert!(
+        err.contains("tip: a similar argument exists: '--probes'"),
+        "{err}"
+    );
+    assert!(err.contains("try '--help'"), "{err}");
+    assert!(out.is_empty(), "{out}");
+
+    let (code, _, err, _) = run_kaprobe_bare(&["prob", "198.51.100.2:9000"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("similar subcommand exists: 'probe'"), "{err}");
+
+    let (code, _, err, _) = run_kaprobe_bare(&["probe", "198.18.0.2:40000-198.51.100.2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no port") && err.contains("try '--help'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_duration_and_count_is_bounded_when_parsed() {
+    let flow = "198.18.0.2:40000-198.51.100.2:9000";
+    for (args, needle) in [
+        (
+            vec!["probe", "--time", "1000000h", flow],
+            "above the limit of 9h6m7s",
+        ),
+        (vec!["probe", "--intvl", "32768s", flow], "above the limit"),
+        (
+            vec!["probe", "--intvl", "99999999999999999999999s", flow],
+            "not a duration",
+        ),
+        (vec!["probe", "--probes", "256", flow], "256"),
+        (vec!["sweep", "--time", "10h"], "above the limit"),
+        (vec!["sweep", "--rate", "10000001"], "10000001"),
+        (vec!["watch", "--time", "1000000h", flow], "above the limit"),
+        (vec!["watch", "--rescan", "2h"], "above the limit of 1h"),
+        (
+            vec!["watch", "--rescan", "10ms"],
+            "below the minimum of 100ms",
+        ),
+        (vec!["watch", "--rate", "0"], "0"),
+        (
+            vec!["nat-timeout", "--max", "8d", "198.51.100.2:22"],
+            "above the limit of 7d",
+        ),
+        (
+            vec!["nat-timeout", "--min", "10ms", "198.51.100.2:22"],
+            "below the minimum",
+        ),
+        (
+            vec!["nat-timeout", "--parallel", "257", "198.51.100.2:22"],
+            "257",
+        ),
+        (
+            vec!["nat-timeout", "--resolution", "0%", "198.51.100.2:22"],
+            "more than 0% and less than 100%",
+        ),
+        (vec!["nat-timeout", "198.51.100.2"], "no port"),
+        (vec!["sniff", "--count", "1000001"], "1000001"),
+        (vec!["sniff", "--duration", "31d"], "above the limit of 30d"),
+        (vec!["sniff", "--max-connections", "0"], "0"),
+        (vec!["enable", "--time", "32768s", flow], "32767"),
+        (vec!["enable", "--probes", "128", flow], "TCP_KEEPCNT"),
+    ] {
+        let start = Instant::now();
+        let (code, out, err, _) = run_kaprobe_bare(&args);
+        assert_eq!(code, 2, "{args:?}: {}", describe(code, &out, &err));
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(err.contains("try '--help'"), "{args:?}: {err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{args:?} waited instead of refusing"
+        );
+    }
+}
+
+#[test]
+fn the_largest_values_are_accepted_and_nothing_overflows() {
+    // Parsed, then the connection is looked up (and not found): no panic, no wait.
+    let (code, out, err, _) = run_kaprobe_bare(&[
+        "probe",
+        "--time",
+        "32767s",
+        "--intvl",
+        "32767s",
+        "--probes",
+        "255",
+        "198.18.0.2:40000-198.51.100.2:9000",
+    ]);
+    assert!(
+        code == 5 || code == 6,
+        "parsed and looked up: {}",
+        describe(code, &out, &err)
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn verbose_says_why_kaprobe_may_wait_for_the_rate_limit() {
+    let (_, _, err, _) = run_kaprobe_bare(&["-v", "probe", "198.51.100.2:9"]);
+    assert!(err.contains("tcp_invalid_ratelimit"), "{err}");
+    assert!(err.contains("waits 600ms"), "{err}");
+    let (_, _, err, _) = run_kaprobe_bare(&["probe", "198.51.100.2:9"]);
+    assert!(!err.contains("tcp_invalid_ratelimit"), "only at -v: {err}");
+}
+
+#[test]
+fn bash_completion_parses_and_every_shell_is_offered() {
+    let (code, script, err, _) = run_kaprobe_bare(&["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    for sub in SUBCOMMANDS {
+        assert!(script.contains(sub), "{sub} not completed");
+    }
+    let path = std::env::temp_dir().join(format!("kaprobe-completion-{}.bash", std::process::id()));
+    std::fs::write(&path, &script).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // The script defines its function when sourced.
+    let (code, out, err) = bash("source <(\"$K\" completions bash) && complete -p kaprobe");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kaprobe"), "{out}");
+
+    let (code, zsh, _, _) = run_kaprobe_bare(&["completions", "zsh"]);
+    assert_eq!(code, 0);
+    assert!(zsh.starts_with("#compdef kaprobe"), "{zsh}");
+    let (code, fish, _, _) = run_kaprobe_bare(&["completions", "fish"]);
+    assert_eq!(code, 0);
+    assert!(fish.contains("complete -c kaprobe"), "{fish}");
+    let (code, _, err, _) = run_kaprobe_bare(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("possible values") && err.contains("bash"),
+        "{err}"
+    );
+}
+
+/// Renders a page the way `man -l` does, returning (text, warnings).
+fn man_l(page: &str) -> (String, String) {
+    let mut child = Command::new("man")
+        .args(["--warnings", "-l", "-"])
+        .env("MANWIDTH", "80")
+        .env("MAN_KEEP_FORMATTING", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("man (man-db) is needed for this test");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "man -l failed");
+    (
+        plain(&String::from_utf8_lossy(&out.stdout)),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Text without the overstrike (`N\x08N`) that man uses for bold on a pipe.
+fn plain(text: &str) -> String {
+    let mut out: Vec<char> = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\u{8}' {
+            out.pop();
+        } else {
+            out.push(c);
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[test]
+fn man_pages_render_without_warnings() {
+    for sub in std::iter::once("").chain(SUBCOMMANDS) {
+        let args: Vec<&str> = ["man", sub].into_iter().filter(|a| !a.is_empty()).collect();
+        let (code, page, err, _) = run_kaprobe_bare(&args);
+        assert_eq!(code, 0, "man {sub}: {err}");
+        assert!(
+            page.starts_with(".") || page.contains(".TH"),
+            "roff: {page}"
+        );
+        let (text, warnings) = man_l(&page);
+        assert!(warnings.trim().is_empty(), "man {sub}: {warnings}");
+        let name = if sub.is_empty() {
+            "kaprobe".to_string()
+        } else {
+            format!("kaprobe-{sub}")
+        };
+        assert!(text.contains(&name), "man {sub}: title\n{text}");
+        for section in ["NAME", "SYNOPSIS", "EXIT STATUS", "EXAMPLES"] {
+            assert!(text.contains(section), "man {sub}: {section}\n{text}");
+        }
+        let groff = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(page.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("groff");
+        assert!(
+            groff.stderr.is_empty(),
+            "groff -ww {sub}: {}",
+            String::from_utf8_lossy(&groff.stderr)
+        );
+    }
+    let (text, _) = man_l(&run_kaprobe_bare(&["man"]).1);
+    assert!(
+        text.contains("GLOBAL OPTIONS") && text.contains("kaprobe-probe(1)"),
+        "{text}"
+    );
+    let (code, _, err, _) = run_kaprobe_bare(&["man", "nosuch"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+/// `{ sleep; kaprobe ...; } | true`: the reader is gone before kaprobe writes.
+fn closed_reader(args: &str) -> (i32, String) {
+    let (code, out, err) = bash(&format!(
+        "{{ sleep 0.3; \"$K\" {args}; }} | true; echo \"${{PIPESTATUS[0]}}\""
+    ));
+    assert_eq!(code, 0, "{err}");
+    (out.trim().parse().unwrap_or(-1), err)
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_as_it_ends_grep() {
+    let (grep, _) = {
+        let (code, out, err) =
+            bash("{ sleep 0.3; seq 3 | grep 1; } | true; echo \"${PIPESTATUS[0]}\"");
+        assert_eq!(code, 0, "{err}");
+        (out.trim().parse::<i32>().unwrap(), err)
+    };
+    assert_eq!(grep, 141, "grep dies of SIGPIPE");
+    for args in [
+        "config",
+        "--json config",
+        "--help",
+        "probe --help",
+        "man",
+        "completions bash",
+    ] {
+        let (status, err) = closed_reader(args);
+        assert_eq!(status, grep, "kaprobe {args}: as grep");
+        assert!(err.is_empty(), "kaprobe {args}: quiet, got: {err}");
+    }
+    // The issue's own forms: whatever the timing, no message and no abort.
+    for args in [
+        "config | head -c1",
+        "--json config | head -1",
+        "man | head -1",
+    ] {
+        let (code, out, err) = bash(&format!(
+            "\"$K\" {args} >/dev/null; echo \"${{PIPESTATUS[0]}}\""
+        ));
+        assert_eq!(code, 0);
+        let status: i32 = out.trim().parse().unwrap();
+        assert!(status == 0 || status == 141, "{args}: {status}");
+        assert!(err.is_empty(), "{args}: {err}");
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_failure_with_its_reason() {
+    let (code, out, err) = bash("\"$K\" config > /dev/full");
+    assert_eq!(code, 7, "{}", describe(code, &out, &err));
+    assert_eq!(
+        err.trim(),
+        "kaprobe: writing to standard output: No space left on device (os error 28)"
+    );
+}
+
+#[test]
+fn qq_leaves_stderr_empty_and_the_status_speaks() {
+    let (code, out, err, _) = run_kaprobe_bare(&["-qq", "--netns", "kp-no-such-ns", "config"]);
+    assert_ne!(code, 0, "{}", describe(code, &out, &err));
+    assert!(err.is_empty(), "{err}");
+    let (code2, _, err, _) = run_kaprobe_bare(&["--netns", "kp-no-such-ns", "config"]);
+    assert_eq!(code, code2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
