@@ -493,6 +493,12 @@ cmd_carrier() {
     on)
         ip -n "$ns" link set "$dev" up
         wait_ready "$ns" "$dev"
+        if [[ $kind == direct ]]; then
+            # Taking the link down removed B's on-link routes to A's prefixes (only the
+            # prefix routes of B's own addresses come back by themselves).
+            ip -n "$ns" route replace 198.18.0.0/24 dev "$dev"
+            ip -n "$ns" -6 route replace 2001:db8:18::/64 dev "$dev"
+        fi
         for i in $(seq 60); do
             if ! ip -n "$name-a" link show eth0 | grep -q NO-CARRIER; then
                 wait_ready "$name-a" eth0

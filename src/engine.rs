@@ -289,8 +289,8 @@ pub enum Action {
         index: u8,
     },
     /// Send this out-of-window ACK toward the peer only to learn whether the local host
-    /// refuses it (a route or a firewall): after the local socket never answered the injected
-    /// SYNs, its own challenge ACK may have been dropped on the way out. Its answer, or
+    /// refuses it (a route or a firewall): when the local socket did not answer the first
+    /// injected SYN, its own challenge ACK may have been dropped on the way out. Its answer, or
     /// silence, proves nothing (stateful firewalls drop it), so a refusal reported through
     /// `on_local_failure` is the only thing it can change.
     CheckPath(ProbeRepr),
@@ -318,9 +318,11 @@ enum Phase {
     Awaiting {
         until: Duration,
     },
-    /// The numbers could not be learned: send one `CheckPath` probe, then give up.
-    PathCheck,
-    PathChecked,
+    /// The first injected SYN got no challenge ACK: send one `CheckPath` probe, then learn
+    /// again (try `next`).
+    PathCheck {
+        next: u8,
+    },
     Done,
 }
 
@@ -425,8 +427,7 @@ impl Engine {
                 ..
             }
             | Phase::SendNow
-            | Phase::PathCheck
-            | Phase::PathChecked => PollAt::Now,
+            | Phase::PathCheck { .. } => PollAt::Now,
             Phase::Learning { deadline, .. } | Phase::Sniffing { deadline } => PollAt::At(deadline),
             Phase::Awaiting { until } => PollAt::At(until),
             Phase::Checking => PollAt::AwaitingKernel,
@@ -479,7 +480,12 @@ impl Engine {
                 deadline, tries, ..
             } if now >= deadline => {
                 if tries >= LEARN_TRIES {
-                    self.phase = Phase::PathCheck;
+                    return Some(self.finish(Outcome::LearnFailed));
+                }
+                if tries == 1 {
+                    // Ask the local host at once whether it refuses to send toward the peer
+                    // (a route or a firewall), rather than after every retry.
+                    self.phase = Phase::PathCheck { next: tries + 1 };
                     return self.poll(now);
                 }
                 self.start_learning(now, tries + 1);
@@ -490,8 +496,8 @@ impl Engine {
                 Some(self.finish(Outcome::LearnFailed))
             }
             Phase::Sniffing { .. } => None,
-            Phase::PathCheck => {
-                self.phase = Phase::PathChecked;
+            Phase::PathCheck { next } => {
+                self.start_learning(now, next);
                 let flow = self.cfg.flow;
                 Some(Action::CheckPath(ProbeRepr {
                     src: flow.local,
@@ -505,7 +511,6 @@ impl Engine {
                     ip: IpMeta::default(),
                 }))
             }
-            Phase::PathChecked => Some(self.finish(Outcome::LearnFailed)),
             Phase::SendNow => {
                 let probe = self.build_probe();
                 self.probes_sent = self.probes_sent.saturating_add(1);
