@@ -3,7 +3,7 @@
 //! and tools", `tests/lab_stacks.rs`).
 //!
 //! ```text
-//! smolpeer TAP MAC PORT ADDR/PREFIX [ADDR/PREFIX]
+//! smolpeer TAP MAC PORT ADDR/PREFIX [ADDR/PREFIX ...]   (at most 4)
 //! ```
 //! Attaches to the TAP device TAP (creating it if it does not exist) in the current network
 //! namespace and answers as MAC with the given IPv4 and/or IPv6 addresses: the kernel only
@@ -26,7 +26,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 const SOCKETS: usize = 4;
 
 fn usage() -> ! {
-    eprintln!("usage: smolpeer TAP MAC PORT ADDR/PREFIX [ADDR/PREFIX]");
+    eprintln!("usage: smolpeer TAP MAC PORT ADDR/PREFIX [ADDR/PREFIX ...] (at most 4)");
     std::process::exit(2);
 }
 
@@ -59,7 +59,7 @@ fn seed() -> u64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if !(4..=5).contains(&args.len()) {
+    if !(4..=7).contains(&args.len()) {
         usage();
     }
     let tap = &args[0];

@@ -288,9 +288,14 @@ pub enum Action {
         probe: ProbeRepr,
         index: u8,
     },
+    /// Ask the local host, without sending anything, whether its route or link toward the peer
+    /// refuses the connection's packets (no route, `prohibit`, no carrier): the first injected
+    /// SYN got no challenge ACK, and the socket's own ACK may have had nowhere to go. A cause
+    /// comes back through `on_local_failure`.
+    CheckRoute,
     /// Send this out-of-window ACK toward the peer only to learn whether the local host
-    /// refuses it (a route or a firewall): when the local socket did not answer the first
-    /// injected SYN, its own challenge ACK may have been dropped on the way out. Its answer, or
+    /// refuses it (a firewall OUTPUT rule): every injected SYN went unanswered, so the
+    /// socket's own challenge ACKs may have been dropped on the way out. Its answer, or
     /// silence, proves nothing (stateful firewalls drop it), so a refusal reported through
     /// `on_local_failure` is the only thing it can change.
     CheckPath(ProbeRepr),
@@ -318,11 +323,14 @@ enum Phase {
     Awaiting {
         until: Duration,
     },
-    /// The first injected SYN got no challenge ACK: send one `CheckPath` probe, then learn
-    /// again (try `next`).
-    PathCheck {
+    /// The first injected SYN got no challenge ACK: `CheckRoute`, then learn again (try
+    /// `next`).
+    RouteCheck {
         next: u8,
     },
+    /// No injected SYN got a challenge ACK: one `CheckPath` probe, then give up.
+    PathCheck,
+    PathChecked,
     Done,
 }
 
@@ -427,7 +435,9 @@ impl Engine {
                 ..
             }
             | Phase::SendNow
-            | Phase::PathCheck { .. } => PollAt::Now,
+            | Phase::RouteCheck { .. }
+            | Phase::PathCheck
+            | Phase::PathChecked => PollAt::Now,
             Phase::Learning { deadline, .. } | Phase::Sniffing { deadline } => PollAt::At(deadline),
             Phase::Awaiting { until } => PollAt::At(until),
             Phase::Checking => PollAt::AwaitingKernel,
@@ -480,12 +490,13 @@ impl Engine {
                 deadline, tries, ..
             } if now >= deadline => {
                 if tries >= LEARN_TRIES {
-                    return Some(self.finish(Outcome::LearnFailed));
+                    self.phase = Phase::PathCheck;
+                    return self.poll(now);
                 }
                 if tries == 1 {
-                    // Ask the local host at once whether it refuses to send toward the peer
-                    // (a route or a firewall), rather than after every retry.
-                    self.phase = Phase::PathCheck { next: tries + 1 };
+                    // Ask the local host at once whether its route or link refuses the way
+                    // toward the peer, rather than after every retry.
+                    self.phase = Phase::RouteCheck { next: tries + 1 };
                     return self.poll(now);
                 }
                 self.start_learning(now, tries + 1);
@@ -496,8 +507,12 @@ impl Engine {
                 Some(self.finish(Outcome::LearnFailed))
             }
             Phase::Sniffing { .. } => None,
-            Phase::PathCheck { next } => {
+            Phase::RouteCheck { next } => {
                 self.start_learning(now, next);
+                Some(Action::CheckRoute)
+            }
+            Phase::PathCheck => {
+                self.phase = Phase::PathChecked;
                 let flow = self.cfg.flow;
                 Some(Action::CheckPath(ProbeRepr {
                     src: flow.local,
@@ -511,6 +526,7 @@ impl Engine {
                     ip: IpMeta::default(),
                 }))
             }
+            Phase::PathChecked => Some(self.finish(Outcome::LearnFailed)),
             Phase::SendNow => {
                 let probe = self.build_probe();
                 self.probes_sent = self.probes_sent.saturating_add(1);

@@ -429,6 +429,11 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                     }
                     self.reporter.probe(&flow, &probe, index, now);
                 }
+                Action::CheckRoute => {
+                    if let Some(cause) = self.table.egress_cause(&flow, route) {
+                        slot.engine.on_local_failure(now, cause);
+                    }
+                }
                 Action::CheckPath(probe) => {
                     self.rate.tokens -= 1.0;
                     refused(&mut slot.engine, now, self.io.send(&probe, route))?;

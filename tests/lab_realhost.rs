@@ -966,11 +966,15 @@ fn refused(v6: bool, how: &[&str], owner: bool, cause: &str, server_port: u16, c
     assert_local_cause(&r, cause);
     let v = verdict_json(&r.out);
     common::assert_verdict_fields(&v, local, remote, "unreachable");
-    assert!(
-        elapsed_ms(&v) <= 1000.0 + rto_ms(&client) + SLACK_MS,
-        "bounded\n{}",
-        r.describe()
-    );
+    // A route or link that refuses is asked after the first unanswered injected SYN. A
+    // firewall that also drops the socket's own challenge ACKs shows only when a packet
+    // toward the peer is refused: after every learning try (README "Verdicts and timing").
+    let bound = if how[0] == "firewall" && !owner {
+        3.0 * 600.0 + SLACK_MS
+    } else {
+        1000.0 + rto_ms(&client) + SLACK_MS
+    };
+    assert!(elapsed_ms(&v) <= bound, "bounded\n{}", r.describe());
 }
 
 #[test]

@@ -271,8 +271,12 @@ impl SmolPeer {
                 "tap0",
                 SMOL_MAC,
                 &self.port.to_string(),
-                "198.18.0.2/24",
-                "2001:db8:18::2/64",
+                // B's addresses in the lab's plan, and one more in each of A's prefixes: smoltcp
+                // has no on-link routes to other prefixes, as the direct lab's kernels do.
+                "198.51.100.2/24",
+                "198.18.0.254/24",
+                "2001:db8:51::2/64",
+                "2001:db8:18::fe/64",
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

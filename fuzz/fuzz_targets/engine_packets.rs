@@ -211,7 +211,7 @@ impl Harness {
                     self.probes.push((probe.seq, probe.ack));
                     assert!(self.probes.len() <= usize::from(self.cfg.timing.probes));
                 }
-                Action::CheckPath(_) | Action::Note(_) => {}
+                Action::CheckRoute | Action::CheckPath(_) | Action::Note(_) => {}
                 Action::Finish(outcome) => {
                     assert!(self.outcome.is_none(), "two outcomes");
                     self.outcome = Some(outcome);
