@@ -12,6 +12,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use caps::Capability;
+
 use crate::engine::{
     Action, Cause, Config, ConnView, Engine, Evidence, Origin, Outcome, Verdict, VerdictKind,
 };
@@ -21,7 +23,7 @@ use crate::output::Reporter;
 use crate::sys::capture::Capture;
 use crate::sys::diag::Diag;
 use crate::sys::link::Links;
-use crate::sys::privilege::{self, Bounding};
+use crate::sys::privilege::Bounding;
 use crate::sys::raw::{SendError, Sender};
 use crate::sys::{bpf, random_seed, wait_readable};
 use crate::wire::{Packet, ProbeRepr, decode};
@@ -35,14 +37,8 @@ const MIN_EXACT_LOOKUPS: usize = 8;
 /// Packets read per turn before timers get their say again.
 const READ_BATCH: usize = 4096;
 
-/// Gives up every capability but `keep` (single-threaded callers only: capabilities are per
-/// thread), and reports the result when KAPROBE_DEBUG_CAPS=1.
-pub fn drop_privileges(keep: &[u32], bounding: Bounding) -> Result<()> {
-    privilege::drop_capabilities(keep, bounding)
-        .map_err(|e| Error::Runtime(format!("dropping capabilities: {e}")))?;
-    privilege::debug_report();
-    Ok(())
-}
+/// Kept here for callers that reach it through the fleet; it lives in `sys::privilege`.
+pub use crate::sys::privilege::drop_privileges;
 
 /// Sends per second, with a burst of a tenth of a second.
 struct RateCap {
@@ -245,7 +241,7 @@ impl Fleet {
 
     /// `open_all_families`, then gives up every capability but `keep`: everything the fleet
     /// does afterwards needs no privilege.
-    pub fn drop_privileges(&mut self, keep: &[u32], bounding: Bounding) -> Result<()> {
+    pub fn drop_privileges(&mut self, keep: &[Capability], bounding: Bounding) -> Result<()> {
         self.open_all_families()?;
         drop_privileges(keep, bounding)
     }

@@ -24,6 +24,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
+use caps::Capability;
 use clap::Args;
 use serde_json::{Value, json};
 use socket2::{SockRef, TcpKeepalive};
@@ -302,7 +303,7 @@ fn ptrace_refused(owner: &Owner, e: &std::io::Error) -> Error {
              rules: {errno}{yama})",
             owner.fd, owner.pid, owner.command
         ),
-        cap: "CAP_SYS_PTRACE",
+        cap: Capability::CAP_SYS_PTRACE,
     }
 }
 

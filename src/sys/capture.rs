@@ -6,6 +6,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+use caps::Capability;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::engine::Origin;
@@ -24,11 +25,17 @@ impl Capture {
     pub fn open(filter: &[libc::sock_filter]) -> Result<Capture> {
         // Protocol 0: the socket receives nothing until bound, so no unfiltered packet can
         // slip in between socket() and the filter.
-        let socket = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))
-            .map_err(|e| Error::sys("opening the capture socket (AF_PACKET)", "CAP_NET_RAW", e))?;
+        let socket =
+            Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0))).map_err(|e| {
+                Error::sys(
+                    "opening the capture socket (AF_PACKET)",
+                    Capability::CAP_NET_RAW,
+                    e,
+                )
+            })?;
         socket
             .attach_filter(filter)
-            .map_err(|e| Error::sys("attaching the capture filter", "CAP_NET_RAW", e))?;
+            .map_err(|e| Error::sys("attaching the capture filter", Capability::CAP_NET_RAW, e))?;
         // Answers must not be lost in our own queue: SO_RCVBUFFORCE passes rmem_max with
         // CAP_NET_ADMIN; SO_RCVBUF is capped at it.
         let want: libc::c_int = 64 << 20;
@@ -60,13 +67,13 @@ impl Capture {
         if rc != 0 {
             return Err(Error::sys(
                 "binding the capture socket",
-                "CAP_NET_RAW",
+                Capability::CAP_NET_RAW,
                 io::Error::last_os_error(),
             ));
         }
         socket
             .set_nonblocking(true)
-            .map_err(|e| Error::sys("capture socket", "CAP_NET_RAW", e))?;
+            .map_err(|e| Error::sys("capture socket", Capability::CAP_NET_RAW, e))?;
         Ok(Capture {
             socket,
             buf: vec![0; 65536],
@@ -77,7 +84,7 @@ impl Capture {
     pub fn set_filter(&mut self, filter: &[libc::sock_filter]) -> Result<()> {
         self.socket
             .attach_filter(filter)
-            .map_err(|e| Error::sys("replacing the capture filter", "CAP_NET_RAW", e))
+            .map_err(|e| Error::sys("replacing the capture filter", Capability::CAP_NET_RAW, e))
     }
 
     /// Closes the socket without making this process wait for it.
