@@ -2,8 +2,8 @@
 //!
 //! It never reads a clock or a socket: the caller passes `now` (time since any fixed origin),
 //! decoded packets and what the kernel says about the connection, and takes actions out
-//! (`poll`), sleeping until `poll_at` or the next packet. The same engine drives `probe`,
-//! `sweep` and `watch`.
+//! (`poll`), sleeping until the time `next_poll` names or the next packet. The same engine
+//! drives `probe`, `sweep` and `watch`.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -277,6 +277,17 @@ pub enum PollAt {
     Done,
 }
 
+impl PollAt {
+    /// Whether [`Engine::poll`] at `now` has something to do.
+    pub fn is_due(self, now: Duration) -> bool {
+        match self {
+            PollAt::Now => true,
+            PollAt::At(at) => at <= now,
+            PollAt::AwaitingKernel | PollAt::Done => false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Ask the kernel about the connection, then call `on_connection`.
@@ -431,16 +442,6 @@ impl Engine {
             Phase::Awaiting { until } => PollAt::At(until),
             Phase::Checking => PollAt::AwaitingKernel,
             Phase::Done => PollAt::Done,
-        }
-    }
-
-    /// [`Engine::next_poll`] as an instant: `Some(ZERO)` for now, `None` while waiting on
-    /// `on_connection` or done.
-    pub fn poll_at(&self) -> Option<Duration> {
-        match self.next_poll() {
-            PollAt::Now => Some(Duration::ZERO),
-            PollAt::At(at) => Some(at),
-            PollAt::AwaitingKernel | PollAt::Done => None,
         }
     }
 

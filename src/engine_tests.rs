@@ -136,8 +136,7 @@ fn alive_probe_is_canonical_and_answer_gives_rtt() {
     assert_eq!(v.kind, VerdictKind::Alive);
     assert_eq!(v.probes_sent, 1);
     assert_eq!(v.rtt, Some(Duration::from_micros(84)));
-    assert!(e.is_done());
-    assert_eq!(e.poll_at(), None);
+    assert_eq!(e.next_poll(), PollAt::Done);
 }
 
 #[test]
@@ -147,14 +146,14 @@ fn dead_exactly_at_time_plus_probes_times_intvl() {
     e.on_connection(ms(0), Some(view(0)));
     assert!(drain(&mut e, ms(0)).is_empty());
     assert_eq!(
-        e.poll_at(),
-        Some(ms(2000)),
+        e.next_poll(),
+        PollAt::At(ms(2000)),
         "first probe waits until idle for --time"
     );
     assert!(drain(&mut e, ms(1999)).is_empty());
     learn_and_probe(&mut e, ms(2000), 2000);
     for (at, n) in [(3000, 2u8), (4000, 3)] {
-        assert_eq!(e.poll_at(), Some(ms(at)));
+        assert_eq!(e.next_poll(), PollAt::At(ms(at)));
         assert!(drain(&mut e, ms(at - 1)).is_empty());
         assert_eq!(drain(&mut e, ms(at)), vec![Action::QueryConnection]);
         e.on_connection(ms(at), Some(view(at)));
@@ -166,7 +165,7 @@ fn dead_exactly_at_time_plus_probes_times_intvl() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(e.poll_at(), Some(ms(5000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(5000)));
     assert!(drain(&mut e, ms(4999)).is_empty());
     assert_eq!(drain(&mut e, ms(5000)), vec![Action::QueryConnection]);
     e.on_connection(ms(5000), Some(view(5000)));
@@ -191,7 +190,7 @@ fn idle_already_counted_by_the_kernel_shortens_the_wait() {
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(1500)));
     assert!(drain(&mut e, ms(0)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(500)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(500)));
 }
 
 #[test]
@@ -302,7 +301,7 @@ fn learning_retries_after_the_rate_limit_then_gives_up() {
             [Action::InjectSyn(s)] => seqs.push(s.seq),
             other => panic!("{other:?}"),
         }
-        assert_eq!(e.poll_at(), Some(now + LEARN_RETRY));
+        assert_eq!(e.next_poll(), PollAt::At(now + LEARN_RETRY));
         assert!(LEARN_RETRY > PEER_RATELIMIT);
         now += LEARN_RETRY;
     }
@@ -376,7 +375,7 @@ fn data_in_flight_postpones_the_probe_without_counting_it() {
         }),
     );
     assert!(drain(&mut e, ms(0)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(1000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(1000)));
     assert_eq!(e.probes_sent(), 0);
     learn_and_probe(&mut e, ms(1000), 1000);
 }
@@ -492,7 +491,7 @@ fn sniff_source_gives_up_after_the_dead_time() {
     let mut e = Engine::new(cfg(0, 500, 2, SeqSource::Sniff), ms(0), 11);
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(0)));
-    assert_eq!(e.poll_at(), Some(ms(1000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(1000)));
     assert_eq!(
         drain(&mut e, ms(1000)),
         vec![Action::Finish(Outcome::LearnFailed)]
@@ -695,8 +694,11 @@ fn intvl_zero_waits_the_rto_for_the_answer() {
     let mut e = Engine::new(cfg(0, 0, 1, SeqSource::Local), ms(0), 42);
     let probe = learn_and_probe_rto(&mut e, ms(0), 5000, 204);
     sent_copy(&mut e, ms(0), &probe);
-    assert_eq!(e.poll_at(), Some(ms(204)), "max(intvl 0, rto 204 ms)");
-    assert_eq!(e.next_poll(), PollAt::At(ms(204)));
+    assert_eq!(
+        e.next_poll(),
+        PollAt::At(ms(204)),
+        "max(intvl 0, rto 204 ms)"
+    );
     assert!(drain(&mut e, ms(0)).is_empty(), "not judged at once");
     e.on_packet(Duration::from_micros(84), &peer_ack());
     let v = verdict(&drain(&mut e, ms(1)));
@@ -724,7 +726,7 @@ fn intvl_zero_dead_exactly_one_rto_after_the_probe() {
 fn probes_every_intvl_the_last_waits_the_rto() {
     let mut e = Engine::new(cfg(0, 100, 3, SeqSource::Local), ms(0), 42);
     learn_and_probe_rto(&mut e, ms(0), 5000, 250);
-    assert_eq!(e.poll_at(), Some(ms(100)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(100)));
     for (at, n) in [(100u64, 2u8), (200, 3)] {
         assert_eq!(drain(&mut e, ms(at)), vec![Action::QueryConnection]);
         e.on_connection(ms(at), Some(view_rto(5000 + at, 5000 + at, 250, false)));
@@ -732,7 +734,11 @@ fn probes_every_intvl_the_last_waits_the_rto() {
             matches!(drain(&mut e, ms(at)).as_slice(), [Action::Send { index, .. }] if *index == n)
         );
     }
-    assert_eq!(e.poll_at(), Some(ms(450)), "last probe at 200 + rto 250");
+    assert_eq!(
+        e.next_poll(),
+        PollAt::At(ms(450)),
+        "last probe at 200 + rto 250"
+    );
     assert_eq!(drain(&mut e, ms(450)), vec![Action::QueryConnection]);
     e.on_connection(ms(450), Some(view_rto(5450, 5450, 250, false)));
     let v = verdict(&drain(&mut e, ms(450)));
@@ -749,7 +755,7 @@ fn dead_waits_for_an_rto_that_grew_since_the_probe() {
     assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
     e.on_connection(ms(1000), Some(view_rto(6000, 6000, 1500, false)));
     assert!(drain(&mut e, ms(1000)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(1500)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(1500)));
     assert_eq!(drain(&mut e, ms(1500)), vec![Action::QueryConnection]);
     e.on_connection(ms(1500), Some(view_rto(6500, 6500, 1500, false)));
     assert_eq!(verdict(&drain(&mut e, ms(1500))).kind, VerdictKind::Dead);
@@ -760,7 +766,7 @@ fn dead_waits_for_an_rto_that_grew_since_the_probe() {
 fn the_rto_used_is_capped() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 42);
     learn_and_probe_rto(&mut e, ms(0), 5000, 600_000);
-    assert_eq!(e.poll_at(), Some(RTO_MAX));
+    assert_eq!(e.next_poll(), PollAt::At(RTO_MAX));
 }
 
 /// A reader that stopped reading: the peer advertises a zero window, the local kernel's
@@ -776,7 +782,7 @@ fn busy_with_acks_arriving_is_alive_by_the_kernel_ack_clock() {
         .partition(|a| matches!(a, Action::Note(_)));
     assert_eq!(notes, vec![Action::Note(Note::Busy)]);
     assert!(actions.is_empty());
-    assert_eq!(e.poll_at(), Some(ms(1000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(1000)));
     assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
     // An ACK 300 ms ago, at t=700: after the busy judgement began.
     e.on_connection(ms(1000), Some(view_rto(300, 300, 204, true)));
@@ -814,12 +820,16 @@ fn busy_without_acks_is_dead_after_the_window_plus_rto() {
     e.on_connection(ms(0), Some(view_rto(50, 50, 200, true)));
     drain(&mut e, ms(0));
     for at in [1000u64, 2000, 3000] {
-        assert_eq!(e.poll_at(), Some(ms(at)));
+        assert_eq!(e.next_poll(), PollAt::At(ms(at)));
         assert_eq!(drain(&mut e, ms(at)), vec![Action::QueryConnection]);
         e.on_connection(ms(at), Some(view_rto(at + 50, at + 50, 200, true)));
         assert!(drain(&mut e, ms(at)).is_empty(), "undecided at {at}");
     }
-    assert_eq!(e.poll_at(), Some(ms(3200)), "3 × 1000 ms + rto 200 ms");
+    assert_eq!(
+        e.next_poll(),
+        PollAt::At(ms(3200)),
+        "3 × 1000 ms + rto 200 ms"
+    );
     assert_eq!(drain(&mut e, ms(3200)), vec![Action::QueryConnection]);
     e.on_connection(ms(3200), Some(view_rto(3250, 3250, 200, true)));
     let v = verdict(&drain(&mut e, ms(3200)));
@@ -838,7 +848,7 @@ fn busy_bound_counts_from_the_end_of_the_time_wait() {
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view_rto(0, 0, 300, true)));
     assert!(drain(&mut e, ms(0)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(2000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(2000)));
     let mut now = 2000;
     loop {
         assert_eq!(drain(&mut e, ms(now)), vec![Action::QueryConnection]);
@@ -852,7 +862,10 @@ fn busy_bound_counts_from_the_end_of_the_time_wait() {
             );
             break;
         }
-        now = e.poll_at().unwrap().as_millis() as u64;
+        now = match e.next_poll() {
+            PollAt::At(at) => at.as_millis() as u64,
+            other => panic!("{other:?}"),
+        };
     }
     assert_eq!(now, 2000 + 2 * 500 + 300);
 }
@@ -870,7 +883,7 @@ fn busy_then_idle_goes_back_to_probing() {
     // Busy again at 2000 (the application wrote), no ACK since: a fresh window from 2000.
     e.on_connection(ms(2000), Some(view_rto(1000, 1000, 0, true)));
     assert!(drain(&mut e, ms(2000)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(3000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(3000)));
 }
 
 /// `--intvl 0s` on a busy connection with no RTO known does not spin at one instant.
@@ -880,7 +893,7 @@ fn busy_rechecks_are_never_closer_than_the_clock_can_tell() {
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view_rto(0, 0, 0, true)));
     assert!(drain(&mut e, ms(0)).is_empty());
-    assert_eq!(e.poll_at(), Some(BUSY_RECHECK));
+    assert_eq!(e.next_poll(), PollAt::At(BUSY_RECHECK));
     drain(&mut e, BUSY_RECHECK);
     e.on_connection(BUSY_RECHECK, Some(view_rto(10, 10, 0, true)));
     let v = verdict(&drain(&mut e, BUSY_RECHECK));
@@ -898,12 +911,16 @@ fn the_wait_for_idle_ends_at_time_when_segments_keep_arriving() {
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(100)));
     assert!(drain(&mut e, ms(0)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(4900)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(4900)));
     assert_eq!(drain(&mut e, ms(4900)), vec![Action::QueryConnection]);
     // A segment arrived at 4700: idle 200 ms. Not 5 s since we started yet.
     e.on_connection(ms(4900), Some(view(200)));
     assert!(drain(&mut e, ms(4900)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(5000)), "capped at start + time");
+    assert_eq!(
+        e.next_poll(),
+        PollAt::At(ms(5000)),
+        "capped at start + time"
+    );
     assert_eq!(drain(&mut e, ms(5000)), vec![Action::QueryConnection]);
     e.on_connection(ms(5000), Some(view(300)));
     let v = verdict(&drain(&mut e, ms(5000)));
@@ -1042,7 +1059,6 @@ fn next_poll_tells_now_from_waiting_on_the_kernel_and_done() {
     assert_eq!(e.next_poll(), PollAt::At(ms(0)));
     drain(&mut e, ms(0));
     assert_eq!(e.next_poll(), PollAt::AwaitingKernel);
-    assert_eq!(e.poll_at(), None);
     e.on_connection(ms(0), Some(view(0)));
     assert_eq!(e.next_poll(), PollAt::Now);
     e.on_connection(ms(0), None);
@@ -1050,5 +1066,4 @@ fn next_poll_tells_now_from_waiting_on_the_kernel_and_done() {
     assert_eq!(e.next_poll(), PollAt::Now);
     drain(&mut e, ms(0));
     assert_eq!(e.next_poll(), PollAt::Done);
-    assert_eq!(e.poll_at(), None);
 }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use caps::Capability;
 
 use crate::engine::{
-    Action, Cause, Config, ConnView, Engine, Evidence, Origin, Outcome, Verdict, VerdictKind,
+    Action, Cause, Config, ConnView, Engine, Evidence, Origin, Outcome, PollAt, Verdict,
+    VerdictKind,
 };
 use crate::error::{Error, Result};
 use crate::flow::{Flow, Route};
@@ -440,7 +441,14 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                 }
             }
         }
-        let next = slot.engine.poll_at();
+        let next = match slot.engine.next_poll() {
+            // Due already: a timer at zero fires on the next turn.
+            PollAt::Now => Some(Duration::ZERO),
+            PollAt::At(at) => Some(at),
+            // The query waits in `queries`, and its answer wakes the engine; a finished
+            // engine has left its slot above.
+            PollAt::AwaitingKernel | PollAt::Done => None,
+        };
         if next != slot.scheduled
             && let Some(at) = next
         {
@@ -511,7 +519,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             for idx in targets.into_iter().flatten() {
                 if let Some(Some(slot)) = self.slots.get_mut(idx) {
                     slot.engine.on_packet_from(now, &packet, origin);
-                    if slot.engine.poll_at().is_some_and(|at| at <= now) {
+                    if slot.engine.next_poll().is_due(now) {
                         self.ready.push(idx);
                     }
                 }
