@@ -1067,3 +1067,137 @@ fn next_poll_tells_now_from_waiting_on_the_kernel_and_done() {
     drain(&mut e, ms(0));
     assert_eq!(e.next_poll(), PollAt::Done);
 }
+
+/// The golden answers of `wire::testkit`, mutated byte by byte, against an engine that has
+/// sent the first probe on their connection.
+mod golden_answers {
+    use super::*;
+    use crate::wire::testkit::*;
+    use crate::wire::{IpMeta, decode};
+
+    /// An engine that has learned the fixtures' numbers (SND.NXT 0x12345679, RCV.NXT 0x9abcdef0)
+    /// and sent its first probe, on PROBE4's or PROBE6's connection.
+    fn engine_after_first_probe(v6: bool) -> Engine {
+        let p = if v6 { probe6() } else { probe4() };
+        let flow = crate::flow::Flow {
+            local: p.src,
+            remote: p.dst,
+        };
+        let cfg = Config {
+            flow,
+            route: Default::default(),
+            timing: Timing {
+                time: Duration::ZERO,
+                intvl: Duration::from_secs(1),
+                probes: 3,
+            },
+            source: SeqSource::Local,
+            garbage_octet: false,
+        };
+        let now = Duration::from_secs(1);
+        let mut e = Engine::new(cfg, now, 1);
+        let tcp = |src, dst, seq, ack, flags| {
+            Packet::Tcp(Segment {
+                src,
+                dst,
+                seq,
+                ack,
+                flags,
+                window: 502,
+                ts: None,
+                payload_len: 0,
+                ip: IpMeta::default(),
+            })
+        };
+        let mut sent = false;
+        for _ in 0..20 {
+            match e.poll(now) {
+                Some(Action::QueryConnection) => e.on_connection(
+                    now,
+                    Some(ConnView {
+                        idle: Duration::from_secs(60),
+                        busy: false,
+                        since_ack: Duration::ZERO,
+                        rto: Duration::ZERO,
+                        progress: (1, 1),
+                    }),
+                ),
+                Some(Action::InjectSyn(syn)) => {
+                    e.on_packet(now, &tcp(syn.src, syn.dst, syn.seq, SeqNumber(0), SYN));
+                    let rcv = SeqNumber(0x9abc_def0);
+                    e.on_packet(now, &tcp(p.src, p.dst, SeqNumber(0x1234_5679), rcv, ACK));
+                }
+                Some(Action::Send { probe, .. }) => {
+                    assert_eq!((probe.seq, probe.ack), (p.seq, p.ack), "PROBE's numbers");
+                    sent = true;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert!(sent, "no first probe");
+        e
+    }
+
+    /// Hostile input never decides a verdict: every one-byte change to the genuine answers, with
+    /// checksums made right again, either fails to decode, or leaves the engine undecided unless
+    /// the changed packet still carries exactly what a genuine answer carries.
+    #[test]
+    fn mutated_answers_decide_nothing_unless_still_genuine() {
+        let (snd, rcv) = (SeqNumber(0x1234_5679), SeqNumber(0x9abc_def0));
+        let mut decided = [0usize; 2];
+        for (v6, genuine) in [
+            (false, ACK4.to_vec()),
+            (true, RST6.to_vec()),
+            (false, ICMP4.to_vec()),
+            (true, icmp6()),
+        ] {
+            let local = if v6 { probe6().src } else { probe4().src };
+            let remote = if v6 { probe6().dst } else { probe4().dst };
+            for i in 0..genuine.len() {
+                for v in [
+                    0x00, 0x01, 0x02, 0x10, 0x14, 0x45, 0x60, 0x7f, 0x80, 0xfe, 0xff,
+                ] {
+                    let mut b = genuine.clone();
+                    b[i] = v;
+                    repair_checksums(&mut b);
+                    let Ok(packet) = decode(&b) else { continue };
+                    let still_genuine = match &packet {
+                        Packet::Tcp(s) => {
+                            let tuple = s.src == remote && s.dst == local && !s.has(SYN);
+                            let ack = s.has(ACK) && !s.has(RST) && s.seq == rcv && s.ack == snd;
+                            let rst = s.has(RST) && s.seq == rcv;
+                            tuple && (ack || rst)
+                        }
+                        Packet::Icmp(e) => {
+                            e.to == local.ip()
+                                && e.quoted_src == local
+                                && e.quoted_dst == remote
+                                && e.quoted_seq == snd - 1
+                        }
+                    };
+                    let mut e = engine_after_first_probe(v6);
+                    let at = Duration::from_millis(1001);
+                    e.on_packet(at, &packet);
+                    let mut verdict = None;
+                    while let Some(a) = e.poll(at) {
+                        if let Action::Finish(Outcome::Verdict(v)) = a {
+                            verdict = Some(v.kind);
+                        }
+                    }
+                    assert!(
+                        verdict.is_none() || still_genuine,
+                        "byte {i} = {v:#04x} of a genuine answer decided {verdict:?}: {packet:?}"
+                    );
+                    decided[usize::from(verdict.is_some())] += 1;
+                }
+            }
+        }
+        // Both kinds occur: the mutations reach the engine, and the genuine ones still count.
+        eprintln!(
+            "undecided {}, decided (still genuine) {}",
+            decided[0], decided[1]
+        );
+        assert!(decided[0] > 100 && decided[1] > 10, "{decided:?}");
+    }
+}

@@ -31,10 +31,8 @@ use kaprobe::engine::{
 };
 use kaprobe::flow::Flow;
 use kaprobe::seq::SeqNumber;
-use kaprobe::wire::{self, IpMeta, Packet, Segment, Timestamps};
+use kaprobe::wire::{self, IpMeta, Packet, Segment, Timestamps, testkit};
 use libfuzzer_sys::fuzz_target;
-
-mod repair;
 
 /// The connection's true numbers. They match the golden fixtures (PROBE4/ACK4/RST6/ICMP4),
 /// so the seed corpus holds the genuine answers and the fuzzer mutates from there.
@@ -370,7 +368,7 @@ fuzz_target!(|data: &[u8]| {
             0..=3 => {
                 let len = usize::from(input.byte().unwrap_or(0)) | (usize::from(op >> 3) << 8);
                 // A forger's checksums are right: repair them, as the forger would.
-                let bytes = repair::repair(input.bytes(len));
+                let bytes = testkit::repaired(input.bytes(len));
                 if let Ok(packet) = wire::decode(&bytes) {
                     h.feed(&packet);
                 }

@@ -3,14 +3,12 @@
 //! same fields.
 #![no_main]
 
-use kaprobe::wire::{self, Packet, ProbeRepr};
+use kaprobe::wire::{self, Packet, ProbeRepr, testkit};
 use libfuzzer_sys::fuzz_target;
-
-mod repair;
 
 fuzz_target!(|data: &[u8]| {
     check(data);
-    check(&repair::repair(data));
+    check(&testkit::repaired(data));
 });
 
 fn check(data: &[u8]) {
