@@ -39,6 +39,14 @@ const MAX_COPIES: usize = 16;
 /// The window advertised by probes whose numbers are not the local kernel's (`peer` elicit
 /// probes, the path check): any value is as good, the peer only answers the sequence number.
 const ELICIT_WINDOW: u16 = 1024;
+/// The window of the SYN injected into the local stack: what Linux itself puts in a SYN (44
+/// segments of 1460 bytes), so the SYN looks like any client's. The local socket answers an
+/// in-state SYN with a challenge ACK whatever the window (RFC 5961, 4.2).
+const SYN_WINDOW: u16 = 64240;
+/// The window of probes whose numbers were learned from the peer's segments (`sniff`), where
+/// the local kernel's own window is unknown: what Linux advertises on an idle connection with
+/// default buffers and window scale 7 (64240 bytes >> 7). The peer does not check it.
+const SNIFF_WINDOW: u16 = 502;
 
 /// Where the capture saw a packet. Addresses alone cannot tell direction: a forger can claim
 /// the local address, and a segment "from" it must not teach the engine the numbers.
@@ -661,7 +669,7 @@ impl Engine {
             seq: SeqNumber(self.random()),
             ack: SeqNumber(0),
             flags: wire::SYN,
-            window: 64240,
+            window: SYN_WINDOW,
             ts: None,
             payload: None,
             ip: IpMeta::default(),
@@ -848,7 +856,7 @@ impl Engine {
                 });
                 // The local kernel's own window and options are unknown here.
                 if let Some(n) = self.numbers.as_mut() {
-                    n.window = 502;
+                    n.window = SNIFF_WINDOW;
                 }
             }
             return;
