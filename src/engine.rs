@@ -84,14 +84,9 @@ impl Timing {
             )
         })
     }
-
-    /// When a dead peer is declared, counted from the moment the connection fell idle.
-    pub fn detection_time(&self) -> Duration {
-        self.time + self.intvl * u32::from(self.probes)
-    }
 }
 
-/// How the connection's sequence numbers are learned (SPEC "Sequence numbers").
+/// How the connection's sequence numbers are learned (README "How it works").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeqSource {
     /// A SYN injected into the local stack makes the local socket send a challenge ACK.
@@ -159,16 +154,6 @@ impl VerdictKind {
             VerdictKind::Reset => "reset",
             VerdictKind::Unreachable => "unreachable",
             VerdictKind::Dead => "dead",
-        }
-    }
-
-    /// SPEC exit status.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            VerdictKind::Alive => 0,
-            VerdictKind::Dead => 1,
-            VerdictKind::Reset => 3,
-            VerdictKind::Unreachable => 4,
         }
     }
 }
@@ -414,11 +399,6 @@ impl Engine {
 
     pub fn numbers(&self) -> Option<Numbers> {
         self.numbers
-    }
-
-    /// True once the outcome has been handed out by `poll`.
-    pub fn is_done(&self) -> bool {
-        self.phase == Phase::Done && self.pending_finish.is_none()
     }
 
     fn random(&mut self) -> u32 {
@@ -734,11 +714,6 @@ impl Engine {
     fn ignore(&mut self, why: &'static str) {
         self.ignored += 1;
         self.notes.push_back(Note::Ignored(why));
-    }
-
-    /// A decoded packet from the capture.
-    pub fn on_packet(&mut self, now: Duration, packet: &Packet) {
-        self.on_packet_from(now, packet, Origin::Loopback);
     }
 
     /// A decoded packet and where the capture saw it.

@@ -96,8 +96,12 @@ fn learn_and_probe(e: &mut Engine, now: Duration, idle: u64) -> ProbeRepr {
     assert_eq!(syn.src, flow().remote);
     assert_eq!(syn.dst, flow().local);
     assert_eq!(syn.flags, SYN);
-    e.on_packet(now, &seg(R, L, syn.seq, SeqNumber(0), SYN));
-    e.on_packet(now, &seg(L, R, SND, RCV, ACK));
+    e.on_packet_from(
+        now,
+        &seg(R, L, syn.seq, SeqNumber(0), SYN),
+        Origin::Loopback,
+    );
+    e.on_packet_from(now, &seg(L, R, SND, RCV, ACK), Origin::Loopback);
     let probe = match drain(e, now).as_slice() {
         [Action::Send { probe, index: 1 }] => *probe,
         other => panic!("expected probe 1, got {other:?}"),
@@ -131,7 +135,11 @@ fn alive_probe_is_canonical_and_answer_gives_rtt() {
     assert_eq!(probe.window, 501, "window copied from the kernel's own ACK");
     assert_eq!(probe.ts, Some(TS), "timestamp option copied, not invented");
     assert_eq!(probe.payload, None);
-    e.on_packet(ms(0) + Duration::from_micros(84), &peer_ack());
+    e.on_packet_from(
+        ms(0) + Duration::from_micros(84),
+        &peer_ack(),
+        Origin::Loopback,
+    );
     let v = verdict(&drain(&mut e, ms(1)));
     assert_eq!(v.kind, VerdictKind::Alive);
     assert_eq!(v.probes_sent, 1);
@@ -172,15 +180,8 @@ fn dead_exactly_at_time_plus_probes_times_intvl() {
     let v = verdict(&drain(&mut e, ms(5000)));
     assert_eq!(v.kind, VerdictKind::Dead);
     assert_eq!(v.probes_sent, 3);
-    assert_eq!(
-        v.elapsed,
-        Timing {
-            time: ms(2000),
-            intvl: ms(1000),
-            probes: 3
-        }
-        .detection_time()
-    );
+    // time + probes × intvl after the connection fell idle (README "Verdicts and timing").
+    assert_eq!(v.elapsed, ms(2000 + 3 * 1000));
     assert_eq!(v.rtt, None);
 }
 
@@ -203,8 +204,8 @@ fn first_valid_answer_wins() {
         panic!("expected probe 2")
     };
     sent_copy(&mut e, ms(1000), &probe);
-    e.on_packet(ms(1002), &peer_ack());
-    e.on_packet(ms(1003), &seg(R, L, RCV, SND, RST));
+    e.on_packet_from(ms(1002), &peer_ack(), Origin::Loopback);
+    e.on_packet_from(ms(1003), &seg(R, L, RCV, SND, RST), Origin::Loopback);
     let v = verdict(&drain(&mut e, ms(1003)));
     assert_eq!(v.kind, VerdictKind::Alive);
     assert_eq!(v.probes_sent, 2);
@@ -216,11 +217,15 @@ fn first_valid_answer_wins() {
 fn forged_rst_and_ack_are_ignored_and_counted() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 9);
     learn_and_probe(&mut e, ms(0), 0);
-    e.on_packet(ms(1), &seg(R, L, RCV + 1, SND, RST));
-    e.on_packet(ms(2), &seg(R, L, RCV + 100, SND, ACK));
-    e.on_packet(ms(3), &seg(R, L, RCV, SND + 1, ACK));
+    e.on_packet_from(ms(1), &seg(R, L, RCV + 1, SND, RST), Origin::Loopback);
+    e.on_packet_from(ms(2), &seg(R, L, RCV + 100, SND, ACK), Origin::Loopback);
+    e.on_packet_from(ms(3), &seg(R, L, RCV, SND + 1, ACK), Origin::Loopback);
     // Right numbers but another port: not this connection at all, not counted.
-    e.on_packet(ms(4), &seg(R, "198.18.0.2:40001", RCV, SND, ACK));
+    e.on_packet_from(
+        ms(4),
+        &seg(R, "198.18.0.2:40001", RCV, SND, ACK),
+        Origin::Loopback,
+    );
     assert_eq!(e.ignored(), 3);
     assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
     // The kernel accepted none of them: its idle clock kept running.
@@ -233,10 +238,10 @@ fn forged_rst_and_ack_are_ignored_and_counted() {
 fn rst_with_the_probes_ack_field_is_reset() {
     let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 9);
     learn_and_probe(&mut e, ms(0), 0);
-    e.on_packet(ms(1), &seg(R, L, RCV, SeqNumber(0), RST));
+    e.on_packet_from(ms(1), &seg(R, L, RCV, SeqNumber(0), RST), Origin::Loopback);
     let v = verdict(&drain(&mut e, ms(1)));
     assert_eq!(v.kind, VerdictKind::Reset);
-    assert_eq!(v.kind.exit_code(), 3);
+    assert_eq!(crate::exit::ExitStatus::of_verdict(v.kind).code(), 3);
 }
 
 #[test]
@@ -255,10 +260,10 @@ fn icmp_must_quote_the_probes_sequence_number() {
         })
     };
     // The error about the challenge ACK (seq = SND.NXT) proves nothing about a probe.
-    e.on_packet(ms(1), &icmp(SND));
+    e.on_packet_from(ms(1), &icmp(SND), Origin::Loopback);
     assert_eq!(e.ignored(), 1);
     assert!(drain(&mut e, ms(1)).is_empty());
-    e.on_packet(ms(2), &icmp(probe.seq));
+    e.on_packet_from(ms(2), &icmp(probe.seq), Origin::Loopback);
     let v = verdict(&drain(&mut e, ms(2)));
     assert_eq!(v.kind, VerdictKind::Unreachable);
     let info = v.icmp.unwrap();
@@ -277,13 +282,17 @@ fn an_ack_before_the_injected_syn_is_not_taken_as_the_challenge_ack() {
     let [Action::InjectSyn(syn)] = drain(&mut e, ms(0))[..] else {
         panic!()
     };
-    e.on_packet(ms(0), &seg(L, R, SND - 1, RCV, ACK));
+    e.on_packet_from(ms(0), &seg(L, R, SND - 1, RCV, ACK), Origin::Loopback);
     assert!(
         drain(&mut e, ms(0)).is_empty(),
         "queued before the SYN: could be a kernel keepalive"
     );
-    e.on_packet(ms(0), &seg(R, L, syn.seq, SeqNumber(0), SYN));
-    e.on_packet(ms(0), &seg(L, R, SND, RCV, ACK));
+    e.on_packet_from(
+        ms(0),
+        &seg(R, L, syn.seq, SeqNumber(0), SYN),
+        Origin::Loopback,
+    );
+    e.on_packet_from(ms(0), &seg(L, R, SND, RCV, ACK), Origin::Loopback);
     assert!(
         matches!(drain(&mut e, ms(0)).as_slice(), [Action::Send { probe, .. }] if probe.seq == SND - 1)
     );
@@ -407,19 +416,31 @@ fn our_own_probe_seen_on_the_wire_is_not_learned_from() {
     let mut e = Engine::new(cfg(0, 1000, 2, SeqSource::Local), ms(0), 5);
     let probe = learn_and_probe(&mut e, ms(0), 0);
     // A mismatched ACK marks the numbers stale, so the next round learns again.
-    e.on_packet(ms(1), &seg(R, L, RCV + 7, SND, ACK));
+    e.on_packet_from(ms(1), &seg(R, L, RCV + 7, SND, ACK), Origin::Loopback);
     drain(&mut e, ms(1000));
     e.on_connection(ms(1000), Some(view(1000)));
     let [Action::InjectSyn(syn)] = drain(&mut e, ms(1000))[..] else {
         panic!()
     };
-    e.on_packet(ms(1000), &seg(R, L, syn.seq, SeqNumber(0), SYN));
-    e.on_packet(ms(1000), &seg(L, R, probe.seq, probe.ack, ACK));
+    e.on_packet_from(
+        ms(1000),
+        &seg(R, L, syn.seq, SeqNumber(0), SYN),
+        Origin::Loopback,
+    );
+    e.on_packet_from(
+        ms(1000),
+        &seg(L, R, probe.seq, probe.ack, ACK),
+        Origin::Loopback,
+    );
     assert!(
         drain(&mut e, ms(1000)).is_empty(),
         "the capture's copy of our probe is no challenge ACK"
     );
-    e.on_packet(ms(1000), &seg(L, R, SND + 3, RCV + 7, ACK));
+    e.on_packet_from(
+        ms(1000),
+        &seg(L, R, SND + 3, RCV + 7, ACK),
+        Origin::Loopback,
+    );
     match drain(&mut e, ms(1000)).as_slice() {
         [Action::Send { probe, index: 2 }] => {
             assert_eq!((probe.seq, probe.ack), (SND + 2, RCV + 7))
@@ -447,9 +468,17 @@ fn peer_source_elicits_with_a_nonce_and_trusts_only_matching_rsts() {
         panic!()
     };
     assert_eq!(probe.ts, None, "no stale timestamp to fail PAWS");
-    e.on_packet(ms(1), &seg(R, L, probe.ack + 1, SeqNumber(0), RST));
+    e.on_packet_from(
+        ms(1),
+        &seg(R, L, probe.ack + 1, SeqNumber(0), RST),
+        Origin::Loopback,
+    );
     assert_eq!(e.ignored(), 1);
-    e.on_packet(ms(2), &seg(R, L, probe.ack, SeqNumber(0), RST));
+    e.on_packet_from(
+        ms(2),
+        &seg(R, L, probe.ack, SeqNumber(0), RST),
+        Origin::Loopback,
+    );
     assert_eq!(verdict(&drain(&mut e, ms(2))).kind, VerdictKind::Reset);
 }
 
@@ -459,7 +488,7 @@ fn peer_source_learns_the_numbers_from_the_answer() {
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(0)));
     drain(&mut e, ms(0));
-    e.on_packet(ms(1), &peer_ack());
+    e.on_packet_from(ms(1), &peer_ack(), Origin::Loopback);
     assert_eq!(verdict(&drain(&mut e, ms(1))).kind, VerdictKind::Alive);
     let n = e.numbers().unwrap();
     assert_eq!((n.snd_nxt, n.rcv_nxt), (SND, RCV));
@@ -475,7 +504,7 @@ fn sniff_source_learns_from_a_data_segment() {
     if let Packet::Tcp(s) = &mut data {
         s.payload_len = 10;
     }
-    e.on_packet(ms(5), &data);
+    e.on_packet_from(ms(5), &data, Origin::Loopback);
     match drain(&mut e, ms(5)).as_slice() {
         [Action::Send { probe, .. }] => assert_eq!(
             probe.seq,
@@ -540,13 +569,25 @@ fn sequence_numbers_wrap_in_probes() {
     let [Action::InjectSyn(syn)] = drain(&mut e, ms(0))[..] else {
         panic!()
     };
-    e.on_packet(ms(0), &seg(R, L, syn.seq, SeqNumber(0), SYN));
-    e.on_packet(ms(0), &seg(L, R, SeqNumber(0), SeqNumber(u32::MAX), ACK));
+    e.on_packet_from(
+        ms(0),
+        &seg(R, L, syn.seq, SeqNumber(0), SYN),
+        Origin::Loopback,
+    );
+    e.on_packet_from(
+        ms(0),
+        &seg(L, R, SeqNumber(0), SeqNumber(u32::MAX), ACK),
+        Origin::Loopback,
+    );
     let [Action::Send { probe, .. }] = drain(&mut e, ms(0))[..] else {
         panic!()
     };
     assert_eq!(probe.seq, SeqNumber(u32::MAX));
-    e.on_packet(ms(1), &seg(R, L, SeqNumber(u32::MAX), SeqNumber(0), ACK));
+    e.on_packet_from(
+        ms(1),
+        &seg(R, L, SeqNumber(u32::MAX), SeqNumber(0), ACK),
+        Origin::Loopback,
+    );
     assert_eq!(verdict(&drain(&mut e, ms(1))).kind, VerdictKind::Alive);
 }
 
@@ -579,7 +620,7 @@ fn last_probe_deadline_asks_the_kernel_before_dead() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
     learn_and_probe(&mut e, ms(0), 0);
     // The peer's answer, with its data since learning counted in: numbers moved on.
-    e.on_packet(ms(1), &seg(R, L, RCV + 1448, SND, ACK));
+    e.on_packet_from(ms(1), &seg(R, L, RCV + 1448, SND, ACK), Origin::Loopback);
     drain(&mut e, ms(1));
     assert_eq!(e.ignored(), 1);
     // At the deadline: the kernel received a segment 3 ms ago.
@@ -679,8 +720,12 @@ fn learn_and_probe_rto(e: &mut Engine, now: Duration, idle: u64, rto: u64) -> Pr
     let [Action::InjectSyn(syn)] = drain(e, now)[..] else {
         panic!("expected a SYN injection")
     };
-    e.on_packet(now, &seg(R, L, syn.seq, SeqNumber(0), SYN));
-    e.on_packet(now, &seg(L, R, SND, RCV, ACK));
+    e.on_packet_from(
+        now,
+        &seg(R, L, syn.seq, SeqNumber(0), SYN),
+        Origin::Loopback,
+    );
+    e.on_packet_from(now, &seg(L, R, SND, RCV, ACK), Origin::Loopback);
     match drain(e, now).as_slice() {
         [Action::Send { probe, .. }] => *probe,
         other => panic!("expected a probe, got {other:?}"),
@@ -700,7 +745,7 @@ fn intvl_zero_waits_the_rto_for_the_answer() {
         "max(intvl 0, rto 204 ms)"
     );
     assert!(drain(&mut e, ms(0)).is_empty(), "not judged at once");
-    e.on_packet(Duration::from_micros(84), &peer_ack());
+    e.on_packet_from(Duration::from_micros(84), &peer_ack(), Origin::Loopback);
     let v = verdict(&drain(&mut e, ms(1)));
     assert_eq!(v.kind, VerdictKind::Alive);
     assert_eq!(v.rtt, Some(Duration::from_micros(84)));
@@ -721,7 +766,7 @@ fn intvl_zero_dead_exactly_one_rto_after_the_probe() {
 }
 
 /// Probes follow each other every intvl; only the last waits max(intvl, RTO): a dead peer is
-/// declared within time + probes × intvl + RTO (SPEC "Real hosts").
+/// declared within time + probes × intvl + RTO (README "Verdicts and timing").
 #[test]
 fn probes_every_intvl_the_last_waits_the_rto() {
     let mut e = Engine::new(cfg(0, 100, 3, SeqSource::Local), ms(0), 42);
@@ -932,7 +977,8 @@ fn the_wait_for_idle_ends_at_time_when_segments_keep_arriving() {
 }
 
 /// The connection's own kernel keepalive leaves with exactly our probe's numbers after our
-/// probe: the answer proves `alive` but is not timed (SPEC "An RTT belongs to one probe").
+/// probe: the answer proves `alive` but is not timed (README "Verdicts and timing", "An RTT
+/// belongs to one probe").
 #[test]
 fn a_kernel_keepalive_copy_after_our_probe_makes_the_rtt_unknown() {
     let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 42);
@@ -1123,9 +1169,17 @@ mod golden_answers {
                     }),
                 ),
                 Some(Action::InjectSyn(syn)) => {
-                    e.on_packet(now, &tcp(syn.src, syn.dst, syn.seq, SeqNumber(0), SYN));
+                    e.on_packet_from(
+                        now,
+                        &tcp(syn.src, syn.dst, syn.seq, SeqNumber(0), SYN),
+                        Origin::Loopback,
+                    );
                     let rcv = SeqNumber(0x9abc_def0);
-                    e.on_packet(now, &tcp(p.src, p.dst, SeqNumber(0x1234_5679), rcv, ACK));
+                    e.on_packet_from(
+                        now,
+                        &tcp(p.src, p.dst, SeqNumber(0x1234_5679), rcv, ACK),
+                        Origin::Loopback,
+                    );
                 }
                 Some(Action::Send { probe, .. }) => {
                     assert_eq!((probe.seq, probe.ack), (p.seq, p.ack), "PROBE's numbers");
@@ -1178,7 +1232,7 @@ mod golden_answers {
                     };
                     let mut e = engine_after_first_probe(v6);
                     let at = Duration::from_millis(1001);
-                    e.on_packet(at, &packet);
+                    e.on_packet_from(at, &packet, Origin::Loopback);
                     let mut verdict = None;
                     while let Some(a) = e.poll(at) {
                         if let Action::Finish(Outcome::Verdict(v)) = a {

@@ -212,7 +212,7 @@ pub fn run(args: &EnableArgs, ctx: &Ctx) -> Result<ExitStatus> {
         before,
     };
     // The socket is changed already: if nobody reads this any more, the command still
-    // succeeded at what it was asked, and ends quietly (README "Unix habits").
+    // succeeded at what it was asked, and ends quietly (README "Pipes, signals and limits").
     if ctx.json {
         crate::output::line(report.json())?;
     } else {

@@ -216,7 +216,7 @@ pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<ExitStatus> {
         answers_by: None,
     };
     while !stop.done(&stats) {
-        // A closed stdout ends the capture (README "Unix habits").
+        // A closed stdout ends the capture (README "Pipes, signals and limits").
         output::check()?;
         let readable = wait_readable(cap.fd(), Some(stop.wait())).map_err(|e| Error::Io {
             context: "waiting on the capture socket".into(),

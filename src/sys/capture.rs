@@ -52,6 +52,7 @@ impl Capture {
         if forced != 0 {
             let _ = socket.set_recv_buffer_size(want as usize);
         }
+        // SAFETY: sockaddr_ll is plain data, for which all zeroes is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
@@ -102,6 +103,8 @@ impl Capture {
         let keep = self.socket.as_raw_fd();
         // SAFETY: the process is single-threaded here; the child only calls close, read, _exit.
         match unsafe { libc::fork() } {
+            // SAFETY: in the child: closes descriptors it inherited and owns alone, reads one
+            // byte into a local, and leaves with _exit (no destructors, no atexit handlers).
             0 => unsafe {
                 // Hold nothing else, stdout above all, so pipelines see EOF at our exit.
                 for fd in 0..1024 {
@@ -114,10 +117,12 @@ impl Capture {
                 libc::read(pipe[0], (&mut byte as *mut u8).cast(), 1);
                 libc::_exit(0);
             },
+            // SAFETY: closes the two pipe ends this function opened and nothing else owns.
             -1 => unsafe {
                 libc::close(pipe[0]);
                 libc::close(pipe[1]);
             },
+            // SAFETY: closes the read end, which only the child uses.
             _ => unsafe {
                 // The write end stays open until this process exits.
                 libc::close(pipe[0]);
@@ -138,6 +143,7 @@ impl Capture {
     /// loopback (where both ends are local and only addresses tell direction).
     pub fn next_with_origin(&mut self) -> Result<Option<(&[u8], Origin)>> {
         loop {
+            // SAFETY: sockaddr_ll is plain data, for which all zeroes is a valid value.
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
             // SAFETY: buf is valid for writes of its length; `from` for `len` bytes.

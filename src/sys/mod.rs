@@ -78,9 +78,9 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 }
 
 /// Makes SIGINT and SIGTERM set a flag (see `stop_requested`) and interrupt waits, so that a
-/// command can print what it has decided (README "Unix habits"). A second signal ends the
-/// process at once. Blocking socket calls resume after the handler (SA_RESTART); `poll`
-/// never does, so waits return early.
+/// command can print what it has decided (README "Pipes, signals and limits"). A second
+/// signal ends the process at once. Blocking socket calls resume after the handler
+/// (SA_RESTART); `poll` never does, so waits return early.
 pub fn catch_stop_signals() {
     // SAFETY: the handler only stores to an atomic; sa is fully initialised before use.
     unsafe {

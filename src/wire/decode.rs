@@ -159,7 +159,7 @@ fn decode_v4(bytes: &[u8]) -> Result<Packet, DecodeError> {
                 return Err(DecodeError::Unrelated);
             }
             let quoted = &payload[ICMP_HEADER_LEN..];
-            let (qihl, _) = quoted_ipv4_bounds(quoted)?;
+            let qihl = quoted_ipv4_header_len(quoted)?;
             if quoted[IPV4_PROTOCOL_OFFSET] != IPPROTO_TCP {
                 return Err(DecodeError::Unrelated);
             }
@@ -171,8 +171,9 @@ fn decode_v4(bytes: &[u8]) -> Result<Packet, DecodeError> {
     }
 }
 
-/// A quoted IPv4 header may come with its datagram cut short (RFC 792 quotes 8 bytes).
-fn quoted_ipv4_bounds(quoted: &[u8]) -> Result<(usize, ()), DecodeError> {
+/// Checks a quoted IPv4 header and returns its length. The datagram after it may be cut
+/// short (RFC 792 quotes 8 bytes of it).
+fn quoted_ipv4_header_len(quoted: &[u8]) -> Result<usize, DecodeError> {
     if quoted.len() < IPV4_HEADER_LEN {
         return Err(DecodeError::Truncated);
     }
@@ -186,7 +187,7 @@ fn quoted_ipv4_bounds(quoted: &[u8]) -> Result<(usize, ()), DecodeError> {
     if quoted.len() < ihl {
         return Err(DecodeError::Truncated);
     }
-    Ok((ihl, ()))
+    Ok(ihl)
 }
 
 fn quoted_tcp(
@@ -292,6 +293,10 @@ fn decode_v6(bytes: &[u8]) -> Result<Packet, DecodeError> {
     }
 }
 
+/// The TCP checksum is not verified. Outgoing segments (the local socket's challenge ACK) are
+/// captured before checksum offload fills it in, when it holds only the pseudo-header sum;
+/// for incoming ones it is no defence, since a forger computes it, and random corruption that
+/// keeps the exact numbers an answer must carry is vanishingly unlikely.
 fn decode_tcp(src: IpAddr, dst: IpAddr, tcp: &[u8], ip: IpMeta) -> Result<Segment, DecodeError> {
     if tcp.len() < TCP_HEADER_LEN {
         return Err(DecodeError::Truncated);

@@ -126,11 +126,4 @@ impl ProbeRepr {
             buf[at] = byte;
         }
     }
-
-    /// The packet as a fresh vector.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = vec![0; self.buffer_len()];
-        self.emit(&mut v);
-        v
-    }
 }

@@ -72,7 +72,6 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 pub const FIN: u8 = 0x01;
 pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
-pub const PSH: u8 = 0x08;
 pub const ACK: u8 = 0x10;
 
 /// The TCP timestamp option (RFC 7323).
