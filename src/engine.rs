@@ -481,18 +481,7 @@ impl Engine {
             Phase::Sniffing { .. } => None,
             Phase::PathCheck => {
                 self.phase = Phase::PathChecked;
-                let flow = self.cfg.flow;
-                Some(Action::CheckPath(ProbeRepr {
-                    src: flow.local,
-                    dst: flow.remote,
-                    seq: SeqNumber(self.random()),
-                    ack: SeqNumber(self.random()),
-                    flags: wire::ACK,
-                    window: ELICIT_WINDOW,
-                    ts: None,
-                    payload: None,
-                    ip: IpMeta::default(),
-                }))
+                Some(Action::CheckPath(self.out_of_window_probe()))
             }
             Phase::PathChecked => Some(self.finish(Outcome::LearnFailed)),
             Phase::SendNow => {
@@ -663,20 +652,28 @@ impl Engine {
         };
     }
 
+    /// An ACK toward the peer with a random sequence number and ACK nonce: out of window,
+    /// so the peer answers with its own numbers (RFC 9293, 3.10.7.4), and the local kernel's
+    /// numbers are not needed.
+    fn out_of_window_probe(&mut self) -> ProbeRepr {
+        let flow = self.cfg.flow;
+        ProbeRepr {
+            src: flow.local,
+            dst: flow.remote,
+            seq: SeqNumber(self.random()),
+            ack: SeqNumber(self.random()),
+            flags: wire::ACK,
+            window: ELICIT_WINDOW,
+            ts: None,
+            payload: None,
+            ip: IpMeta::default(),
+        }
+    }
+
     fn build_probe(&mut self) -> ProbeRepr {
         let flow = self.cfg.flow;
         match (self.cfg.source, self.numbers) {
-            (SeqSource::Peer, _) | (_, None) => ProbeRepr {
-                src: flow.local,
-                dst: flow.remote,
-                seq: SeqNumber(self.random()),
-                ack: SeqNumber(self.random()),
-                flags: wire::ACK,
-                window: ELICIT_WINDOW,
-                ts: None,
-                payload: None,
-                ip: IpMeta::default(),
-            },
+            (SeqSource::Peer, _) | (_, None) => self.out_of_window_probe(),
             (_, Some(n)) => ProbeRepr {
                 src: flow.local,
                 dst: flow.remote,

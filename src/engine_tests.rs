@@ -84,6 +84,20 @@ fn drain(e: &mut Engine, now: Duration) -> Vec<Action> {
     out
 }
 
+/// Takes the SYN the engine injects next and shows it back to the engine on loopback, as
+/// the capture sees it.
+fn inject_and_see_syn(e: &mut Engine, now: Duration) -> ProbeRepr {
+    let [Action::InjectSyn(syn)] = drain(e, now)[..] else {
+        panic!("expected a SYN injection")
+    };
+    e.on_packet_from(
+        now,
+        &seg(R, L, syn.seq, SeqNumber(0), SYN),
+        Origin::Loopback,
+    );
+    syn
+}
+
 /// Runs the local learning exchange at `now`: answers the connection query, sees the SYN on
 /// loopback and the challenge ACK going out. Returns the probe sent.
 fn learn_and_probe(e: &mut Engine, now: Duration, idle: u64) -> ProbeRepr {
@@ -419,14 +433,7 @@ fn our_own_probe_seen_on_the_wire_is_not_learned_from() {
     e.on_packet_from(ms(1), &seg(R, L, RCV + 7, SND, ACK), Origin::Loopback);
     drain(&mut e, ms(1000));
     e.on_connection(ms(1000), Some(view(1000)));
-    let [Action::InjectSyn(syn)] = drain(&mut e, ms(1000))[..] else {
-        panic!()
-    };
-    e.on_packet_from(
-        ms(1000),
-        &seg(R, L, syn.seq, SeqNumber(0), SYN),
-        Origin::Loopback,
-    );
+    inject_and_see_syn(&mut e, ms(1000));
     e.on_packet_from(
         ms(1000),
         &seg(L, R, probe.seq, probe.ack, ACK),
@@ -566,14 +573,7 @@ fn sequence_numbers_wrap_in_probes() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(0)));
-    let [Action::InjectSyn(syn)] = drain(&mut e, ms(0))[..] else {
-        panic!()
-    };
-    e.on_packet_from(
-        ms(0),
-        &seg(R, L, syn.seq, SeqNumber(0), SYN),
-        Origin::Loopback,
-    );
+    inject_and_see_syn(&mut e, ms(0));
     e.on_packet_from(
         ms(0),
         &seg(L, R, SeqNumber(0), SeqNumber(u32::MAX), ACK),
@@ -647,14 +647,7 @@ fn a_forged_segment_claiming_the_local_address_teaches_nothing() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(0)));
-    let [Action::InjectSyn(syn)] = drain(&mut e, ms(0))[..] else {
-        panic!()
-    };
-    e.on_packet_from(
-        ms(0),
-        &seg(R, L, syn.seq, SeqNumber(0), SYN),
-        Origin::Loopback,
-    );
+    inject_and_see_syn(&mut e, ms(0));
     // From the network, with the local address as its source: not the kernel's ACK.
     e.on_packet_from(
         ms(0),
@@ -717,14 +710,7 @@ fn verdict_and_notes(actions: &[Action]) -> (Verdict, Vec<Note>) {
 fn learn_and_probe_rto(e: &mut Engine, now: Duration, idle: u64, rto: u64) -> ProbeRepr {
     assert_eq!(drain(e, now), vec![Action::QueryConnection]);
     e.on_connection(now, Some(view_rto(idle, idle, rto, false)));
-    let [Action::InjectSyn(syn)] = drain(e, now)[..] else {
-        panic!("expected a SYN injection")
-    };
-    e.on_packet_from(
-        now,
-        &seg(R, L, syn.seq, SeqNumber(0), SYN),
-        Origin::Loopback,
-    );
+    inject_and_see_syn(e, now);
     e.on_packet_from(now, &seg(L, R, SND, RCV, ACK), Origin::Loopback);
     match drain(e, now).as_slice() {
         [Action::Send { probe, .. }] => *probe,

@@ -39,17 +39,13 @@ impl Capture {
         // Answers must not be lost in our own queue: SO_RCVBUFFORCE passes rmem_max with
         // CAP_NET_ADMIN; SO_RCVBUF is capped at it.
         let want: libc::c_int = 64 << 20;
-        // SAFETY: an int option of the right size.
-        let forced = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&want as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if forced != 0 {
+        let forced = super::setsockopt_int(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            want,
+        );
+        if forced.is_err() {
             let _ = socket.set_recv_buffer_size(want as usize);
         }
         // SAFETY: sockaddr_ll is plain data, for which all zeroes is a valid value.

@@ -113,20 +113,12 @@ fn open(v6: bool, route: Route) -> Result<Socket> {
 fn bind_to_index(s: &Socket, ifindex: u32) -> std::io::Result<()> {
     let value = libc::c_int::try_from(ifindex)
         .map_err(|_| std::io::Error::from_raw_os_error(libc::ENODEV))?;
-    // SAFETY: an int option of the right size on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTOIFINDEX,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    super::setsockopt_int(
+        s.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_BINDTOIFINDEX,
+        value,
+    )
 }
 
 /// The name of interface `ifindex` in this network namespace, if it has one.

@@ -56,12 +56,9 @@ impl ProbeRepr {
         self.emit_tcp(&mut buf[ip_len..]);
         match (self.src.ip(), self.dst.ip()) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                let tcp_bytes = &mut buf[IPV4_HEADER_LEN..];
-                let sum =
-                    tcp::ipv4_checksum(&TcpPacket::new(tcp_bytes).expect("sized"), &src, &dst);
-                MutableTcpPacket::new(tcp_bytes)
-                    .expect("sized")
-                    .set_checksum(sum);
+                set_tcp_checksum(&mut buf[IPV4_HEADER_LEN..], |t| {
+                    tcp::ipv4_checksum(t, &src, &dst)
+                });
                 let mut ip = MutableIpv4Packet::new(&mut buf[..]).expect("sized");
                 ip.set_version(4);
                 ip.set_header_length(5);
@@ -80,12 +77,9 @@ impl ProbeRepr {
                 ip.set_checksum(sum);
             }
             (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                let tcp_bytes = &mut buf[IPV6_HEADER_LEN..];
-                let sum =
-                    tcp::ipv6_checksum(&TcpPacket::new(tcp_bytes).expect("sized"), &src, &dst);
-                MutableTcpPacket::new(tcp_bytes)
-                    .expect("sized")
-                    .set_checksum(sum);
+                set_tcp_checksum(&mut buf[IPV6_HEADER_LEN..], |t| {
+                    tcp::ipv6_checksum(t, &src, &dst)
+                });
                 let mut ip = MutableIpv6Packet::new(&mut buf[..]).expect("sized");
                 ip.set_version(6);
                 ip.set_traffic_class(self.ip.tos);
@@ -126,4 +120,11 @@ impl ProbeRepr {
             buf[at] = byte;
         }
     }
+}
+
+/// Writes the checksum `sum` computes (over the pseudo-header of the segment's family) into the
+/// TCP segment `tcp`, whose checksum field is still zero.
+fn set_tcp_checksum(tcp: &mut [u8], sum: impl FnOnce(&TcpPacket) -> u16) {
+    let sum = sum(&TcpPacket::new(tcp).expect("sized"));
+    MutableTcpPacket::new(tcp).expect("sized").set_checksum(sum);
 }
