@@ -2,8 +2,8 @@
 //!
 //! It never reads a clock or a socket: the caller passes `now` (time since any fixed origin),
 //! decoded packets and what the kernel says about the connection, and takes actions out
-//! (`poll`), sleeping until `poll_at` or the next packet. The same engine drives `probe`,
-//! `sweep` and `watch`.
+//! (`poll`), sleeping until the time `next_poll` names or the next packet. The same engine
+//! drives `probe`, `sweep` and `watch`.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -39,6 +39,14 @@ const MAX_COPIES: usize = 16;
 /// The window advertised by probes whose numbers are not the local kernel's (`peer` elicit
 /// probes, the path check): any value is as good, the peer only answers the sequence number.
 const ELICIT_WINDOW: u16 = 1024;
+/// The window of the SYN injected into the local stack: what Linux itself puts in a SYN (44
+/// segments of 1460 bytes), so the SYN looks like any client's. The local socket answers an
+/// in-state SYN with a challenge ACK whatever the window (RFC 5961, 4.2).
+const SYN_WINDOW: u16 = 64240;
+/// The window of probes whose numbers were learned from the peer's segments (`sniff`), where
+/// the local kernel's own window is unknown: what Linux advertises on an idle connection with
+/// default buffers and window scale 7 (64240 bytes >> 7). The peer does not check it.
+const SNIFF_WINDOW: u16 = 502;
 
 /// Where the capture saw a packet. Addresses alone cannot tell direction: a forger can claim
 /// the local address, and a segment "from" it must not teach the engine the numbers.
@@ -76,14 +84,9 @@ impl Timing {
             )
         })
     }
-
-    /// When a dead peer is declared, counted from the moment the connection fell idle.
-    pub fn detection_time(&self) -> Duration {
-        self.time + self.intvl * u32::from(self.probes)
-    }
 }
 
-/// How the connection's sequence numbers are learned (SPEC "Sequence numbers").
+/// How the connection's sequence numbers are learned (README "How it works").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeqSource {
     /// A SYN injected into the local stack makes the local socket send a challenge ACK.
@@ -151,16 +154,6 @@ impl VerdictKind {
             VerdictKind::Reset => "reset",
             VerdictKind::Unreachable => "unreachable",
             VerdictKind::Dead => "dead",
-        }
-    }
-
-    /// SPEC exit status.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            VerdictKind::Alive => 0,
-            VerdictKind::Dead => 1,
-            VerdictKind::Reset => 3,
-            VerdictKind::Unreachable => 4,
         }
     }
 }
@@ -275,6 +268,17 @@ pub enum PollAt {
     AwaitingKernel,
     /// The outcome has been handed out.
     Done,
+}
+
+impl PollAt {
+    /// Whether [`Engine::poll`] at `now` has something to do.
+    pub fn is_due(self, now: Duration) -> bool {
+        match self {
+            PollAt::Now => true,
+            PollAt::At(at) => at <= now,
+            PollAt::AwaitingKernel | PollAt::Done => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -407,11 +411,6 @@ impl Engine {
         self.numbers
     }
 
-    /// True once the outcome has been handed out by `poll`.
-    pub fn is_done(&self) -> bool {
-        self.phase == Phase::Done && self.pending_finish.is_none()
-    }
-
     fn random(&mut self) -> u32 {
         // xorshift64*: enough to make sequence numbers and nonces unguessable to a blind
         // forger when seeded from the OS; deterministic in tests.
@@ -442,16 +441,6 @@ impl Engine {
             Phase::Awaiting { until } => PollAt::At(until),
             Phase::Checking => PollAt::AwaitingKernel,
             Phase::Done => PollAt::Done,
-        }
-    }
-
-    /// [`Engine::next_poll`] as an instant: `Some(ZERO)` for now, `None` while waiting on
-    /// `on_connection` or done.
-    pub fn poll_at(&self) -> Option<Duration> {
-        match self.next_poll() {
-            PollAt::Now => Some(Duration::ZERO),
-            PollAt::At(at) => Some(at),
-            PollAt::AwaitingKernel | PollAt::Done => None,
         }
     }
 
@@ -513,18 +502,7 @@ impl Engine {
             }
             Phase::PathCheck => {
                 self.phase = Phase::PathChecked;
-                let flow = self.cfg.flow;
-                Some(Action::CheckPath(ProbeRepr {
-                    src: flow.local,
-                    dst: flow.remote,
-                    seq: SeqNumber(self.random()),
-                    ack: SeqNumber(self.random()),
-                    flags: wire::ACK,
-                    window: ELICIT_WINDOW,
-                    ts: None,
-                    payload: None,
-                    ip: IpMeta::default(),
-                }))
+                Some(Action::CheckPath(self.out_of_window_probe()))
             }
             Phase::PathChecked => Some(self.finish(Outcome::LearnFailed)),
             Phase::SendNow => {
@@ -681,7 +659,7 @@ impl Engine {
             seq: SeqNumber(self.random()),
             ack: SeqNumber(0),
             flags: wire::SYN,
-            window: 64240,
+            window: SYN_WINDOW,
             ts: None,
             payload: None,
             ip: IpMeta::default(),
@@ -695,20 +673,28 @@ impl Engine {
         };
     }
 
+    /// An ACK toward the peer with a random sequence number and ACK nonce: out of window,
+    /// so the peer answers with its own numbers (RFC 9293, 3.10.7.4), and the local kernel's
+    /// numbers are not needed.
+    fn out_of_window_probe(&mut self) -> ProbeRepr {
+        let flow = self.cfg.flow;
+        ProbeRepr {
+            src: flow.local,
+            dst: flow.remote,
+            seq: SeqNumber(self.random()),
+            ack: SeqNumber(self.random()),
+            flags: wire::ACK,
+            window: ELICIT_WINDOW,
+            ts: None,
+            payload: None,
+            ip: IpMeta::default(),
+        }
+    }
+
     fn build_probe(&mut self) -> ProbeRepr {
         let flow = self.cfg.flow;
         match (self.cfg.source, self.numbers) {
-            (SeqSource::Peer, _) | (_, None) => ProbeRepr {
-                src: flow.local,
-                dst: flow.remote,
-                seq: SeqNumber(self.random()),
-                ack: SeqNumber(self.random()),
-                flags: wire::ACK,
-                window: ELICIT_WINDOW,
-                ts: None,
-                payload: None,
-                ip: IpMeta::default(),
-            },
+            (SeqSource::Peer, _) | (_, None) => self.out_of_window_probe(),
             (_, Some(n)) => ProbeRepr {
                 src: flow.local,
                 dst: flow.remote,
@@ -746,11 +732,6 @@ impl Engine {
     fn ignore(&mut self, why: &'static str) {
         self.ignored += 1;
         self.notes.push_back(Note::Ignored(why));
-    }
-
-    /// A decoded packet from the capture.
-    pub fn on_packet(&mut self, now: Duration, packet: &Packet) {
-        self.on_packet_from(now, packet, Origin::Loopback);
     }
 
     /// A decoded packet and where the capture saw it.
@@ -868,7 +849,7 @@ impl Engine {
                 });
                 // The local kernel's own window and options are unknown here.
                 if let Some(n) = self.numbers.as_mut() {
-                    n.window = 502;
+                    n.window = SNIFF_WINDOW;
                 }
             }
             return;

@@ -84,6 +84,20 @@ fn drain(e: &mut Engine, now: Duration) -> Vec<Action> {
     out
 }
 
+/// Takes the SYN the engine injects next and shows it back to the engine on loopback, as
+/// the capture sees it.
+fn inject_and_see_syn(e: &mut Engine, now: Duration) -> ProbeRepr {
+    let [Action::InjectSyn(syn)] = drain(e, now)[..] else {
+        panic!("expected a SYN injection")
+    };
+    e.on_packet_from(
+        now,
+        &seg(R, L, syn.seq, SeqNumber(0), SYN),
+        Origin::Loopback,
+    );
+    syn
+}
+
 /// Runs the local learning exchange at `now`: answers the connection query, sees the SYN on
 /// loopback and the challenge ACK going out. Returns the probe sent.
 fn learn_and_probe(e: &mut Engine, now: Duration, idle: u64) -> ProbeRepr {
@@ -96,8 +110,12 @@ fn learn_and_probe(e: &mut Engine, now: Duration, idle: u64) -> ProbeRepr {
     assert_eq!(syn.src, flow().remote);
     assert_eq!(syn.dst, flow().local);
     assert_eq!(syn.flags, SYN);
-    e.on_packet(now, &seg(R, L, syn.seq, SeqNumber(0), SYN));
-    e.on_packet(now, &seg(L, R, SND, RCV, ACK));
+    e.on_packet_from(
+        now,
+        &seg(R, L, syn.seq, SeqNumber(0), SYN),
+        Origin::Loopback,
+    );
+    e.on_packet_from(now, &seg(L, R, SND, RCV, ACK), Origin::Loopback);
     let probe = match drain(e, now).as_slice() {
         [Action::Send { probe, index: 1 }] => *probe,
         other => panic!("expected probe 1, got {other:?}"),
@@ -131,13 +149,16 @@ fn alive_probe_is_canonical_and_answer_gives_rtt() {
     assert_eq!(probe.window, 501, "window copied from the kernel's own ACK");
     assert_eq!(probe.ts, Some(TS), "timestamp option copied, not invented");
     assert_eq!(probe.payload, None);
-    e.on_packet(ms(0) + Duration::from_micros(84), &peer_ack());
+    e.on_packet_from(
+        ms(0) + Duration::from_micros(84),
+        &peer_ack(),
+        Origin::Loopback,
+    );
     let v = verdict(&drain(&mut e, ms(1)));
     assert_eq!(v.kind, VerdictKind::Alive);
     assert_eq!(v.probes_sent, 1);
     assert_eq!(v.rtt, Some(Duration::from_micros(84)));
-    assert!(e.is_done());
-    assert_eq!(e.poll_at(), None);
+    assert_eq!(e.next_poll(), PollAt::Done);
 }
 
 #[test]
@@ -147,14 +168,14 @@ fn dead_exactly_at_time_plus_probes_times_intvl() {
     e.on_connection(ms(0), Some(view(0)));
     assert!(drain(&mut e, ms(0)).is_empty());
     assert_eq!(
-        e.poll_at(),
-        Some(ms(2000)),
+        e.next_poll(),
+        PollAt::At(ms(2000)),
         "first probe waits until idle for --time"
     );
     assert!(drain(&mut e, ms(1999)).is_empty());
     learn_and_probe(&mut e, ms(2000), 2000);
     for (at, n) in [(3000, 2u8), (4000, 3)] {
-        assert_eq!(e.poll_at(), Some(ms(at)));
+        assert_eq!(e.next_poll(), PollAt::At(ms(at)));
         assert!(drain(&mut e, ms(at - 1)).is_empty());
         assert_eq!(drain(&mut e, ms(at)), vec![Action::QueryConnection]);
         e.on_connection(ms(at), Some(view(at)));
@@ -166,22 +187,15 @@ fn dead_exactly_at_time_plus_probes_times_intvl() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(e.poll_at(), Some(ms(5000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(5000)));
     assert!(drain(&mut e, ms(4999)).is_empty());
     assert_eq!(drain(&mut e, ms(5000)), vec![Action::QueryConnection]);
     e.on_connection(ms(5000), Some(view(5000)));
     let v = verdict(&drain(&mut e, ms(5000)));
     assert_eq!(v.kind, VerdictKind::Dead);
     assert_eq!(v.probes_sent, 3);
-    assert_eq!(
-        v.elapsed,
-        Timing {
-            time: ms(2000),
-            intvl: ms(1000),
-            probes: 3
-        }
-        .detection_time()
-    );
+    // time + probes × intvl after the connection fell idle (README "Verdicts and timing").
+    assert_eq!(v.elapsed, ms(2000 + 3 * 1000));
     assert_eq!(v.rtt, None);
 }
 
@@ -191,7 +205,7 @@ fn idle_already_counted_by_the_kernel_shortens_the_wait() {
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(1500)));
     assert!(drain(&mut e, ms(0)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(500)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(500)));
 }
 
 #[test]
@@ -204,8 +218,8 @@ fn first_valid_answer_wins() {
         panic!("expected probe 2")
     };
     sent_copy(&mut e, ms(1000), &probe);
-    e.on_packet(ms(1002), &peer_ack());
-    e.on_packet(ms(1003), &seg(R, L, RCV, SND, RST));
+    e.on_packet_from(ms(1002), &peer_ack(), Origin::Loopback);
+    e.on_packet_from(ms(1003), &seg(R, L, RCV, SND, RST), Origin::Loopback);
     let v = verdict(&drain(&mut e, ms(1003)));
     assert_eq!(v.kind, VerdictKind::Alive);
     assert_eq!(v.probes_sent, 2);
@@ -217,11 +231,15 @@ fn first_valid_answer_wins() {
 fn forged_rst_and_ack_are_ignored_and_counted() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 9);
     learn_and_probe(&mut e, ms(0), 0);
-    e.on_packet(ms(1), &seg(R, L, RCV + 1, SND, RST));
-    e.on_packet(ms(2), &seg(R, L, RCV + 100, SND, ACK));
-    e.on_packet(ms(3), &seg(R, L, RCV, SND + 1, ACK));
+    e.on_packet_from(ms(1), &seg(R, L, RCV + 1, SND, RST), Origin::Loopback);
+    e.on_packet_from(ms(2), &seg(R, L, RCV + 100, SND, ACK), Origin::Loopback);
+    e.on_packet_from(ms(3), &seg(R, L, RCV, SND + 1, ACK), Origin::Loopback);
     // Right numbers but another port: not this connection at all, not counted.
-    e.on_packet(ms(4), &seg(R, "198.18.0.2:40001", RCV, SND, ACK));
+    e.on_packet_from(
+        ms(4),
+        &seg(R, "198.18.0.2:40001", RCV, SND, ACK),
+        Origin::Loopback,
+    );
     assert_eq!(e.ignored(), 3);
     assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
     // The kernel accepted none of them: its idle clock kept running.
@@ -234,10 +252,10 @@ fn forged_rst_and_ack_are_ignored_and_counted() {
 fn rst_with_the_probes_ack_field_is_reset() {
     let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 9);
     learn_and_probe(&mut e, ms(0), 0);
-    e.on_packet(ms(1), &seg(R, L, RCV, SeqNumber(0), RST));
+    e.on_packet_from(ms(1), &seg(R, L, RCV, SeqNumber(0), RST), Origin::Loopback);
     let v = verdict(&drain(&mut e, ms(1)));
     assert_eq!(v.kind, VerdictKind::Reset);
-    assert_eq!(v.kind.exit_code(), 3);
+    assert_eq!(crate::exit::ExitStatus::of_verdict(v.kind).code(), 3);
 }
 
 #[test]
@@ -256,10 +274,10 @@ fn icmp_must_quote_the_probes_sequence_number() {
         })
     };
     // The error about the challenge ACK (seq = SND.NXT) proves nothing about a probe.
-    e.on_packet(ms(1), &icmp(SND));
+    e.on_packet_from(ms(1), &icmp(SND), Origin::Loopback);
     assert_eq!(e.ignored(), 1);
     assert!(drain(&mut e, ms(1)).is_empty());
-    e.on_packet(ms(2), &icmp(probe.seq));
+    e.on_packet_from(ms(2), &icmp(probe.seq), Origin::Loopback);
     let v = verdict(&drain(&mut e, ms(2)));
     assert_eq!(v.kind, VerdictKind::Unreachable);
     let info = v.icmp.unwrap();
@@ -278,13 +296,17 @@ fn an_ack_before_the_injected_syn_is_not_taken_as_the_challenge_ack() {
     let [Action::InjectSyn(syn)] = drain(&mut e, ms(0))[..] else {
         panic!()
     };
-    e.on_packet(ms(0), &seg(L, R, SND - 1, RCV, ACK));
+    e.on_packet_from(ms(0), &seg(L, R, SND - 1, RCV, ACK), Origin::Loopback);
     assert!(
         drain(&mut e, ms(0)).is_empty(),
         "queued before the SYN: could be a kernel keepalive"
     );
-    e.on_packet(ms(0), &seg(R, L, syn.seq, SeqNumber(0), SYN));
-    e.on_packet(ms(0), &seg(L, R, SND, RCV, ACK));
+    e.on_packet_from(
+        ms(0),
+        &seg(R, L, syn.seq, SeqNumber(0), SYN),
+        Origin::Loopback,
+    );
+    e.on_packet_from(ms(0), &seg(L, R, SND, RCV, ACK), Origin::Loopback);
     assert!(
         matches!(drain(&mut e, ms(0)).as_slice(), [Action::Send { probe, .. }] if probe.seq == SND - 1)
     );
@@ -306,7 +328,7 @@ fn learning_retries_after_the_rate_limit_then_gives_up() {
             [Action::InjectSyn(s)] => seqs.push(s.seq),
             other => panic!("{other:?}"),
         }
-        assert_eq!(e.poll_at(), Some(now + LEARN_RETRY));
+        assert_eq!(e.next_poll(), PollAt::At(now + LEARN_RETRY));
         assert!(LEARN_RETRY > PEER_RATELIMIT);
         now += LEARN_RETRY;
     }
@@ -380,7 +402,7 @@ fn data_in_flight_postpones_the_probe_without_counting_it() {
         }),
     );
     assert!(drain(&mut e, ms(0)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(1000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(1000)));
     assert_eq!(e.probes_sent(), 0);
     learn_and_probe(&mut e, ms(1000), 1000);
 }
@@ -412,19 +434,24 @@ fn our_own_probe_seen_on_the_wire_is_not_learned_from() {
     let mut e = Engine::new(cfg(0, 1000, 2, SeqSource::Local), ms(0), 5);
     let probe = learn_and_probe(&mut e, ms(0), 0);
     // A mismatched ACK marks the numbers stale, so the next round learns again.
-    e.on_packet(ms(1), &seg(R, L, RCV + 7, SND, ACK));
+    e.on_packet_from(ms(1), &seg(R, L, RCV + 7, SND, ACK), Origin::Loopback);
     drain(&mut e, ms(1000));
     e.on_connection(ms(1000), Some(view(1000)));
-    let [Action::InjectSyn(syn)] = drain(&mut e, ms(1000))[..] else {
-        panic!()
-    };
-    e.on_packet(ms(1000), &seg(R, L, syn.seq, SeqNumber(0), SYN));
-    e.on_packet(ms(1000), &seg(L, R, probe.seq, probe.ack, ACK));
+    inject_and_see_syn(&mut e, ms(1000));
+    e.on_packet_from(
+        ms(1000),
+        &seg(L, R, probe.seq, probe.ack, ACK),
+        Origin::Loopback,
+    );
     assert!(
         drain(&mut e, ms(1000)).is_empty(),
         "the capture's copy of our probe is no challenge ACK"
     );
-    e.on_packet(ms(1000), &seg(L, R, SND + 3, RCV + 7, ACK));
+    e.on_packet_from(
+        ms(1000),
+        &seg(L, R, SND + 3, RCV + 7, ACK),
+        Origin::Loopback,
+    );
     match drain(&mut e, ms(1000)).as_slice() {
         [Action::Send { probe, index: 2 }] => {
             assert_eq!((probe.seq, probe.ack), (SND + 2, RCV + 7))
@@ -452,9 +479,17 @@ fn peer_source_elicits_with_a_nonce_and_trusts_only_matching_rsts() {
         panic!()
     };
     assert_eq!(probe.ts, None, "no stale timestamp to fail PAWS");
-    e.on_packet(ms(1), &seg(R, L, probe.ack + 1, SeqNumber(0), RST));
+    e.on_packet_from(
+        ms(1),
+        &seg(R, L, probe.ack + 1, SeqNumber(0), RST),
+        Origin::Loopback,
+    );
     assert_eq!(e.ignored(), 1);
-    e.on_packet(ms(2), &seg(R, L, probe.ack, SeqNumber(0), RST));
+    e.on_packet_from(
+        ms(2),
+        &seg(R, L, probe.ack, SeqNumber(0), RST),
+        Origin::Loopback,
+    );
     assert_eq!(verdict(&drain(&mut e, ms(2))).kind, VerdictKind::Reset);
 }
 
@@ -464,7 +499,7 @@ fn peer_source_learns_the_numbers_from_the_answer() {
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(0)));
     drain(&mut e, ms(0));
-    e.on_packet(ms(1), &peer_ack());
+    e.on_packet_from(ms(1), &peer_ack(), Origin::Loopback);
     assert_eq!(verdict(&drain(&mut e, ms(1))).kind, VerdictKind::Alive);
     let n = e.numbers().unwrap();
     assert_eq!((n.snd_nxt, n.rcv_nxt), (SND, RCV));
@@ -480,7 +515,7 @@ fn sniff_source_learns_from_a_data_segment() {
     if let Packet::Tcp(s) = &mut data {
         s.payload_len = 10;
     }
-    e.on_packet(ms(5), &data);
+    e.on_packet_from(ms(5), &data, Origin::Loopback);
     match drain(&mut e, ms(5)).as_slice() {
         [Action::Send { probe, .. }] => assert_eq!(
             probe.seq,
@@ -496,7 +531,7 @@ fn sniff_source_gives_up_after_the_dead_time() {
     let mut e = Engine::new(cfg(0, 500, 2, SeqSource::Sniff), ms(0), 11);
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(0)));
-    assert_eq!(e.poll_at(), Some(ms(1000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(1000)));
     assert_eq!(
         drain(&mut e, ms(1000)),
         vec![Action::Finish(Outcome::LearnFailed)]
@@ -542,16 +577,21 @@ fn sequence_numbers_wrap_in_probes() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(0)));
-    let [Action::InjectSyn(syn)] = drain(&mut e, ms(0))[..] else {
-        panic!()
-    };
-    e.on_packet(ms(0), &seg(R, L, syn.seq, SeqNumber(0), SYN));
-    e.on_packet(ms(0), &seg(L, R, SeqNumber(0), SeqNumber(u32::MAX), ACK));
+    inject_and_see_syn(&mut e, ms(0));
+    e.on_packet_from(
+        ms(0),
+        &seg(L, R, SeqNumber(0), SeqNumber(u32::MAX), ACK),
+        Origin::Loopback,
+    );
     let [Action::Send { probe, .. }] = drain(&mut e, ms(0))[..] else {
         panic!()
     };
     assert_eq!(probe.seq, SeqNumber(u32::MAX));
-    e.on_packet(ms(1), &seg(R, L, SeqNumber(u32::MAX), SeqNumber(0), ACK));
+    e.on_packet_from(
+        ms(1),
+        &seg(R, L, SeqNumber(u32::MAX), SeqNumber(0), ACK),
+        Origin::Loopback,
+    );
     assert_eq!(verdict(&drain(&mut e, ms(1))).kind, VerdictKind::Alive);
 }
 
@@ -584,7 +624,7 @@ fn last_probe_deadline_asks_the_kernel_before_dead() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
     learn_and_probe(&mut e, ms(0), 0);
     // The peer's answer, with its data since learning counted in: numbers moved on.
-    e.on_packet(ms(1), &seg(R, L, RCV + 1448, SND, ACK));
+    e.on_packet_from(ms(1), &seg(R, L, RCV + 1448, SND, ACK), Origin::Loopback);
     drain(&mut e, ms(1));
     assert_eq!(e.ignored(), 1);
     // At the deadline: the kernel received a segment 3 ms ago.
@@ -611,14 +651,7 @@ fn a_forged_segment_claiming_the_local_address_teaches_nothing() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(0)));
-    let [Action::InjectSyn(syn)] = drain(&mut e, ms(0))[..] else {
-        panic!()
-    };
-    e.on_packet_from(
-        ms(0),
-        &seg(R, L, syn.seq, SeqNumber(0), SYN),
-        Origin::Loopback,
-    );
+    inject_and_see_syn(&mut e, ms(0));
     // From the network, with the local address as its source: not the kernel's ACK.
     e.on_packet_from(
         ms(0),
@@ -681,11 +714,8 @@ fn verdict_and_notes(actions: &[Action]) -> (Verdict, Vec<Note>) {
 fn learn_and_probe_rto(e: &mut Engine, now: Duration, idle: u64, rto: u64) -> ProbeRepr {
     assert_eq!(drain(e, now), vec![Action::QueryConnection]);
     e.on_connection(now, Some(view_rto(idle, idle, rto, false)));
-    let [Action::InjectSyn(syn)] = drain(e, now)[..] else {
-        panic!("expected a SYN injection")
-    };
-    e.on_packet(now, &seg(R, L, syn.seq, SeqNumber(0), SYN));
-    e.on_packet(now, &seg(L, R, SND, RCV, ACK));
+    inject_and_see_syn(e, now);
+    e.on_packet_from(now, &seg(L, R, SND, RCV, ACK), Origin::Loopback);
     match drain(e, now).as_slice() {
         [Action::Send { probe, .. }] => *probe,
         other => panic!("expected a probe, got {other:?}"),
@@ -699,10 +729,13 @@ fn intvl_zero_waits_the_rto_for_the_answer() {
     let mut e = Engine::new(cfg(0, 0, 1, SeqSource::Local), ms(0), 42);
     let probe = learn_and_probe_rto(&mut e, ms(0), 5000, 204);
     sent_copy(&mut e, ms(0), &probe);
-    assert_eq!(e.poll_at(), Some(ms(204)), "max(intvl 0, rto 204 ms)");
-    assert_eq!(e.next_poll(), PollAt::At(ms(204)));
+    assert_eq!(
+        e.next_poll(),
+        PollAt::At(ms(204)),
+        "max(intvl 0, rto 204 ms)"
+    );
     assert!(drain(&mut e, ms(0)).is_empty(), "not judged at once");
-    e.on_packet(Duration::from_micros(84), &peer_ack());
+    e.on_packet_from(Duration::from_micros(84), &peer_ack(), Origin::Loopback);
     let v = verdict(&drain(&mut e, ms(1)));
     assert_eq!(v.kind, VerdictKind::Alive);
     assert_eq!(v.rtt, Some(Duration::from_micros(84)));
@@ -723,12 +756,12 @@ fn intvl_zero_dead_exactly_one_rto_after_the_probe() {
 }
 
 /// Probes follow each other every intvl; only the last waits max(intvl, RTO): a dead peer is
-/// declared within time + probes × intvl + RTO (SPEC "Real hosts").
+/// declared within time + probes × intvl + RTO (README "Verdicts and timing").
 #[test]
 fn probes_every_intvl_the_last_waits_the_rto() {
     let mut e = Engine::new(cfg(0, 100, 3, SeqSource::Local), ms(0), 42);
     learn_and_probe_rto(&mut e, ms(0), 5000, 250);
-    assert_eq!(e.poll_at(), Some(ms(100)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(100)));
     for (at, n) in [(100u64, 2u8), (200, 3)] {
         assert_eq!(drain(&mut e, ms(at)), vec![Action::QueryConnection]);
         e.on_connection(ms(at), Some(view_rto(5000 + at, 5000 + at, 250, false)));
@@ -736,7 +769,11 @@ fn probes_every_intvl_the_last_waits_the_rto() {
             matches!(drain(&mut e, ms(at)).as_slice(), [Action::Send { index, .. }] if *index == n)
         );
     }
-    assert_eq!(e.poll_at(), Some(ms(450)), "last probe at 200 + rto 250");
+    assert_eq!(
+        e.next_poll(),
+        PollAt::At(ms(450)),
+        "last probe at 200 + rto 250"
+    );
     assert_eq!(drain(&mut e, ms(450)), vec![Action::QueryConnection]);
     e.on_connection(ms(450), Some(view_rto(5450, 5450, 250, false)));
     let v = verdict(&drain(&mut e, ms(450)));
@@ -753,7 +790,7 @@ fn dead_waits_for_an_rto_that_grew_since_the_probe() {
     assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
     e.on_connection(ms(1000), Some(view_rto(6000, 6000, 1500, false)));
     assert!(drain(&mut e, ms(1000)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(1500)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(1500)));
     assert_eq!(drain(&mut e, ms(1500)), vec![Action::QueryConnection]);
     e.on_connection(ms(1500), Some(view_rto(6500, 6500, 1500, false)));
     assert_eq!(verdict(&drain(&mut e, ms(1500))).kind, VerdictKind::Dead);
@@ -764,7 +801,7 @@ fn dead_waits_for_an_rto_that_grew_since_the_probe() {
 fn the_rto_used_is_capped() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 42);
     learn_and_probe_rto(&mut e, ms(0), 5000, 600_000);
-    assert_eq!(e.poll_at(), Some(RTO_MAX));
+    assert_eq!(e.next_poll(), PollAt::At(RTO_MAX));
 }
 
 /// A reader that stopped reading: the peer advertises a zero window, the local kernel's
@@ -780,7 +817,7 @@ fn busy_with_acks_arriving_is_alive_by_the_kernel_ack_clock() {
         .partition(|a| matches!(a, Action::Note(_)));
     assert_eq!(notes, vec![Action::Note(Note::Busy)]);
     assert!(actions.is_empty());
-    assert_eq!(e.poll_at(), Some(ms(1000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(1000)));
     assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
     // An ACK 300 ms ago, at t=700: after the busy judgement began.
     e.on_connection(ms(1000), Some(view_rto(300, 300, 204, true)));
@@ -818,12 +855,16 @@ fn busy_without_acks_is_dead_after_the_window_plus_rto() {
     e.on_connection(ms(0), Some(view_rto(50, 50, 200, true)));
     drain(&mut e, ms(0));
     for at in [1000u64, 2000, 3000] {
-        assert_eq!(e.poll_at(), Some(ms(at)));
+        assert_eq!(e.next_poll(), PollAt::At(ms(at)));
         assert_eq!(drain(&mut e, ms(at)), vec![Action::QueryConnection]);
         e.on_connection(ms(at), Some(view_rto(at + 50, at + 50, 200, true)));
         assert!(drain(&mut e, ms(at)).is_empty(), "undecided at {at}");
     }
-    assert_eq!(e.poll_at(), Some(ms(3200)), "3 × 1000 ms + rto 200 ms");
+    assert_eq!(
+        e.next_poll(),
+        PollAt::At(ms(3200)),
+        "3 × 1000 ms + rto 200 ms"
+    );
     assert_eq!(drain(&mut e, ms(3200)), vec![Action::QueryConnection]);
     e.on_connection(ms(3200), Some(view_rto(3250, 3250, 200, true)));
     let v = verdict(&drain(&mut e, ms(3200)));
@@ -842,7 +883,7 @@ fn busy_bound_counts_from_the_end_of_the_time_wait() {
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view_rto(0, 0, 300, true)));
     assert!(drain(&mut e, ms(0)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(2000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(2000)));
     let mut now = 2000;
     loop {
         assert_eq!(drain(&mut e, ms(now)), vec![Action::QueryConnection]);
@@ -856,7 +897,10 @@ fn busy_bound_counts_from_the_end_of_the_time_wait() {
             );
             break;
         }
-        now = e.poll_at().unwrap().as_millis() as u64;
+        now = match e.next_poll() {
+            PollAt::At(at) => at.as_millis() as u64,
+            other => panic!("{other:?}"),
+        };
     }
     assert_eq!(now, 2000 + 2 * 500 + 300);
 }
@@ -874,7 +918,7 @@ fn busy_then_idle_goes_back_to_probing() {
     // Busy again at 2000 (the application wrote), no ACK since: a fresh window from 2000.
     e.on_connection(ms(2000), Some(view_rto(1000, 1000, 0, true)));
     assert!(drain(&mut e, ms(2000)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(3000)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(3000)));
 }
 
 /// `--intvl 0s` on a busy connection with no RTO known does not spin at one instant.
@@ -884,7 +928,7 @@ fn busy_rechecks_are_never_closer_than_the_clock_can_tell() {
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view_rto(0, 0, 0, true)));
     assert!(drain(&mut e, ms(0)).is_empty());
-    assert_eq!(e.poll_at(), Some(BUSY_RECHECK));
+    assert_eq!(e.next_poll(), PollAt::At(BUSY_RECHECK));
     drain(&mut e, BUSY_RECHECK);
     e.on_connection(BUSY_RECHECK, Some(view_rto(10, 10, 0, true)));
     let v = verdict(&drain(&mut e, BUSY_RECHECK));
@@ -902,12 +946,16 @@ fn the_wait_for_idle_ends_at_time_when_segments_keep_arriving() {
     drain(&mut e, ms(0));
     e.on_connection(ms(0), Some(view(100)));
     assert!(drain(&mut e, ms(0)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(4900)));
+    assert_eq!(e.next_poll(), PollAt::At(ms(4900)));
     assert_eq!(drain(&mut e, ms(4900)), vec![Action::QueryConnection]);
     // A segment arrived at 4700: idle 200 ms. Not 5 s since we started yet.
     e.on_connection(ms(4900), Some(view(200)));
     assert!(drain(&mut e, ms(4900)).is_empty());
-    assert_eq!(e.poll_at(), Some(ms(5000)), "capped at start + time");
+    assert_eq!(
+        e.next_poll(),
+        PollAt::At(ms(5000)),
+        "capped at start + time"
+    );
     assert_eq!(drain(&mut e, ms(5000)), vec![Action::QueryConnection]);
     e.on_connection(ms(5000), Some(view(300)));
     let v = verdict(&drain(&mut e, ms(5000)));
@@ -919,7 +967,8 @@ fn the_wait_for_idle_ends_at_time_when_segments_keep_arriving() {
 }
 
 /// The connection's own kernel keepalive leaves with exactly our probe's numbers after our
-/// probe: the answer proves `alive` but is not timed (SPEC "An RTT belongs to one probe").
+/// probe: the answer proves `alive` but is not timed (README "Verdicts and timing", "An RTT
+/// belongs to one probe").
 #[test]
 fn a_kernel_keepalive_copy_after_our_probe_makes_the_rtt_unknown() {
     let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 42);
@@ -1046,7 +1095,6 @@ fn next_poll_tells_now_from_waiting_on_the_kernel_and_done() {
     assert_eq!(e.next_poll(), PollAt::At(ms(0)));
     drain(&mut e, ms(0));
     assert_eq!(e.next_poll(), PollAt::AwaitingKernel);
-    assert_eq!(e.poll_at(), None);
     e.on_connection(ms(0), Some(view(0)));
     assert_eq!(e.next_poll(), PollAt::Now);
     e.on_connection(ms(0), None);
@@ -1054,5 +1102,146 @@ fn next_poll_tells_now_from_waiting_on_the_kernel_and_done() {
     assert_eq!(e.next_poll(), PollAt::Now);
     drain(&mut e, ms(0));
     assert_eq!(e.next_poll(), PollAt::Done);
-    assert_eq!(e.poll_at(), None);
+}
+
+/// The golden answers of `wire::testkit`, mutated byte by byte, against an engine that has
+/// sent the first probe on their connection.
+mod golden_answers {
+    use super::*;
+    use crate::wire::testkit::*;
+    use crate::wire::{IpMeta, decode};
+
+    /// An engine that has learned the fixtures' numbers (SND.NXT 0x12345679, RCV.NXT 0x9abcdef0)
+    /// and sent its first probe, on PROBE4's or PROBE6's connection.
+    fn engine_after_first_probe(v6: bool) -> Engine {
+        let p = if v6 { probe6() } else { probe4() };
+        let flow = crate::flow::Flow {
+            local: p.src,
+            remote: p.dst,
+        };
+        let cfg = Config {
+            flow,
+            route: Default::default(),
+            timing: Timing {
+                time: Duration::ZERO,
+                intvl: Duration::from_secs(1),
+                probes: 3,
+            },
+            source: SeqSource::Local,
+            garbage_octet: false,
+        };
+        let now = Duration::from_secs(1);
+        let mut e = Engine::new(cfg, now, 1);
+        let tcp = |src, dst, seq, ack, flags| {
+            Packet::Tcp(Segment {
+                src,
+                dst,
+                seq,
+                ack,
+                flags,
+                window: 502,
+                ts: None,
+                payload_len: 0,
+                ip: IpMeta::default(),
+            })
+        };
+        let mut sent = false;
+        for _ in 0..20 {
+            match e.poll(now) {
+                Some(Action::QueryConnection) => e.on_connection(
+                    now,
+                    Some(ConnView {
+                        idle: Duration::from_secs(60),
+                        busy: false,
+                        since_ack: Duration::ZERO,
+                        rto: Duration::ZERO,
+                        progress: (1, 1),
+                    }),
+                ),
+                Some(Action::InjectSyn(syn)) => {
+                    e.on_packet_from(
+                        now,
+                        &tcp(syn.src, syn.dst, syn.seq, SeqNumber(0), SYN),
+                        Origin::Loopback,
+                    );
+                    let rcv = SeqNumber(0x9abc_def0);
+                    e.on_packet_from(
+                        now,
+                        &tcp(p.src, p.dst, SeqNumber(0x1234_5679), rcv, ACK),
+                        Origin::Loopback,
+                    );
+                }
+                Some(Action::Send { probe, .. }) => {
+                    assert_eq!((probe.seq, probe.ack), (p.seq, p.ack), "PROBE's numbers");
+                    sent = true;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert!(sent, "no first probe");
+        e
+    }
+
+    /// Hostile input never decides a verdict: every one-byte change to the genuine answers, with
+    /// checksums made right again, either fails to decode, or leaves the engine undecided unless
+    /// the changed packet still carries exactly what a genuine answer carries.
+    #[test]
+    fn mutated_answers_decide_nothing_unless_still_genuine() {
+        let (snd, rcv) = (SeqNumber(0x1234_5679), SeqNumber(0x9abc_def0));
+        let mut decided = [0usize; 2];
+        for (v6, genuine) in [
+            (false, ACK4.to_vec()),
+            (true, RST6.to_vec()),
+            (false, ICMP4.to_vec()),
+            (true, icmp6()),
+        ] {
+            let local = if v6 { probe6().src } else { probe4().src };
+            let remote = if v6 { probe6().dst } else { probe4().dst };
+            for i in 0..genuine.len() {
+                for v in [
+                    0x00, 0x01, 0x02, 0x10, 0x14, 0x45, 0x60, 0x7f, 0x80, 0xfe, 0xff,
+                ] {
+                    let mut b = genuine.clone();
+                    b[i] = v;
+                    repair_checksums(&mut b);
+                    let Ok(packet) = decode(&b) else { continue };
+                    let still_genuine = match &packet {
+                        Packet::Tcp(s) => {
+                            let tuple = s.src == remote && s.dst == local && !s.has(SYN);
+                            let ack = s.has(ACK) && !s.has(RST) && s.seq == rcv && s.ack == snd;
+                            let rst = s.has(RST) && s.seq == rcv;
+                            tuple && (ack || rst)
+                        }
+                        Packet::Icmp(e) => {
+                            e.to == local.ip()
+                                && e.quoted_src == local
+                                && e.quoted_dst == remote
+                                && e.quoted_seq == snd - 1
+                        }
+                    };
+                    let mut e = engine_after_first_probe(v6);
+                    let at = Duration::from_millis(1001);
+                    e.on_packet_from(at, &packet, Origin::Loopback);
+                    let mut verdict = None;
+                    while let Some(a) = e.poll(at) {
+                        if let Action::Finish(Outcome::Verdict(v)) = a {
+                            verdict = Some(v.kind);
+                        }
+                    }
+                    assert!(
+                        verdict.is_none() || still_genuine,
+                        "byte {i} = {v:#04x} of a genuine answer decided {verdict:?}: {packet:?}"
+                    );
+                    decided[usize::from(verdict.is_some())] += 1;
+                }
+            }
+        }
+        // Both kinds occur: the mutations reach the engine, and the genuine ones still count.
+        eprintln!(
+            "undecided {}, decided (still genuine) {}",
+            decided[0], decided[1]
+        );
+        assert!(decided[0] > 100 && decided[1] > 10, "{decided:?}");
+    }
 }

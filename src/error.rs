@@ -2,6 +2,8 @@
 
 use std::io;
 
+use caps::Capability;
+
 use crate::exit::ExitStatus;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,8 +15,8 @@ pub enum Error {
     #[error("{0}")]
     NoConnection(String),
     /// A capability is missing.
-    #[error("{what} needs {cap}: {}", privilege_hint(cap))]
-    Privilege { what: String, cap: &'static str },
+    #[error("{what} needs {cap}: {}", privilege_hint(*cap))]
+    Privilege { what: String, cap: Capability },
     /// A system call failed for a reason the user did not cause.
     #[error("{context}: {source}")]
     Io {
@@ -45,7 +47,7 @@ impl Error {
     }
 
     /// Wraps a failed system call: permission errors become `Privilege` naming `cap`.
-    pub fn sys(context: impl Into<String>, cap: &'static str, source: io::Error) -> Error {
+    pub fn sys(context: impl Into<String>, cap: Capability, source: io::Error) -> Error {
         let context = context.into();
         match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => Error::Privilege { what: context, cap },
@@ -54,13 +56,14 @@ impl Error {
     }
 }
 
-fn privilege_hint(cap: &str) -> &'static str {
+/// How to get `cap`, after the message that names it.
+fn privilege_hint(cap: Capability) -> &'static str {
     match cap {
-        "CAP_SYS_PTRACE" => {
+        Capability::CAP_SYS_PTRACE => {
             "run as root, or as the socket owner's user with kernel.yama.ptrace_scope=0 \
              (1 and 2 need CAP_SYS_PTRACE, 3 refuses everyone)"
         }
-        "CAP_SYS_ADMIN" => {
+        Capability::CAP_SYS_ADMIN => {
             "run as root, or enter the namespace with `ip netns exec NAME kaprobe ...`"
         }
         _ => {

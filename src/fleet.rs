@@ -12,8 +12,11 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use caps::Capability;
+
 use crate::engine::{
-    Action, Cause, Config, ConnView, Engine, Evidence, Origin, Outcome, Verdict, VerdictKind,
+    Action, Cause, Config, ConnView, Engine, Evidence, Origin, Outcome, PollAt, Verdict,
+    VerdictKind,
 };
 use crate::error::{Error, Result};
 use crate::flow::{Flow, Route};
@@ -21,7 +24,7 @@ use crate::output::Reporter;
 use crate::sys::capture::Capture;
 use crate::sys::diag::Diag;
 use crate::sys::link::Links;
-use crate::sys::privilege::{self, Bounding};
+use crate::sys::privilege::Bounding;
 use crate::sys::raw::{SendError, Sender};
 use crate::sys::{bpf, random_seed, wait_readable};
 use crate::wire::{Packet, ProbeRepr, decode};
@@ -35,14 +38,8 @@ const MIN_EXACT_LOOKUPS: usize = 8;
 /// Packets read per turn before timers get their say again.
 const READ_BATCH: usize = 4096;
 
-/// Gives up every capability but `keep` (single-threaded callers only: capabilities are per
-/// thread), and reports the result when KAPROBE_DEBUG_CAPS=1.
-pub fn drop_privileges(keep: &[u32], bounding: Bounding) -> Result<()> {
-    privilege::drop_capabilities(keep, bounding)
-        .map_err(|e| Error::Runtime(format!("dropping capabilities: {e}")))?;
-    privilege::debug_report();
-    Ok(())
-}
+/// Kept here for callers that reach it through the fleet; it lives in `sys::privilege`.
+pub use crate::sys::privilege::drop_privileges;
 
 /// Sends per second, with a burst of a tenth of a second.
 struct RateCap {
@@ -245,7 +242,7 @@ impl Fleet {
 
     /// `open_all_families`, then gives up every capability but `keep`: everything the fleet
     /// does afterwards needs no privilege.
-    pub fn drop_privileges(&mut self, keep: &[u32], bounding: Bounding) -> Result<()> {
+    pub fn drop_privileges(&mut self, keep: &[Capability], bounding: Bounding) -> Result<()> {
         self.open_all_families()?;
         drop_privileges(keep, bounding)
     }
@@ -449,7 +446,14 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                 }
             }
         }
-        let next = slot.engine.poll_at();
+        let next = match slot.engine.next_poll() {
+            // Due already: a timer at zero fires on the next turn.
+            PollAt::Now => Some(Duration::ZERO),
+            PollAt::At(at) => Some(at),
+            // The query waits in `queries`, and its answer wakes the engine; a finished
+            // engine has left its slot above.
+            PollAt::AwaitingKernel | PollAt::Done => None,
+        };
         if next != slot.scheduled
             && let Some(at) = next
         {
@@ -520,7 +524,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             for idx in targets.into_iter().flatten() {
                 if let Some(Some(slot)) = self.slots.get_mut(idx) {
                     slot.engine.on_packet_from(now, &packet, origin);
-                    if slot.engine.poll_at().is_some_and(|at| at <= now) {
+                    if slot.engine.next_poll().is_due(now) {
                         self.ready.push(idx);
                     }
                 }

@@ -483,7 +483,7 @@ fn a_refused_send_is_that_connections_verdict_and_the_fleet_goes_on() {
         assert_eq!(refused.cause, Some(cause), "errno {errno}");
         assert_eq!(refused.icmp, None);
         assert_eq!(refused.rtt, None);
-        assert_eq!(refused.kind.exit_code(), 4);
+        assert_eq!(crate::exit::ExitStatus::of_verdict(refused.kind).code(), 4);
         assert_eq!(verdict(&out, flow(2)).kind, VerdictKind::Alive);
     }
 }
@@ -626,7 +626,7 @@ fn a_busy_connection_is_queried_at_the_interval_without_spinning() {
         "{} steps in {took:?}",
         lab.steps
     );
-    // No probe goes out while data is in flight (SPEC "Timing").
+    // No probe goes out while data is in flight (README "Verdicts and timing").
     let probes = lab.fleet.io.sends.iter().filter(|(_, _, fl)| fl & SYN == 0);
     assert_eq!(probes.count(), 0);
     // Either still busy at the end of the window, or ended with a verdict.

@@ -400,7 +400,10 @@ fn apply(me: &mut Side, them: Option<&mut Side>, now: Duration, seg: &Segment, s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{IpMeta, PSH};
+    use crate::wire::IpMeta;
+
+    /// TCP's push bit (RFC 9293, 3.1), set on data segments as Linux sends them.
+    const PSH: u8 = 0x08;
 
     const C: &str = "198.18.0.1:40001";
     const S: &str = "198.18.0.2:9000";

@@ -1,9 +1,9 @@
 //! What the user sees: one verdict line (or JSON object) on stdout, progress at `-v`.
 //!
 //! Every byte kaprobe writes to standard output goes through [`print`]: the one place where
-//! output errors are handled (README "Unix habits"). A reader that went away (`| head`)
-//! makes every later write and [`check`] return `Error::OutputClosed`, which ends the
-//! command quietly; any other write error is a runtime failure with its reason.
+//! output errors are handled (README "Pipes, signals and limits"). A reader that went away
+//! (`| head`) makes every later write and [`check`] return `Error::OutputClosed`, which ends
+//! the command quietly; any other write error is a runtime failure with its reason.
 
 use std::fmt::Display;
 use std::io::{self, Write};

@@ -1,4 +1,6 @@
-//! The I/O loop around the engine: sockets in, actions out.
+//! One connection, as the user names it: what was typed resolved to an established
+//! connection (with a hint when only the reverse or the local side matches), and that
+//! connection probed to its outcome through a one-connection `Fleet` (the I/O loop).
 
 use std::time::Duration;
 

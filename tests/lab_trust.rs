@@ -281,7 +281,9 @@ impl Forger {
                         payload: None,
                         ip: IpMeta::default(),
                     };
-                    sock.send_to(&p.to_bytes(), &to).expect("forger send");
+                    let mut bytes = vec![0; p.buffer_len()];
+                    p.emit(&mut bytes);
+                    sock.send_to(&bytes, &to).expect("forger send");
                     if flags & wire::RST != 0 {
                         stats.rsts += 1;
                     } else {

@@ -3,14 +3,12 @@
 //! same fields.
 #![no_main]
 
-use kaprobe::wire::{self, Packet, ProbeRepr};
+use kaprobe::wire::{self, Packet, ProbeRepr, testkit};
 use libfuzzer_sys::fuzz_target;
-
-mod repair;
 
 fuzz_target!(|data: &[u8]| {
     check(data);
-    check(&repair::repair(data));
+    check(&testkit::repaired(data));
 });
 
 fn check(data: &[u8]) {
@@ -33,7 +31,9 @@ fn check(data: &[u8]) {
                 payload: None,
                 ip: seg.ip,
             };
-            let again = match wire::decode(&repr.to_bytes()) {
+            let mut bytes = vec![0; repr.buffer_len()];
+            repr.emit(&mut bytes);
+            let again = match wire::decode(&bytes) {
                 Ok(Packet::Tcp(s)) => s,
                 other => panic!("re-emitted segment does not decode: {other:?}"),
             };

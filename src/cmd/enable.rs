@@ -24,6 +24,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
+use caps::Capability;
 use clap::Args;
 use serde_json::{Value, json};
 use socket2::{SockRef, TcpKeepalive};
@@ -211,7 +212,7 @@ pub fn run(args: &EnableArgs, ctx: &Ctx) -> Result<ExitStatus> {
         before,
     };
     // The socket is changed already: if nobody reads this any more, the command still
-    // succeeded at what it was asked, and ends quietly (README "Unix habits").
+    // succeeded at what it was asked, and ends quietly (README "Pipes, signals and limits").
     if ctx.json {
         crate::output::line(report.json())?;
     } else {
@@ -302,7 +303,7 @@ fn ptrace_refused(owner: &Owner, e: &std::io::Error) -> Error {
              rules: {errno}{yama})",
             owner.fd, owner.pid, owner.command
         ),
-        cap: "CAP_SYS_PTRACE",
+        cap: Capability::CAP_SYS_PTRACE,
     }
 }
 

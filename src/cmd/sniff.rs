@@ -27,6 +27,7 @@ use crate::flow::{Flow, FlowSpec};
 use crate::keepalive_track::{ACK_WINDOW, DEFAULT_MAX_CONNECTIONS, Probe, ProbeAck, Seen, Tracker};
 use crate::output::{self, count as plural, duration};
 use crate::sys::capture::Capture;
+use crate::sys::privilege::{self, Bounding};
 use crate::sys::{bpf, catch_stop_signals, stop_requested, wait_readable};
 use crate::wire::{self, Packet, Segment};
 
@@ -200,9 +201,7 @@ pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<ExitStatus> {
         _ => bpf::tcp_filter(ifindex),
     };
     let mut cap = Capture::open(&filter)?;
-    crate::sys::privilege::drop_all()
-        .map_err(|e| Error::Runtime(format!("dropping capabilities: {e}")))?;
-    crate::sys::privilege::debug_report();
+    privilege::drop_privileges(&[], Bounding::Drop)?;
     catch_stop_signals();
     log::info!(
         "sniffing TCP keepalives on {}",
@@ -217,7 +216,7 @@ pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<ExitStatus> {
         answers_by: None,
     };
     while !stop.done(&stats) {
-        // A closed stdout ends the capture (README "Unix habits").
+        // A closed stdout ends the capture (README "Pipes, signals and limits").
         output::check()?;
         let readable = wait_readable(cap.fd(), Some(stop.wait())).map_err(|e| Error::Io {
             context: "waiting on the capture socket".into(),

@@ -20,8 +20,9 @@ use crate::flow::{Flow, Route};
 use crate::output::{self, Reporter, count as plural, duration};
 use crate::prober;
 use crate::sys::diag::{Conn, Diag};
-use crate::sys::privilege::{Bounding, CAP_NET_ADMIN};
+use crate::sys::privilege::Bounding;
 use crate::sys::{catch_stop_signals, stop_requested};
+use caps::Capability::CAP_NET_ADMIN;
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {
@@ -173,7 +174,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<ExitStatus> {
     // connection that appears later would be probed unmarked (a false `dead` under policy
     // routing) or, if signed, retried forever. exec'd commands run as they would from a
     // shell.
-    let keep: &[u32] = if single.is_none() || action == OnDead::Kill {
+    let keep: &[caps::Capability] = if single.is_none() || action == OnDead::Kill {
         &[CAP_NET_ADMIN]
     } else {
         &[]

@@ -55,7 +55,7 @@ pub fn bind(addr: SocketAddr) -> Result<MetricsListener> {
         )),
         _ => Error::sys(
             format!("listening on --metrics {addr}"),
-            "CAP_NET_BIND_SERVICE",
+            caps::Capability::CAP_NET_BIND_SERVICE,
             e,
         ),
     })?;

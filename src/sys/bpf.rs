@@ -7,6 +7,11 @@
 use std::net::IpAddr;
 
 use crate::flow::Flow;
+use crate::wire::{
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4_DST_OFFSET, IPV4_FRAGMENT_OFFSET,
+    IPV4_PROTOCOL_OFFSET, IPV4_SRC_OFFSET, IPV6_DST_OFFSET, IPV6_HEADER_LEN,
+    IPV6_NEXT_HEADER_OFFSET, IPV6_SRC_OFFSET, TCP_DST_PORT_OFFSET, TCP_SRC_PORT_OFFSET,
+};
 
 const LD_W_ABS: u16 = 0x20;
 const LD_H_ABS: u16 = 0x28;
@@ -39,6 +44,16 @@ const SNAP: u32 = 0xffff;
 pub const WHOLE: u32 = u32::MAX;
 /// IPv4 more-fragments flag and fragment offset: a packet with any set is not a whole segment.
 const FRAGMENT_BITS: u32 = 0x3fff;
+
+/// A header offset or length (from `wire`) as a BPF constant.
+const fn k(v: usize) -> u32 {
+    v as u32
+}
+
+/// A protocol number (from `wire`) as a BPF constant.
+const fn proto(p: u8) -> u32 {
+    p as u32
+}
 
 #[derive(Clone, Copy)]
 enum To {
@@ -202,9 +217,9 @@ fn segment(
         a.op(LD_W_ABS, dst_off + 4 * i as u32);
         a.expect(w, miss);
     }
-    a.op(LD_H_IND, 0);
+    a.op(LD_H_IND, k(TCP_SRC_PORT_OFFSET));
     sp.check(a, miss);
-    a.op(LD_H_IND, 2);
+    a.op(LD_H_IND, k(TCP_DST_PORT_OFFSET));
     dp.check(a, miss);
     a.ret(SNAP);
 }
@@ -252,13 +267,13 @@ pub fn tcp_filter(ifindex: Option<u32>) -> Vec<libc::sock_filter> {
     drop_loopback_copies(&mut a);
     a.op(LD_W_ABS, SKF_AD_PROTOCOL);
     a.jump(JEQ_K, ETH_P_IPV6, To::Next, To::Label(not_v6));
-    a.op(LD_B_ABS, 6);
-    a.jump(JEQ_K, 6, To::Label(keep), To::Label(drop));
+    a.op(LD_B_ABS, k(IPV6_NEXT_HEADER_OFFSET));
+    a.jump(JEQ_K, proto(IPPROTO_TCP), To::Label(keep), To::Label(drop));
     a.bind(not_v6);
     a.jump(JEQ_K, ETH_P_IP, To::Next, To::Label(drop));
-    a.op(LD_B_ABS, 9);
-    a.jump(JEQ_K, 6, To::Next, To::Label(drop));
-    a.op(LD_H_ABS, 6);
+    a.op(LD_B_ABS, k(IPV4_PROTOCOL_OFFSET));
+    a.jump(JEQ_K, proto(IPPROTO_TCP), To::Next, To::Label(drop));
+    a.op(LD_H_ABS, k(IPV4_FRAGMENT_OFFSET));
     a.jump(JSET_K, FRAGMENT_BITS, To::Label(drop), To::Label(keep));
     a.bind(keep);
     a.ret(WHOLE);
@@ -296,12 +311,22 @@ pub fn flows_filter(flows: &[Flow]) -> Vec<libc::sock_filter> {
         let (tcp, icmp, not_tcp, not_icmp) = (a.label(), a.label(), a.label(), a.label());
         a.bind(if is_v6 { v6 } else { v4 });
         let (proto_off, icmp_proto, src_off, dst_off) = if is_v6 {
-            (6, 58, 8, 24)
+            (
+                k(IPV6_NEXT_HEADER_OFFSET),
+                proto(IPPROTO_ICMPV6),
+                k(IPV6_SRC_OFFSET),
+                k(IPV6_DST_OFFSET),
+            )
         } else {
-            (9, 1, 12, 16)
+            (
+                k(IPV4_PROTOCOL_OFFSET),
+                proto(IPPROTO_ICMP),
+                k(IPV4_SRC_OFFSET),
+                k(IPV4_DST_OFFSET),
+            )
         };
         a.op(LD_B_ABS, proto_off);
-        a.jump(JEQ_K, 6, To::Next, To::Label(not_tcp));
+        a.jump(JEQ_K, proto(IPPROTO_TCP), To::Next, To::Label(not_tcp));
         a.long_jump(tcp);
         a.bind(not_tcp);
         a.jump(JEQ_K, icmp_proto, To::Next, To::Label(not_icmp));
@@ -312,13 +337,14 @@ pub fn flows_filter(flows: &[Flow]) -> Vec<libc::sock_filter> {
         a.bind(tcp);
         if is_v6 {
             // The TCP header follows the fixed header directly (extension headers are skipped).
-            a.op(LDX_IMM, 40);
+            a.op(LDX_IMM, k(IPV6_HEADER_LEN));
         } else {
             let whole = a.label();
-            a.op(LD_H_ABS, 6);
+            a.op(LD_H_ABS, k(IPV4_FRAGMENT_OFFSET));
             a.jump(JSET_K, FRAGMENT_BITS, To::Next, To::Label(whole));
             a.ret(0);
             a.bind(whole);
+            // X = 4 * (byte 0 & 0xf): the IHL, where the TCP header starts.
             a.op(LDX_B_MSH, 0);
         }
         let groups = groups(&family);
@@ -435,7 +461,7 @@ pub fn run(prog: &[libc::sock_filter], meta: Meta, pkt: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::fixtures::{ACK4, ICMP4, PROBE4, PROBE6, RST6, icmp6};
+    use crate::wire::testkit::{ACK4, ICMP4, PROBE4, PROBE6, RST6, icmp6};
 
     const V4: Meta = Meta {
         ethertype: 0x0800,

@@ -6,6 +6,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+use caps::Capability;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::engine::Origin;
@@ -24,27 +25,30 @@ impl Capture {
     pub fn open(filter: &[libc::sock_filter]) -> Result<Capture> {
         // Protocol 0: the socket receives nothing until bound, so no unfiltered packet can
         // slip in between socket() and the filter.
-        let socket = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))
-            .map_err(|e| Error::sys("opening the capture socket (AF_PACKET)", "CAP_NET_RAW", e))?;
+        let socket =
+            Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0))).map_err(|e| {
+                Error::sys(
+                    "opening the capture socket (AF_PACKET)",
+                    Capability::CAP_NET_RAW,
+                    e,
+                )
+            })?;
         socket
             .attach_filter(filter)
-            .map_err(|e| Error::sys("attaching the capture filter", "CAP_NET_RAW", e))?;
+            .map_err(|e| Error::sys("attaching the capture filter", Capability::CAP_NET_RAW, e))?;
         // Answers must not be lost in our own queue: SO_RCVBUFFORCE passes rmem_max with
         // CAP_NET_ADMIN; SO_RCVBUF is capped at it.
         let want: libc::c_int = 64 << 20;
-        // SAFETY: an int option of the right size.
-        let forced = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&want as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if forced != 0 {
+        let forced = super::setsockopt_int(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            want,
+        );
+        if forced.is_err() {
             let _ = socket.set_recv_buffer_size(want as usize);
         }
+        // SAFETY: sockaddr_ll is plain data, for which all zeroes is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
@@ -60,13 +64,13 @@ impl Capture {
         if rc != 0 {
             return Err(Error::sys(
                 "binding the capture socket",
-                "CAP_NET_RAW",
+                Capability::CAP_NET_RAW,
                 io::Error::last_os_error(),
             ));
         }
         socket
             .set_nonblocking(true)
-            .map_err(|e| Error::sys("capture socket", "CAP_NET_RAW", e))?;
+            .map_err(|e| Error::sys("capture socket", Capability::CAP_NET_RAW, e))?;
         Ok(Capture {
             socket,
             buf: vec![0; 65536],
@@ -77,7 +81,7 @@ impl Capture {
     pub fn set_filter(&mut self, filter: &[libc::sock_filter]) -> Result<()> {
         self.socket
             .attach_filter(filter)
-            .map_err(|e| Error::sys("replacing the capture filter", "CAP_NET_RAW", e))
+            .map_err(|e| Error::sys("replacing the capture filter", Capability::CAP_NET_RAW, e))
     }
 
     /// Closes the socket without making this process wait for it.
@@ -95,6 +99,8 @@ impl Capture {
         let keep = self.socket.as_raw_fd();
         // SAFETY: the process is single-threaded here; the child only calls close, read, _exit.
         match unsafe { libc::fork() } {
+            // SAFETY: in the child: closes descriptors it inherited and owns alone, reads one
+            // byte into a local, and leaves with _exit (no destructors, no atexit handlers).
             0 => unsafe {
                 // Hold nothing else, stdout above all, so pipelines see EOF at our exit.
                 for fd in 0..1024 {
@@ -107,10 +113,12 @@ impl Capture {
                 libc::read(pipe[0], (&mut byte as *mut u8).cast(), 1);
                 libc::_exit(0);
             },
+            // SAFETY: closes the two pipe ends this function opened and nothing else owns.
             -1 => unsafe {
                 libc::close(pipe[0]);
                 libc::close(pipe[1]);
             },
+            // SAFETY: closes the read end, which only the child uses.
             _ => unsafe {
                 // The write end stays open until this process exits.
                 libc::close(pipe[0]);
@@ -131,6 +139,7 @@ impl Capture {
     /// loopback (where both ends are local and only addresses tell direction).
     pub fn next_with_origin(&mut self) -> Result<Option<(&[u8], Origin)>> {
         loop {
+            // SAFETY: sockaddr_ll is plain data, for which all zeroes is a valid value.
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
             // SAFETY: buf is valid for writes of its length; `from` for `len` bytes.

@@ -9,6 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use caps::Capability;
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _,
 };
@@ -84,7 +85,7 @@ impl Diag {
         let sys = |what: &str, e| {
             Error::sys(
                 format!("sock_diag netlink socket: {what}"),
-                "CAP_NET_ADMIN",
+                Capability::CAP_NET_ADMIN,
                 e,
             )
         };
@@ -182,11 +183,11 @@ impl Diag {
         let what = format!("destroying the socket of {flow}");
         self.socket
             .send(&req, 0)
-            .map_err(|e| Error::sys(what.clone(), "CAP_NET_ADMIN", e))?;
+            .map_err(|e| Error::sys(what.clone(), Capability::CAP_NET_ADMIN, e))?;
         let n = self
             .socket
             .recv(&mut &mut self.buf[..], 0)
-            .map_err(|e| Error::sys(what.clone(), "CAP_NET_ADMIN", e))?;
+            .map_err(|e| Error::sys(what.clone(), Capability::CAP_NET_ADMIN, e))?;
         let answer = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.buf[..n])
             .map_err(|e| Error::Runtime(format!("undecodable sock_diag answer: {e}")))?;
         match answer.payload {
@@ -197,7 +198,7 @@ impl Diag {
                 ))),
                 Some(code) => Err(Error::sys(
                     what,
-                    "CAP_NET_ADMIN",
+                    Capability::CAP_NET_ADMIN,
                     std::io::Error::from_raw_os_error(code),
                 )),
             },
@@ -252,13 +253,13 @@ impl Diag {
         msg.serialize(&mut req);
         self.socket
             .send(&req, 0)
-            .map_err(|e| Error::sys("sock_diag request", "CAP_NET_ADMIN", e))?;
+            .map_err(|e| Error::sys("sock_diag request", Capability::CAP_NET_ADMIN, e))?;
         let dump = flags & NLM_F_DUMP != 0;
         loop {
             let n = self
                 .socket
                 .recv(&mut &mut self.buf[..], 0)
-                .map_err(|e| Error::sys("sock_diag answer", "CAP_NET_ADMIN", e))?;
+                .map_err(|e| Error::sys("sock_diag answer", Capability::CAP_NET_ADMIN, e))?;
             let mut at = 0;
             while at < n {
                 let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.buf[at..n])
@@ -278,7 +279,7 @@ impl Diag {
                             Some(libc::ENOENT) | None => Ok(()),
                             Some(code) => Err(Error::sys(
                                 "sock_diag",
-                                "CAP_NET_ADMIN",
+                                Capability::CAP_NET_ADMIN,
                                 std::io::Error::from_raw_os_error(code),
                             )),
                         };

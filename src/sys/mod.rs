@@ -16,6 +16,29 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+/// Sets an integer socket option that `socket2` has no setter for.
+pub fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: an int option, passed with its exact size; the kernel checks the descriptor.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Waits until `fd` is readable or `timeout` passes (`None`: forever). True if readable;
 /// false on timeout or when a signal interrupted the wait (callers loop and check flags).
 pub fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
@@ -78,9 +101,9 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 }
 
 /// Makes SIGINT and SIGTERM set a flag (see `stop_requested`) and interrupt waits, so that a
-/// command can print what it has decided (README "Unix habits"). A second signal ends the
-/// process at once. Blocking socket calls resume after the handler (SA_RESTART); `poll`
-/// never does, so waits return early.
+/// command can print what it has decided (README "Pipes, signals and limits"). A second
+/// signal ends the process at once. Blocking socket calls resume after the handler
+/// (SA_RESTART); `poll` never does, so waits return early.
 pub fn catch_stop_signals() {
     // SAFETY: the handler only stores to an atomic; sa is fully initialised before use.
     unsafe {

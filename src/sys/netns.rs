@@ -12,6 +12,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use caps::Capability;
 
 /// Where `ip netns add NAME` puts its namespace files.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -135,7 +136,7 @@ fn open_error(target: &Target, path: &Path, e: io::Error) -> Error {
             Error::Usage(format!("cannot open {shown}: {e}"))
         }
         // Another user's /proc/PID/ns/net: opening it needs ptrace access (root has it).
-        _ => Error::sys(format!("opening {shown}"), "CAP_SYS_ADMIN", e),
+        _ => Error::sys(format!("opening {shown}"), Capability::CAP_SYS_ADMIN, e),
     }
 }
 
@@ -155,7 +156,7 @@ fn setns_error(target: &Target, e: io::Error) -> Error {
         )),
         _ => Error::sys(
             format!("entering the {}", target.describe()),
-            "CAP_SYS_ADMIN",
+            Capability::CAP_SYS_ADMIN,
             e,
         ),
     }

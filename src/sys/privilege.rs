@@ -6,61 +6,37 @@
 //! `SO_MARK` (CAP_NET_RAW suffices since Linux 5.17); using them afterwards needs nothing (the
 //! kernel checks at `socket()` and `setsockopt()`), and neither do sock_diag lookups and dumps
 //! or replacing a socket filter. (sock_diag answers then leave out each socket's mark and
-//! TCP-MD5 keys, which it shows only to CAP_NET_ADMIN: `watch` with filters keeps that one.) So after opening them every capability can go: effective, permitted and
-//! inheritable sets (capset), the ambient set, and the bounding set where that is allowed
-//! (dropping from it needs CAP_SETPCAP, which root has and a `setcap cap_net_raw,cap_net_admin+ep`
-//! binary does not). With the bounding set empty, even a root process cannot regain
+//! TCP-MD5 keys, which it shows only to CAP_NET_ADMIN: `watch` with filters keeps that one.)
+//! So after opening them every capability can go: effective, permitted and inheritable sets,
+//! the ambient set, and the bounding set where that is allowed (dropping from it needs
+//! CAP_SETPCAP, which root has and a `setcap cap_net_raw,cap_net_admin+ep` binary does not). With the bounding set empty, even a root process cannot regain
 //! capabilities by exec'ing a program.
 //!
 //! Capabilities belong to threads, not processes: drop them while the process has a single
-//! thread (kaprobe has one), or the other threads keep theirs. `drop_all_except` refuses
+//! thread (kaprobe has one), or the other threads keep theirs. `drop_capabilities` refuses
 //! otherwise.
+//!
+//! The system calls (`capget`/`capset`, `prctl`) are the `caps` crate's; capabilities are its
+//! `Capability`, whose names (`CAP_NET_RAW`) the error messages show.
 
 use std::fmt;
 use std::io;
 
-pub const CAP_SETPCAP: u32 = 8;
-pub const CAP_NET_ADMIN: u32 = 12;
-pub const CAP_NET_RAW: u32 = 13;
-pub const CAP_SYS_PTRACE: u32 = 19;
-pub const CAP_SYS_ADMIN: u32 = 21;
+use caps::{CapSet, Capability, CapsHashSet};
 
-/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets, as two 32-bit halves.
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-/// The highest capability number a kernel could know, when /proc does not say.
-const CAP_LAST_FALLBACK: u32 = 63;
+use crate::error::{Error, Result};
 
-#[repr(C)]
-struct CapUserHeader {
-    version: u32,
-    pid: libc::c_int,
+/// A `caps` failure as an I/O error, for messages.
+fn io_err(e: caps::errors::CapsError) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapUserData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
+/// The bits of `caps`, as /proc/PID/status shows a set.
+fn mask<'a>(caps: impl IntoIterator<Item = &'a Capability>) -> u64 {
+    caps.into_iter().fold(0, |m, c| m | c.bitmask())
 }
 
-/// The name the man pages use, for messages.
-pub fn cap_name(cap: u32) -> String {
-    match cap {
-        CAP_SETPCAP => "CAP_SETPCAP".into(),
-        CAP_NET_ADMIN => "CAP_NET_ADMIN".into(),
-        CAP_NET_RAW => "CAP_NET_RAW".into(),
-        CAP_SYS_PTRACE => "CAP_SYS_PTRACE".into(),
-        CAP_SYS_ADMIN => "CAP_SYS_ADMIN".into(),
-        n => format!("capability {n}"),
-    }
-}
-
-fn bit(cap: u32) -> u64 {
-    1u64.checked_shl(cap).unwrap_or(0)
-}
-
-/// The calling thread's effective, permitted and inheritable sets, from `capget`.
+/// The calling thread's effective, permitted and inheritable sets, as bit masks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CapSets {
     pub effective: u64,
@@ -69,64 +45,37 @@ pub struct CapSets {
 }
 
 impl CapSets {
-    pub fn has_effective(&self, cap: u32) -> bool {
-        self.effective & bit(cap) != 0
-    }
-
     /// The calling thread's sets.
     pub fn current() -> io::Result<CapSets> {
-        let mut header = CapUserHeader {
-            version: CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let mut data = [CapUserData::default(); 2];
-        // SAFETY: a version-3 header and the two data structs version 3 reads and writes.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_capget,
-                &mut header as *mut CapUserHeader,
-                data.as_mut_ptr(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+        let read = |set| caps::read(None, set).map(|c| mask(&c)).map_err(io_err);
         Ok(CapSets {
-            effective: join(data[0].effective, data[1].effective),
-            permitted: join(data[0].permitted, data[1].permitted),
-            inheritable: join(data[0].inheritable, data[1].inheritable),
+            effective: read(CapSet::Effective)?,
+            permitted: read(CapSet::Permitted)?,
+            inheritable: read(CapSet::Inheritable)?,
         })
     }
 
-    /// Sets the calling thread's sets. Lowering them is always allowed.
+    /// Sets the calling thread's sets. Lowering them is always allowed; inheritable and
+    /// effective go first, as each must stay within the permitted set of the moment.
     fn apply(&self) -> io::Result<()> {
-        let mut header = CapUserHeader {
-            version: CAPABILITY_VERSION_3,
-            pid: 0,
+        let of = |m: u64| -> CapsHashSet {
+            caps::all()
+                .into_iter()
+                .filter(|c| m & c.bitmask() != 0)
+                .collect()
         };
-        let half = |v: u64, hi: bool| if hi { (v >> 32) as u32 } else { v as u32 };
-        let data = [false, true].map(|hi| CapUserData {
-            effective: half(self.effective, hi),
-            permitted: half(self.permitted, hi),
-            inheritable: half(self.inheritable, hi),
-        });
-        // SAFETY: a version-3 header and the two data structs version 3 reads.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_capset,
-                &mut header as *mut CapUserHeader,
-                data.as_ptr(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
+        for (set, m) in [
+            (CapSet::Inheritable, self.inheritable),
+            (CapSet::Effective, self.effective),
+            (CapSet::Permitted, self.permitted),
+        ] {
+            caps::set(None, set, &of(m)).map_err(io_err)?;
         }
         Ok(())
     }
 }
 
-/// What `drop_all_except` did.
+/// What `drop_capabilities` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dropped {
     /// The sets now in force.
@@ -135,15 +84,6 @@ pub struct Dropped {
     /// it, or when the process lacked CAP_SETPCAP, as a file-capability binary does: then the
     /// bounding set stays, which only matters to programs this process would exec.
     pub bounding: bool,
-}
-
-/// The highest capability number this kernel knows.
-fn cap_last() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(CAP_LAST_FALLBACK)
-        .min(CAP_LAST_FALLBACK)
 }
 
 /// What happens to the bounding set, which limits what programs this process execs may gain.
@@ -157,16 +97,21 @@ pub enum Bounding {
     Keep,
 }
 
-/// Drops every capability but those in `keep` (which stay only if already permitted) from
-/// every set of the calling thread: ambient, bounding (when allowed), inheritable,
-/// permitted and effective. Call it after the sockets are open. Fails, dropping nothing, if
-/// the process has more than one thread.
-pub fn drop_all_except(keep: &[u32]) -> io::Result<Dropped> {
-    drop_capabilities(keep, Bounding::Drop)
+/// Gives up every capability but `keep` (single-threaded callers only: capabilities are per
+/// thread), and reports the result when KAPROBE_DEBUG_CAPS=1. Every command calls this once
+/// its sockets are open.
+pub fn drop_privileges(keep: &[Capability], bounding: Bounding) -> Result<()> {
+    drop_capabilities(keep, bounding)
+        .map_err(|e| Error::Runtime(format!("dropping capabilities: {e}")))?;
+    debug_report();
+    Ok(())
 }
 
-/// `drop_all_except`, choosing what happens to the bounding set.
-pub fn drop_capabilities(keep: &[u32], bounding_set: Bounding) -> io::Result<Dropped> {
+/// Drops every capability but those in `keep` (which stay only if already permitted) from
+/// every set of the calling thread: ambient, bounding (unless `bounding_set` says keep it, and
+/// when allowed), inheritable, permitted and effective. Fails, dropping nothing, if the
+/// process has more than one thread.
+pub fn drop_capabilities(keep: &[Capability], bounding_set: Bounding) -> io::Result<Dropped> {
     let status = CapStatus::read()?;
     if status.threads > 1 {
         return Err(io::Error::other(format!(
@@ -174,53 +119,23 @@ pub fn drop_capabilities(keep: &[u32], bounding_set: Bounding) -> io::Result<Dro
             status.threads
         )));
     }
-    let keep_mask = keep.iter().fold(0u64, |m, &c| m | bit(c));
+    let keep_mask = mask(keep);
     let before = CapSets::current()?;
 
     // Ambient first: it needs no privilege, and an ambient capability would otherwise
-    // survive into programs this process execs. EINVAL: a kernel without ambient sets.
-    // SAFETY: prctl with integer arguments only.
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINVAL) {
-            return Err(e);
-        }
+    // survive into programs this process execs. Kernels before 4.3 have no ambient set.
+    if caps::runtime::ambient_set_supported().is_ok() {
+        caps::clear(None, CapSet::Ambient).map_err(io_err)?;
     }
 
     // The bounding set, while CAP_SETPCAP is still effective.
-    let bounding = bounding_set == Bounding::Drop && before.has_effective(CAP_SETPCAP);
+    let bounding =
+        bounding_set == Bounding::Drop && before.effective & Capability::CAP_SETPCAP.bitmask() != 0;
     if bounding {
-        for cap in 0..=cap_last() {
-            if keep_mask & bit(cap) != 0 {
-                continue;
-            }
-            // SAFETY: prctl with integer arguments only.
-            let rc = unsafe {
-                libc::prctl(
-                    libc::PR_CAPBSET_DROP,
-                    cap as libc::c_ulong,
-                    0 as libc::c_ulong,
-                    0 as libc::c_ulong,
-                    0 as libc::c_ulong,
-                )
-            };
-            if rc != 0 {
-                let e = io::Error::last_os_error();
-                // EINVAL: past the last capability this kernel knows.
-                if e.raw_os_error() == Some(libc::EINVAL) {
-                    break;
-                }
-                return Err(e);
-            }
+        let known = caps::runtime::procfs_all_supported(None)
+            .unwrap_or_else(|_| caps::runtime::thread_all_supported());
+        for cap in known.into_iter().filter(|c| keep_mask & c.bitmask() == 0) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(io_err)?;
         }
     }
 
@@ -242,11 +157,6 @@ pub fn drop_capabilities(keep: &[u32], bounding_set: Bounding) -> io::Result<Dro
         sets: after,
         bounding,
     })
-}
-
-/// Drops every capability.
-pub fn drop_all() -> io::Result<Dropped> {
-    drop_all_except(&[])
 }
 
 /// The capability lines of /proc/thread-self/status, as the kernel reports them.
@@ -313,7 +223,7 @@ pub const DEBUG_ENV: &str = "KAPROBE_DEBUG_CAPS";
 
 /// With KAPROBE_DEBUG_CAPS=1, writes the thread's capability sets as /proc reports them to
 /// stderr: `caps after drop: CapEff=... CapPrm=... CapInh=... CapBnd=... CapAmb=...`. A
-/// test hook; call it right after `drop_all_except`.
+/// test hook; `drop_privileges` calls it.
 pub fn debug_report() {
     if std::env::var(DEBUG_ENV).as_deref() != Ok("1") {
         return;
@@ -327,6 +237,19 @@ pub fn debug_report() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Capability::{CAP_NET_ADMIN, CAP_NET_RAW};
+
+    fn bit(cap: Capability) -> u64 {
+        cap.bitmask()
+    }
+
+    fn drop_all_except(keep: &[Capability]) -> io::Result<Dropped> {
+        drop_capabilities(keep, Bounding::Drop)
+    }
+
+    fn drop_all() -> io::Result<Dropped> {
+        drop_all_except(&[])
+    }
 
     const STATUS: &str = "Name:\tkaprobe\nUmask:\t0022\nState:\tR (running)\nThreads:\t1\n\
         CapInh:\t0000000000000000\nCapPrm:\t0000000000003000\nCapEff:\t0000000000003000\n\
@@ -439,9 +362,8 @@ mod tests {
 
     #[test]
     fn names_the_capabilities_kaprobe_needs() {
-        assert_eq!(cap_name(CAP_NET_RAW), "CAP_NET_RAW");
-        assert_eq!(cap_name(CAP_NET_ADMIN), "CAP_NET_ADMIN");
-        assert_eq!(cap_name(40), "capability 40");
-        assert_eq!(bit(64), 0);
+        assert_eq!(CAP_NET_RAW.to_string(), "CAP_NET_RAW");
+        assert_eq!(CAP_NET_ADMIN.to_string(), "CAP_NET_ADMIN");
+        assert_eq!(bit(Capability::CAP_CHECKPOINT_RESTORE), 1 << 40);
     }
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
+use caps::Capability;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::engine::Cause;
@@ -70,15 +71,21 @@ fn family_name(v6: bool) -> &'static str {
 fn open(v6: bool, route: Route) -> Result<Socket> {
     let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
     let family = family_name(v6);
-    let s = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
-        .map_err(|e| Error::sys(format!("opening a raw {family} socket"), "CAP_NET_RAW", e))?;
+    let s =
+        Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW))).map_err(|e| {
+            Error::sys(
+                format!("opening a raw {family} socket"),
+                Capability::CAP_NET_RAW,
+                e,
+            )
+        })?;
     // Never read from: keep its receive queue at the minimum.
     let _ = s.set_recv_buffer_size(0);
     if route.mark != 0 {
         s.set_mark(route.mark).map_err(|e| {
             Error::sys(
                 format!("setting SO_MARK {:#x} on a raw {family} socket", route.mark),
-                "CAP_NET_ADMIN",
+                Capability::CAP_NET_ADMIN,
                 e,
             )
         })?;
@@ -94,7 +101,7 @@ fn open(v6: bool, route: Route) -> Result<Socket> {
                     context: format!("{what}: the device is gone"),
                     source: e,
                 },
-                _ => Error::sys(what, "CAP_NET_RAW", e),
+                _ => Error::sys(what, Capability::CAP_NET_RAW, e),
             }
         })?;
     }
@@ -106,20 +113,12 @@ fn open(v6: bool, route: Route) -> Result<Socket> {
 fn bind_to_index(s: &Socket, ifindex: u32) -> std::io::Result<()> {
     let value = libc::c_int::try_from(ifindex)
         .map_err(|_| std::io::Error::from_raw_os_error(libc::ENODEV))?;
-    // SAFETY: an int option of the right size on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTOIFINDEX,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    super::setsockopt_int(
+        s.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_BINDTOIFINDEX,
+        value,
+    )
 }
 
 /// The name of interface `ifindex` in this network namespace, if it has one.

@@ -4,12 +4,8 @@ use pnet_packet::icmp::{self, IcmpPacket};
 use pnet_packet::icmpv6::{self, Icmpv6Packet};
 use pnet_packet::ipv4::{self, Ipv4Packet};
 
-use super::{IpMeta, Timestamps};
+use super::*;
 use crate::seq::SeqNumber;
-
-const PROTO_TCP: u8 = 6;
-const PROTO_ICMP: u8 = 1;
-const PROTO_ICMPV6: u8 = 58;
 
 /// A decoded packet that may matter to a probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,12 +107,12 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
 
 /// Checks an IPv4 header; returns (header length, the packet cut to its total length).
 fn ipv4_bounds(bytes: &[u8]) -> Result<(usize, &[u8]), DecodeError> {
-    if bytes.len() < 20 {
+    if bytes.len() < IPV4_HEADER_LEN {
         return Err(DecodeError::Truncated);
     }
     let ihl = usize::from(bytes[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
-    if ihl < 20 || total < ihl {
+    let total = usize::from(be16(bytes, IPV4_TOTAL_LEN_OFFSET));
+    if ihl < IPV4_HEADER_LEN || total < ihl {
         return Err(DecodeError::Malformed);
     }
     if bytes.len() < total {
@@ -139,7 +135,7 @@ fn decode_v4(bytes: &[u8]) -> Result<Packet, DecodeError> {
     let dst = IpAddr::V4(ip.get_destination());
     let payload = &bytes[ihl..];
     match ip.get_next_level_protocol().0 {
-        PROTO_TCP => {
+        IPPROTO_TCP => {
             let meta = IpMeta {
                 hop_limit: ip.get_ttl(),
                 tos: (ip.get_dscp() << 2) | ip.get_ecn(),
@@ -148,8 +144,8 @@ fn decode_v4(bytes: &[u8]) -> Result<Packet, DecodeError> {
             };
             decode_tcp(src, dst, payload, meta).map(Packet::Tcp)
         }
-        PROTO_ICMP => {
-            if payload.len() < 8 {
+        IPPROTO_ICMP => {
+            if payload.len() < ICMP_HEADER_LEN {
                 return Err(DecodeError::Truncated);
             }
             let msg = IcmpPacket::new(payload).ok_or(DecodeError::Truncated)?;
@@ -162,39 +158,36 @@ fn decode_v4(bytes: &[u8]) -> Result<Packet, DecodeError> {
             if !is_error {
                 return Err(DecodeError::Unrelated);
             }
-            let quoted = &payload[8..];
-            let (qihl, _) = quoted_ipv4_bounds(quoted)?;
-            if quoted[9] != PROTO_TCP {
+            let quoted = &payload[ICMP_HEADER_LEN..];
+            let qihl = quoted_ipv4_header_len(quoted)?;
+            if quoted[IPV4_PROTOCOL_OFFSET] != IPPROTO_TCP {
                 return Err(DecodeError::Unrelated);
             }
-            let qsrc = IpAddr::V4(Ipv4Addr::new(
-                quoted[12], quoted[13], quoted[14], quoted[15],
-            ));
-            let qdst = IpAddr::V4(Ipv4Addr::new(
-                quoted[16], quoted[17], quoted[18], quoted[19],
-            ));
+            let qsrc = IpAddr::V4(ipv4_addr(quoted, IPV4_SRC_OFFSET));
+            let qdst = IpAddr::V4(ipv4_addr(quoted, IPV4_DST_OFFSET));
             quoted_tcp(src, dst, icmp_type, code, qsrc, qdst, &quoted[qihl..]).map(Packet::Icmp)
         }
         _ => Err(DecodeError::Unrelated),
     }
 }
 
-/// A quoted IPv4 header may come with its datagram cut short (RFC 792 quotes 8 bytes).
-fn quoted_ipv4_bounds(quoted: &[u8]) -> Result<(usize, ()), DecodeError> {
-    if quoted.len() < 20 {
+/// Checks a quoted IPv4 header and returns its length. The datagram after it may be cut
+/// short (RFC 792 quotes 8 bytes of it).
+fn quoted_ipv4_header_len(quoted: &[u8]) -> Result<usize, DecodeError> {
+    if quoted.len() < IPV4_HEADER_LEN {
         return Err(DecodeError::Truncated);
     }
     if quoted[0] >> 4 != 4 {
         return Err(DecodeError::Malformed);
     }
     let ihl = usize::from(quoted[0] & 0x0f) * 4;
-    if ihl < 20 {
+    if ihl < IPV4_HEADER_LEN {
         return Err(DecodeError::Malformed);
     }
     if quoted.len() < ihl {
         return Err(DecodeError::Truncated);
     }
-    Ok((ihl, ()))
+    Ok(ihl)
 }
 
 fn quoted_tcp(
@@ -206,7 +199,8 @@ fn quoted_tcp(
     qdst: IpAddr,
     tcp: &[u8],
 ) -> Result<IcmpError, DecodeError> {
-    if tcp.len() < 8 {
+    // RFC 792 quotes the first 8 bytes of the datagram: ports and sequence number.
+    if tcp.len() < TCP_SEQ_OFFSET + 4 {
         return Err(DecodeError::Truncated);
     }
     Ok(IcmpError {
@@ -214,45 +208,62 @@ fn quoted_tcp(
         to,
         icmp_type,
         code,
-        quoted_src: SocketAddr::new(qsrc, u16::from_be_bytes([tcp[0], tcp[1]])),
-        quoted_dst: SocketAddr::new(qdst, u16::from_be_bytes([tcp[2], tcp[3]])),
-        quoted_seq: SeqNumber(u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]])),
+        quoted_src: SocketAddr::new(qsrc, be16(tcp, TCP_SRC_PORT_OFFSET)),
+        quoted_dst: SocketAddr::new(qdst, be16(tcp, TCP_DST_PORT_OFFSET)),
+        quoted_seq: SeqNumber(be32(tcp, TCP_SEQ_OFFSET)),
     })
 }
 
-fn ipv6_addr(b: &[u8]) -> Ipv6Addr {
+/// The big-endian 16 bits at `at`; the caller has checked the length.
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// The big-endian 32 bits at `at`; the caller has checked the length.
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The IPv4 address at `at`; the caller has checked the length.
+fn ipv4_addr(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::from(be32(b, at))
+}
+
+/// The IPv6 address at `at`; the caller has checked the length.
+fn ipv6_addr(b: &[u8], at: usize) -> Ipv6Addr {
     let mut a = [0u8; 16];
-    a.copy_from_slice(&b[..16]);
+    a.copy_from_slice(&b[at..at + 16]);
     Ipv6Addr::from(a)
 }
 
 fn decode_v6(bytes: &[u8]) -> Result<Packet, DecodeError> {
-    if bytes.len() < 40 {
+    if bytes.len() < IPV6_HEADER_LEN {
         return Err(DecodeError::Truncated);
     }
-    let payload_len = usize::from(u16::from_be_bytes([bytes[4], bytes[5]]));
-    if bytes.len() < 40 + payload_len {
+    let payload_len = usize::from(be16(bytes, IPV6_PAYLOAD_LEN_OFFSET));
+    if bytes.len() < IPV6_HEADER_LEN + payload_len {
         return Err(DecodeError::Truncated);
     }
-    let bytes = &bytes[..40 + payload_len];
-    let src6 = ipv6_addr(&bytes[8..24]);
-    let dst6 = ipv6_addr(&bytes[24..40]);
+    let bytes = &bytes[..IPV6_HEADER_LEN + payload_len];
+    let src6 = ipv6_addr(bytes, IPV6_SRC_OFFSET);
+    let dst6 = ipv6_addr(bytes, IPV6_DST_OFFSET);
     let (src, dst) = (IpAddr::V6(src6), IpAddr::V6(dst6));
-    let payload = &bytes[40..];
+    let payload = &bytes[IPV6_HEADER_LEN..];
     // Extension headers are not walked: a segment behind one is skipped, never classified.
-    match bytes[6] {
-        PROTO_TCP => {
-            let word = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    match bytes[IPV6_NEXT_HEADER_OFFSET] {
+        IPPROTO_TCP => {
+            // Version (4 bits), traffic class (8), flow label (20).
+            let word = be32(bytes, 0);
             let meta = IpMeta {
-                hop_limit: bytes[7],
+                hop_limit: bytes[IPV6_HOP_LIMIT_OFFSET],
                 tos: ((word >> 20) & 0xff) as u8,
                 flow_label: word & 0xf_ffff,
                 dont_fragment: false,
             };
             decode_tcp(src, dst, payload, meta).map(Packet::Tcp)
         }
-        PROTO_ICMPV6 => {
-            if payload.len() < 8 {
+        IPPROTO_ICMPV6 => {
+            if payload.len() < ICMP_HEADER_LEN {
                 return Err(DecodeError::Truncated);
             }
             let msg = Icmpv6Packet::new(payload).ok_or(DecodeError::Truncated)?;
@@ -263,45 +274,48 @@ fn decode_v6(bytes: &[u8]) -> Result<Packet, DecodeError> {
             if icmp_type != 1 && icmp_type != 3 {
                 return Err(DecodeError::Unrelated);
             }
-            let quoted = &payload[8..];
-            if quoted.len() < 40 {
+            let quoted = &payload[ICMP_HEADER_LEN..];
+            if quoted.len() < IPV6_HEADER_LEN {
                 return Err(DecodeError::Truncated);
             }
             if quoted[0] >> 4 != 6 {
                 return Err(DecodeError::Malformed);
             }
-            if quoted[6] != PROTO_TCP {
+            if quoted[IPV6_NEXT_HEADER_OFFSET] != IPPROTO_TCP {
                 return Err(DecodeError::Unrelated);
             }
-            let qsrc = IpAddr::V6(ipv6_addr(&quoted[8..24]));
-            let qdst = IpAddr::V6(ipv6_addr(&quoted[24..40]));
-            quoted_tcp(src, dst, icmp_type, code, qsrc, qdst, &quoted[40..]).map(Packet::Icmp)
+            let qsrc = IpAddr::V6(ipv6_addr(quoted, IPV6_SRC_OFFSET));
+            let qdst = IpAddr::V6(ipv6_addr(quoted, IPV6_DST_OFFSET));
+            let qtcp = &quoted[IPV6_HEADER_LEN..];
+            quoted_tcp(src, dst, icmp_type, code, qsrc, qdst, qtcp).map(Packet::Icmp)
         }
         _ => Err(DecodeError::Unrelated),
     }
 }
 
+/// The TCP checksum is not verified. Outgoing segments (the local socket's challenge ACK) are
+/// captured before checksum offload fills it in, when it holds only the pseudo-header sum;
+/// for incoming ones it is no defence, since a forger computes it, and random corruption that
+/// keeps the exact numbers an answer must carry is vanishingly unlikely.
 fn decode_tcp(src: IpAddr, dst: IpAddr, tcp: &[u8], ip: IpMeta) -> Result<Segment, DecodeError> {
-    if tcp.len() < 20 {
+    if tcp.len() < TCP_HEADER_LEN {
         return Err(DecodeError::Truncated);
     }
-    let doff = usize::from(tcp[12] >> 4) * 4;
-    if doff < 20 {
+    let doff = usize::from(tcp[TCP_DATA_OFFSET_OFFSET] >> 4) * 4;
+    if doff < TCP_HEADER_LEN {
         return Err(DecodeError::Malformed);
     }
     if doff > tcp.len() {
         return Err(DecodeError::Truncated);
     }
-    let be16 = |i: usize| u16::from_be_bytes([tcp[i], tcp[i + 1]]);
-    let be32 = |i: usize| u32::from_be_bytes([tcp[i], tcp[i + 1], tcp[i + 2], tcp[i + 3]]);
     Ok(Segment {
-        src: SocketAddr::new(src, be16(0)),
-        dst: SocketAddr::new(dst, be16(2)),
-        seq: SeqNumber(be32(4)),
-        ack: SeqNumber(be32(8)),
-        flags: tcp[13],
-        window: be16(14),
-        ts: find_timestamps(&tcp[20..doff])?,
+        src: SocketAddr::new(src, be16(tcp, TCP_SRC_PORT_OFFSET)),
+        dst: SocketAddr::new(dst, be16(tcp, TCP_DST_PORT_OFFSET)),
+        seq: SeqNumber(be32(tcp, TCP_SEQ_OFFSET)),
+        ack: SeqNumber(be32(tcp, TCP_ACK_OFFSET)),
+        flags: tcp[TCP_FLAGS_OFFSET],
+        window: be16(tcp, TCP_WINDOW_OFFSET),
+        ts: find_timestamps(&tcp[TCP_HEADER_LEN..doff])?,
         payload_len: tcp.len() - doff,
         ip,
     })

@@ -5,12 +5,8 @@ use pnet_packet::ipv4::{self, MutableIpv4Packet};
 use pnet_packet::ipv6::MutableIpv6Packet;
 use pnet_packet::tcp::{self, MutableTcpPacket, TcpPacket};
 
-use super::{IpMeta, Timestamps};
+use super::{IPV4_HEADER_LEN, IPV6_HEADER_LEN, IpMeta, TCP_HEADER_LEN, Timestamps};
 use crate::seq::SeqNumber;
-
-const IPV4_HEADER: usize = 20;
-const IPV6_HEADER: usize = 40;
-const TCP_HEADER: usize = 20;
 /// NOP, NOP, kind 8, length 10, TSval, TSecr: the layout Linux uses.
 const TS_OPTION: usize = 12;
 
@@ -32,14 +28,16 @@ pub struct ProbeRepr {
 
 impl ProbeRepr {
     fn tcp_len(&self) -> usize {
-        TCP_HEADER + if self.ts.is_some() { TS_OPTION } else { 0 } + self.payload.map_or(0, |_| 1)
+        TCP_HEADER_LEN
+            + if self.ts.is_some() { TS_OPTION } else { 0 }
+            + self.payload.map_or(0, |_| 1)
     }
 
     fn ip_header_len(&self) -> usize {
         if self.src.is_ipv6() {
-            IPV6_HEADER
+            IPV6_HEADER_LEN
         } else {
-            IPV4_HEADER
+            IPV4_HEADER_LEN
         }
     }
 
@@ -58,12 +56,9 @@ impl ProbeRepr {
         self.emit_tcp(&mut buf[ip_len..]);
         match (self.src.ip(), self.dst.ip()) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                let tcp_bytes = &mut buf[IPV4_HEADER..];
-                let sum =
-                    tcp::ipv4_checksum(&TcpPacket::new(tcp_bytes).expect("sized"), &src, &dst);
-                MutableTcpPacket::new(tcp_bytes)
-                    .expect("sized")
-                    .set_checksum(sum);
+                set_tcp_checksum(&mut buf[IPV4_HEADER_LEN..], |t| {
+                    tcp::ipv4_checksum(t, &src, &dst)
+                });
                 let mut ip = MutableIpv4Packet::new(&mut buf[..]).expect("sized");
                 ip.set_version(4);
                 ip.set_header_length(5);
@@ -82,17 +77,14 @@ impl ProbeRepr {
                 ip.set_checksum(sum);
             }
             (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                let tcp_bytes = &mut buf[IPV6_HEADER..];
-                let sum =
-                    tcp::ipv6_checksum(&TcpPacket::new(tcp_bytes).expect("sized"), &src, &dst);
-                MutableTcpPacket::new(tcp_bytes)
-                    .expect("sized")
-                    .set_checksum(sum);
+                set_tcp_checksum(&mut buf[IPV6_HEADER_LEN..], |t| {
+                    tcp::ipv6_checksum(t, &src, &dst)
+                });
                 let mut ip = MutableIpv6Packet::new(&mut buf[..]).expect("sized");
                 ip.set_version(6);
                 ip.set_traffic_class(self.ip.tos);
                 ip.set_flow_label(self.ip.flow_label & 0xf_ffff);
-                ip.set_payload_length((total - IPV6_HEADER) as u16);
+                ip.set_payload_length((total - IPV6_HEADER_LEN) as u16);
                 ip.set_next_header(IpNextHeaderProtocols::Tcp);
                 ip.set_hop_limit(self.ip.hop_limit);
                 ip.set_source(src);
@@ -110,14 +102,14 @@ impl ProbeRepr {
             tcp.set_destination(self.dst.port());
             tcp.set_sequence(self.seq.0);
             tcp.set_acknowledgement(self.ack.0);
-            tcp.set_data_offset(((TCP_HEADER + options) / 4) as u8);
+            tcp.set_data_offset(((TCP_HEADER_LEN + options) / 4) as u8);
             tcp.set_reserved(0);
             tcp.set_flags(self.flags);
             tcp.set_window(self.window);
             tcp.set_checksum(0);
             tcp.set_urgent_ptr(0);
         }
-        let mut at = TCP_HEADER;
+        let mut at = TCP_HEADER_LEN;
         if let Some(ts) = self.ts {
             buf[at..at + 4].copy_from_slice(&[1, 1, 8, 10]);
             buf[at + 4..at + 8].copy_from_slice(&ts.tsval.to_be_bytes());
@@ -128,11 +120,11 @@ impl ProbeRepr {
             buf[at] = byte;
         }
     }
+}
 
-    /// The packet as a fresh vector.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = vec![0; self.buffer_len()];
-        self.emit(&mut v);
-        v
-    }
+/// Writes the checksum `sum` computes (over the pseudo-header of the segment's family) into the
+/// TCP segment `tcp`, whose checksum field is still zero.
+fn set_tcp_checksum(tcp: &mut [u8], sum: impl FnOnce(&TcpPacket) -> u16) {
+    let sum = sum(&TcpPacket::new(tcp).expect("sized"));
+    MutableTcpPacket::new(tcp).expect("sized").set_checksum(sum);
 }

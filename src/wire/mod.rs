@@ -9,10 +9,69 @@ mod emit;
 pub use decode::{DecodeError, IcmpError, Packet, Segment, decode};
 pub use emit::ProbeRepr;
 
+// Field offsets, in bytes from the start of their header, and the lengths around them. The
+// decoder and the capture filter's BPF assembler (`sys::bpf`) both read them from here.
+
+/// IPv4 header without options (RFC 791, 3.1); the IHL nibble gives the real length.
+pub const IPV4_HEADER_LEN: usize = 20;
+/// IPv4 total length, 16 bits.
+pub const IPV4_TOTAL_LEN_OFFSET: usize = 2;
+/// IPv4 flags (3 bits) and fragment offset (13 bits), one 16-bit word.
+pub const IPV4_FRAGMENT_OFFSET: usize = 6;
+/// IPv4 protocol, 8 bits.
+pub const IPV4_PROTOCOL_OFFSET: usize = 9;
+/// IPv4 header checksum, 16 bits.
+pub const IPV4_CHECKSUM_OFFSET: usize = 10;
+/// IPv4 source address, 4 bytes.
+pub const IPV4_SRC_OFFSET: usize = 12;
+/// IPv4 destination address, 4 bytes.
+pub const IPV4_DST_OFFSET: usize = 16;
+
+/// The fixed IPv6 header (RFC 8200, 3); kaprobe walks no extension headers.
+pub const IPV6_HEADER_LEN: usize = 40;
+/// IPv6 payload length, 16 bits.
+pub const IPV6_PAYLOAD_LEN_OFFSET: usize = 4;
+/// IPv6 next header, 8 bits.
+pub const IPV6_NEXT_HEADER_OFFSET: usize = 6;
+/// IPv6 hop limit, 8 bits.
+pub const IPV6_HOP_LIMIT_OFFSET: usize = 7;
+/// IPv6 source address, 16 bytes.
+pub const IPV6_SRC_OFFSET: usize = 8;
+/// IPv6 destination address, 16 bytes.
+pub const IPV6_DST_OFFSET: usize = 24;
+
+/// TCP header without options (RFC 9293, 3.1).
+pub const TCP_HEADER_LEN: usize = 20;
+/// TCP source port, 16 bits.
+pub const TCP_SRC_PORT_OFFSET: usize = 0;
+/// TCP destination port, 16 bits.
+pub const TCP_DST_PORT_OFFSET: usize = 2;
+/// TCP sequence number, 32 bits.
+pub const TCP_SEQ_OFFSET: usize = 4;
+/// TCP acknowledgment number, 32 bits.
+pub const TCP_ACK_OFFSET: usize = 8;
+/// TCP data offset, the high nibble: the header length in 32-bit words.
+pub const TCP_DATA_OFFSET_OFFSET: usize = 12;
+/// TCP control bits (`FIN` ... `ACK` below), 8 bits.
+pub const TCP_FLAGS_OFFSET: usize = 13;
+/// TCP window, 16 bits.
+pub const TCP_WINDOW_OFFSET: usize = 14;
+
+/// ICMP and ICMPv6 header before an error's quote: type, code, checksum, 4 unused bytes
+/// (RFC 792, RFC 4443 3.1).
+pub const ICMP_HEADER_LEN: usize = 8;
+/// ICMP and ICMPv6 checksum, 16 bits.
+pub const ICMP_CHECKSUM_OFFSET: usize = 2;
+
+/// IP protocol numbers (IANA): the IPv4 protocol and IPv6 next header values.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+// TCP control bits (RFC 9293, 3.1).
 pub const FIN: u8 = 0x01;
 pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
-pub const PSH: u8 = 0x08;
 pub const ACK: u8 = 0x10;
 
 /// The TCP timestamp option (RFC 7323).
@@ -43,5 +102,9 @@ impl Default for IpMeta {
     }
 }
 
+/// Golden packets and checksum repair, for tests and the fuzz targets.
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
 #[cfg(test)]
-pub(crate) mod fixtures;
+mod fixtures;
