@@ -158,7 +158,7 @@ impl VerdictKind {
     }
 }
 
-/// A local reason a probe could not leave (README "Verdicts"): `unreachable` with this cause.
+/// A local reason a probe could not leave (README "Verdicts and timing"): `unreachable` with this cause.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Cause {
@@ -183,7 +183,7 @@ impl Cause {
     }
 }
 
-/// What decided a verdict (README "Verdicts"; JSON `evidence`).
+/// What decided a verdict (README "Verdicts and timing"; JSON `evidence`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Evidence {
@@ -768,7 +768,7 @@ impl Engine {
         }
     }
 
-    /// The local host refused to send the last action's packet (README "Verdicts"): the
+    /// The local host refused to send the last action's packet (README "Verdicts and timing"): the
     /// connection is `unreachable` for this local cause.
     pub fn on_local_failure(&mut self, now: Duration, cause: Cause) {
         if self.phase == Phase::Done {

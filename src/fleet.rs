@@ -551,7 +551,7 @@ fn refused(
     }
 }
 
-/// Looks for a local cause behind silence (README "Verdicts"): when probes went unanswered
+/// Looks for a local cause behind silence (README "Verdicts and timing"): when probes went unanswered
 /// or the local socket's challenge ACK never showed, an egress link that is down or has no
 /// carrier (or a route that refuses the peer) makes the outcome `unreachable` with that cause.
 /// Other outcomes, and silence with a healthy path out, stay as they are.

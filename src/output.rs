@@ -191,7 +191,7 @@ pub fn unfinished_json(flow: &Flow, label: &str, ignored: Option<u64>) -> Value 
     })
 }
 
-/// JSON times are whole microseconds or milliseconds (README "Output").
+/// JSON times are whole microseconds or milliseconds (README "Usage").
 pub fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

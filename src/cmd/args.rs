@@ -1,7 +1,7 @@
 //! Argument types that several subcommands share: the connection, timing, probe style, rate
 //! cap, and the bounded parsers behind them. Every duration and count has an upper bound,
 //! checked when the command line is parsed (exit 2), so that no arithmetic on a user's
-//! value can overflow (README "Command line").
+//! value can overflow (README "Usage").
 
 use std::time::Duration;
 

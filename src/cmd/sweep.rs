@@ -2,7 +2,7 @@
 //!
 //! With `--json` each verdict is printed the moment it is decided, then a summary; the human
 //! table is sorted and printed at the end. SIGINT/SIGTERM end the sweep early: the decided
-//! verdicts, the rest as `interrupted`, the summary, exit 130 (README "Unix habits").
+//! verdicts, the rest as `interrupted`, the summary, exit 130 (README "Pipes, signals and limits").
 
 use std::collections::HashSet;
 use std::sync::mpsc;
@@ -40,7 +40,7 @@ pub struct SweepArgs {
 enum Row {
     /// A verdict, and the answers ignored on the way.
     Verdict(Verdict, u64),
-    /// Signed (TCP-MD5): listed, never probed (README "sweep").
+    /// Signed (TCP-MD5): listed, never probed (README "`kaprobe sweep`").
     Signed(Signature),
     /// The connection closed before a verdict.
     Closed(u64),

@@ -202,7 +202,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let mut next_rescan = fleet.now() + args.rescan;
     let mut exit = ExitStatus::Success;
     while !stop_requested() {
-        // A closed stdout ends the watch at its next write (README "Unix habits").
+        // A closed stdout ends the watch at its next write (README "Pipes, signals and limits").
         output::check()?;
         for (flow, outcome, _) in fleet.step(Duration::from_millis(250))? {
             match w.outcome(&mut fleet, flow, outcome)? {

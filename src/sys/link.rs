@@ -1,6 +1,6 @@
 //! Why a probe could not get out: the route the kernel picks for the connection's packets
 //! (an RTM_GETROUTE lookup with the socket's mark and bound device, what `ip route get` asks)
-//! and the state of the interface that route leaves through (README "Verdicts": the
+//! and the state of the interface that route leaves through (README "Verdicts and timing": the
 //! `link-down` cause).
 //!
 //! Nothing here needs a privilege: route lookups and interface flags are open to everyone, so
