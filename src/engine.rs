@@ -255,6 +255,11 @@ pub enum Note {
     /// A genuine answer that may answer another identical probe (the kernel's own keepalive,
     /// an earlier probe of ours): `alive` stands, the RTT is not reported. Says why.
     Borrowed(&'static str),
+    /// The injected SYN got no challenge ACK within `LEARN_RETRY`: the local socket answers at
+    /// most one per `tcp_invalid_ratelimit`, so kaprobe waited and injects again (try `next`).
+    LearnRetry {
+        next: u8,
+    },
 }
 
 /// When [`Engine::poll`] next has something to do.
@@ -482,6 +487,7 @@ impl Engine {
                     self.phase = Phase::PathCheck;
                     return self.poll(now);
                 }
+                self.notes.push_back(Note::LearnRetry { next: tries + 1 });
                 if tries == 1 {
                     // Ask the local host at once whether its route or link refuses the way
                     // toward the peer, rather than after every retry.

@@ -281,6 +281,10 @@ pub fn note_json(flow: &Flow, note: &Note, at: Duration) -> Value {
         Note::Borrowed(why) => {
             json!({"event": "borrowed", "flow": flow.to_string(), "reason": why})
         }
+        Note::LearnRetry { next } => json!({
+            "event": "learn-retry", "flow": flow.to_string(), "try": next,
+            "of": crate::engine::LEARN_TRIES, "t_us": micros(at),
+        }),
     }
 }
 
@@ -315,6 +319,14 @@ pub fn note_line(flow: &Flow, note: &Note, at: Duration) -> String {
         Note::Borrowed(why) => {
             format!("{flow} the answer may belong to another probe ({why}): rtt not reported")
         }
+        Note::LearnRetry { next } => format!(
+            "{flow} no challenge ACK yet: the local socket answers at most one injected SYN per \
+             net.ipv4.tcp_invalid_ratelimit (500ms by default), so kaprobe waited {} and injects \
+             again (try {next} of {}) at {}",
+            duration(crate::engine::LEARN_RETRY),
+            crate::engine::LEARN_TRIES,
+            duration(at)
+        ),
     }
 }
 
@@ -396,6 +408,19 @@ mod tests {
             verdict_line(&flow(), &v),
             "198.18.0.2:40000-198.51.100.2:9000 dead probes=3 after=3s"
         );
+    }
+
+    #[test]
+    fn a_learning_retry_says_why_it_waited() {
+        let note = Note::LearnRetry { next: 2 };
+        let j = note_json(&flow(), &note, Duration::from_millis(600));
+        assert_eq!(j["event"], "learn-retry");
+        assert_eq!(j["try"], 2);
+        assert_eq!(j["t_us"], 600_000);
+        let line = note_line(&flow(), &note, Duration::from_millis(600));
+        assert!(line.contains("tcp_invalid_ratelimit"), "{line}");
+        assert!(line.contains("waited 600ms"), "{line}");
+        assert!(line.contains("try 2 of 3"), "{line}");
     }
 
     #[test]
