@@ -27,7 +27,6 @@ fn config_json(args: &[&str]) -> Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
-#[test]
 fn config_reports_this_namespace() {
     let v = config_json(&[]);
     let time = proc_sys("net.ipv4.tcp_keepalive_time");
@@ -80,7 +79,6 @@ impl Drop for Netns {
     }
 }
 
-#[test]
 fn config_reports_a_namespace_with_its_own_values() {
     if !common::require_lab() {
         return;
@@ -127,9 +125,14 @@ fn config_reports_a_namespace_with_its_own_values() {
     }
 }
 
-#[test]
 fn config_in_a_missing_namespace_is_a_usage_error() {
     let (code, out, err, _) = run_kaprobe_bare(&["--netns", "kpcfg-no-such-ns", "config"]);
     assert_eq!(code, 2, "{}", describe(code, &out, &err));
     assert!(err.contains("no network namespace"), "{err}");
 }
+
+crate::tests!(
+    config_reports_this_namespace,
+    config_reports_a_namespace_with_its_own_values,
+    config_in_a_missing_namespace_is_a_usage_error,
+);

@@ -35,7 +35,6 @@ fn bash(script: &str) -> (i32, String, String) {
     (code, out, err)
 }
 
-#[test]
 fn each_subcommand_help_ends_with_its_exit_status_and_two_examples() {
     for sub in SUBCOMMANDS {
         for flag in ["-h", "--help"] {
@@ -63,7 +62,6 @@ fn each_subcommand_help_ends_with_its_exit_status_and_two_examples() {
     }
 }
 
-#[test]
 fn global_options_are_listed_under_their_own_heading() {
     for sub in SUBCOMMANDS {
         let (_, out, _, _) = run_kaprobe_bare(&[sub, "--help"]);
@@ -80,7 +78,6 @@ fn global_options_are_listed_under_their_own_heading() {
     }
 }
 
-#[test]
 fn verbose_and_quiet_say_what_they_do_for_each_subcommand() {
     let help_of = |sub: &str, opt: &str| {
         let (_, out, _, _) = run_kaprobe_bare(&[sub, "--help"]);
@@ -99,7 +96,6 @@ fn verbose_and_quiet_say_what_they_do_for_each_subcommand() {
     assert!(help_of("sweep", "--quiet").contains("summary"));
 }
 
-#[test]
 fn clap_errors_keep_their_tips_and_point_to_help() {
     let (code, out, err, _) = run_kaprobe_bare(&["probe", "--prob", "3", "198.51.100.2:9000"]);
     assert_eq!(code, 2, "{}", describe(code, &out, &err));
@@ -123,7 +119,6 @@ fn clap_errors_keep_their_tips_and_point_to_help() {
     );
 }
 
-#[test]
 fn every_duration_and_count_is_bounded_when_parsed() {
     let flow = "198.18.0.2:40000-198.51.100.2:9000";
     for (args, needle) in [
@@ -181,7 +176,6 @@ fn every_duration_and_count_is_bounded_when_parsed() {
     }
 }
 
-#[test]
 fn the_largest_values_are_accepted_and_nothing_overflows() {
     // Parsed, then the connection is looked up (and not found): no panic, no wait.
     let (code, out, err, _) = run_kaprobe_bare(&[
@@ -202,7 +196,6 @@ fn the_largest_values_are_accepted_and_nothing_overflows() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-#[test]
 fn verbose_says_why_kaprobe_may_wait_for_the_rate_limit() {
     let (_, _, err, _) = run_kaprobe_bare(&["-v", "probe", "198.51.100.2:9"]);
     assert!(err.contains("tcp_invalid_ratelimit"), "{err}");
@@ -211,7 +204,6 @@ fn verbose_says_why_kaprobe_may_wait_for_the_rate_limit() {
     assert!(!err.contains("tcp_invalid_ratelimit"), "only at -v: {err}");
 }
 
-#[test]
 fn bash_completion_parses_and_every_shell_is_offered() {
     let (code, script, err, _) = run_kaprobe_bare(&["completions", "bash"]);
     assert_eq!(code, 0, "{err}");
@@ -284,7 +276,6 @@ fn plain(text: &str) -> String {
     out.into_iter().collect()
 }
 
-#[test]
 fn man_pages_render_without_warnings() {
     for sub in std::iter::once("").chain(SUBCOMMANDS) {
         let args: Vec<&str> = ["man", sub].into_iter().filter(|a| !a.is_empty()).collect();
@@ -339,7 +330,6 @@ fn closed_reader(args: &str) -> (i32, String) {
     (out.trim().parse().unwrap_or(-1), err)
 }
 
-#[test]
 fn a_closed_stdout_ends_quietly_as_it_ends_grep() {
     let (grep, _) = {
         let (code, out, err) =
@@ -376,7 +366,6 @@ fn a_closed_stdout_ends_quietly_as_it_ends_grep() {
     }
 }
 
-#[test]
 fn a_full_disk_is_a_failure_with_its_reason() {
     let (code, out, err) = bash("\"$K\" config > /dev/full");
     assert_eq!(code, 7, "{}", describe(code, &out, &err));
@@ -386,7 +375,6 @@ fn a_full_disk_is_a_failure_with_its_reason() {
     );
 }
 
-#[test]
 fn qq_leaves_stderr_empty_and_the_status_speaks() {
     let (code, out, err, _) = run_kaprobe_bare(&["-qq", "--netns", "kp-no-such-ns", "config"]);
     assert_ne!(code, 0, "{}", describe(code, &out, &err));
@@ -395,3 +383,18 @@ fn qq_leaves_stderr_empty_and_the_status_speaks() {
     assert_eq!(code, code2);
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+crate::tests!(
+    each_subcommand_help_ends_with_its_exit_status_and_two_examples,
+    global_options_are_listed_under_their_own_heading,
+    verbose_and_quiet_say_what_they_do_for_each_subcommand,
+    clap_errors_keep_their_tips_and_point_to_help,
+    every_duration_and_count_is_bounded_when_parsed,
+    the_largest_values_are_accepted_and_nothing_overflows,
+    verbose_says_why_kaprobe_may_wait_for_the_rate_limit,
+    bash_completion_parses_and_every_shell_is_offered,
+    man_pages_render_without_warnings,
+    a_closed_stdout_ends_quietly_as_it_ends_grep,
+    a_full_disk_is_a_failure_with_its_reason,
+    qq_leaves_stderr_empty_and_the_status_speaks,
+);

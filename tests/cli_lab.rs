@@ -140,7 +140,6 @@ fn bash(lab: &Lab, script: &str) -> (i32, String, String, Duration) {
     run_bounded(cmd, &format!("bash -c '{script}'"))
 }
 
-#[test]
 fn sigint_during_a_sweep_prints_decided_verdicts_then_the_rest_as_interrupted() {
     if !common::require_lab() {
         return;
@@ -221,7 +220,6 @@ fn sigint_during_a_sweep_prints_decided_verdicts_then_the_rest_as_interrupted() 
     );
 }
 
-#[test]
 fn sigint_or_sigterm_during_a_probe_prints_the_flow_as_interrupted() {
     if !common::require_lab() {
         return;
@@ -299,7 +297,6 @@ impl Drop for Server {
     }
 }
 
-#[test]
 fn sigint_during_nat_timeout_prints_the_bracket_so_far() {
     if !common::require_lab() {
         return;
@@ -335,7 +332,6 @@ fn sigint_during_nat_timeout_prints_the_bracket_so_far() {
     assert!(!v["measurements"].as_array().unwrap().is_empty(), "{v}");
 }
 
-#[test]
 fn nat_timeout_resolves_host_names() {
     if !common::require_lab() {
         return;
@@ -375,7 +371,6 @@ fn nat_timeout_resolves_host_names() {
     );
 }
 
-#[test]
 fn local_and_remote_as_two_arguments_work_everywhere() {
     if !common::require_lab() {
         return;
@@ -414,7 +409,6 @@ fn local_and_remote_as_two_arguments_work_everywhere() {
     assert!(err.contains("mix IPv4 and IPv6"), "{err}");
 }
 
-#[test]
 fn a_reversed_flow_gets_the_right_orientation() {
     if !common::require_lab() {
         return;
@@ -441,7 +435,6 @@ fn a_reversed_flow_gets_the_right_orientation() {
     );
 }
 
-#[test]
 fn a_connection_that_is_not_established_is_named_by_its_state() {
     if !common::require_lab() {
         return;
@@ -481,7 +474,6 @@ fn a_connection_that_is_not_established_is_named_by_its_state() {
     drop((c1, c2));
 }
 
-#[test]
 fn closed_pipes_end_every_command_quietly() {
     if !common::require_lab() {
         return;
@@ -573,7 +565,6 @@ fn closed_pipes_end_every_command_quietly() {
     assert!(err.is_empty(), "{err}");
 }
 
-#[test]
 fn sniff_count_1_reports_the_answer_too() {
     if !common::require_lab() {
         return;
@@ -599,7 +590,6 @@ fn sniff_count_1_reports_the_answer_too() {
     assert!(Instant::now() - ended < Duration::from_secs(5));
 }
 
-#[test]
 fn durations_plurals_and_json_times_read_right() {
     if !common::require_lab() {
         return;
@@ -659,7 +649,6 @@ fn durations_plurals_and_json_times_read_right() {
     assert!((1.0..5.0).contains(&secs), "ran {ran}: {summary}");
 }
 
-#[test]
 fn lab_fault_commands_say_which_topologies_they_apply_to() {
     if !common::require_lab() {
         return;
@@ -704,7 +693,6 @@ fn lab_fault_commands_say_which_topologies_they_apply_to() {
     );
 }
 
-#[test]
 fn a_and_b_have_the_same_addresses_in_every_topology() {
     if !common::require_lab() {
         return;
@@ -734,3 +722,18 @@ fn a_and_b_have_the_same_addresses_in_every_topology() {
         }
     }
 }
+
+crate::tests!(
+    sigint_during_a_sweep_prints_decided_verdicts_then_the_rest_as_interrupted,
+    sigint_or_sigterm_during_a_probe_prints_the_flow_as_interrupted,
+    sigint_during_nat_timeout_prints_the_bracket_so_far,
+    nat_timeout_resolves_host_names,
+    local_and_remote_as_two_arguments_work_everywhere,
+    a_reversed_flow_gets_the_right_orientation,
+    a_connection_that_is_not_established_is_named_by_its_state,
+    closed_pipes_end_every_command_quietly,
+    sniff_count_1_reports_the_answer_too,
+    durations_plurals_and_json_times_read_right,
+    lab_fault_commands_say_which_topologies_they_apply_to,
+    a_and_b_have_the_same_addresses_in_every_topology,
+);

@@ -228,7 +228,6 @@ fn listed_at(lab: &Lab, local: SocketAddr, peer: SocketAddr) -> Value {
 
 // ------------------------------------------------------------------ tests
 
-#[test]
 fn enable_makes_the_kernel_probe_and_detect_a_dead_peer() {
     if !common::require_lab() {
         return;
@@ -333,7 +332,6 @@ fn enable_makes_the_kernel_probe_and_detect_a_dead_peer() {
     );
 }
 
-#[test]
 fn enable_off_stops_the_timer_and_the_probes() {
     if !common::require_lab() {
         return;
@@ -404,7 +402,6 @@ fn enable_off_stops_the_timer_and_the_probes() {
     );
 }
 
-#[test]
 fn enable_rejects_bad_values_and_missing_connections() {
     if !common::require_lab() {
         return;
@@ -432,7 +429,6 @@ fn enable_rejects_bad_values_and_missing_connections() {
 }
 
 /// A user who cannot read this process's descriptors finds no owner: exit 7, one line.
-#[test]
 fn enable_without_access_to_the_owner_says_so() {
     if !common::require_lab() {
         return;
@@ -472,7 +468,6 @@ fn enable_without_access_to_the_owner_says_so() {
 
 /// Reading the owner's descriptors is allowed but borrowing one is not (no CAP_SYS_PTRACE,
 /// real uid differs): exit 6, naming CAP_SYS_PTRACE.
-#[test]
 fn enable_refused_by_ptrace_rules_exits_6() {
     if !common::require_lab() {
         return;
@@ -543,3 +538,11 @@ fn enable_refused_by_ptrace_rules_exits_6() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+crate::tests!(
+    enable_makes_the_kernel_probe_and_detect_a_dead_peer,
+    enable_off_stops_the_timer_and_the_probes,
+    enable_rejects_bad_values_and_missing_connections,
+    enable_without_access_to_the_owner_says_so,
+    enable_refused_by_ptrace_rules_exits_6,
+);

@@ -59,7 +59,6 @@ fn flows(rows: &[Value]) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn list_shows_owner_idle_and_keepalive_timer() {
     if !common::require_lab() {
         return;
@@ -106,7 +105,6 @@ fn list_shows_owner_idle_and_keepalive_timer() {
     );
 }
 
-#[test]
 fn list_filters_and_empty_match() {
     if !common::require_lab() {
         return;
@@ -144,7 +142,6 @@ fn list_filters_and_empty_match() {
     assert!(err.contains("no established TCP connection"), "{err}");
 }
 
-#[test]
 fn list_prints_an_aligned_table() {
     if !common::require_lab() {
         return;
@@ -182,3 +179,9 @@ fn list_prints_an_aligned_table() {
         "{out}"
     );
 }
+
+crate::tests!(
+    list_shows_owner_idle_and_keepalive_timer,
+    list_filters_and_empty_match,
+    list_prints_an_aligned_table,
+);

@@ -58,7 +58,6 @@ fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, Duration) {
     (v, start.elapsed())
 }
 
-#[test]
 fn nat_timeout_brackets_the_conntrack_timeout() {
     if !common::require_lab() {
         return;
@@ -87,7 +86,6 @@ fn nat_timeout_brackets_the_conntrack_timeout() {
     );
 }
 
-#[test]
 fn nat_timeout_without_a_nat_finds_none() {
     if !common::require_lab() {
         return;
@@ -107,3 +105,8 @@ fn nat_timeout_without_a_nat_finds_none() {
     );
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
+
+crate::tests!(
+    nat_timeout_brackets_the_conntrack_timeout,
+    nat_timeout_without_a_nat_finds_none,
+);

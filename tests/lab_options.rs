@@ -16,7 +16,6 @@ fn ends(lab: &Lab, v6: bool, server_port: u16, client_port: u16) -> (SocketAddr,
     )
 }
 
-#[test]
 fn peer_source_works_without_a_stateful_firewall_and_warns() {
     if !common::require_lab() {
         return;
@@ -37,7 +36,6 @@ fn peer_source_works_without_a_stateful_firewall_and_warns() {
     }
 }
 
-#[test]
 fn canonical_probe_passes_the_strict_nat_where_peer_source_may_not() {
     if !common::require_lab() {
         return;
@@ -55,7 +53,6 @@ fn canonical_probe_passes_the_strict_nat_where_peer_source_may_not() {
     }
 }
 
-#[test]
 fn sniff_source_learns_from_traffic() {
     if !common::require_lab() {
         return;
@@ -108,7 +105,6 @@ fn sniff_source_learns_from_traffic() {
     assert!(err.contains("no segment"), "{err}");
 }
 
-#[test]
 fn garbage_octet_probe_is_answered_and_harmless() {
     if !common::require_lab() {
         return;
@@ -127,7 +123,6 @@ fn garbage_octet_probe_is_answered_and_harmless() {
     }
 }
 
-#[test]
 fn bare_remote_needs_exactly_one_match() {
     if !common::require_lab() {
         return;
@@ -153,7 +148,6 @@ fn bare_remote_needs_exactly_one_match() {
     assert_eq!(code, 5, "{err}");
 }
 
-#[test]
 fn verbose_json_has_learned_and_probe_events() {
     if !common::require_lab() {
         return;
@@ -181,7 +175,6 @@ fn verbose_json_has_learned_and_probe_events() {
     assert_eq!(probe["ack"], learned["rcv_nxt"]);
 }
 
-#[test]
 fn a_connection_closed_mid_probe_exits_5() {
     if !common::require_lab() {
         return;
@@ -210,3 +203,13 @@ fn a_connection_closed_mid_probe_exits_5() {
     assert_eq!(code, 5, "{}", describe(code, &out, &err));
     assert!(err.contains("closed during the probe"), "{err}");
 }
+
+crate::tests!(
+    peer_source_works_without_a_stateful_firewall_and_warns,
+    canonical_probe_passes_the_strict_nat_where_peer_source_may_not,
+    sniff_source_learns_from_traffic,
+    garbage_octet_probe_is_answered_and_harmless,
+    bare_remote_needs_exactly_one_match,
+    verbose_json_has_learned_and_probe_events,
+    a_connection_closed_mid_probe_exits_5,
+);

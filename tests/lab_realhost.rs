@@ -211,61 +211,51 @@ fn policy(v6: bool, main: &str, blackhole: bool, server_port: u16, client_port: 
     }
 }
 
-#[test]
 fn policy_main_elsewhere_alive_v4() {
     if require() {
         policy(false, "elsewhere", false, 9001, 40001);
     }
 }
-#[test]
 fn policy_main_elsewhere_alive_v6() {
     if require() {
         policy(true, "elsewhere", false, 9002, 40002);
     }
 }
-#[test]
 fn policy_main_elsewhere_blackholed_v4() {
     if require() {
         policy(false, "elsewhere", true, 9003, 40003);
     }
 }
-#[test]
 fn policy_main_elsewhere_blackholed_v6() {
     if require() {
         policy(true, "elsewhere", true, 9004, 40004);
     }
 }
-#[test]
 fn policy_main_none_alive_v4() {
     if require() {
         policy(false, "none", false, 9005, 40005);
     }
 }
-#[test]
 fn policy_main_none_alive_v6() {
     if require() {
         policy(true, "none", false, 9006, 40006);
     }
 }
-#[test]
 fn policy_main_none_blackholed_v4() {
     if require() {
         policy(false, "none", true, 9007, 40007);
     }
 }
-#[test]
 fn policy_main_prohibit_alive_v4() {
     if require() {
         policy(false, "prohibit", false, 9008, 40008);
     }
 }
-#[test]
 fn policy_main_prohibit_alive_v6() {
     if require() {
         policy(true, "prohibit", false, 9009, 40009);
     }
 }
-#[test]
 fn policy_main_prohibit_blackholed_v6() {
     if require() {
         policy(true, "prohibit", true, 9010, 40010);
@@ -344,25 +334,21 @@ fn bound(lab: &Lab, v6: bool, device: &str, blackhole: bool, server_port: u16, c
     }
 }
 
-#[test]
 fn bound_device_alive_v4() {
     if require() {
         bound(&Lab::up("direct", None), false, "eth0", false, 9011, 40011);
     }
 }
-#[test]
 fn bound_device_alive_v6() {
     if require() {
         bound(&Lab::up("direct", None), true, "eth0", false, 9012, 40012);
     }
 }
-#[test]
 fn bound_device_blackholed_v4() {
     if require() {
         bound(&Lab::up("direct", None), false, "eth0", true, 9013, 40013);
     }
 }
-#[test]
 fn bound_device_blackholed_v6() {
     if require() {
         bound(&Lab::up("direct", None), true, "eth0", true, 9014, 40014);
@@ -381,19 +367,16 @@ fn vrf_member(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
     bound(&lab, v6, "vrf-x", blackhole, server_port, client_port);
 }
 
-#[test]
 fn vrf_member_alive_v4() {
     if require() {
         vrf_member(false, false, 9015, 40015);
     }
 }
-#[test]
 fn vrf_member_alive_v6() {
     if require() {
         vrf_member(true, false, 9016, 40016);
     }
 }
-#[test]
 fn vrf_member_blackholed_v4() {
     if require() {
         vrf_member(false, true, 9017, 40017);
@@ -457,13 +440,11 @@ fn link_local(blackhole: bool, server_port: u16, client_port: u16) {
     }
 }
 
-#[test]
 fn link_local_alive_v6() {
     if require() {
         link_local(false, 9018, 40018);
     }
 }
-#[test]
 fn link_local_blackholed_v6() {
     if require() {
         link_local(true, 9019, 40019);
@@ -540,13 +521,11 @@ fn dual_stack(blackhole: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-#[test]
 fn dual_stack_mapped_flow_alive() {
     if require() {
         dual_stack(false, 9020, 40020);
     }
 }
-#[test]
 fn dual_stack_mapped_flow_blackholed() {
     if require() {
         dual_stack(true, 9021, 40021);
@@ -630,25 +609,21 @@ fn zero_window(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
     }
 }
 
-#[test]
 fn zero_window_alive_v4() {
     if require() {
         zero_window(false, false, 9022, 40022);
     }
 }
-#[test]
 fn zero_window_alive_v6() {
     if require() {
         zero_window(true, false, 9023, 40023);
     }
 }
-#[test]
 fn zero_window_blackholed_v4() {
     if require() {
         zero_window(false, true, 9024, 40024);
     }
 }
-#[test]
 fn zero_window_blackholed_v6() {
     if require() {
         zero_window(true, true, 9025, 40025);
@@ -693,13 +668,11 @@ fn sweep_with_zero_window(v6: bool, base: u16) {
     }
 }
 
-#[test]
 fn sweep_with_zero_window_v4() {
     if require() {
         sweep_with_zero_window(false, 9026);
     }
 }
-#[test]
 fn sweep_with_zero_window_v6() {
     if require() {
         sweep_with_zero_window(true, 9030);
@@ -806,25 +779,21 @@ fn bulk(v6: bool, vanish: bool, server_port: u16, client_port: u16) {
     }
 }
 
-#[test]
 fn bulk_in_flight_alive_v4() {
     if require() {
         bulk(false, false, 9034, 40034);
     }
 }
-#[test]
 fn bulk_in_flight_alive_v6() {
     if require() {
         bulk(true, false, 9035, 40035);
     }
 }
-#[test]
 fn bulk_in_flight_peer_vanishes_v4() {
     if require() {
         bulk(false, true, 9036, 40036);
     }
 }
-#[test]
 fn bulk_in_flight_peer_vanishes_v6() {
     if require() {
         bulk(true, true, 9037, 40037);
@@ -866,25 +835,21 @@ fn intvl_zero(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
     }
 }
 
-#[test]
 fn intvl_zero_alive_v4() {
     if require() {
         intvl_zero(false, false, 9038, 40038);
     }
 }
-#[test]
 fn intvl_zero_alive_v6() {
     if require() {
         intvl_zero(true, false, 9039, 40039);
     }
 }
-#[test]
 fn intvl_zero_blackholed_v4() {
     if require() {
         intvl_zero(false, true, 9040, 40040);
     }
 }
-#[test]
 fn intvl_zero_blackholed_v6() {
     if require() {
         intvl_zero(true, true, 9041, 40041);
@@ -929,13 +894,11 @@ fn watch_intvl_zero_kill(v6: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-#[test]
 fn watch_intvl_zero_kill_spares_healthy_v4() {
     if require() {
         watch_intvl_zero_kill(false, 9042, 40042);
     }
 }
-#[test]
 fn watch_intvl_zero_kill_spares_healthy_v6() {
     if require() {
         watch_intvl_zero_kill(true, 9043, 40043);
@@ -977,43 +940,36 @@ fn refused(v6: bool, how: &[&str], owner: bool, cause: &str, server_port: u16, c
     assert!(elapsed_ms(&v) <= bound, "bounded\n{}", r.describe());
 }
 
-#[test]
 fn refused_prohibit_route_v4() {
     if require() {
         refused(false, &["prohibit"], false, "prohibited", 9044, 40044);
     }
 }
-#[test]
 fn refused_prohibit_route_v6() {
     if require() {
         refused(true, &["prohibit"], false, "prohibited", 9045, 40045);
     }
 }
-#[test]
 fn refused_unreachable_route_v4() {
     if require() {
         refused(false, &["unreachable"], false, "no-route", 9046, 40046);
     }
 }
-#[test]
 fn refused_unreachable_route_v6() {
     if require() {
         refused(true, &["unreachable"], false, "no-route", 9047, 40047);
     }
 }
-#[test]
 fn refused_no_route_v4() {
     if require() {
         refused(false, &["noroute"], false, "no-route", 9048, 40048);
     }
 }
-#[test]
 fn refused_no_route_v6() {
     if require() {
         refused(true, &["noroute"], false, "no-route", 9049, 40049);
     }
 }
-#[test]
 fn refused_firewall_all_v4() {
     if require() {
         refused(
@@ -1026,7 +982,6 @@ fn refused_firewall_all_v4() {
         );
     }
 }
-#[test]
 fn refused_firewall_all_v6() {
     if require() {
         refused(
@@ -1039,7 +994,6 @@ fn refused_firewall_all_v6() {
         );
     }
 }
-#[test]
 fn refused_firewall_probe_only_v4() {
     if require() {
         let uid = APP_UID.to_string();
@@ -1053,7 +1007,6 @@ fn refused_firewall_probe_only_v4() {
         );
     }
 }
-#[test]
 fn refused_firewall_probe_only_v6() {
     if require() {
         let uid = APP_UID.to_string();
@@ -1113,13 +1066,11 @@ fn sweep_with_refusals(v6: bool, base: u16) {
     }
 }
 
-#[test]
 fn sweep_with_refusals_v4() {
     if require() {
         sweep_with_refusals(false, 9054);
     }
 }
-#[test]
 fn sweep_with_refusals_v6() {
     if require() {
         sweep_with_refusals(true, 9058);
@@ -1190,19 +1141,16 @@ fn md5_probe(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
     }
 }
 
-#[test]
 fn md5_probe_refused_v4() {
     if require() {
         md5_probe(false, false, 9062, 40062);
     }
 }
-#[test]
 fn md5_probe_refused_v6() {
     if require() {
         md5_probe(true, false, 9063, 40063);
     }
 }
-#[test]
 fn md5_probe_refused_blackholed_v4() {
     if require() {
         md5_probe(false, true, 9064, 40064);
@@ -1244,13 +1192,11 @@ fn md5_sweep(v6: bool, base: u16) {
     );
 }
 
-#[test]
 fn md5_sweep_shows_signed_v4() {
     if require() {
         md5_sweep(false, 9065);
     }
 }
-#[test]
 fn md5_sweep_shows_signed_v6() {
     if require() {
         md5_sweep(true, 9067);
@@ -1259,7 +1205,6 @@ fn md5_sweep_shows_signed_v6() {
 
 /// watch over a signed and a plain connection: one warning for the signed one, never retried;
 /// the plain one is watched.
-#[test]
 fn md5_watch_skips_with_one_warning_v4() {
     if !require() {
         return;
@@ -1301,7 +1246,6 @@ fn md5_watch_skips_with_one_warning_v4() {
 }
 
 /// watch on one signed FLOW: refused with one line naming MD5, not retried forever.
-#[test]
 fn md5_watch_single_flow_not_retried_v4() {
     if !require() {
         return;
@@ -1352,13 +1296,11 @@ fn carrier_loss(v6: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-#[test]
 fn carrier_loss_v4() {
     if require() {
         carrier_loss(false, 9071, 40071);
     }
 }
-#[test]
 fn carrier_loss_v6() {
     if require() {
         carrier_loss(true, 9072, 40072);
@@ -1419,21 +1361,82 @@ fn borrowed(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-#[test]
 fn borrowed_answer_alive_v4() {
     if require() {
         borrowed(false, false, 9073, 40073);
     }
 }
-#[test]
 fn borrowed_answer_alive_v6() {
     if require() {
         borrowed(true, false, 9074, 40074);
     }
 }
-#[test]
 fn borrowed_answer_blackholed_v4() {
     if require() {
         borrowed(false, true, 9075, 40075);
     }
 }
+
+crate::tests!(
+    policy_main_elsewhere_alive_v4,
+    policy_main_elsewhere_alive_v6,
+    policy_main_elsewhere_blackholed_v4,
+    policy_main_elsewhere_blackholed_v6,
+    policy_main_none_alive_v4,
+    policy_main_none_alive_v6,
+    policy_main_none_blackholed_v4,
+    policy_main_prohibit_alive_v4,
+    policy_main_prohibit_alive_v6,
+    policy_main_prohibit_blackholed_v6,
+    bound_device_alive_v4,
+    bound_device_alive_v6,
+    bound_device_blackholed_v4,
+    bound_device_blackholed_v6,
+    vrf_member_alive_v4,
+    vrf_member_alive_v6,
+    vrf_member_blackholed_v4,
+    link_local_alive_v6,
+    link_local_blackholed_v6,
+    dual_stack_mapped_flow_alive,
+    dual_stack_mapped_flow_blackholed,
+    zero_window_alive_v4,
+    zero_window_alive_v6,
+    zero_window_blackholed_v4,
+    zero_window_blackholed_v6,
+    sweep_with_zero_window_v4,
+    sweep_with_zero_window_v6,
+    bulk_in_flight_alive_v4,
+    bulk_in_flight_alive_v6,
+    bulk_in_flight_peer_vanishes_v4,
+    bulk_in_flight_peer_vanishes_v6,
+    intvl_zero_alive_v4,
+    intvl_zero_alive_v6,
+    intvl_zero_blackholed_v4,
+    intvl_zero_blackholed_v6,
+    watch_intvl_zero_kill_spares_healthy_v4,
+    watch_intvl_zero_kill_spares_healthy_v6,
+    refused_prohibit_route_v4,
+    refused_prohibit_route_v6,
+    refused_unreachable_route_v4,
+    refused_unreachable_route_v6,
+    refused_no_route_v4,
+    refused_no_route_v6,
+    refused_firewall_all_v4,
+    refused_firewall_all_v6,
+    refused_firewall_probe_only_v4,
+    refused_firewall_probe_only_v6,
+    sweep_with_refusals_v4,
+    sweep_with_refusals_v6,
+    md5_probe_refused_v4,
+    md5_probe_refused_v6,
+    md5_probe_refused_blackholed_v4,
+    md5_sweep_shows_signed_v4,
+    md5_sweep_shows_signed_v6,
+    md5_watch_skips_with_one_warning_v4,
+    md5_watch_single_flow_not_retried_v4,
+    carrier_loss_v4,
+    carrier_loss_v6,
+    borrowed_answer_alive_v4,
+    borrowed_answer_alive_v6,
+    borrowed_answer_blackholed_v4,
+);

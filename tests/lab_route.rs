@@ -203,12 +203,10 @@ fn policy_routing(v6: bool) {
     assert_eq!(v["probes_sent"], 2, "{v}");
 }
 
-#[test]
 fn marked_connection_under_policy_routing_v4() {
     policy_routing(false);
 }
 
-#[test]
 fn marked_connection_under_policy_routing_v6() {
     policy_routing(true);
 }
@@ -238,12 +236,10 @@ fn bound_socket(v6: bool) {
     assert!(out.contains(r#""verdict":"alive""#), "{out}");
 }
 
-#[test]
 fn device_bound_socket_is_found_and_alive_v4() {
     bound_socket(false);
 }
 
-#[test]
 fn device_bound_socket_is_found_and_alive_v6() {
     bound_socket(true);
 }
@@ -265,7 +261,6 @@ fn link_local(ns: &str) -> std::net::Ipv6Addr {
 }
 
 /// A link-local connection, written with its zone by name and by index, and without.
-#[test]
 fn link_local_flow_with_a_zone_is_alive() {
     if !require_lab() {
         return;
@@ -305,7 +300,6 @@ fn link_local_flow_with_a_zone_is_alive() {
 }
 
 /// A dual-stack `[::]` server: ss prints its IPv4 connection with mapped addresses.
-#[test]
 fn mapped_flow_of_a_dual_stack_server_is_alive() {
     if !require_lab() {
         return;
@@ -383,12 +377,21 @@ fn md5(v6: bool) {
     assert!(out.contains(r#""signature":"tcp-md5""#), "{out}");
 }
 
-#[test]
 fn md5_connection_is_refused_v4() {
     md5(false);
 }
 
-#[test]
 fn md5_connection_is_refused_v6() {
     md5(true);
 }
+
+crate::tests!(
+    marked_connection_under_policy_routing_v4,
+    marked_connection_under_policy_routing_v6,
+    device_bound_socket_is_found_and_alive_v4,
+    device_bound_socket_is_found_and_alive_v6,
+    link_local_flow_with_a_zone_is_alive,
+    mapped_flow_of_a_dual_stack_server_is_alive,
+    md5_connection_is_refused_v4,
+    md5_connection_is_refused_v6,
+);

@@ -55,7 +55,6 @@ fn direct_alive(v6: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-#[test]
 fn direct_alive_v4() {
     if !common::require_lab() {
         return;
@@ -63,7 +62,6 @@ fn direct_alive_v4() {
     direct_alive(false, 9101, 41101);
 }
 
-#[test]
 fn direct_alive_v6() {
     if !common::require_lab() {
         return;
@@ -90,7 +88,6 @@ fn restart_reset(v6: bool, server_port: u16, client_port: u16) {
     drop(client);
 }
 
-#[test]
 fn restart_reset_v4() {
     if !common::require_lab() {
         return;
@@ -98,7 +95,6 @@ fn restart_reset_v4() {
     restart_reset(false, 9201, 41201);
 }
 
-#[test]
 fn restart_reset_v6() {
     if !common::require_lab() {
         return;
@@ -127,7 +123,6 @@ fn blackhole_dead(v6: bool, server_port: u16, client_port: u16) {
     assert_within(&v, 1500.0, 0.2);
 }
 
-#[test]
 fn blackhole_dead_v4() {
     if !common::require_lab() {
         return;
@@ -135,7 +130,6 @@ fn blackhole_dead_v4() {
     blackhole_dead(false, 9301, 41301);
 }
 
-#[test]
 fn blackhole_dead_v6() {
     if !common::require_lab() {
         return;
@@ -165,7 +159,6 @@ fn blackhole_dead_after_idle_time(v6: bool, server_port: u16, client_port: u16) 
     assert_within(&v, 2500.0, 0.2);
 }
 
-#[test]
 fn blackhole_dead_after_idle_time_v4() {
     if !common::require_lab() {
         return;
@@ -173,7 +166,6 @@ fn blackhole_dead_after_idle_time_v4() {
     blackhole_dead_after_idle_time(false, 9311, 41311);
 }
 
-#[test]
 fn blackhole_dead_after_idle_time_v6() {
     if !common::require_lab() {
         return;
@@ -206,7 +198,6 @@ fn nat_within_timeout_alive(v6: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-#[test]
 fn nat_within_timeout_alive_v4() {
     if !common::require_lab() {
         return;
@@ -214,7 +205,6 @@ fn nat_within_timeout_alive_v4() {
     nat_within_timeout_alive(false, 9401, 41401);
 }
 
-#[test]
 fn nat_within_timeout_alive_v6() {
     if !common::require_lab() {
         return;
@@ -245,7 +235,6 @@ fn nat_idle_past_timeout_dead(v6: bool, server_port: u16, client_port: u16) {
     assert_eq!(v["probes_sent"], 2, "{v}");
 }
 
-#[test]
 fn nat_idle_past_timeout_dead_v4() {
     if !common::require_lab() {
         return;
@@ -253,7 +242,6 @@ fn nat_idle_past_timeout_dead_v4() {
     nat_idle_past_timeout_dead(false, 9411, 41411);
 }
 
-#[test]
 fn nat_idle_past_timeout_dead_v6() {
     if !common::require_lab() {
         return;
@@ -301,7 +289,6 @@ fn reject_unreachable(v6: bool, what: &str, server_port: u16, client_port: u16) 
     assert_eq!(from, lab.r_addr(v6), "the error comes from the router: {v}");
 }
 
-#[test]
 fn reject_host_unreachable_v4() {
     if !common::require_lab() {
         return;
@@ -309,7 +296,6 @@ fn reject_host_unreachable_v4() {
     reject_unreachable(false, "host-unreachable", 9501, 41501);
 }
 
-#[test]
 fn reject_host_unreachable_v6() {
     if !common::require_lab() {
         return;
@@ -317,7 +303,6 @@ fn reject_host_unreachable_v6() {
     reject_unreachable(true, "host-unreachable", 9502, 41502);
 }
 
-#[test]
 fn reject_admin_prohibited_v4() {
     if !common::require_lab() {
         return;
@@ -325,7 +310,6 @@ fn reject_admin_prohibited_v4() {
     reject_unreachable(false, "admin-prohibited", 9511, 41511);
 }
 
-#[test]
 fn reject_admin_prohibited_v6() {
     if !common::require_lab() {
         return;
@@ -350,7 +334,6 @@ fn no_such_connection(v6: bool, server_port: u16, client_port: u16) {
     assert!(!err.contains("panicked"), "no panic: {err}");
 }
 
-#[test]
 fn no_such_connection_v4() {
     if !common::require_lab() {
         return;
@@ -358,7 +341,6 @@ fn no_such_connection_v4() {
     no_such_connection(false, 9601, 41601);
 }
 
-#[test]
 fn no_such_connection_v6() {
     if !common::require_lab() {
         return;
@@ -367,7 +349,6 @@ fn no_such_connection_v6() {
 }
 
 /// Needs no lab and no privilege: the flow is rejected before anything else.
-#[test]
 fn bad_flow_exits_2() {
     let (code, out, err, _) = common::run_kaprobe_bare(&["probe", "1.2.3.4:0-198.18.0.2:9000"]);
     assert_eq!(
@@ -379,3 +360,25 @@ fn bad_flow_exits_2() {
     assert!(!err.trim().is_empty(), "a message on stderr");
     assert!(!err.contains("panicked"), "no panic: {err}");
 }
+
+crate::tests!(
+    direct_alive_v4,
+    direct_alive_v6,
+    restart_reset_v4,
+    restart_reset_v6,
+    blackhole_dead_v4,
+    blackhole_dead_v6,
+    blackhole_dead_after_idle_time_v4,
+    blackhole_dead_after_idle_time_v6,
+    nat_within_timeout_alive_v4,
+    nat_within_timeout_alive_v6,
+    nat_idle_past_timeout_dead_v4,
+    nat_idle_past_timeout_dead_v6,
+    reject_host_unreachable_v4,
+    reject_host_unreachable_v6,
+    reject_admin_prohibited_v4,
+    reject_admin_prohibited_v6,
+    no_such_connection_v4,
+    no_such_connection_v6,
+    bad_flow_exits_2,
+);

@@ -33,7 +33,6 @@ fn check_topologies(v6: bool) {
     }
 }
 
-#[test]
 fn topologies_carry_data_v4() {
     if !common::require_lab() {
         return;
@@ -41,7 +40,6 @@ fn topologies_carry_data_v4() {
     check_topologies(false);
 }
 
-#[test]
 fn topologies_carry_data_v6() {
     if !common::require_lab() {
         return;
@@ -68,7 +66,6 @@ fn restart_resets(v6: bool, kind: &str, port: u16) {
     }
 }
 
-#[test]
 fn restart_resets_v4() {
     if !common::require_lab() {
         return;
@@ -77,7 +74,6 @@ fn restart_resets_v4() {
     restart_resets(false, "routed", 9711);
 }
 
-#[test]
 fn restart_resets_v6() {
     if !common::require_lab() {
         return;
@@ -90,7 +86,6 @@ fn restart_resets_v6() {
 /// interface goes away (R's eth1 dies with B's namespace), so behind the NAT a
 /// restarted peer is never reached: the next segment is invalid and dropped.
 /// A restart behind NAT therefore reads as `dead`, not `reset`.
-#[test]
 fn restart_behind_nat_is_silent() {
     if !common::require_lab() {
         return;
@@ -133,7 +128,6 @@ fn blackhole_silences(v6: bool, port: u16) {
         .expect("retransmission after unblackhole");
 }
 
-#[test]
 fn blackhole_silences_v4() {
     if !common::require_lab() {
         return;
@@ -141,7 +135,6 @@ fn blackhole_silences_v4() {
     blackhole_silences(false, 9720);
 }
 
-#[test]
 fn blackhole_silences_v6() {
     if !common::require_lab() {
         return;
@@ -162,7 +155,6 @@ fn nat_forgets_idle_flow(v6: bool, port: u16) {
     );
 }
 
-#[test]
 fn nat_forgets_idle_flow_v4() {
     if !common::require_lab() {
         return;
@@ -170,7 +162,6 @@ fn nat_forgets_idle_flow_v4() {
     nat_forgets_idle_flow(false, 9730);
 }
 
-#[test]
 fn nat_forgets_idle_flow_v6() {
     if !common::require_lab() {
         return;
@@ -189,7 +180,6 @@ fn nat_expire_forgets(v6: bool, port: u16) {
     ));
 }
 
-#[test]
 fn nat_expire_forgets_v4() {
     if !common::require_lab() {
         return;
@@ -197,7 +187,6 @@ fn nat_expire_forgets_v4() {
     nat_expire_forgets(false, 9740);
 }
 
-#[test]
 fn nat_expire_forgets_v6() {
     if !common::require_lab() {
         return;
@@ -205,7 +194,6 @@ fn nat_expire_forgets_v6() {
     nat_expire_forgets(true, 9741);
 }
 
-#[test]
 fn labs_are_removed_on_drop() {
     if !common::require_lab() {
         return;
@@ -223,3 +211,18 @@ fn labs_are_removed_on_drop() {
         );
     }
 }
+
+crate::tests!(
+    topologies_carry_data_v4,
+    topologies_carry_data_v6,
+    restart_resets_v4,
+    restart_resets_v6,
+    restart_behind_nat_is_silent,
+    blackhole_silences_v4,
+    blackhole_silences_v6,
+    nat_forgets_idle_flow_v4,
+    nat_forgets_idle_flow_v6,
+    nat_expire_forgets_v4,
+    nat_expire_forgets_v6,
+    labs_are_removed_on_drop,
+);

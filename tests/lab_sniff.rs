@@ -211,22 +211,25 @@ fn kaprobe_probes_are_recognised(v6: bool) {
     drop((client, server));
 }
 
-#[test]
 fn sniff_reports_kernel_keepalive_v4() {
     kernel_keepalive_is_reported_about_one_second_apart(false);
 }
 
-#[test]
 fn sniff_reports_kernel_keepalive_v6() {
     kernel_keepalive_is_reported_about_one_second_apart(true);
 }
 
-#[test]
 fn sniff_recognises_kaprobe_probes_v4() {
     kaprobe_probes_are_recognised(false);
 }
 
-#[test]
 fn sniff_recognises_kaprobe_probes_v6() {
     kaprobe_probes_are_recognised(true);
 }
+
+crate::tests!(
+    sniff_reports_kernel_keepalive_v4,
+    sniff_reports_kernel_keepalive_v6,
+    sniff_recognises_kaprobe_probes_v4,
+    sniff_recognises_kaprobe_probes_v6,
+);

@@ -445,7 +445,6 @@ fn smoltcp_peer(v6: bool, server_port: u16, client_port: u16) {
     );
 }
 
-#[test]
 fn smoltcp_peer_alive_then_reset_v4() {
     if !ready() {
         return;
@@ -453,7 +452,6 @@ fn smoltcp_peer_alive_then_reset_v4() {
     smoltcp_peer(false, 9701, 41701);
 }
 
-#[test]
 fn smoltcp_peer_alive_then_reset_v6() {
     if !ready() {
         return;
@@ -672,7 +670,6 @@ fn wireshark_labels(v6: bool, server_port: u16, probed_port: u16, twin_port: u16
     drop((c1, s1, c2, s2));
 }
 
-#[test]
 fn wireshark_labels_probes_like_kernel_keepalive_v4() {
     if !ready() {
         return;
@@ -680,10 +677,16 @@ fn wireshark_labels_probes_like_kernel_keepalive_v4() {
     wireshark_labels(false, 9711, 41711, 41712);
 }
 
-#[test]
 fn wireshark_labels_probes_like_kernel_keepalive_v6() {
     if !ready() {
         return;
     }
     wireshark_labels(true, 9712, 41713, 41714);
 }
+
+crate::tests!(
+    smoltcp_peer_alive_then_reset_v4,
+    smoltcp_peer_alive_then_reset_v6,
+    wireshark_labels_probes_like_kernel_keepalive_v4,
+    wireshark_labels_probes_like_kernel_keepalive_v6,
+);

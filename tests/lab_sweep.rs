@@ -156,7 +156,6 @@ fn mixed_verdicts(v6: bool, base: u16) {
     drop((keep, reset_client));
 }
 
-#[test]
 fn sweep_mixed_verdicts_v4() {
     if !common::require_lab() {
         return;
@@ -164,7 +163,6 @@ fn sweep_mixed_verdicts_v4() {
     mixed_verdicts(false, 9300);
 }
 
-#[test]
 fn sweep_mixed_verdicts_v6() {
     if !common::require_lab() {
         return;
@@ -172,7 +170,6 @@ fn sweep_mixed_verdicts_v6() {
     mixed_verdicts(true, 9320);
 }
 
-#[test]
 fn sweep_filters_select_connections() {
     if !common::require_lab() {
         return;
@@ -220,7 +217,6 @@ fn raise_fd_limit(want: u64) {
     }
 }
 
-#[test]
 fn sweep_2000_connections_no_false_dead() {
     if !common::require_lab() {
         return;
@@ -280,3 +276,10 @@ fn sweep_2000_connections_no_false_dead() {
     );
     drop((clients, servers));
 }
+
+crate::tests!(
+    sweep_mixed_verdicts_v4,
+    sweep_mixed_verdicts_v6,
+    sweep_filters_select_connections,
+    sweep_2000_connections_no_false_dead,
+);

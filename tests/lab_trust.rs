@@ -440,7 +440,6 @@ fn forged_answers(v6: bool, server_port: u16, client_port: u16) {
     );
 }
 
-#[test]
 fn forged_answers_do_not_change_dead_v4() {
     if !common::require_lab() {
         return;
@@ -448,7 +447,6 @@ fn forged_answers_do_not_change_dead_v4() {
     forged_answers(false, 9601, 41601);
 }
 
-#[test]
 fn forged_answers_do_not_change_dead_v6() {
     if !common::require_lab() {
         return;
@@ -741,7 +739,6 @@ fn no_harm(v6: bool, server_port: u16, client_port: u16) {
     common::assert_still_carries_data(&client, &server);
 }
 
-#[test]
 fn probing_during_bulk_transfer_does_no_harm_v4() {
     if !common::require_lab() {
         return;
@@ -749,10 +746,16 @@ fn probing_during_bulk_transfer_does_no_harm_v4() {
     no_harm(false, 9611, 41611);
 }
 
-#[test]
 fn probing_during_bulk_transfer_does_no_harm_v6() {
     if !common::require_lab() {
         return;
     }
     no_harm(true, 9612, 41612);
 }
+
+crate::tests!(
+    forged_answers_do_not_change_dead_v4,
+    forged_answers_do_not_change_dead_v6,
+    probing_during_bulk_transfer_does_no_harm_v4,
+    probing_during_bulk_transfer_does_no_harm_v6,
+);

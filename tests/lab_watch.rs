@@ -59,7 +59,6 @@ fn states(out: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
 fn watch_keeps_an_idle_flow_through_a_nat_that_forgets() {
     if !common::require_lab() {
         return;
@@ -112,7 +111,6 @@ fn watch_keeps_an_idle_flow_through_a_nat_that_forgets() {
     );
 }
 
-#[test]
 fn watch_on_dead_kill_wakes_the_blocked_application() {
     if !common::require_lab() {
         return;
@@ -189,7 +187,6 @@ fn watch_on_dead_kill_wakes_the_blocked_application() {
     assert!(states(&out).iter().any(|v| v["state"] == "dead"), "{out}");
 }
 
-#[test]
 fn watch_on_dead_exec_gets_the_flow_in_its_environment() {
     if !common::require_lab() {
         return;
@@ -241,7 +238,6 @@ fn watch_on_dead_exec_gets_the_flow_in_its_environment() {
     );
 }
 
-#[test]
 fn watch_with_filters_picks_up_new_connections() {
     if !common::require_lab() {
         return;
@@ -275,3 +271,10 @@ fn watch_with_filters_picks_up_new_connections() {
         "and dropped when closed: {out}"
     );
 }
+
+crate::tests!(
+    watch_keeps_an_idle_flow_through_a_nat_that_forgets,
+    watch_on_dead_kill_wakes_the_blocked_application,
+    watch_on_dead_exec_gets_the_flow_in_its_environment,
+    watch_with_filters_picks_up_new_connections,
+);

@@ -67,7 +67,6 @@ fn alive_with(global: &[&str], lab: &Lab, server_port: u16, client_port: u16) {
     drop((client, server));
 }
 
-#[test]
 fn netns_given_as_a_path_alive() {
     if !common::require_lab() {
         return;
@@ -77,7 +76,6 @@ fn netns_given_as_a_path_alive() {
     alive_with(&["--netns", &path], &lab, 9301, 41301);
 }
 
-#[test]
 fn netns_of_a_process_by_proc_path_and_by_pid_alive() {
     if !common::require_lab() {
         return;
@@ -126,7 +124,6 @@ fn refused(args: &[&str]) -> (i32, String) {
     (code, lines[0].to_string())
 }
 
-#[test]
 fn bad_paths_and_pids_are_one_line_and_exit_2() {
     let flow = "198.18.0.1:40000-198.18.0.2:9000";
     let cases: &[(&[&str], &str)] = &[
@@ -154,12 +151,10 @@ fn bad_paths_and_pids_are_one_line_and_exit_2() {
     }
 }
 
-#[test]
 fn entering_without_cap_sys_admin_exits_6_naming_it() {
     // SAFETY: no arguments.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: needs root to run kaprobe with CAP_SYS_ADMIN taken away");
-        return;
+        common::skip("needs root to run kaprobe with CAP_SYS_ADMIN taken away");
     }
     // Root, but with CAP_SYS_ADMIN out of the bounding set: it is not in the new program's
     // permitted set, so setns fails with EPERM.
@@ -179,3 +174,10 @@ fn entering_without_cap_sys_admin_exits_6_naming_it() {
     assert!(err.contains("CAP_SYS_ADMIN"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+crate::tests!(
+    netns_given_as_a_path_alive,
+    netns_of_a_process_by_proc_path_and_by_pid_alive,
+    bad_paths_and_pids_are_one_line_and_exit_2,
+    entering_without_cap_sys_admin_exits_6_naming_it,
+);

@@ -24,14 +24,7 @@ fn require_setcap() -> bool {
     }
     match Command::new("setcap").arg("-v").output() {
         Ok(_) => true,
-        Err(e) => {
-            let reason = format!("cannot run setcap (install libcap2-bin): {e}");
-            if std::env::var("KAPROBE_REQUIRE_NETNS").as_deref() == Ok("1") {
-                panic!("KAPROBE_REQUIRE_NETNS=1 but {reason}");
-            }
-            eprintln!("SKIP: {reason}");
-            false
-        }
+        Err(e) => common::skip(format!("cannot run setcap (install libcap2-bin): {e}")),
     }
 }
 
@@ -154,7 +147,6 @@ fn file_caps_alive(v6: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-#[test]
 fn file_capabilities_suffice_and_are_dropped_v4() {
     if !require_setcap() {
         return;
@@ -162,7 +154,6 @@ fn file_capabilities_suffice_and_are_dropped_v4() {
     file_caps_alive(false, 9701, 41701);
 }
 
-#[test]
 fn file_capabilities_suffice_and_are_dropped_v6() {
     if !require_setcap() {
         return;
@@ -170,7 +161,6 @@ fn file_capabilities_suffice_and_are_dropped_v6() {
     file_caps_alive(true, 9702, 41702);
 }
 
-#[test]
 fn without_capabilities_exit_6_names_cap_net_raw() {
     if !require_setcap() {
         return;
@@ -200,3 +190,9 @@ fn without_capabilities_exit_6_names_cap_net_raw() {
         assert_eq!(err.trim().lines().count(), 1, "one clear line:\n{err}");
     }
 }
+
+crate::tests!(
+    file_capabilities_suffice_and_are_dropped_v4,
+    file_capabilities_suffice_and_are_dropped_v6,
+    without_capabilities_exit_6_names_cap_net_raw,
+);

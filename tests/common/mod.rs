@@ -24,20 +24,25 @@ fn lab_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/lab.sh")
 }
 
-/// True when this process can build namespace labs. Otherwise prints `SKIP: reason`
-/// and returns false — unless `KAPROBE_REQUIRE_NETNS=1`, where it panics instead so
-/// that CI can never pass by skipping.
+/// True when this process can build namespace labs. Otherwise the test is reported as
+/// ignored, with the reason (see `skip`).
 pub fn require_lab() -> bool {
     match lab_unavailable_reason() {
         None => true,
-        Some(reason) => {
-            if std::env::var("KAPROBE_REQUIRE_NETNS").as_deref() == Ok("1") {
-                panic!("KAPROBE_REQUIRE_NETNS=1 but the namespace lab is unavailable: {reason}");
-            }
-            eprintln!("SKIP: {reason} (set KAPROBE_REQUIRE_NETNS=1 to make this a failure)");
-            false
-        }
+        Some(reason) => skip(reason),
     }
+}
+
+/// Ends a test that cannot run here: `run_tests` reports it as ignored with `why` — unless
+/// `KAPROBE_REQUIRE_NETNS=1` (set by `.ci/run`), where it fails, so that CI can never pass by
+/// skipping.
+pub fn skip(why: impl std::fmt::Display) -> ! {
+    if std::env::var("KAPROBE_REQUIRE_NETNS").as_deref() == Ok("1") {
+        panic!("KAPROBE_REQUIRE_NETNS=1 but {why}");
+    }
+    std::panic::panic_any(LabSkip(format!(
+        "{why} (set KAPROBE_REQUIRE_NETNS=1 to make this a failure)"
+    )))
 }
 
 fn lab_unavailable_reason() -> Option<String> {
@@ -866,22 +871,14 @@ impl Drop for Background {
 
 // ------------------------------------------------------------------ outside tools (tests/lab_stacks.rs)
 
-/// True when `tool --version` runs. Otherwise prints `SKIP: ...` and returns false, or panics
-/// under `KAPROBE_REQUIRE_NETNS=1` (CI installs every tool the lab tests use).
+/// True when `tool --version` runs. Otherwise the test is skipped (see `skip`).
 pub fn require_tool(tool: &str, package: &str) -> bool {
     match Command::new(tool).arg("--version").output() {
         Ok(o) if o.status.success() => true,
-        other => {
-            let why = match other {
-                Ok(o) => format!("`{tool} --version` failed ({})", o.status),
-                Err(e) => format!("cannot run `{tool}` (Debian package {package}): {e}"),
-            };
-            if std::env::var("KAPROBE_REQUIRE_NETNS").as_deref() == Ok("1") {
-                panic!("KAPROBE_REQUIRE_NETNS=1 but {why}");
-            }
-            eprintln!("SKIP: {why} (set KAPROBE_REQUIRE_NETNS=1 to make this a failure)");
-            false
-        }
+        Ok(o) => skip(format!("`{tool} --version` failed ({})", o.status)),
+        Err(e) => skip(format!(
+            "cannot run `{tool}` (Debian package {package}): {e}"
+        )),
     }
 }
 
@@ -1086,4 +1083,44 @@ pub fn tshark_fields(file: &std::path::Path, filter: &str, fields: &[&str]) -> V
     out.lines()
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
+}
+
+/// Unwinds out of a test that needs the lab where it is unavailable: `run_tests` reports the
+/// test as ignored, with the reason, instead of passed.
+pub struct LabSkip(pub String);
+
+/// The `main` of every test binary under `tests/` (`harness = false`, libtest-mimic): a test
+/// whose `require_lab()` finds no lab is reported as ignored with the reason.
+pub fn run_tests(tests: Vec<(&'static str, fn())>) -> ! {
+    use libtest_mimic::{Arguments, Completion, Trial};
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<LabSkip>().is_none() {
+            default_hook(info);
+        }
+    }));
+    let args = Arguments::from_args();
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| {
+            Trial::ignorable_test(name, move || match std::panic::catch_unwind(f) {
+                Ok(()) => Ok(Completion::Completed),
+                Err(payload) => match payload.downcast::<LabSkip>() {
+                    Ok(skip) => Ok(Completion::ignored_with(skip.0)),
+                    Err(other) => std::panic::resume_unwind(other),
+                },
+            })
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
+
+/// `tests!(a, b, c)` is the test binary's `main` (see `run_tests`).
+#[macro_export]
+macro_rules! tests {
+    ($($name:ident),* $(,)?) => {
+        fn main() {
+            common::run_tests(vec![$((stringify!($name), $name as fn())),*])
+        }
+    };
 }
