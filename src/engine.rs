@@ -26,8 +26,10 @@ pub const PEER_RATELIMIT: Duration = Duration::from_millis(500);
 /// no path's, and no wait is stretched beyond it. There is no floor: the kernel's own RTO
 /// already has one (`TCP_RTO_MIN`, 200 ms), and a view without `tcp_info` says 0.
 pub const RTO_MAX: Duration = Duration::from_secs(120);
-/// Two copies of one segment closer than this are one packet seen on two interfaces (a
-/// bridge and its port, a VLAN and its parent device), not two probes.
+/// Two copies of one segment closer than this, with the same timestamp option, are one packet
+/// seen on two interfaces (a bridge and its port, a VLAN and its parent device), not two
+/// probes. The timestamp tells our probe (the TSval learned from the challenge ACK) from the
+/// kernel's own keepalive sent in the same instant (its current TSval).
 pub const SAME_PACKET_WINDOW: Duration = Duration::from_millis(2);
 /// The shortest span between two looks at a busy connection's ACK clock: `tcp_info` counts
 /// in milliseconds from jiffies, so a shorter look could not show an ACK after the first.
@@ -359,7 +361,7 @@ pub struct Engine {
     sent: Vec<(SeqNumber, SeqNumber, Duration)>,
     /// (seq, ack, when) of outgoing segments of the connection seen on the capture, ours
     /// included, double appearances merged (at most `MAX_COPIES`, newest last).
-    copies: VecDeque<(SeqNumber, SeqNumber, Duration)>,
+    copies: VecDeque<(SeqNumber, SeqNumber, Option<u32>, Duration)>,
     /// The connection's RTO as last seen, capped at `RTO_MAX`.
     rto: Duration,
     /// When the connection was first seen busy in the current busy spell.
@@ -821,7 +823,7 @@ impl Engine {
         let plain = !seg.has(wire::SYN) && !seg.has(wire::RST) && seg.has(wire::ACK);
         if outgoing {
             if plain {
-                self.saw_copy(now, seg.seq, seg.ack);
+                self.saw_copy(now, seg.seq, seg.ack, seg.ts.map(|t| t.tsval));
             }
             let learn = match self.phase {
                 Phase::Learning { syn_seen: true, .. } => {
@@ -898,18 +900,17 @@ impl Engine {
     }
 
     /// An outgoing segment of the connection on the capture: ours or the local kernel's.
-    fn saw_copy(&mut self, now: Duration, seq: SeqNumber, ack: SeqNumber) {
-        let again =
-            self.copies.iter().rev().any(|&(s, a, at)| {
-                (s, a) == (seq, ack) && now.saturating_sub(at) < SAME_PACKET_WINDOW
-            });
+    fn saw_copy(&mut self, now: Duration, seq: SeqNumber, ack: SeqNumber, tsval: Option<u32>) {
+        let again = self.copies.iter().rev().any(|&(s, a, ts, at)| {
+            (s, a, ts) == (seq, ack, tsval) && now.saturating_sub(at) < SAME_PACKET_WINDOW
+        });
         if again {
             return;
         }
         if self.copies.len() >= MAX_COPIES {
             self.copies.pop_front();
         }
-        self.copies.push_back((seq, ack, now));
+        self.copies.push_back((seq, ack, tsval, now));
     }
 
     /// An answer proving the peer holds the connection: `alive`, timed from the last probe
@@ -937,7 +938,7 @@ impl Engine {
         let from = first.saturating_sub(self.rto);
         let peer_mode = self.cfg.source == SeqSource::Peer;
         let mut copies = 0;
-        for &(s, a, at) in &self.copies {
+        for &(s, a, _, at) in &self.copies {
             if at < from {
                 continue;
             }

@@ -1034,6 +1034,34 @@ fn one_probe_seen_on_two_interfaces_keeps_its_rtt() {
     assert!(notes.is_empty(), "{notes:?}");
 }
 
+/// The kernel's own keepalive leaving in the same millisecond as our probe is a second probe,
+/// not our probe seen twice: its timestamp is the kernel's current one, ours the learned one.
+#[test]
+fn a_kernel_keepalive_in_the_same_instant_is_told_apart_by_its_timestamp() {
+    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 42);
+    let probe = learn_and_probe(&mut e, ms(0), 5000);
+    let Packet::Tcp(mut kernel) = seg(L, R, probe.seq, probe.ack, ACK) else {
+        unreachable!()
+    };
+    kernel.ts = Some(Timestamps {
+        tsval: TS.tsval.wrapping_add(1000),
+        tsecr: TS.tsecr,
+    });
+    e.on_packet_from(
+        Duration::from_micros(900),
+        &Packet::Tcp(kernel),
+        Origin::Sent,
+    );
+    e.on_packet_from(ms(5), &peer_ack(), Origin::Received);
+    let (v, notes) = verdict_and_notes(&drain_all(&mut e, ms(5)));
+    assert_eq!(v.kind, VerdictKind::Alive);
+    assert_eq!(v.rtt, None, "the answer may be the kernel's");
+    assert!(
+        matches!(notes.as_slice(), [Note::Borrowed(why)] if why.contains("keepalive")),
+        "{notes:?}"
+    );
+}
+
 /// With probes closer than the RTO, an answer may be to the one before the last.
 #[test]
 fn an_answer_while_the_previous_probe_was_within_its_rto_has_no_rtt() {
