@@ -9,8 +9,9 @@ use clap_complete::Shell;
 use crate::cmd::{self, Ctx};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
+use crate::metrics;
 use crate::output;
-use crate::sys::netns;
+use crate::sys::{netns, notify};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -327,13 +328,21 @@ fn init_logging(verbose: u8, quiet: u8) {
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }
-    b.format(|f, record| {
+    // Lines never carry a timestamp of their own. When stderr is the journal, each starts
+    // with its sd-daemon(3) priority, which the journal reads off (README "systemd").
+    let journal = notify::journal_logging();
+    b.format(move |f, record| {
         use std::io::Write;
+        let prefix = if journal {
+            notify::syslog_prefix(record.level())
+        } else {
+            ""
+        };
         match record.level() {
-            log::Level::Info => writeln!(f, "kaprobe: {}", record.args()),
+            log::Level::Info => writeln!(f, "{prefix}kaprobe: {}", record.args()),
             l => writeln!(
                 f,
-                "kaprobe: {}: {}",
+                "{prefix}kaprobe: {}: {}",
                 l.as_str().to_lowercase(),
                 record.args()
             ),
@@ -385,6 +394,14 @@ fn clap_error(e: clap::Error) -> ExitStatus {
 }
 
 fn run(cli: &Cli) -> Result<ExitStatus> {
+    // `watch --metrics` listens where kaprobe was started, before --netns/--pid: a
+    // DaemonSet's Prometheus finds /metrics on the host's network, and a port below 1024
+    // is bound while the capability for it is held (README "Prometheus"). No thread
+    // starts here; watch serves once it has dropped its capabilities.
+    let listener = match &cli.command {
+        Command::Watch(args) => args.metrics.map(metrics::bind).transpose()?,
+        _ => None,
+    };
     netns::enter_from_args(cli.netns.as_deref(), cli.pid)?;
     let ctx = Ctx {
         json: cli.json,
@@ -394,7 +411,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Probe(args) => cmd::probe::run(args, &ctx),
         Command::Sweep(args) => cmd::sweep::run(args, &ctx),
-        Command::Watch(args) => cmd::watch::run(args, &ctx),
+        Command::Watch(args) => cmd::watch::run(args, &ctx, listener),
         Command::Sniff(args) => cmd::sniff::run(args, &ctx),
         Command::NatTimeout(args) => cmd::nat_timeout::run(args, &ctx),
         Command::List(args) => cmd::list::run(args, &ctx),
