@@ -268,6 +268,17 @@ fn sweep_textfile_counts_the_verdicts_and_passes_promtool() {
     ] {
         assert_eq!(textfile_value(&text, series), want, "{series}\n{text}");
     }
+    // Nothing matches: exit 5, and a file of zeros replaces the last sweep's.
+    let (code, out, err, _) = run_kaprobe(&lab, &["sweep", "--port", "1", "--textfile", path_s]);
+    assert_eq!(code, 5, "{}", describe(code, &out, &err));
+    let empty = std::fs::read_to_string(&path).unwrap();
+    promtool_check(&path);
+    assert_eq!(
+        textfile_value(&empty, r#"kaprobe_connections{state="alive"}"#),
+        0.0
+    );
+    assert_eq!(textfile_value(&empty, "kaprobe_probes_sent_total"), 0.0);
+
     let ts = textfile_value(&text, "kaprobe_sweep_timestamp_seconds");
     assert!((ts - before).abs() < 5.0, "{ts} vs {before}");
     let took = textfile_value(&text, "kaprobe_sweep_duration_seconds");

@@ -130,6 +130,8 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
         // leaving an older sweep's figures for the collector to read.
         Err(e @ Error::NoConnection(_)) => {
             if let Some(path) = &args.textfile {
+                // Written as the file of a sweep that probed would be: without capabilities.
+                crate::fleet::drop_privileges(&[], Bounding::Drop)?;
                 let m = Metrics::for_sweep();
                 m.sweep_times(started_at, started.elapsed());
                 m.write_textfile(path)?;

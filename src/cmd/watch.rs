@@ -61,8 +61,8 @@ pub struct WatchArgs {
           value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(3600)))]
     pub rescan: Duration,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics: 127.0.0.1:9479, [::1]:9479, or
-    /// :9479 for every IPv4 address. The socket is opened where kaprobe starts, before
-    /// --netns/--pid
+    /// :9479 for every IPv4 address. The socket is opened in the network namespace kaprobe
+    /// starts in, before it enters another one
     #[arg(long, value_name = "ADDR:PORT", value_parser = metrics::parse_listen_addr)]
     pub metrics: Option<SocketAddr>,
     /// With --metrics: one more series per connection,
@@ -340,6 +340,20 @@ fn retry_after(t: Timing) -> Duration {
     t.time.max(t.intvl).max(RETRY_FLOOR)
 }
 
+/// Whether to list every socket now: after the last listing (its counters, and when),
+/// the counters moved, or `quiet` has passed; always when the counters cannot be read.
+fn listing_due(
+    last: Option<(TcpOpens, Duration)>,
+    counters: Option<TcpOpens>,
+    now: Duration,
+    quiet: Duration,
+) -> bool {
+    match (last, counters) {
+        (Some((before, at)), Some(c)) => c != before || now.saturating_sub(at) >= quiet,
+        _ => true,
+    }
+}
+
 fn severity(state: &str) -> u8 {
     match state {
         "dead" => 3,
@@ -436,10 +450,7 @@ impl Watch<'_> {
             .map_err(|e| log::debug!("TCP counters: {e}; listing every rescan"))
             .ok();
         let quiet = QUIET_RESCAN.max(self.args.rescan);
-        let list = match (self.listed, counters) {
-            (Some((before, at)), Some(c)) => c != before || now.saturating_sub(at) >= quiet,
-            _ => true,
-        };
+        let list = listing_due(self.listed, counters, now, quiet);
         if list {
             self.listed = counters.map(|c| (c, now));
         }
@@ -687,6 +698,29 @@ mod tests {
         assert_eq!(retry_after(t(0, 2500)), Duration::from_millis(2500));
         // --time 0s --intvl 0s would retry in a tight loop: never below the floor.
         assert_eq!(retry_after(t(0, 0)), RETRY_FLOOR);
+    }
+
+    #[test]
+    fn a_rescan_lists_every_socket_only_when_the_counters_moved_or_a_minute_passed() {
+        let c = |active, passive, curr_estab| TcpOpens {
+            active,
+            passive,
+            curr_estab,
+        };
+        let s = Duration::from_secs;
+        let quiet = QUIET_RESCAN;
+        // The first rescan, or counters that cannot be read: list.
+        assert!(listing_due(None, Some(c(1, 1, 1)), s(1), quiet));
+        assert!(listing_due(Some((c(1, 1, 1), s(0))), None, s(1), quiet));
+        // Nothing moved: not until a minute after the last listing.
+        let last = Some((c(5, 7, 3), s(10)));
+        assert!(!listing_due(last, Some(c(5, 7, 3)), s(11), quiet));
+        assert!(!listing_due(last, Some(c(5, 7, 3)), s(69), quiet));
+        assert!(listing_due(last, Some(c(5, 7, 3)), s(70), quiet));
+        // A connect, an accept, a connection established: list.
+        assert!(listing_due(last, Some(c(6, 7, 3)), s(11), quiet));
+        assert!(listing_due(last, Some(c(5, 8, 3)), s(11), quiet));
+        assert!(listing_due(last, Some(c(5, 7, 4)), s(11), quiet));
     }
 
     #[test]
