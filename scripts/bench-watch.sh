@@ -89,13 +89,13 @@ for m in $(seq 1 $(( DURATION / 60 ))); do
     end=$(python3 -c "print($t0 + $m * 60)")
     sleep "$(python3 -c "import time; print(max(0.0, $end - time.time()))")"
     alive
-    now=$(date +%s.%N); t=$(ticks)
+    now=$(date +%s.%N); t=$(ticks); rss=$(rss_kb)
     python3 -c "
 import sys
 dt_ticks, dt = $t - $prev_ticks, $now - $prev_t
-print(f'| {$m} | {100.0 * dt_ticks / $HZ / dt:.2f} | {$(rss_kb) / 1024:.1f} | $(grep -c '"state"' "$OUT/watch.out" || true) |')"
+print(f'| {$m} | {100.0 * dt_ticks / $HZ / dt:.2f} | {$rss / 1024:.1f} | $(grep -c '"state"' "$OUT/watch.out" || true) |')"
     prev_ticks=$t; prev_t=$now
-    [ "$m" = 2 ] && rss_round=$(rss_kb)
+    if [ "$m" = 2 ]; then rss_round=$rss; fi
 done
 rest=$(( DURATION % 60 ))
 [ "$rest" -gt 0 ] && sleep "$rest"

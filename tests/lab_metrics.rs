@@ -442,7 +442,8 @@ fn watch_tells_systemd_ready_watchdog_and_stopping() {
     let pings = collect(&sock, Duration::from_millis(2200), |_| false);
     let n = pings.iter().filter(|m| *m == "WATCHDOG=1\n").count();
     assert!(
-        (4..=6).contains(&n),
+        // 4 or 5 on time; 3 when the machine is busy.
+        (3..=6).contains(&n),
         "{n} pings in {:?} (every 500 ms): {pings:?}",
         t.elapsed()
     );
