@@ -9,8 +9,9 @@ use clap_complete::Shell;
 use crate::cmd::{self, Ctx};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
+use crate::metrics;
 use crate::output;
-use crate::sys::netns;
+use crate::sys::{netns, notify};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -150,10 +151,12 @@ Examples:
 Output:
   With --json, each verdict as soon as it is decided, then a summary.
   Otherwise a table sorted by verdict, at the end, then the summary.
+  With --textfile PATH, the same verdicts as Prometheus metrics in PATH,
+  also after an interruption.
 
 Exit status:
   the worst verdict: 1 dead, else 4 unreachable, else 3 reset, else 0
-  2 bad command line
+  2 bad command line, or kaprobe cannot write in --textfile's directory
   5 nothing matches, or every connection closed
   6 missing privilege
   7 no verdict at all, and some connection failed
@@ -169,13 +172,19 @@ Examples:
         verbose: "More output: -v a line when a connection is first watched, each round it stays alive, and per probe (with --json: events on stdout), -vv debug",
         quiet: "Less output: -q errors only (no warnings), -qq nothing on stderr; state changes and the summary are always printed",
         after: "\
+Under systemd (Type=notify):
+  READY=1 once the sockets are open and /metrics answers, WATCHDOG=1 at
+  half of WatchdogSec, STOPPING=1 at the end; with stderr on the journal,
+  log lines start with their priority (<3> to <7>)
+
 Exit status:
   with FLOW, when the connection ends: 1 dead (--on-dead kill),
       3 reset, 5 closed
   0 stopped by SIGINT/SIGTERM, after a summary
-  2 bad command line
+  2 bad command line, or --metrics' address is in use or not on this host
   5 FLOW is not an established connection
-  6 missing privilege
+  6 missing privilege (a --metrics port below 1024 needs
+      CAP_NET_BIND_SERVICE)
   7 other failure
 
 Examples:
@@ -327,13 +336,21 @@ fn init_logging(verbose: u8, quiet: u8) {
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }
-    b.format(|f, record| {
+    // Lines never carry a timestamp of their own. When stderr is the journal, each starts
+    // with its sd-daemon(3) priority, which the journal reads off (README "systemd").
+    let journal = notify::journal_logging();
+    b.format(move |f, record| {
         use std::io::Write;
+        let prefix = if journal {
+            notify::syslog_prefix(record.level())
+        } else {
+            ""
+        };
         match record.level() {
-            log::Level::Info => writeln!(f, "kaprobe: {}", record.args()),
+            log::Level::Info => writeln!(f, "{prefix}kaprobe: {}", record.args()),
             l => writeln!(
                 f,
-                "kaprobe: {}: {}",
+                "{prefix}kaprobe: {}: {}",
                 l.as_str().to_lowercase(),
                 record.args()
             ),
@@ -385,6 +402,14 @@ fn clap_error(e: clap::Error) -> ExitStatus {
 }
 
 fn run(cli: &Cli) -> Result<ExitStatus> {
+    // `watch --metrics` listens where kaprobe was started, before --netns/--pid: a
+    // DaemonSet's Prometheus finds /metrics on the host's network, and a port below 1024
+    // is bound while the capability for it is held (README "Prometheus"). No thread
+    // starts here; watch serves once it has dropped its capabilities.
+    let listener = match &cli.command {
+        Command::Watch(args) => args.metrics.map(metrics::bind).transpose()?,
+        _ => None,
+    };
     netns::enter_from_args(cli.netns.as_deref(), cli.pid)?;
     let ctx = Ctx {
         json: cli.json,
@@ -394,7 +419,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Probe(args) => cmd::probe::run(args, &ctx),
         Command::Sweep(args) => cmd::sweep::run(args, &ctx),
-        Command::Watch(args) => cmd::watch::run(args, &ctx),
+        Command::Watch(args) => cmd::watch::run(args, &ctx, listener),
         Command::Sniff(args) => cmd::sniff::run(args, &ctx),
         Command::NatTimeout(args) => cmd::nat_timeout::run(args, &ctx),
         Command::List(args) => cmd::list::run(args, &ctx),
@@ -533,10 +558,45 @@ mod tests {
             ],
             vec!["kaprobe", "probe", "198.51.100.2:0"],
             vec!["kaprobe", "probe"],
+            vec!["kaprobe", "watch", "--metrics", "9479"],
+            vec!["kaprobe", "watch", "--metrics", "localhost:9479"],
+            vec!["kaprobe", "watch", "--metrics", "127.0.0.1:65536"],
+            vec!["kaprobe", "watch", "--metrics-per-connection"],
+            vec!["kaprobe", "sweep", "--textfile"],
         ] {
             let e = parse(&args).expect_err(&args.join(" "));
             assert_eq!(e.exit_code(), 2, "{}", args.join(" "));
         }
+    }
+
+    #[test]
+    fn fleet_options_parse() {
+        let cli = parse(&[
+            "kaprobe",
+            "watch",
+            "--metrics",
+            ":9479",
+            "--metrics-per-connection",
+        ])
+        .unwrap();
+        let Command::Watch(w) = cli.command else {
+            panic!()
+        };
+        assert_eq!(w.metrics, Some("0.0.0.0:9479".parse().unwrap()));
+        assert!(w.metrics_per_connection);
+        let cli = parse(&["kaprobe", "watch", "--port", "22"]).unwrap();
+        let Command::Watch(w) = cli.command else {
+            panic!()
+        };
+        assert_eq!(w.metrics, None);
+        let cli = parse(&["kaprobe", "sweep", "--textfile", "/tmp/k.prom"]).unwrap();
+        let Command::Sweep(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            s.textfile.as_deref(),
+            Some(std::path::Path::new("/tmp/k.prom"))
+        );
     }
 
     #[test]

@@ -197,6 +197,8 @@ pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
     reporter: Reporter,
     /// Sockets the last dump returned (at first: the connections asked for).
     dump_size: usize,
+    /// Keepalive probes sent since the fleet opened (refused sends not counted).
+    probes_sent: u64,
 }
 
 impl Fleet {
@@ -279,11 +281,18 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             seed,
             reporter,
             dump_size: expected,
+            probes_sent: 0,
         }
     }
 
     pub fn now(&self) -> Duration {
         self.clock.now()
+    }
+
+    /// Keepalive probes that went on the wire since the fleet opened, every connection
+    /// together (the injected SYNs and path checks are not probes).
+    pub fn probes_sent(&self) -> u64 {
+        self.probes_sent
     }
 
     /// Connections still being probed.
@@ -424,6 +433,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                     if refused(&mut slot.engine, now, self.io.send(&probe, route))? {
                         continue;
                     }
+                    self.probes_sent += 1;
                     self.reporter.probe(&flow, &probe, index, now);
                 }
                 Action::CheckRoute => {

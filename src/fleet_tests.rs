@@ -530,6 +530,8 @@ fn silence_on_a_link_without_carrier_is_unreachable_link_down() {
     assert_eq!(dead.kind, VerdictKind::Dead);
     assert_eq!(dead.cause, None);
     assert_eq!(lab.fleet.table.link_asks, 2);
+    // The fleet's own count of probes on the wire: three per connection.
+    assert_eq!(lab.fleet.probes_sent(), 6);
 }
 
 #[test]
@@ -545,6 +547,8 @@ fn no_challenge_ack_is_link_down_when_the_link_is_down_else_learn_failed() {
     assert_eq!(down.kind, VerdictKind::Unreachable);
     assert_eq!(down.cause, Some(Cause::LinkDown));
     assert_eq!(down.probes_sent, 0);
+    // Injected SYNs are not probes.
+    assert_eq!(lab.fleet.probes_sent(), 0);
     // The link is asked after the first unanswered SYN: one injection, one wait.
     let tries = u32::from(crate::engine::LEARN_TRIES);
     assert_eq!(down.elapsed, crate::engine::LEARN_RETRY);

@@ -115,6 +115,11 @@ fn unit_template_says_what_kaprobe_needs() {
         .filter_map(|l| l.strip_prefix("KAPROBE_ARGS="))
         .collect();
     assert_eq!(args.len(), 1, "one KAPROBE_ARGS line:\n{example}");
+    // ExecStart's `watch $KAPROBE_ARGS`, split at spaces as systemd does, parses.
+    let mut argv = vec!["watch".to_string()];
+    argv.extend(args[0].split_whitespace().map(String::from));
+    let watch = parse_args(&argv);
+    assert!(watch.get_one::<std::net::SocketAddr>("metrics").is_some());
 }
 
 #[test]
@@ -294,6 +299,26 @@ fn daemonset_parses_and_grants_only_net_raw_and_net_admin() {
         annotations["prometheus.io/port"].as_str(),
         Some(port.to_string().as_str())
     );
+
+    // The args are what kaprobe's own parser accepts, and --metrics is the port declared.
+    let watch = parse_args(&args);
+    assert_eq!(
+        watch.get_one::<std::net::SocketAddr>("metrics").copied(),
+        Some(format!("0.0.0.0:{port}").parse().unwrap()),
+        "{args:?}"
+    );
+}
+
+/// `kaprobe ARGS...` through kaprobe's own command-line parser; the `watch` subcommand's
+/// matches. A bad option or value fails the test with clap's message.
+fn parse_args(args: &[String]) -> clap::ArgMatches {
+    let argv = std::iter::once("kaprobe".to_string()).chain(args.iter().cloned());
+    let m = kaprobe::cli::command()
+        .try_get_matches_from(argv)
+        .unwrap_or_else(|e| panic!("kaprobe {}: {e}", args.join(" ")));
+    m.subcommand_matches("watch")
+        .unwrap_or_else(|| panic!("not a watch: {args:?}"))
+        .clone()
 }
 
 // ------------------------------------------------------------------ Debian package

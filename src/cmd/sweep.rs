@@ -3,10 +3,13 @@
 //! With `--json` each verdict is printed the moment it is decided, then a summary; the human
 //! table is sorted and printed at the end. SIGINT/SIGTERM end the sweep early: the decided
 //! verdicts, the rest as `interrupted`, the summary, exit 130 (README "Pipes, signals and limits").
+//! With `--textfile` the sweep's metrics go to a file for node_exporter at the end, after
+//! an interruption too (README "node_exporter").
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 use serde_json::{Value, json};
@@ -19,6 +22,7 @@ use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
 use crate::fleet::Fleet;
 use crate::flow::{Flow, Signature};
+use crate::metrics::{self, ConnState, Metrics};
 use crate::output::{self, Reporter, count as plural, duration, unfinished_json, verdict_json};
 use crate::sys::diag::Diag;
 use crate::sys::privilege::Bounding;
@@ -34,6 +38,11 @@ pub struct SweepArgs {
     pub style: ProbeStyle,
     #[command(flatten)]
     pub rate: RateArgs,
+    /// Also write the sweep's metrics to PATH for node_exporter's textfile collector
+    /// (Prometheus text format, replaced atomically), e.g.
+    /// /var/lib/prometheus/node-exporter/kaprobe.prom
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
 }
 
 /// One connection's result.
@@ -103,6 +112,9 @@ impl Row {
 }
 
 pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
+    if let Some(path) = &args.textfile {
+        metrics::check_textfile_path(path)?;
+    }
     catch_stop_signals();
     let timing = args.timing.timing();
     if let Some(w) = timing.warning() {
@@ -110,8 +122,24 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
     }
     let source = args.style.seq_source.source();
     let started = Instant::now();
+    let started_at = SystemTime::now();
     let mut diag = Diag::open()?;
-    let mut conns = args.filter.require_established(&mut diag)?;
+    let mut conns = match args.filter.require_established(&mut diag) {
+        Ok(c) => c,
+        // Nothing matches: the textfile says so too (zero connections), rather than
+        // leaving an older sweep's figures for the collector to read.
+        Err(e @ Error::NoConnection(_)) => {
+            if let Some(path) = &args.textfile {
+                // Written as the file of a sweep that probed would be: without capabilities.
+                crate::fleet::drop_privileges(&[], Bounding::Drop)?;
+                let m = Metrics::for_sweep();
+                m.sweep_times(started_at, started.elapsed());
+                m.write_textfile(path)?;
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     conns.sort_by_key(|c| c.flow);
     // One row per connection, even if the kernel listed a socket twice.
     conns.dedup_by_key(|c| c.flow);
@@ -166,6 +194,18 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
         f.open_all_families()?;
     }
     crate::fleet::drop_privileges(&[], Bounding::Drop)?;
+    // Without capabilities now: can the textfile still be written? Before any probe.
+    let metrics = match &args.textfile {
+        Some(path) => {
+            metrics::check_writable(path)?;
+            let m = Metrics::for_sweep();
+            for c in &conns {
+                m.set_state(&c.flow, ConnState::Pending);
+            }
+            Some((m, path.as_path()))
+        }
+        None => None,
+    };
     let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(all.len());
     if ctx.json {
         for (flow, row) in &signed {
@@ -175,10 +215,48 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
     rows.extend(signed);
     let results = run_fleets(fleets, ctx.json, &mut rows);
     let elapsed = started.elapsed();
+    let mut probes = 0;
     for r in results {
-        r?.close();
+        let fleet = r?;
+        probes += fleet.probes_sent();
+        fleet.close();
     }
-    finish(&all, rows, elapsed, ctx.json)
+    if let Some((m, _)) = &metrics {
+        record(m, &rows, probes, started_at, elapsed);
+    }
+    let status = finish(&all, rows, elapsed, ctx.json)?;
+    if let Some((m, path)) = metrics {
+        write_textfile(&m, path)?;
+    }
+    Ok(status)
+}
+
+/// The sweep's rows in its metrics: each verdict moves its connection from `pending`;
+/// closed connections leave the gauges; those without a verdict (numbers not learned,
+/// interrupted) stay `pending`. Signed connections were never probed and are not counted.
+fn record(m: &Metrics, rows: &[(Flow, Row)], probes: u64, started: SystemTime, elapsed: Duration) {
+    for (flow, row) in rows {
+        match row {
+            Row::Verdict(v, ignored) => {
+                m.decided(flow, v.kind, v.rtt);
+                m.ignored(*ignored);
+            }
+            Row::Closed(ignored) => {
+                m.forget(flow);
+                m.ignored(*ignored);
+            }
+            Row::Failed(ignored) => m.ignored(*ignored),
+            Row::Signed(_) | Row::Interrupted => {}
+        }
+    }
+    m.probe_sent(probes);
+    m.sweep_times(started, elapsed);
+}
+
+fn write_textfile(m: &Metrics, path: &Path) -> Result<()> {
+    m.write_textfile(path)?;
+    log::info!("wrote the sweep's metrics to {}", path.display());
+    Ok(())
 }
 
 /// The connections without a row are `interrupted`; then the summary (JSON, after the rows

@@ -3,8 +3,10 @@
 //! NAT and firewall state along its path from expiring.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::json;
@@ -17,10 +19,13 @@ use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
 use crate::fleet::Fleet;
 use crate::flow::{Flow, Route};
+use crate::metrics::{self, ConnState, Metrics, MetricsListener};
 use crate::output::{self, Reporter, count as plural, duration};
 use crate::prober;
 use crate::sys::diag::{Conn, Diag};
+use crate::sys::notify::{self, Watchdog};
 use crate::sys::privilege::Bounding;
+use crate::sys::snmp::{self, TcpOpens};
 use crate::sys::{catch_stop_signals, stop_requested};
 use caps::Capability::CAP_NET_ADMIN;
 
@@ -50,10 +55,21 @@ pub struct WatchArgs {
     pub style: ProbeStyle,
     #[command(flatten)]
     pub rate: RateArgs,
-    /// With filters: how often to look for new connections; 100ms to 1h
+    /// With filters: how often to look for new connections; 100ms to 1h. A look lists
+    /// every socket only when the kernel's TCP counters show that a connection opened since
+    /// the last listing, and at least once a minute
     #[arg(long, value_name = "DUR", default_value = "1s",
           value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(3600)))]
     pub rescan: Duration,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics: 127.0.0.1:9479, [::1]:9479, or
+    /// :9479 for every IPv4 address. The socket is opened in the network namespace kaprobe
+    /// starts in, before it enters another one
+    #[arg(long, value_name = "ADDR:PORT", value_parser = metrics::parse_listen_addr)]
+    pub metrics: Option<SocketAddr>,
+    /// With --metrics: one more series per connection,
+    /// kaprobe_connection_state{local,remote,state} (mind the cardinality)
+    #[arg(long, requires = "metrics")]
+    pub metrics_per_connection: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +97,17 @@ fn on_dead(arg: &str) -> Result<OnDead> {
 /// The shortest wait before probing again a connection that was unreachable or whose numbers
 /// could not be learned, whatever `--time` and `--intvl` say: never a tight loop.
 const RETRY_FLOOR: Duration = Duration::from_secs(1);
+
+/// The longest wait in one turn of the loop: how soon a stop request or a closed stdout
+/// is noticed.
+const TURN: Duration = Duration::from_millis(250);
+
+/// With filters, the longest time between two listings of every socket when the kernel's
+/// TCP counters have not moved (README "kaprobe watch"), unless `--rescan` is longer.
+const QUIET_RESCAN: Duration = Duration::from_secs(60);
+
+/// How often, at most, `systemctl status` gets a new line (`STATUS=`).
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// What one watched connection was last seen as.
 #[derive(Default)]
@@ -112,9 +139,19 @@ struct Watch<'a> {
     /// Connections to probe again at a later round (fleet time), after an outcome that left
     /// the kernel's idle clock where it was.
     later: Vec<(Duration, Flow)>,
+    /// `--metrics`: what /metrics shows, updated as outcomes come.
+    metrics: Option<Arc<Metrics>>,
+    /// Probes already added to `kaprobe_probes_sent_total`.
+    probes_counted: u64,
+    /// Stdout is the journal: state lines go without a timestamp of their own.
+    journal: bool,
+    /// The kernel's TCP counters before the last listing, and when it was (fleet time).
+    listed: Option<(TcpOpens, Duration)>,
 }
 
-pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<ExitStatus> {
+/// Runs the watch. `listener` is `--metrics`' socket, bound before entering --netns/--pid
+/// (`cli::run`); it is served once the capabilities are gone.
+pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Result<ExitStatus> {
     let timing = Timing {
         time: args.time,
         intvl: args.intvl,
@@ -183,6 +220,19 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<ExitStatus> {
         OnDead::Exec(_) => fleet.drop_privileges(keep, Bounding::Keep)?,
         _ => fleet.drop_privileges(keep, Bounding::Drop)?,
     }
+    // The HTTP server's threads start only now: capabilities are per thread, and they were
+    // dropped while this was the only one.
+    let (metrics, server) = match listener {
+        Some(l) => {
+            let m = Arc::new(Metrics::new(metrics::Options {
+                per_connection: args.metrics_per_connection,
+                sweep: false,
+            }));
+            let server = l.serve(m.clone())?;
+            (Some(m), Some(server))
+        }
+        None => (None, None),
+    };
     let mut w = Watch {
         args,
         ctx,
@@ -194,26 +244,51 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<ExitStatus> {
         tally: Tally::default(),
         children: Vec::new(),
         later: Vec::new(),
+        metrics,
+        probes_counted: 0,
+        journal: notify::journal_output(),
+        listed: None,
     };
     for (flow, view, route) in initial_ok {
         w.start(&mut fleet, flow, view, route);
     }
     catch_stop_signals();
+    // Under systemd (Type=notify): ready once the sockets are open and /metrics answers;
+    // then the watchdog's pings from the loop (README "systemd").
+    notify::ready(&w.status_line());
+    let mut watchdog = Watchdog::from_env();
+    let mut status = (Instant::now() + STATUS_EVERY, w.status_line());
     let mut next_rescan = fleet.now() + args.rescan;
     let mut exit = ExitStatus::Success;
     while !stop_requested() {
+        let now = Instant::now();
+        let mut turn = TURN;
+        if let Some(wd) = &mut watchdog {
+            wd.tick(now);
+            turn = turn.min(wd.until_due(now));
+        }
+        if now >= status.0 && notify::under_systemd() {
+            let line = w.status_line();
+            if line != status.1 {
+                notify::status(&line);
+            }
+            status = (now + STATUS_EVERY, line);
+        }
         // A closed stdout ends the watch at its next write (README "Pipes, signals and limits").
         output::check()?;
-        for (flow, outcome, _) in fleet.step(Duration::from_millis(250))? {
+        let outcomes = fleet.step(turn)?;
+        w.count_probes(&fleet);
+        for (flow, outcome, ignored) in outcomes {
+            if let Some(m) = &w.metrics {
+                m.ignored(ignored);
+            }
             match w.outcome(&mut fleet, flow, outcome)? {
                 Some(after) if after.is_zero() => {
                     let route = w.tracks.get(&flow).map_or_else(Route::default, |t| t.route);
                     w.start(&mut fleet, flow, None, route);
                 }
                 Some(after) => w.later.push((fleet.now() + after, flow)),
-                None => {
-                    w.tracks.remove(&flow);
-                }
+                None => w.forget(&flow),
             }
         }
         w.restart_due(&mut fleet);
@@ -232,8 +307,11 @@ pub fn run(args: &WatchArgs, ctx: &Ctx) -> Result<ExitStatus> {
             w.rescan(&mut fleet)?;
         }
     }
+    notify::stopping();
     let elapsed = fleet.now();
+    w.count_probes(&fleet);
     fleet.close();
+    drop(server);
     w.summary(elapsed)?;
     Ok(exit)
 }
@@ -263,6 +341,20 @@ fn retry_after(t: Timing) -> Duration {
     t.time.max(t.intvl).max(RETRY_FLOOR)
 }
 
+/// Whether to list every socket now: after the last listing (its counters, and when),
+/// the counters moved, or `quiet` has passed; always when the counters cannot be read.
+fn listing_due(
+    last: Option<(TcpOpens, Duration)>,
+    counters: Option<TcpOpens>,
+    now: Duration,
+    quiet: Duration,
+) -> bool {
+    match (last, counters) {
+        (Some((before, at)), Some(c)) => c != before || now.saturating_sub(at) >= quiet,
+        _ => true,
+    }
+}
+
 fn severity(state: &str) -> u8 {
     match state {
         "dead" => 3,
@@ -277,6 +369,11 @@ impl Watch<'_> {
         if self.tally.seen.insert(flow) {
             log::info!("{flow}: watching");
         }
+        if !self.tracks.contains_key(&flow)
+            && let Some(m) = &self.metrics
+        {
+            m.set_state(&flow, ConnState::Pending);
+        }
         self.tracks.entry(flow).or_default().route = route;
         let cfg = Config {
             flow,
@@ -286,6 +383,45 @@ impl Watch<'_> {
             garbage_octet: self.args.style.garbage_octet,
         };
         fleet.add(cfg, view);
+    }
+
+    /// Stops tracking a connection that is no longer watched (closed, reset, killed): it
+    /// leaves the `kaprobe_connections` gauges; the counters keep what happened to it.
+    fn forget(&mut self, flow: &Flow) {
+        self.tracks.remove(flow);
+        if let Some(m) = &self.metrics {
+            m.forget(flow);
+        }
+    }
+
+    /// Adds the probes the fleet sent since the last call to `kaprobe_probes_sent_total`.
+    fn count_probes(&mut self, fleet: &Fleet) {
+        let sent = fleet.probes_sent();
+        if let Some(m) = &self.metrics {
+            m.probe_sent(sent.saturating_sub(self.probes_counted));
+        }
+        self.probes_counted = sent;
+    }
+
+    /// What `systemctl status` shows: the watched connections by state.
+    fn status_line(&self) -> String {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for t in self.tracks.values() {
+            *counts.entry(t.state.unwrap_or("pending")).or_default() += 1;
+        }
+        let mut line = format!(
+            "watching {}",
+            plural(self.tracks.len() as u64, "connection")
+        );
+        let parts: Vec<String> = ["alive", "dead", "unreachable", LEARN_FAILED, "pending"]
+            .iter()
+            .filter_map(|s| counts.get(s).map(|n| format!("{n} {s}")))
+            .collect();
+        if !parts.is_empty() {
+            line.push_str(": ");
+            line.push_str(&parts.join(", "));
+        }
+        line
     }
 
     /// Starts the next round of the connections whose wait is over.
@@ -307,7 +443,25 @@ impl Watch<'_> {
         retry_after(self.timing)
     }
 
+    /// Whether a rescan must list every socket: the TCP counters moved since the last
+    /// listing (a connection may have been established since), or the last listing is
+    /// `QUIET_RESCAN` (or `--rescan`) old. Records the counters as they are before listing.
+    fn must_list(&mut self, now: Duration) -> bool {
+        let counters = snmp::tcp_opens()
+            .map_err(|e| log::debug!("TCP counters: {e}; listing every rescan"))
+            .ok();
+        let quiet = QUIET_RESCAN.max(self.args.rescan);
+        let list = listing_due(self.listed, counters, now, quiet);
+        if list {
+            self.listed = counters.map(|c| (c, now));
+        }
+        list
+    }
+
     fn rescan(&mut self, fleet: &mut Fleet) -> Result<()> {
+        if !self.must_list(fleet.now()) {
+            return Ok(());
+        }
         let conns = self.args.filter.established(fleet.diag())?;
         // Forget skipped connections that are gone: a new one on the same tuple is news.
         let present: HashSet<Flow> = conns.iter().map(|c| c.flow).collect();
@@ -375,6 +529,9 @@ impl Watch<'_> {
             // again at the next round.
             Outcome::LearnFailed => (LEARN_FAILED, None, retry),
         };
+        if let (Some(m), Some(v)) = (&self.metrics, verdict) {
+            m.decided(&flow, v.kind, v.rtt);
+        }
         let previous = self.tracks.get(&flow).and_then(|t| t.state);
         if previous != Some(state) {
             if state == LEARN_FAILED {
@@ -429,7 +586,12 @@ impl Watch<'_> {
             }
             output::line(o)
         } else {
-            let mut line = format!("{now} {flow} {state}");
+            // The journal stamps each line itself.
+            let mut line = if self.journal {
+                format!("{flow} {state}")
+            } else {
+                format!("{now} {flow} {state}")
+            };
             if let Some(v) = v {
                 if let Some(r) = v.rtt {
                     line.push_str(&format!(" rtt={}", duration(r)));
@@ -459,6 +621,9 @@ impl Watch<'_> {
                 match fleet.diag().destroy(&flow) {
                     Ok(()) => {
                         log::info!("{flow}: local socket destroyed");
+                        if let Some(m) = &self.metrics {
+                            m.killed();
+                        }
                         Ok(())
                     }
                     Err(e @ Error::Privilege { .. }) => Err(e),
@@ -534,6 +699,29 @@ mod tests {
         assert_eq!(retry_after(t(0, 2500)), Duration::from_millis(2500));
         // --time 0s --intvl 0s would retry in a tight loop: never below the floor.
         assert_eq!(retry_after(t(0, 0)), RETRY_FLOOR);
+    }
+
+    #[test]
+    fn a_rescan_lists_every_socket_only_when_the_counters_moved_or_a_minute_passed() {
+        let c = |active, passive, curr_estab| TcpOpens {
+            active,
+            passive,
+            curr_estab,
+        };
+        let s = Duration::from_secs;
+        let quiet = QUIET_RESCAN;
+        // The first rescan, or counters that cannot be read: list.
+        assert!(listing_due(None, Some(c(1, 1, 1)), s(1), quiet));
+        assert!(listing_due(Some((c(1, 1, 1), s(0))), None, s(1), quiet));
+        // Nothing moved: not until a minute after the last listing.
+        let last = Some((c(5, 7, 3), s(10)));
+        assert!(!listing_due(last, Some(c(5, 7, 3)), s(11), quiet));
+        assert!(!listing_due(last, Some(c(5, 7, 3)), s(69), quiet));
+        assert!(listing_due(last, Some(c(5, 7, 3)), s(70), quiet));
+        // A connect, an accept, a connection established: list.
+        assert!(listing_due(last, Some(c(6, 7, 3)), s(11), quiet));
+        assert!(listing_due(last, Some(c(5, 8, 3)), s(11), quiet));
+        assert!(listing_due(last, Some(c(5, 7, 4)), s(11), quiet));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::engine::VerdictKind;
 use crate::flow::Flow;
 
 pub use http::{MetricsListener, MetricsServer, bind, parse_listen_addr, serve};
-pub use textfile::check_textfile_path;
+pub use textfile::{check_textfile_path, check_writable};
 
 /// `Content-Type` of the OpenMetrics text format, for scrapers that ask for it.
 pub const OPENMETRICS_CONTENT_TYPE: &str =

@@ -39,6 +39,56 @@ pub fn check_textfile_path(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Checks that PATH's directory takes a new file now: kaprobe creates and removes the
+/// temporary file it will write. Call it after dropping capabilities (root without
+/// CAP_DAC_OVERRIDE may not write where root could), before probing: a directory kaprobe
+/// cannot write in is exit 2 before any probe is sent.
+pub fn check_writable(path: &Path) -> Result<()> {
+    check_textfile_path(path)?;
+    let tmp = temp_path(path);
+    let created = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .or_else(|e| match e.kind() {
+            // Left by a kaprobe that was killed with our PID: ours to replace.
+            io::ErrorKind::AlreadyExists => fs::remove_file(&tmp).and_then(|()| {
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .open(&tmp)
+            }),
+            _ => Err(e),
+        });
+    match created {
+        Ok(_) => {
+            let _ = fs::remove_file(&tmp);
+            Ok(())
+        }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES | libc::EPERM | libc::EROFS)
+            ) =>
+        {
+            Err(Error::Usage(format!(
+                "--textfile {}: cannot create a file in {} ({e}); kaprobe writes it as \
+                 user {} without capabilities: make the directory writable for that user",
+                path.display(),
+                parent_dir(path).display(),
+                // SAFETY: geteuid has no preconditions.
+                unsafe { libc::geteuid() }
+            )))
+        }
+        Err(e) => Err(Error::Io {
+            context: format!("--textfile {}: creating a file beside it", path.display()),
+            source: e,
+        }),
+    }
+}
+
 fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -152,5 +202,17 @@ mod tests {
             assert_eq!(e.status(), ExitStatus::Usage, "{}: {e}", bad.display());
         }
         check_textfile_path(&d.0.join("ok.prom")).unwrap();
+        check_writable(&d.0.join("ok.prom")).unwrap();
+        assert_eq!(
+            fs::read_dir(&d.0).unwrap().count(),
+            0,
+            "the check leaves nothing"
+        );
+        assert_eq!(
+            check_writable(&d.0.join("missing-dir/kaprobe.prom"))
+                .unwrap_err()
+                .status(),
+            ExitStatus::Usage
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod owner;
 pub mod pidfd;
 pub mod privilege;
 pub mod raw;
+pub mod snmp;
 pub mod sysctl;
 
 use std::io;

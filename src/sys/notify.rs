@@ -102,12 +102,23 @@ impl Watchdog {
 /// timestamp and may start with a `<N>` priority (`syslog_prefix`). Compared with stderr's
 /// own, as systemd.exec(5) advises, so a redirected stderr is not mistaken for it.
 pub fn journal_logging() -> bool {
+    is_journal(2)
+}
+
+/// True when stdout is the journal stream too (systemd's default `StandardOutput=journal`):
+/// `watch` then leaves its own timestamp out of the state lines, as the journal stamps them.
+pub fn journal_output() -> bool {
+    is_journal(1)
+}
+
+/// Whether descriptor `fd` is the stream `JOURNAL_STREAM` names.
+fn is_journal(fd: libc::c_int) -> bool {
     let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
-    // SAFETY: fstat fills a zeroed stat struct for descriptor 2.
+    // SAFETY: fstat fills a zeroed stat struct for a descriptor number; a closed one fails.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(2, &mut st) } != 0 {
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return false;
     }
     stream_matches(&value.to_string_lossy(), st.st_dev, st.st_ino)

@@ -1,0 +1,98 @@
+//! TCP's connection counters from the TCP-MIB (RFC 4022: `tcpActiveOpens`,
+//! `tcpPassiveOpens`, `tcpCurrEstab`), as Linux shows them in `/proc/thread-self/net/snmp`
+//! for the network namespace of the calling thread (IPv4 and IPv6 together: Linux keeps one
+//! TCP MIB per namespace).
+//!
+//! Reading them costs one small file read where listing the sockets costs a sock_diag dump
+//! of every one of them: `watch` reads them to tell whether a connection can have been
+//! established since its last dump (README "kaprobe watch").
+
+use std::io;
+
+/// The counters, compared as a whole: equal counters mean no connection was opened and
+/// none entered ESTABLISHED in between (short of one closing at the same moment, which
+/// `watch`'s periodic full look covers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpOpens {
+    /// Transitions CLOSED -> SYN-SENT (`connect`).
+    pub active: u64,
+    /// Transitions LISTEN -> SYN-RCVD (`accept`ed handshakes).
+    pub passive: u64,
+    /// Connections now ESTABLISHED or CLOSE-WAIT.
+    pub curr_estab: u64,
+}
+
+const PATH: &str = "/proc/thread-self/net/snmp";
+
+/// The counters of the calling thread's network namespace.
+pub fn tcp_opens() -> io::Result<TcpOpens> {
+    let text = std::fs::read_to_string(PATH)?;
+    parse(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{PATH} has no Tcp ActiveOpens, PassiveOpens and CurrEstab"),
+        )
+    })
+}
+
+/// Reads the `Tcp:` header line and the `Tcp:` value line after it.
+pub fn parse(text: &str) -> Option<TcpOpens> {
+    let mut tcp = text.lines().filter_map(|l| l.strip_prefix("Tcp:"));
+    let names: Vec<&str> = tcp.next()?.split_whitespace().collect();
+    let values: Vec<&str> = tcp.next()?.split_whitespace().collect();
+    let get = |name: &str| -> Option<u64> {
+        let i = names.iter().position(|n| *n == name)?;
+        values.get(i)?.parse().ok()
+    };
+    Some(TcpOpens {
+        active: get("ActiveOpens")?,
+        passive: get("PassiveOpens")?,
+        curr_estab: get("CurrEstab")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_tcp_lines() {
+        let text = "\
+Ip: Forwarding DefaultTTL InReceives
+Ip: 1 64 3055
+Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs
+Tcp: 1 200 120000 -1 433 350 27 101 12 16176
+Udp: InDatagrams NoPorts
+Udp: 5 0
+";
+        assert_eq!(
+            parse(text),
+            Some(TcpOpens {
+                active: 433,
+                passive: 350,
+                curr_estab: 12
+            })
+        );
+        assert_eq!(parse("Tcp: ActiveOpens PassiveOpens\nTcp: 1 2\n"), None);
+        assert_eq!(parse("Tcp: ActiveOpens PassiveOpens CurrEstab\n"), None);
+        assert_eq!(
+            parse("Tcp: ActiveOpens PassiveOpens CurrEstab\nTcp: 1 x 3\n"),
+            None
+        );
+        assert_eq!(parse(""), None);
+    }
+
+    #[test]
+    fn follows_this_threads_namespace() {
+        // Every Linux with /proc has the file; a connection on the loopback moves it.
+        let Ok(before) = tcp_opens() else {
+            return;
+        };
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let _s = l.accept().unwrap();
+        let after = tcp_opens().unwrap();
+        assert!(after.active > before.active, "{before:?} {after:?}");
+        assert!(after.passive > before.passive, "{before:?} {after:?}");
+    }
+}
