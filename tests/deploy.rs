@@ -6,6 +6,8 @@
 //! A missing tool (systemd-analyze, cargo-deb, dpkg) skips a test, or fails it when
 //! KAPROBE_REQUIRE_NETNS=1, as in CI, which installs them (.ci/run).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -20,14 +22,13 @@ fn deploy(file: &str) -> PathBuf {
     repo().join("scripts/deploy").join(file)
 }
 
-/// True when `reason` is None; otherwise SKIP, or a failure under KAPROBE_REQUIRE_NETNS=1.
+/// True when `reason` is None; otherwise the test is skipped (`common::skip`; a failure
+/// under KAPROBE_REQUIRE_NETNS=1).
 fn require(reason: Option<String>) -> bool {
-    let Some(why) = reason else { return true };
-    if std::env::var("KAPROBE_REQUIRE_NETNS").as_deref() == Ok("1") {
-        panic!("KAPROBE_REQUIRE_NETNS=1 but {why}");
+    match reason {
+        None => true,
+        Some(why) => common::skip(why),
     }
-    eprintln!("SKIP: {why}");
-    false
 }
 
 fn runs(program: &str, args: &[&str]) -> bool {
@@ -80,7 +81,6 @@ fn unit_settings(unit: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[test]
 fn unit_template_says_what_kaprobe_needs() {
     let unit = std::fs::read_to_string(deploy("kaprobe-watch@.service")).unwrap();
     let settings = unit_settings(&unit);
@@ -122,7 +122,6 @@ fn unit_template_says_what_kaprobe_needs() {
     assert!(watch.get_one::<std::net::SocketAddr>("metrics").is_some());
 }
 
-#[test]
 fn unit_template_passes_systemd_analyze() {
     let missing = (!runs("systemd-analyze", &["--version"]))
         .then(|| "systemd-analyze is not installed (Debian package `systemd`)".to_string());
@@ -221,7 +220,6 @@ fn find_keys<'a>(y: &'a Yaml, name: &str, path: String, found: &mut Vec<(String,
     }
 }
 
-#[test]
 fn daemonset_parses_and_grants_only_net_raw_and_net_admin() {
     let text = std::fs::read_to_string(deploy("kaprobe-daemonset.yaml")).unwrap();
     let docs = YamlLoader::load_from_str(&text).expect("kaprobe-daemonset.yaml is not YAML");
@@ -404,7 +402,6 @@ fn run_postinst() -> Output {
         .expect("run kaprobe.postinst")
 }
 
-#[test]
 fn deb_installs_and_grants_the_capabilities() {
     let reason = if !is_root() {
         Some("not root: installing a package needs root".to_string())
@@ -501,3 +498,10 @@ fn deb_installs_and_grants_the_capabilities() {
         status()
     );
 }
+
+crate::tests!(
+    unit_template_says_what_kaprobe_needs,
+    unit_template_passes_systemd_analyze,
+    daemonset_parses_and_grants_only_net_raw_and_net_admin,
+    deb_installs_and_grants_the_capabilities,
+);

@@ -482,11 +482,10 @@ fn enable_refused_by_ptrace_rules_exits_6() {
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_kaprobe"));
     let hold = exe.with_file_name("examples").join("hold");
     if !hold.exists() {
-        eprintln!(
-            "SKIP: {} not built (cargo build --example hold)",
+        common::skip(format!(
+            "{} not built (cargo build --example hold)",
             hold.display()
-        );
-        return;
+        ));
     }
     let mut owner = Command::new("ip")
         .args([

@@ -74,7 +74,6 @@ fn wait_metrics(addr: SocketAddr, limit: Duration, ok: impl Fn(&str) -> bool) ->
     }
 }
 
-#[test]
 fn prometheus_sees_the_blackholed_peer_dead_and_the_rest_alive() {
     if !common::require_lab()
         || !prom::require_tool("prometheus")
@@ -184,7 +183,6 @@ fn textfile_value(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
-#[test]
 fn sweep_textfile_counts_the_verdicts_and_passes_promtool() {
     if !common::require_lab() || !prom::require_tool("promtool") {
         return;
@@ -286,7 +284,6 @@ fn sweep_textfile_counts_the_verdicts_and_passes_promtool() {
     assert!((0.5..5.0).contains(&took), "{took}\n{text}");
 }
 
-#[test]
 fn an_interrupted_sweep_writes_what_was_decided() {
     if !common::require_lab() || !prom::require_tool("promtool") {
         return;
@@ -406,7 +403,6 @@ impl Drop for Running {
     }
 }
 
-#[test]
 fn watch_tells_systemd_ready_watchdog_and_stopping() {
     if !common::require_lab() {
         return;
@@ -477,7 +473,6 @@ fn watch_tells_systemd_ready_watchdog_and_stopping() {
     assert_eq!(term(running.0.take().unwrap()), 0);
 }
 
-#[test]
 fn on_the_journal_lines_carry_a_priority_and_no_timestamp() {
     if !common::require_lab() {
         return;
@@ -559,3 +554,11 @@ fn on_the_journal_lines_carry_a_priority_and_no_timestamp() {
         "{out}"
     );
 }
+
+crate::tests!(
+    prometheus_sees_the_blackholed_peer_dead_and_the_rest_alive,
+    sweep_textfile_counts_the_verdicts_and_passes_promtool,
+    an_interrupted_sweep_writes_what_was_decided,
+    watch_tells_systemd_ready_watchdog_and_stopping,
+    on_the_journal_lines_carry_a_priority_and_no_timestamp,
+);

@@ -3,6 +3,7 @@
 //! on the loopback. Needs Debian's `prometheus` package (promtool and prometheus); without
 //! it the tests skip, or fail when KAPROBE_REQUIRE_NETNS=1 (CI installs it).
 
+mod common;
 mod prom;
 
 use std::process::Command;
@@ -42,7 +43,6 @@ fn busy(options: Options) -> Metrics {
     m
 }
 
-#[test]
 fn promtool_accepts_the_metrics_body_and_the_textfile() {
     if !require_tool("promtool") {
         return;
@@ -85,7 +85,6 @@ fn promtool_accepts_the_metrics_body_and_the_textfile() {
     promtool_check(&path);
 }
 
-#[test]
 fn a_real_prometheus_scrapes_the_endpoint() {
     if !require_tool("prometheus") {
         return;
@@ -134,7 +133,6 @@ fn a_real_prometheus_scrapes_the_endpoint() {
     server.stop();
 }
 
-#[test]
 fn a_metrics_address_in_use_is_one_line_and_exit_2() {
     // Bound before anything else: no privilege, no namespace, no connection needed.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -170,3 +168,9 @@ fn a_metrics_address_in_use_is_one_line_and_exit_2() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+crate::tests!(
+    promtool_accepts_the_metrics_body_and_the_textfile,
+    a_real_prometheus_scrapes_the_endpoint,
+    a_metrics_address_in_use_is_one_line_and_exit_2,
+);

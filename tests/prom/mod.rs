@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// True when `tool --version` runs (Debian package `prometheus`); otherwise SKIP, or a
-/// failure under KAPROBE_REQUIRE_NETNS=1 (CI installs it).
+/// True when `tool --version` runs (Debian package `prometheus`); otherwise the test is
+/// skipped (`common::skip`; a failure under KAPROBE_REQUIRE_NETNS=1, as CI installs it).
 pub fn require_tool(tool: &str) -> bool {
     if Command::new(tool)
         .arg("--version")
@@ -22,12 +22,9 @@ pub fn require_tool(tool: &str) -> bool {
     {
         return true;
     }
-    let why = format!("`{tool}` is not installed (Debian package `prometheus`)");
-    if std::env::var("KAPROBE_REQUIRE_NETNS").as_deref() == Ok("1") {
-        panic!("KAPROBE_REQUIRE_NETNS=1 but {why}");
-    }
-    eprintln!("SKIP: {why}");
-    false
+    crate::common::skip(format!(
+        "`{tool}` is not installed (Debian package `prometheus`)"
+    ))
 }
 
 static DIRS: AtomicU32 = AtomicU32::new(0);
