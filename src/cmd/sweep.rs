@@ -321,10 +321,12 @@ fn run_fleets(fleets: Vec<Fleet>, json: bool, rows: &mut Vec<(Flow, Row)>) -> Ve
             rows.push((flow, row));
         }
         let mut results: Vec<Result<Fleet>> = failed.into_iter().map(Err).collect();
-        results.extend(handles.into_iter().map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(Error::Runtime("a sweep worker panicked".into())))
-        }));
+        // A worker's panic is a bug: carry it on rather than turn it into an error line.
+        results.extend(
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+        );
         results
     })
 }
