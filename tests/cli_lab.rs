@@ -96,25 +96,9 @@ fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
-fn nft(ns: &str, script: &str) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft in {ns}: {script}");
-}
-
 /// B stops answering on `port`: its connections there are dead.
 fn kill_port(lab: &Lab, port: u16) {
-    nft(
+    common::nft(
         &lab.ns('b'),
         &format!(
             "table inet kpdead{port} {{\n chain input {{ type filter hook input priority 0; \

@@ -19,28 +19,9 @@ use std::time::{Duration, Instant};
 use common::{Background, Lab, describe, run_kaprobe};
 use prom::{Prometheus, TempDir, free_port, promtool_check, sample, try_http_get};
 
-fn nft(ns: &str, script: &str) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "nft in {ns} failed:\n{script}"
-    );
-}
-
 /// B stops answering on `port`: everything to it is dropped, as if that peer host died.
 fn blackhole_port(lab: &Lab, port: u16) {
-    nft(
+    common::nft(
         &lab.ns('b'),
         &format!(
             "table inet kpmetrics {{\n chain input {{ type filter hook input priority -10; tcp dport {port} drop; }}\n}}\n"

@@ -5,29 +5,9 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Lab, describe, in_netns, run_kaprobe};
-
-fn nft(ns: &str, script: &str) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "nft in {ns} failed:\n{script}"
-    );
-}
 
 /// Closes a socket with an RST that never leaves (the caller drops B's output first):
 /// the socket is gone at once, with no FIN_WAIT state left answering probes.
@@ -99,14 +79,14 @@ fn mixed_verdicts(v6: bool, base: u16) {
     let b = lab.ns('b');
     let r = lab.ns('r');
     // dead: B stops answering on one port.
-    nft(
+    common::nft(
         &b,
         &format!(
             "table inet kpdead {{\n chain input {{ type filter hook input priority 0; tcp dport {dead_port} drop; }}\n}}\n"
         ),
     );
     // reset: B's socket for one connection disappears without a word.
-    nft(
+    common::nft(
         &b,
         &format!(
             "table inet kpquiet {{\n chain output {{ type filter hook output priority 0; tcp sport {reset_port} drop; }}\n}}\n"
@@ -114,14 +94,14 @@ fn mixed_verdicts(v6: bool, base: u16) {
     );
     let (reset_client, server) = keep.remove(3);
     vanish(server);
-    nft(&b, "delete table inet kpquiet\n");
+    common::nft(&b, "delete table inet kpquiet\n");
     // unreachable: the router rejects one port.
     let (family, reject) = if v6 {
         ("ip6", "icmpv6 type admin-prohibited")
     } else {
         ("ip", "icmp type admin-prohibited")
     };
-    nft(
+    common::nft(
         &r,
         &format!(
             "table inet kpreject {{\n chain forward {{ type filter hook forward priority -10; meta nfproto ipv{} tcp dport {unreach_port} reject with {reject}; }}\n}}\n",

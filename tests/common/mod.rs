@@ -1124,3 +1124,23 @@ macro_rules! tests {
         }
     };
 }
+
+/// Loads an nftables `script` inside namespace `ns`; the test fails if nft refuses it.
+pub fn nft(ns: &str, script: &str) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(script.as_bytes())
+        .expect("write the nft script");
+    assert!(
+        child.wait().expect("wait for nft").success(),
+        "nft in {ns} failed:\n{script}"
+    );
+}
