@@ -448,6 +448,17 @@ fn deb_installs_and_grants_the_capabilities() {
     assert!(has_caps(&caps), "getcap after install: {caps:?}");
     assert!(Path::new("/lib/systemd/system/kaprobe-watch@.service").is_file());
     assert!(Path::new("/usr/share/doc/kaprobe/examples/kaprobe-watch.conf.example").is_file());
+    // What the binary generates ships too: the man pages and the shell completions.
+    for file in [
+        "/usr/share/man/man1/kaprobe.1.gz",
+        "/usr/share/man/man1/kaprobe-probe.1.gz",
+        "/usr/share/man/man1/kaprobe-watch.1.gz",
+        "/usr/share/bash-completion/completions/kaprobe",
+        "/usr/share/zsh/vendor-completions/_kaprobe",
+        "/usr/share/fish/vendor_completions.d/kaprobe.fish",
+    ] {
+        assert!(Path::new(file).is_file(), "{file} is not installed");
+    }
     let version = Command::new(BIN)
         .arg("--version")
         .output()
