@@ -33,11 +33,21 @@ impl fmt::Display for Flow {
 
 /// How the connection's own packets are routed: its `SO_MARK` and the device it is bound to
 /// (sock_diag `INET_DIAG_MARK` and `idiag_if`; 0 = none). Probes and injected SYNs carry the
-/// same, so policy routing and VRFs send them where the connection's packets go.
+/// same, so policy routing and VRFs send them where the connection's packets go. `uid` is the
+/// socket's owner: `ip rule uidrange` policy routing applies to its packets, so the route
+/// check asks with it (raw sockets cannot send as another uid; it does not pick one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Route {
     pub mark: u32,
     pub ifindex: u32,
+    pub uid: u32,
+}
+
+impl Route {
+    /// Mark or device set: the probes need a socket configured like the connection's.
+    pub fn is_set(&self) -> bool {
+        self.mark != 0 || self.ifindex != 0
+    }
 }
 
 /// A signature option the connection's segments must carry (TCP-MD5, RFC 2385; TCP-AO,

@@ -39,7 +39,7 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
         return Err(signed_refusal(&conn.flow, sig));
     }
     let flow = conn.flow;
-    if conn.route != Default::default() {
+    if conn.route.is_set() {
         log::info!(
             "{flow}: routed like its socket: {}",
             crate::sys::raw::describe_route(conn.route)

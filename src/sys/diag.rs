@@ -407,6 +407,7 @@ fn conn_from(r: &InetResponse) -> Conn {
         route: Route {
             mark,
             ifindex: h.socket_id.interface_id,
+            uid: h.uid,
         },
         signature,
     }

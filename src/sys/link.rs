@@ -170,6 +170,8 @@ impl Links {
         if route.ifindex != 0 {
             msg.attributes.push(RouteAttribute::Oif(route.ifindex));
         }
+        // `ip rule uidrange` policies see the socket's owner, not kaprobe (RTA_UID).
+        msg.attributes.push(RouteAttribute::Uid(route.uid));
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST;
         let mut req = NetlinkMessage::new(

@@ -42,6 +42,12 @@ pub fn refusal_cause(errno: i32) -> Option<Cause> {
     }
 }
 
+/// The part of a route a raw socket is configured with: mark and device (the owner's uid
+/// cannot be taken on).
+fn socket_key(route: Route) -> Route {
+    Route { uid: 0, ..route }
+}
+
 /// Send-only raw sockets (IPPROTO_RAW implies the header is ours), one per address family
 /// and route: a connection's probes and injected SYNs leave with its own `SO_MARK` and
 /// device binding (README "Policy routing, VRFs, bound sockets"), so policy routing rules
@@ -200,6 +206,7 @@ impl Sender {
     /// Opens the socket for `route` in that family unless it is open. Call it while the
     /// privileges are held; afterwards it fails with `Error::Privilege` for a new route.
     pub fn prepare(&mut self, v6: bool, route: Route) -> Result<()> {
+        let route = socket_key(route);
         if let std::collections::hash_map::Entry::Vacant(slot) = self.sockets.entry((v6, route)) {
             slot.insert(open(v6, route)?);
         }
@@ -208,7 +215,7 @@ impl Sender {
 
     /// Whether a socket for `route` in that family is open.
     pub fn has(&self, v6: bool, route: Route) -> bool {
-        self.sockets.contains_key(&(v6, route))
+        self.sockets.contains_key(&(v6, socket_key(route)))
     }
 
     /// Opens the unmarked, unbound socket of each family not opened yet, so that no later
@@ -236,7 +243,7 @@ impl Sender {
         let v6 = p.dst.is_ipv6();
         // Normally prepared before the privileges went; if not, try now (as root that works).
         self.prepare(v6, route)?;
-        let Some(socket) = self.sockets.get(&(v6, route)) else {
+        let Some(socket) = self.sockets.get(&(v6, socket_key(route))) else {
             return Err(Error::Runtime(format!("no raw socket for {}", p.dst)).into());
         };
         // The port of a raw socket's destination must be 0.
