@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use crate::engine::{Evidence, Note, Verdict, VerdictKind};
 use crate::error::{Error, Result};
 use crate::flow::Flow;
+use crate::sys::keepalive::Keepalive;
+use crate::sys::owner::Owner;
 use crate::wire::ProbeRepr;
 
 /// Set once standard output's reader has gone away.
@@ -198,6 +200,37 @@ pub fn micros(d: Duration) -> u64 {
 
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A socket's keepalive state for a table cell: `off`, `on next=59.2s probes=0`,
+/// `? (retransmit timer)`.
+pub fn keepalive(k: &Keepalive) -> String {
+    match k {
+        Keepalive::Off => "off".into(),
+        Keepalive::On { next, probes } => format!("on next={} probes={probes}", duration(*next)),
+        Keepalive::Unknown(timer) => format!("? ({timer} timer)"),
+    }
+}
+
+/// The keepalive fields `list` and `enable` put in their JSON objects.
+pub fn keepalive_fields(k: &Keepalive, o: &mut Value) {
+    o["keepalive"] = json!(k.as_str());
+    let (next, probes, timer) = match k {
+        Keepalive::Off => (None, None, None),
+        Keepalive::On { next, probes } => (Some(millis(*next)), Some(*probes), Some("keepalive")),
+        Keepalive::Unknown(t) => (None, None, Some(*t)),
+    };
+    o["keepalive_next_ms"] = json!(next);
+    o["keepalive_probes"] = json!(probes);
+    o["timer"] = json!(timer);
+}
+
+/// The processes holding a socket, as a JSON array (`list` and `enable`).
+pub fn owners_json(owners: &[Owner]) -> Value {
+    owners
+        .iter()
+        .map(|o| json!({"pid": o.pid, "fd": o.fd, "command": o.command}))
+        .collect()
 }
 
 /// Prints results and, at `-v`, progress: as log lines (stderr) or JSON events (stdout).
@@ -483,5 +516,39 @@ mod tests {
         assert_eq!(count(1u64, "connection"), "1 connection");
         assert_eq!(count(0u64, "connection"), "0 connections");
         assert_eq!(count(2u64, "process"), "2 processes");
+    }
+
+    #[test]
+    fn keepalive_cell_names_a_hidden_timer() {
+        let hidden = Keepalive::Unknown("retransmit");
+        assert_eq!(keepalive(&hidden), "? (retransmit timer)");
+        assert_eq!(
+            keepalive(&Keepalive::On {
+                next: Duration::from_millis(59_200),
+                probes: 2
+            }),
+            "on next=59.2s probes=2"
+        );
+    }
+
+    #[test]
+    fn keepalive_json_fields() {
+        let mut o = json!({});
+        keepalive_fields(
+            &Keepalive::On {
+                next: Duration::from_millis(900),
+                probes: 1,
+            },
+            &mut o,
+        );
+        assert_eq!(
+            o,
+            json!({"keepalive": "on", "keepalive_next_ms": 900, "keepalive_probes": 1,
+                   "timer": "keepalive"})
+        );
+        let mut o = json!({});
+        keepalive_fields(&Keepalive::Off, &mut o);
+        assert_eq!(o["keepalive"], "off");
+        assert!(o["keepalive_next_ms"].is_null() && o["timer"].is_null());
     }
 }

@@ -31,12 +31,13 @@ use socket2::{SockRef, TcpKeepalive};
 
 use super::Ctx;
 use super::args::FlowArg;
-use super::list::{Keepalive, owners_json};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::flow::Flow;
+use crate::output::owners_json;
 use crate::prober;
 use crate::sys::diag::Diag;
+use crate::sys::keepalive::Keepalive;
 use crate::sys::owner::{Owner, Owners};
 use crate::sys::pidfd::PidFd;
 
@@ -365,7 +366,7 @@ impl Report<'_> {
                     Keepalive::On { next, .. } => {
                         format!("next={}", crate::output::duration(next))
                     }
-                    other => format!("timer not visible: {}", other.describe()),
+                    other => format!("timer not visible: {}", crate::output::keepalive(&other)),
                 };
                 format!("keepalive on time={time}s intvl={intvl}s probes={probes} {next}")
             }
@@ -400,7 +401,7 @@ impl Report<'_> {
             o["intvl_s"] = json!(intvl);
             o["probes"] = json!(probes);
         }
-        self.seen.json_fields(&mut o);
+        crate::output::keepalive_fields(&self.seen, &mut o);
         o
     }
 }

@@ -12,7 +12,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use clap::Args;
-use netlink_packet_sock_diag::inet::Timer;
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -21,75 +20,13 @@ use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
 use crate::flow::{Flow, Signature};
 use crate::sys::diag::{Conn, Diag};
+use crate::sys::keepalive::Keepalive;
 use crate::sys::owner::{Owner, Owners};
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
-}
-
-/// The kernel keepalive timer of one socket, as far as sock_diag tells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Keepalive {
-    /// No timer runs: SO_KEEPALIVE is off.
-    Off,
-    /// Armed: the timer fires in `next`; `probes` unanswered probes are out.
-    On { next: Duration, probes: u8 },
-    /// Another timer (named) runs and hides the keepalive state.
-    Unknown(&'static str),
-}
-
-impl Keepalive {
-    pub fn of(conn: &Conn) -> Keepalive {
-        let probes = conn.info.as_ref().map_or(0, |i| i.probes);
-        match &conn.timer {
-            None => Keepalive::Off,
-            Some(Timer::KeepAlive(next)) => Keepalive::On {
-                next: *next,
-                probes,
-            },
-            Some(Timer::Retransmit(..)) => Keepalive::Unknown("retransmit"),
-            Some(Timer::Probe(_)) => Keepalive::Unknown("zero-window-probe"),
-            Some(Timer::TimeWait) => Keepalive::Unknown("time-wait"),
-        }
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Keepalive::Off => "off",
-            Keepalive::On { .. } => "on",
-            Keepalive::Unknown(_) => "unknown",
-        }
-    }
-
-    /// `off`, `on next=59.2s probes=0`, `? (retransmit timer)`.
-    pub fn describe(&self) -> String {
-        match self {
-            Keepalive::Off => "off".into(),
-            Keepalive::On { next, probes } => {
-                format!("on next={} probes={probes}", crate::output::duration(*next))
-            }
-            Keepalive::Unknown(timer) => format!("? ({timer} timer)"),
-        }
-    }
-
-    /// The fields `list` and `enable` put in their JSON objects.
-    pub fn json_fields(&self, o: &mut Value) {
-        o["keepalive"] = json!(self.as_str());
-        let (next, probes, timer) = match self {
-            Keepalive::Off => (None, None, None),
-            Keepalive::On { next, probes } => (
-                Some(crate::output::millis(*next)),
-                Some(*probes),
-                Some("keepalive"),
-            ),
-            Keepalive::Unknown(t) => (None, None, Some(*t)),
-        };
-        o["keepalive_next_ms"] = json!(next);
-        o["keepalive_probes"] = json!(probes);
-        o["timer"] = json!(timer);
-    }
 }
 
 /// One listed connection.
@@ -134,10 +71,10 @@ impl<'a> Row<'a> {
             "recv_queue": self.recv_queue,
             "inode": self.inode,
             "uid": self.uid,
-            "owners": owners_json(self.owners),
+            "owners": crate::output::owners_json(self.owners),
             "signature": self.signature.map(Signature::token),
         });
-        self.keepalive.json_fields(&mut o);
+        crate::output::keepalive_fields(&self.keepalive, &mut o);
         o
     }
 
@@ -154,21 +91,14 @@ impl<'a> Row<'a> {
                 // `signed=md5`: noted where it is seen first, next to the keepalive state.
                 Some(sig) => format!(
                     "{} signed={}",
-                    self.keepalive.describe(),
+                    crate::output::keepalive(&self.keepalive),
                     sig.token().trim_start_matches("tcp-")
                 ),
-                None => self.keepalive.describe(),
+                None => crate::output::keepalive(&self.keepalive),
             },
             owners_cell(self.owners),
         ]
     }
-}
-
-pub fn owners_json(owners: &[Owner]) -> Value {
-    owners
-        .iter()
-        .map(|o| json!({"pid": o.pid, "fd": o.fd, "command": o.command}))
-        .collect()
 }
 
 /// `1234/nginx,1240/nginx`, each process once; `-` when none was found.
@@ -257,6 +187,7 @@ fn render(rows: &[Row], json: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_sock_diag::inet::Timer;
 
     fn conn(timer: Option<Timer>) -> Conn {
         Conn {
@@ -274,48 +205,6 @@ mod tests {
             route: Default::default(),
             signature: None,
         }
-    }
-
-    #[test]
-    fn keepalive_state_follows_the_timer() {
-        assert_eq!(Keepalive::of(&conn(None)), Keepalive::Off);
-        assert_eq!(
-            Keepalive::of(&conn(Some(Timer::KeepAlive(Duration::from_millis(1500))))),
-            Keepalive::On {
-                next: Duration::from_millis(1500),
-                probes: 0
-            }
-        );
-        let hidden = Keepalive::of(&conn(Some(Timer::Retransmit(Duration::ZERO, 2))));
-        assert_eq!(hidden, Keepalive::Unknown("retransmit"));
-        assert_eq!(hidden.describe(), "? (retransmit timer)");
-        assert_eq!(
-            Keepalive::On {
-                next: Duration::from_millis(59_200),
-                probes: 2
-            }
-            .describe(),
-            "on next=59.2s probes=2"
-        );
-    }
-
-    #[test]
-    fn keepalive_json_fields() {
-        let mut o = json!({});
-        Keepalive::On {
-            next: Duration::from_millis(900),
-            probes: 1,
-        }
-        .json_fields(&mut o);
-        assert_eq!(
-            o,
-            json!({"keepalive": "on", "keepalive_next_ms": 900, "keepalive_probes": 1,
-                   "timer": "keepalive"})
-        );
-        let mut o = json!({});
-        Keepalive::Off.json_fields(&mut o);
-        assert_eq!(o["keepalive"], "off");
-        assert!(o["keepalive_next_ms"].is_null() && o["timer"].is_null());
     }
 
     #[test]

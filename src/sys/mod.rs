@@ -3,6 +3,7 @@
 pub mod bpf;
 pub mod capture;
 pub mod diag;
+pub mod keepalive;
 pub mod link;
 pub mod netns;
 pub mod notify;
