@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::args::{ProbeStyle, RateArgs, TimingArgs};
-use crate::engine::{Config, Evidence, Outcome, Verdict, VerdictKind};
+use crate::engine::{Config, Evidence, Outcome, SeqSource, Timing, Verdict, VerdictKind};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
@@ -24,7 +24,7 @@ use crate::fleet::Fleet;
 use crate::flow::{Flow, Signature};
 use crate::metrics::{self, ConnState, Metrics};
 use crate::output::{self, Reporter, count as plural, duration, unfinished_json, verdict_json};
-use crate::sys::diag::Diag;
+use crate::sys::diag::{Conn, Diag};
 use crate::sys::privilege::Bounding;
 use crate::sys::{catch_stop_signals, request_stop, stop_requested};
 
@@ -124,10 +124,53 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let started = Instant::now();
     let started_at = SystemTime::now();
     let mut diag = Diag::open()?;
-    let mut conns = match args.filter.require_established(&mut diag) {
+    let mut conns = established(args, &mut diag, started, started_at)?;
+    // Signed connections cannot be probed: they get their own rows, and no packet.
+    let signed: Vec<(Flow, Row)> = conns
+        .iter()
+        .filter_map(|c| Some((c.flow, Row::Signed(c.signature?))))
+        .collect();
+    let all: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
+    conns.retain(|c| c.signature.is_none());
+    let fleets = open_fleets(args, ctx, &conns, diag, timing, source)?;
+    // Without capabilities now: can the textfile still be written? Before any probe.
+    let metrics = match &args.textfile {
+        Some(path) => {
+            metrics::check_writable(path)?;
+            let m = Metrics::for_sweep();
+            for c in &conns {
+                m.set_state(&c.flow, ConnState::Pending);
+            }
+            Some((m, path.as_path()))
+        }
+        None => None,
+    };
+    let Swept {
+        rows,
+        probes,
+        elapsed,
+    } = probe(fleets, signed, all.len(), ctx.json, started)?;
+    if let Some((m, _)) = &metrics {
+        record(m, &rows, probes, started_at, elapsed);
+    }
+    let status = finish(&all, rows, elapsed, ctx.json)?;
+    if let Some((m, path)) = metrics {
+        write_textfile(&m, path)?;
+    }
+    Ok(status)
+}
+
+/// The established connections the filters match, sorted, one per flow. When none matches,
+/// the textfile says so too (zero connections), rather than leaving an older sweep's figures
+/// for the collector to read.
+fn established(
+    args: &SweepArgs,
+    diag: &mut Diag,
+    started: Instant,
+    started_at: SystemTime,
+) -> Result<Vec<Conn>> {
+    let mut conns = match args.filter.require_established(diag) {
         Ok(c) => c,
-        // Nothing matches: the textfile says so too (zero connections), rather than
-        // leaving an older sweep's figures for the collector to read.
         Err(e @ Error::NoConnection(_)) => {
             if let Some(path) = &args.textfile {
                 // Written as the file of a sweep that probed would be: without capabilities.
@@ -143,13 +186,19 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
     conns.sort_by_key(|c| c.flow);
     // One row per connection, even if the kernel listed a socket twice.
     conns.dedup_by_key(|c| c.flow);
-    // Signed connections cannot be probed: they get their own rows, and no packet.
-    let signed: Vec<(Flow, Row)> = conns
-        .iter()
-        .filter_map(|c| Some((c.flow, Row::Signed(c.signature?))))
-        .collect();
-    let all: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
-    conns.retain(|c| c.signature.is_none());
+    Ok(conns)
+}
+
+/// One fleet per worker, each with its slice of `conns` added and its routes' raw sockets
+/// configured; then every privilege is dropped, before any worker thread starts.
+fn open_fleets(
+    args: &SweepArgs,
+    ctx: &Ctx,
+    conns: &[Conn],
+    mut diag: Diag,
+    timing: Timing,
+    source: SeqSource,
+) -> Result<Vec<Fleet>> {
     let reporter = Reporter {
         json: ctx.json,
         verbose: ctx.verbose,
@@ -194,26 +243,26 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
         f.open_all_families()?;
     }
     crate::fleet::drop_privileges(&[], Bounding::Drop)?;
-    // Without capabilities now: can the textfile still be written? Before any probe.
-    let metrics = match &args.textfile {
-        Some(path) => {
-            metrics::check_writable(path)?;
-            let m = Metrics::for_sweep();
-            for c in &conns {
-                m.set_state(&c.flow, ConnState::Pending);
-            }
-            Some((m, path.as_path()))
-        }
-        None => None,
-    };
-    let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(all.len());
-    if ctx.json {
+    Ok(fleets)
+}
+
+/// Runs the fleets to the end, after the signed rows (printed first with JSON). Returns
+/// every row, the probes sent, and the time since `started` when the last fleet stopped.
+fn probe(
+    fleets: Vec<Fleet>,
+    signed: Vec<(Flow, Row)>,
+    flows: usize,
+    json: bool,
+    started: Instant,
+) -> Result<Swept> {
+    let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(flows);
+    if json {
         for (flow, row) in &signed {
             output::line(row.json(flow))?;
         }
     }
     rows.extend(signed);
-    let results = run_fleets(fleets, ctx.json, &mut rows);
+    let results = run_fleets(fleets, json, &mut rows);
     let elapsed = started.elapsed();
     let mut probes = 0;
     for r in results {
@@ -221,14 +270,18 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
         probes += fleet.probes_sent();
         fleet.close();
     }
-    if let Some((m, _)) = &metrics {
-        record(m, &rows, probes, started_at, elapsed);
-    }
-    let status = finish(&all, rows, elapsed, ctx.json)?;
-    if let Some((m, path)) = metrics {
-        write_textfile(&m, path)?;
-    }
-    Ok(status)
+    Ok(Swept {
+        rows,
+        probes,
+        elapsed,
+    })
+}
+
+/// What the fleets left: every row, the probes sent, and how long the sweep took.
+struct Swept {
+    rows: Vec<(Flow, Row)>,
+    probes: u64,
+    elapsed: Duration,
 }
 
 /// The sweep's rows in its metrics: each verdict moves its connection from `pending`;

@@ -19,7 +19,7 @@ use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
 use crate::fleet::Fleet;
 use crate::flow::{Flow, Route};
-use crate::metrics::{self, ConnState, Metrics, MetricsListener};
+use crate::metrics::{self, ConnState, Metrics, MetricsListener, MetricsServer};
 use crate::output::{self, Reporter, count as plural, duration};
 use crate::prober;
 use crate::sys::diag::{Conn, Diag};
@@ -149,6 +149,19 @@ struct Watch<'a> {
     listed: Option<(TcpOpens, Duration)>,
 }
 
+/// One connection to start watching: its flow, its view when it was listed, its route.
+type Found = (Flow, Option<ConnView>, Route);
+
+/// What `watch` starts with.
+struct Start {
+    /// The connection named on the command line, if any.
+    single: Option<Flow>,
+    /// The connections to watch now: the one named, or every one the filters match.
+    initial: Vec<Found>,
+    /// Connections found but not watched (signed, or a route that cannot be opened).
+    skipped: HashSet<Flow>,
+}
+
 /// Runs the watch. `listener` is `--metrics`' socket, bound before entering --netns/--pid
 /// (`cli::run`); it is served once the capabilities are gone.
 pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Result<ExitStatus> {
@@ -162,9 +175,48 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
     }
     let action = on_dead(&args.on_dead)?;
     let mut diag = Diag::open()?;
+    let start = find(args, &mut diag)?;
+    let source = args.style.seq_source.source();
+    let (mut fleet, start) = open_fleet(args, ctx, diag, &action, start)?;
+    // The HTTP server's threads start only now: capabilities are per thread, and they were
+    // dropped while this was the only one.
+    let (metrics, server) = serve_metrics(args, listener)?;
+    let mut w = Watch {
+        args,
+        ctx,
+        timing,
+        source,
+        action,
+        tracks: HashMap::new(),
+        skipped: start.skipped,
+        tally: Tally::default(),
+        children: Vec::new(),
+        later: Vec::new(),
+        metrics,
+        probes_counted: 0,
+        journal: notify::journal_output(),
+        listed: None,
+    };
+    for (flow, view, route) in start.initial {
+        w.start(&mut fleet, flow, view, route);
+    }
+    catch_stop_signals();
+    let exit = w.watch(&mut fleet, start.single)?;
+    notify::stopping();
+    let elapsed = fleet.now();
+    w.count_probes(&fleet);
+    fleet.close();
+    drop(server);
+    w.summary(elapsed)?;
+    Ok(exit)
+}
+
+/// The connection named, or every established one the filters match now (signed ones
+/// skipped with a warning).
+fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
     let single = match args.flow.spec()? {
         Some(spec) => {
-            let c = prober::resolve_conn(spec, &mut diag)?;
+            let c = prober::resolve_conn(spec, diag)?;
             if let Some(sig) = c.signature {
                 return Err(super::probe::signed_refusal(&c.flow, sig));
             }
@@ -173,11 +225,11 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
         None => None,
     };
     let mut skipped = HashSet::new();
-    let initial: Vec<(Flow, Option<ConnView>, Route)> = match &single {
+    let initial: Vec<Found> = match &single {
         Some(c) => vec![(c.flow, None, c.route)],
         None => args
             .filter
-            .established(&mut diag)?
+            .established(diag)?
             .into_iter()
             .filter(|c| !skip_signed(&mut skipped, c))
             .map(|c| (c.flow, Some(c.view()), c.route))
@@ -187,31 +239,47 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
     if single.is_none() && initial.is_empty() {
         log::info!("no established connection matches yet; waiting for one");
     }
-    let source = args.style.seq_source.source();
-    let flows: Vec<Flow> = initial.iter().map(|(f, _, _)| *f).collect();
+    Ok(Start {
+        single,
+        initial,
+        skipped,
+    })
+}
+
+/// Opens the fleet and each starting route's raw socket while the privileges are held, then
+/// drops them. The returned `Start` holds only the connections whose route could be opened.
+fn open_fleet(
+    args: &WatchArgs,
+    ctx: &Ctx,
+    diag: Diag,
+    action: &OnDead,
+    mut start: Start,
+) -> Result<(Fleet, Start)> {
+    let flows: Vec<Flow> = start.initial.iter().map(|(f, _, _)| *f).collect();
     let reporter = Reporter {
         json: ctx.json,
         verbose: ctx.verbose,
     };
     let mut fleet = Fleet::open(&flows, diag, args.rate.rate, reporter)?;
     // Each route's raw socket is configured now, while the privileges are held.
-    let mut initial_ok = Vec::with_capacity(initial.len());
-    for (flow, view, route) in initial {
+    let mut initial_ok = Vec::with_capacity(start.initial.len());
+    for (flow, view, route) in std::mem::take(&mut start.initial) {
         match fleet.prepare_route(flow.is_ipv6(), route) {
             Ok(()) => initial_ok.push((flow, view, route)),
-            Err(e) if single.is_none() => {
+            Err(e) if start.single.is_none() => {
                 log::warn!("{flow}: not watched: {e}");
-                skipped.insert(flow);
+                start.skipped.insert(flow);
             }
             Err(e) => return Err(e),
         }
     }
+    start.initial = initial_ok;
     // kill needs CAP_NET_ADMIN for SOCK_DESTROY. So does watching by filters: sock_diag
     // shows a socket's mark and TCP-MD5 keys only to CAP_NET_ADMIN, and without them a
     // connection that appears later would be probed unmarked (a false `dead` under policy
     // routing) or, if signed, retried forever. exec'd commands run as they would from a
     // shell.
-    let keep: &[caps::Capability] = if single.is_none() || action == OnDead::Kill {
+    let keep: &[caps::Capability] = if start.single.is_none() || *action == OnDead::Kill {
         &[CAP_NET_ADMIN]
     } else {
         &[]
@@ -220,100 +288,24 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
         OnDead::Exec(_) => fleet.drop_privileges(keep, Bounding::Keep)?,
         _ => fleet.drop_privileges(keep, Bounding::Drop)?,
     }
-    // The HTTP server's threads start only now: capabilities are per thread, and they were
-    // dropped while this was the only one.
-    let (metrics, server) = match listener {
-        Some(l) => {
-            let m = Arc::new(Metrics::new(metrics::Options {
-                per_connection: args.metrics_per_connection,
-                sweep: false,
-            }));
-            let server = l.serve(m.clone())?;
-            (Some(m), Some(server))
-        }
-        None => (None, None),
+    Ok((fleet, start))
+}
+
+/// `--metrics`: the counters and the HTTP server that shows them. Called only once the
+/// privileges are dropped, since the server starts threads.
+fn serve_metrics(
+    args: &WatchArgs,
+    listener: Option<MetricsListener>,
+) -> Result<(Option<Arc<Metrics>>, Option<MetricsServer>)> {
+    let Some(l) = listener else {
+        return Ok((None, None));
     };
-    let mut w = Watch {
-        args,
-        ctx,
-        timing,
-        source,
-        action,
-        tracks: HashMap::new(),
-        skipped,
-        tally: Tally::default(),
-        children: Vec::new(),
-        later: Vec::new(),
-        metrics,
-        probes_counted: 0,
-        journal: notify::journal_output(),
-        listed: None,
-    };
-    for (flow, view, route) in initial_ok {
-        w.start(&mut fleet, flow, view, route);
-    }
-    catch_stop_signals();
-    // Under systemd (Type=notify): ready once the sockets are open and /metrics answers;
-    // then the watchdog's pings from the loop (README "systemd").
-    notify::ready(&w.status_line());
-    let mut watchdog = Watchdog::from_env();
-    let mut status = (Instant::now() + STATUS_EVERY, w.status_line());
-    let mut next_rescan = fleet.now() + args.rescan;
-    let mut exit = ExitStatus::Success;
-    while !stop_requested() {
-        let now = Instant::now();
-        let mut turn = TURN;
-        if let Some(wd) = &mut watchdog {
-            wd.tick(now);
-            turn = turn.min(wd.until_due(now));
-        }
-        if now >= status.0 && notify::under_systemd() {
-            let line = w.status_line();
-            if line != status.1 {
-                notify::status(&line);
-            }
-            status = (now + STATUS_EVERY, line);
-        }
-        // A closed stdout ends the watch at its next write (README "Pipes, signals and limits").
-        output::check()?;
-        let outcomes = fleet.step(turn)?;
-        w.count_probes(&fleet);
-        for (flow, outcome, ignored) in outcomes {
-            if let Some(m) = &w.metrics {
-                m.ignored(ignored);
-            }
-            match w.outcome(&mut fleet, flow, outcome)? {
-                Some(after) if after.is_zero() => {
-                    let route = w.tracks.get(&flow).map_or_else(Route::default, |t| t.route);
-                    w.start(&mut fleet, flow, None, route);
-                }
-                Some(after) => w.later.push((fleet.now() + after, flow)),
-                None => w.forget(&flow),
-            }
-        }
-        w.restart_due(&mut fleet);
-        w.reap_children();
-        if let Some(flow) = single {
-            if !w.tracks.contains_key(&flow) {
-                exit = match w.tally.changes.keys().copied().max_by_key(|s| severity(s)) {
-                    Some("dead") => ExitStatus::Dead,
-                    Some("reset") => ExitStatus::Reset,
-                    _ => ExitStatus::NoConnection,
-                };
-                break;
-            }
-        } else if fleet.now() >= next_rescan {
-            next_rescan = fleet.now() + args.rescan;
-            w.rescan(&mut fleet)?;
-        }
-    }
-    notify::stopping();
-    let elapsed = fleet.now();
-    w.count_probes(&fleet);
-    fleet.close();
-    drop(server);
-    w.summary(elapsed)?;
-    Ok(exit)
+    let m = Arc::new(Metrics::new(metrics::Options {
+        per_connection: args.metrics_per_connection,
+        sweep: false,
+    }));
+    let server = l.serve(m.clone())?;
+    Ok((Some(m), Some(server)))
 }
 
 /// True (after one warning) for a signed connection, which is never probed.
@@ -365,6 +357,86 @@ fn severity(state: &str) -> u8 {
 }
 
 impl Watch<'_> {
+    /// The loop, until a stop signal or, for a single connection, until it is gone; returns
+    /// the exit status. Under systemd (Type=notify): ready once the sockets are open and
+    /// /metrics answers; then the watchdog's pings from the loop (README "systemd").
+    fn watch(&mut self, fleet: &mut Fleet, single: Option<Flow>) -> Result<ExitStatus> {
+        notify::ready(&self.status_line());
+        let mut watchdog = Watchdog::from_env();
+        let mut status = (Instant::now() + STATUS_EVERY, self.status_line());
+        let mut next_rescan = fleet.now() + self.args.rescan;
+        while !stop_requested() {
+            let now = Instant::now();
+            let mut turn = TURN;
+            if let Some(wd) = &mut watchdog {
+                wd.tick(now);
+                turn = turn.min(wd.until_due(now));
+            }
+            if now >= status.0 && notify::under_systemd() {
+                let line = self.status_line();
+                if line != status.1 {
+                    notify::status(&line);
+                }
+                status = (now + STATUS_EVERY, line);
+            }
+            // A closed stdout ends the watch at its next write (README "Pipes, signals and
+            // limits").
+            output::check()?;
+            self.turn(fleet, turn)?;
+            if let Some(flow) = single {
+                if !self.tracks.contains_key(&flow) {
+                    return Ok(self.single_exit());
+                }
+            } else if fleet.now() >= next_rescan {
+                next_rescan = fleet.now() + self.args.rescan;
+                self.rescan(fleet)?;
+            }
+        }
+        Ok(ExitStatus::Success)
+    }
+
+    /// One turn of the loop: waits up to `wait` for outcomes, acts on them, restarts the
+    /// connections due again and reaps `--on-dead exec` children.
+    fn turn(&mut self, fleet: &mut Fleet, wait: Duration) -> Result<()> {
+        let outcomes = fleet.step(wait)?;
+        self.count_probes(fleet);
+        for (flow, outcome, ignored) in outcomes {
+            if let Some(m) = &self.metrics {
+                m.ignored(ignored);
+            }
+            match self.outcome(fleet, flow, outcome)? {
+                Some(after) if after.is_zero() => {
+                    let route = self
+                        .tracks
+                        .get(&flow)
+                        .map_or_else(Route::default, |t| t.route);
+                    self.start(fleet, flow, None, route);
+                }
+                Some(after) => self.later.push((fleet.now() + after, flow)),
+                None => self.forget(&flow),
+            }
+        }
+        self.restart_due(fleet);
+        self.reap_children();
+        Ok(())
+    }
+
+    /// The exit status once the single connection watched is gone: by the worst state it
+    /// reached.
+    fn single_exit(&self) -> ExitStatus {
+        match self
+            .tally
+            .changes
+            .keys()
+            .copied()
+            .max_by_key(|s| severity(s))
+        {
+            Some("dead") => ExitStatus::Dead,
+            Some("reset") => ExitStatus::Reset,
+            _ => ExitStatus::NoConnection,
+        }
+    }
+
     fn start(&mut self, fleet: &mut Fleet, flow: Flow, view: Option<ConnView>, route: Route) {
         if self.tally.seen.insert(flow) {
             log::info!("{flow}: watching");
