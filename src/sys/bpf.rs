@@ -305,103 +305,116 @@ pub fn flows_filter(flows: &[Flow]) -> Vec<libc::sock_filter> {
 
     for is_v6 in [false, true] {
         let family: Vec<&Flow> = flows.iter().filter(|f| f.is_ipv6() == is_v6).collect();
-        let mut locals: Vec<IpAddr> = family.iter().map(|f| f.local.ip()).collect();
-        locals.sort();
-        locals.dedup();
-        let (tcp, icmp, not_tcp, not_icmp) = (a.label(), a.label(), a.label(), a.label());
         a.bind(if is_v6 { v6 } else { v4 });
-        let (proto_off, icmp_proto, src_off, dst_off) = if is_v6 {
-            (
-                k(IPV6_NEXT_HEADER_OFFSET),
-                proto(IPPROTO_ICMPV6),
-                k(IPV6_SRC_OFFSET),
-                k(IPV6_DST_OFFSET),
-            )
-        } else {
-            (
-                k(IPV4_PROTOCOL_OFFSET),
-                proto(IPPROTO_ICMP),
-                k(IPV4_SRC_OFFSET),
-                k(IPV4_DST_OFFSET),
-            )
-        };
-        a.op(LD_B_ABS, proto_off);
-        a.jump(JEQ_K, proto(IPPROTO_TCP), To::Next, To::Label(not_tcp));
-        a.long_jump(tcp);
-        a.bind(not_tcp);
-        a.jump(JEQ_K, icmp_proto, To::Next, To::Label(not_icmp));
-        a.long_jump(icmp);
-        a.bind(not_icmp);
-        a.ret(0);
-
-        a.bind(tcp);
-        if is_v6 {
-            // The TCP header follows the fixed header directly (extension headers are skipped).
-            a.op(LDX_IMM, k(IPV6_HEADER_LEN));
-        } else {
-            let whole = a.label();
-            a.op(LD_H_ABS, k(IPV4_FRAGMENT_OFFSET));
-            a.jump(JSET_K, FRAGMENT_BITS, To::Next, To::Label(whole));
-            a.ret(0);
-            a.bind(whole);
-            // X = 4 * (byte 0 & 0xf): the IHL, where the TCP header starts.
-            a.op(LDX_B_MSH, 0);
-        }
-        let groups = groups(&family);
-        if groups.len() <= MAX_GROUPS {
-            for g in &groups {
-                let (reverse, next) = (a.label(), a.label());
-                segment(
-                    &mut a,
-                    src_off,
-                    dst_off,
-                    g.local,
-                    g.remote,
-                    &g.local_ports,
-                    &g.remote_ports,
-                    reverse,
-                );
-                a.bind(reverse);
-                segment(
-                    &mut a,
-                    src_off,
-                    dst_off,
-                    g.remote,
-                    g.local,
-                    &g.remote_ports,
-                    &g.local_ports,
-                    next,
-                );
-                a.bind(next);
-            }
-        } else {
-            for ip in &locals {
-                for off in [src_off, dst_off] {
-                    let next = a.label();
-                    for (i, w) in words(*ip).into_iter().enumerate() {
-                        a.op(LD_W_ABS, off + 4 * i as u32);
-                        a.expect(w, next);
-                    }
-                    a.ret(SNAP);
-                    a.bind(next);
-                }
-            }
-        }
-        a.ret(0);
-
-        a.bind(icmp);
-        for ip in locals {
-            let next = a.label();
-            for (i, w) in words(ip).into_iter().enumerate() {
-                a.op(LD_W_ABS, dst_off + 4 * i as u32);
-                a.expect(w, next);
-            }
-            a.ret(SNAP);
-            a.bind(next);
-        }
-        a.ret(0);
+        family_filter(&mut a, &family, Header::of(is_v6));
     }
     a.finish()
+}
+
+/// Where one IP family keeps the fields the filter reads.
+#[derive(Clone, Copy)]
+struct Header {
+    v6: bool,
+    /// The protocol (IPv4) or next header (IPv6) field.
+    proto_off: u32,
+    /// ICMP for IPv4, ICMPv6 for IPv6.
+    icmp_proto: u32,
+    src_off: u32,
+    dst_off: u32,
+}
+
+impl Header {
+    fn of(v6: bool) -> Header {
+        if v6 {
+            Header {
+                v6,
+                proto_off: k(IPV6_NEXT_HEADER_OFFSET),
+                icmp_proto: proto(IPPROTO_ICMPV6),
+                src_off: k(IPV6_SRC_OFFSET),
+                dst_off: k(IPV6_DST_OFFSET),
+            }
+        } else {
+            Header {
+                v6,
+                proto_off: k(IPV4_PROTOCOL_OFFSET),
+                icmp_proto: proto(IPPROTO_ICMP),
+                src_off: k(IPV4_SRC_OFFSET),
+                dst_off: k(IPV4_DST_OFFSET),
+            }
+        }
+    }
+}
+
+/// One family's part of [`flows_filter`]: its TCP segments, then the ICMP errors sent to its
+/// local addresses; anything else is dropped.
+fn family_filter(a: &mut Asm, family: &[&Flow], h: Header) {
+    let mut locals: Vec<IpAddr> = family.iter().map(|f| f.local.ip()).collect();
+    locals.sort();
+    locals.dedup();
+    let (tcp, icmp, not_tcp, not_icmp) = (a.label(), a.label(), a.label(), a.label());
+    a.op(LD_B_ABS, h.proto_off);
+    a.jump(JEQ_K, proto(IPPROTO_TCP), To::Next, To::Label(not_tcp));
+    a.long_jump(tcp);
+    a.bind(not_tcp);
+    a.jump(JEQ_K, h.icmp_proto, To::Next, To::Label(not_icmp));
+    a.long_jump(icmp);
+    a.bind(not_icmp);
+    a.ret(0);
+
+    a.bind(tcp);
+    tcp_header_in_x(a, h.v6);
+    let groups = groups(family);
+    if groups.len() <= MAX_GROUPS {
+        for g in &groups {
+            let (reverse, next) = (a.label(), a.label());
+            let (lp, rp) = (&g.local_ports, &g.remote_ports);
+            segment(a, h.src_off, h.dst_off, g.local, g.remote, lp, rp, reverse);
+            a.bind(reverse);
+            segment(a, h.src_off, h.dst_off, g.remote, g.local, rp, lp, next);
+            a.bind(next);
+        }
+    } else {
+        for ip in &locals {
+            for off in [h.src_off, h.dst_off] {
+                keep_address(a, off, *ip);
+            }
+        }
+    }
+    a.ret(0);
+
+    a.bind(icmp);
+    for ip in locals {
+        keep_address(a, h.dst_off, ip);
+    }
+    a.ret(0);
+}
+
+/// Sets X to the TCP header's offset. IPv4 fragments are dropped here: a fragment is not a
+/// whole segment.
+fn tcp_header_in_x(a: &mut Asm, v6: bool) {
+    if v6 {
+        // The TCP header follows the fixed header directly (extension headers are skipped).
+        a.op(LDX_IMM, k(IPV6_HEADER_LEN));
+    } else {
+        let whole = a.label();
+        a.op(LD_H_ABS, k(IPV4_FRAGMENT_OFFSET));
+        a.jump(JSET_K, FRAGMENT_BITS, To::Next, To::Label(whole));
+        a.ret(0);
+        a.bind(whole);
+        // X = 4 * (byte 0 & 0xf): the IHL, where the TCP header starts.
+        a.op(LDX_B_MSH, 0);
+    }
+}
+
+/// Keeps the packet if the address at `off` is `ip`; else goes on after this test.
+fn keep_address(a: &mut Asm, off: u32, ip: IpAddr) {
+    let next = a.label();
+    for (i, w) in words(ip).into_iter().enumerate() {
+        a.op(LD_W_ABS, off + 4 * i as u32);
+        a.expect(w, next);
+    }
+    a.ret(SNAP);
+    a.bind(next);
 }
 
 const LDX_IMM: u16 = 0x01;
