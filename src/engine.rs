@@ -806,10 +806,6 @@ impl Engine {
             self.ignore("segment whose addresses contradict the direction it was seen in");
             return;
         }
-        let ours = self
-            .sent
-            .iter()
-            .any(|&(s, a, _)| s == seg.seq && a == seg.ack);
         if incoming && seg.has(wire::SYN) {
             // Our injected SYN, seen on loopback: the challenge ACK comes after it.
             if let Phase::Learning { syn, syn_seen, .. } = &mut self.phase
@@ -822,61 +818,88 @@ impl Engine {
         }
         let plain = !seg.has(wire::SYN) && !seg.has(wire::RST) && seg.has(wire::ACK);
         if outgoing {
-            if plain {
-                self.saw_copy(now, seg.seq, seg.ack, seg.ts.map(|t| t.tsval));
-            }
-            let learn = match self.phase {
-                Phase::Learning { syn_seen: true, .. } => {
-                    plain && !seg.has(wire::FIN) && seg.payload_len == 0
-                }
-                Phase::Sniffing { .. } => plain,
-                _ => false,
-            };
-            if learn && !ours {
-                let fin = u32::from(seg.has(wire::FIN));
-                self.learned(Numbers {
-                    snd_nxt: seg.seq + seg.payload_len as u32 + fin,
-                    rcv_nxt: seg.ack,
-                    window: seg.window,
-                    ts: seg.ts,
-                    ip: seg.ip,
-                });
-            }
+            self.on_outgoing(now, seg, plain);
             return;
         }
         // Incoming, from the peer's side of the 4-tuple.
         if let Phase::Sniffing { .. } = self.phase {
             if plain {
-                let fin = u32::from(seg.has(wire::FIN));
-                self.learned(Numbers {
-                    snd_nxt: seg.ack,
-                    rcv_nxt: seg.seq + seg.payload_len as u32 + fin,
-                    window: 0,
-                    ts: None,
-                    ip: IpMeta::default(),
-                });
-                // The local kernel's own window and options are unknown here.
-                if let Some(n) = self.numbers.as_mut() {
-                    n.window = SNIFF_WINDOW;
-                }
+                self.sniffed_from_peer(seg);
             }
             return;
         }
         if seg.has(wire::RST) {
-            // RFC 793 reset generation: the RST's SEQ is the ACK field of what it answers.
-            let known = self.numbers.is_some_and(|n| n.rcv_nxt == seg.seq)
-                || self.sent.iter().any(|&(_, ack, _)| ack == seg.seq);
-            if known {
-                let v = self.verdict(now, VerdictKind::Reset, None);
-                self.conclude(v);
-            } else {
-                self.ignore("RST whose sequence number matches no probe");
-            }
+            self.on_reset(now, seg);
             return;
         }
         if !plain || self.probes_sent == 0 {
             return;
         }
+        self.on_answer(now, seg);
+    }
+
+    /// A segment the local stack sent on the connection (`plain`: a pure ACK, possibly with
+    /// data or FIN): a copy of a probe, or the numbers to learn (the challenge ACK after our
+    /// SYN, or any segment when sniffing). Our own probes never teach numbers.
+    fn on_outgoing(&mut self, now: Duration, seg: &Segment, plain: bool) {
+        let ours = self
+            .sent
+            .iter()
+            .any(|&(s, a, _)| s == seg.seq && a == seg.ack);
+        if plain {
+            self.saw_copy(now, seg.seq, seg.ack, seg.ts.map(|t| t.tsval));
+        }
+        let learn = match self.phase {
+            Phase::Learning { syn_seen: true, .. } => {
+                plain && !seg.has(wire::FIN) && seg.payload_len == 0
+            }
+            Phase::Sniffing { .. } => plain,
+            _ => false,
+        };
+        if learn && !ours {
+            let fin = u32::from(seg.has(wire::FIN));
+            self.learned(Numbers {
+                snd_nxt: seg.seq + seg.payload_len as u32 + fin,
+                rcv_nxt: seg.ack,
+                window: seg.window,
+                ts: seg.ts,
+                ip: seg.ip,
+            });
+        }
+    }
+
+    /// Sniffing: a plain segment from the peer gives the numbers seen from its side.
+    fn sniffed_from_peer(&mut self, seg: &Segment) {
+        let fin = u32::from(seg.has(wire::FIN));
+        self.learned(Numbers {
+            snd_nxt: seg.ack,
+            rcv_nxt: seg.seq + seg.payload_len as u32 + fin,
+            window: 0,
+            ts: None,
+            ip: IpMeta::default(),
+        });
+        // The local kernel's own window and options are unknown here.
+        if let Some(n) = self.numbers.as_mut() {
+            n.window = SNIFF_WINDOW;
+        }
+    }
+
+    /// An RST from the peer: a `reset` verdict only if it answers what we know was sent.
+    fn on_reset(&mut self, now: Duration, seg: &Segment) {
+        // RFC 793 reset generation: the RST's SEQ is the ACK field of what it answers.
+        let known = self.numbers.is_some_and(|n| n.rcv_nxt == seg.seq)
+            || self.sent.iter().any(|&(_, ack, _)| ack == seg.seq);
+        if known {
+            let v = self.verdict(now, VerdictKind::Reset, None);
+            self.conclude(v);
+        } else {
+            self.ignore("RST whose sequence number matches no probe");
+        }
+    }
+
+    /// A plain ACK from the peer after a probe went out: the answer if its numbers are the
+    /// ones learned (with `--seq-source peer`, it brings them).
+    fn on_answer(&mut self, now: Duration, seg: &Segment) {
         match (self.cfg.source, self.numbers) {
             (SeqSource::Peer, _) => {
                 // The answer to an out-of-window probe carries the peer's view of the numbers.
