@@ -46,6 +46,15 @@ impl Error {
         self.status().code()
     }
 
+    /// Why a signed connection is not probed: exit 7 (README "Policy routing, VRFs, bound
+    /// sockets"), before anything is sent.
+    pub fn signed(flow: &crate::flow::Flow, sig: crate::flow::Signature) -> Error {
+        Error::Runtime(format!(
+            "{flow} uses {}: both ends drop unsigned segments, so kaprobe cannot probe it",
+            sig.as_str()
+        ))
+    }
+
     /// Wraps a failed system call: permission errors become `Privilege` naming `cap`.
     pub fn sys(context: impl Into<String>, cap: Capability, source: io::Error) -> Error {
         let context = context.into();

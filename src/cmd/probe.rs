@@ -7,7 +7,7 @@ use super::args::{FlowArg, ProbeStyle, TimingArgs};
 use crate::engine::{Config, Outcome, SeqSource};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::flow::{Flow, Signature};
+use crate::flow::Flow;
 use crate::output::Reporter;
 use crate::prober;
 use crate::sys::diag::{Diag, SignatureDrops};
@@ -36,7 +36,7 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let mut diag = Diag::open()?;
     let conn = prober::resolve_conn(args.flow.spec()?, &mut diag)?;
     if let Some(sig) = conn.signature {
-        return Err(signed_refusal(&conn.flow, sig));
+        return Err(Error::signed(&conn.flow, sig));
     }
     let flow = conn.flow;
     if conn.route.is_set() {
@@ -106,15 +106,6 @@ fn learn_failed(flow: &Flow, source: SeqSource, drops_before: Option<SignatureDr
             crate::engine::LEARN_TRIES
         ),
     }
-}
-
-/// Why a signed connection is not probed: exit 7 (README "Policy routing, VRFs, bound
-/// sockets"), before anything is sent.
-pub fn signed_refusal(flow: &Flow, sig: Signature) -> Error {
-    Error::Runtime(format!(
-        "{flow} uses {}: both ends drop unsigned segments, so kaprobe cannot probe it",
-        sig.as_str()
-    ))
 }
 
 #[cfg(test)]

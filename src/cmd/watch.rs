@@ -218,7 +218,7 @@ fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
         Some(spec) => {
             let c = prober::resolve_conn(spec, diag)?;
             if let Some(sig) = c.signature {
-                return Err(super::probe::signed_refusal(&c.flow, sig));
+                return Err(Error::signed(&c.flow, sig));
             }
             Some(c)
         }
