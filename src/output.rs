@@ -132,15 +132,9 @@ pub fn count(n: impl Into<u64>, noun: &str) -> String {
 
 pub fn verdict_line(flow: &Flow, v: &Verdict) -> String {
     let mut line = format!("{flow} {}", v.kind.as_str());
-    if let Some(icmp) = &v.icmp {
-        line.push_str(&format!(" icmp={} from={}", icmp.name, icmp.from));
-    }
-    if let Some(cause) = v.cause {
-        line.push_str(&format!(" cause={}", cause.as_str()));
-    }
-    // An answer to a probe is the default; anything else says what decided.
-    if v.evidence != Evidence::Probe {
-        line.push_str(&format!(" evidence={}", v.evidence.as_str()));
+    for part in verdict_details(v) {
+        line.push(' ');
+        line.push_str(&part);
     }
     if let Some(rtt) = v.rtt {
         line.push_str(&format!(" rtt={}", duration(rtt)));
@@ -150,6 +144,22 @@ pub fn verdict_line(flow: &Flow, v: &Verdict) -> String {
         line.push_str(&format!(" after={}", duration(v.elapsed)));
     }
     line
+}
+
+/// What a verdict says beyond its kind, as `key=value` words: the ICMP error or local cause
+/// of an `unreachable`, and what decided when it was not an answer to a probe (the default).
+pub fn verdict_details(v: &Verdict) -> Vec<String> {
+    let mut parts = Vec::new();
+    if let Some(icmp) = &v.icmp {
+        parts.push(format!("icmp={} from={}", icmp.name, icmp.from));
+    }
+    if let Some(cause) = v.cause {
+        parts.push(format!("cause={}", cause.as_str()));
+    }
+    if v.evidence != Evidence::Probe {
+        parts.push(format!("evidence={}", v.evidence.as_str()));
+    }
+    parts
 }
 
 pub fn verdict_json(flow: &Flow, v: &Verdict, ignored: u64) -> Value {

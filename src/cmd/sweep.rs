@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::args::{ProbeStyle, RateArgs, TimingArgs};
-use crate::engine::{Config, Evidence, Outcome, SeqSource, Timing, Verdict, VerdictKind};
+use crate::engine::{Config, Outcome, SeqSource, Timing, Verdict, VerdictKind};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
@@ -443,22 +443,6 @@ fn summary_json(rows: &[(Flow, Row)], elapsed: Duration) -> Value {
     o
 }
 
-/// What the table's last column says about a verdict: the local cause or ICMP error of an
-/// `unreachable`, and what decided when it was not an answer to a probe.
-fn detail(v: &Verdict) -> String {
-    let mut parts = Vec::new();
-    if let Some(cause) = v.cause {
-        parts.push(format!("cause={}", cause.as_str()));
-    }
-    if let Some(icmp) = &v.icmp {
-        parts.push(format!("icmp={} from={}", icmp.name, icmp.from));
-    }
-    if v.evidence != Evidence::Probe {
-        parts.push(format!("evidence={}", v.evidence.as_str()));
-    }
-    parts.join(" ")
-}
-
 /// The sorted table and the summary line.
 fn table(rows: &[(Flow, Row)], elapsed: Duration) -> String {
     let width = rows
@@ -476,7 +460,7 @@ fn table(rows: &[(Flow, Row)], elapsed: Duration) -> String {
             Row::Verdict(v, _) => (
                 v.rtt.map_or("-".to_string(), duration),
                 v.probes_sent.to_string(),
-                detail(v),
+                output::verdict_details(v).join(" "),
             ),
             Row::Signed(sig) => ("-".to_string(), "0".to_string(), sig.as_str().to_string()),
             _ => ("-".to_string(), "-".to_string(), String::new()),
