@@ -43,23 +43,6 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("kaprobe-deploy-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("create temp dir");
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn text(o: &Output) -> String {
     format!(
         "{}\nstdout:\n{}\nstderr:\n{}",
@@ -128,7 +111,7 @@ fn unit_template_passes_systemd_analyze() {
     if !require(missing) {
         return;
     }
-    let dir = TempDir::new("unit");
+    let dir = common::ScratchDir::new("unit");
     let unit = std::fs::read_to_string(deploy("kaprobe-watch@.service")).unwrap();
     // An instance of the template, running the binary under test (verify checks that
     // ExecStart is executable). `--man=no`: the man page exists once the package is in.
@@ -420,7 +403,7 @@ fn deb_installs_and_grants_the_capabilities() {
         return;
     }
 
-    let dir = TempDir::new("deb");
+    let dir = common::ScratchDir::new("deb");
     let out = Command::new(deploy("build-deb.sh"))
         .args(["--binary", env!("CARGO_BIN_EXE_kaprobe"), "--output"])
         .arg(&dir.0)

@@ -16,8 +16,8 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Background, Lab, describe, run_kaprobe};
-use prom::{Prometheus, TempDir, free_port, promtool_check, sample, try_http_get};
+use common::{Background, Lab, ScratchDir, describe, run_kaprobe};
+use prom::{Prometheus, free_port, promtool_check, sample, try_http_get};
 
 /// B stops answering on `port`: everything to it is dropped, as if that peer host died.
 fn blackhole_port(lab: &Lab, port: u16) {
@@ -86,7 +86,7 @@ fn prometheus_sees_the_blackholed_peer_dead_and_the_rest_alive() {
     let body = wait_metrics(addr, Duration::from_secs(15), |b| {
         sample(b, r#"kaprobe_connections{state="alive"}"#) == Some(4.0)
     });
-    let dir = TempDir::new("lab-metrics");
+    let dir = ScratchDir::new("lab-metrics");
     let scraped = dir.0.join("metrics.txt");
     std::fs::write(&scraped, &body).unwrap();
     promtool_check(&scraped);
@@ -171,7 +171,7 @@ fn sweep_textfile_counts_the_verdicts_and_passes_promtool() {
     let lab = Lab::up("direct", None);
     let _conns = connections(&lab, 9751, 3);
     blackhole_port(&lab, 9753);
-    let dir = TempDir::new("lab-textfile");
+    let dir = ScratchDir::new("lab-textfile");
     let path = dir.0.join("kaprobe.prom");
     let path_s = path.to_str().unwrap();
 
@@ -272,7 +272,7 @@ fn an_interrupted_sweep_writes_what_was_decided() {
     let lab = Lab::up("direct", None);
     let _conns = connections(&lab, 9761, 3);
     blackhole_port(&lab, 9763);
-    let dir = TempDir::new("lab-textfile-int");
+    let dir = ScratchDir::new("lab-textfile-int");
     let path = dir.0.join("kaprobe.prom");
     // The blackholed connection would take 5 x 2 s: SIGTERM comes first.
     let mut sweep = Background::start(
@@ -337,7 +337,7 @@ fn watch_with_env(
     lab: &Lab,
     args: &[&str],
     env: &[(&str, String)],
-    dir: &TempDir,
+    dir: &ScratchDir,
 ) -> std::process::Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaprobe"));
     cmd.args(["--netns", &lab.ns('a'), "watch"])
@@ -390,7 +390,7 @@ fn watch_tells_systemd_ready_watchdog_and_stopping() {
     }
     let lab = Lab::up("direct", None);
     let _conns = connections(&lab, 9771, 1);
-    let dir = TempDir::new("lab-notify");
+    let dir = ScratchDir::new("lab-notify");
     let path = dir.0.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     let flow = "198.18.0.2:44771-198.51.100.2:9771";
@@ -464,7 +464,7 @@ fn on_the_journal_lines_carry_a_priority_and_no_timestamp() {
     let args = ["-v", "--time", "1s", "--intvl", "500ms", flow];
 
     // As systemd starts it: stdout and stderr one stream, named by JOURNAL_STREAM.
-    let dir = TempDir::new("lab-journal");
+    let dir = ScratchDir::new("lab-journal");
     let file = std::fs::File::create(dir.0.join("journal")).unwrap();
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().unwrap();

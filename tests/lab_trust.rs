@@ -38,24 +38,6 @@ fn enter_netns(ns: &str) {
     assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
-/// The kernel's tcp_info for a socket.
-fn tcp_info(s: &TcpStream) -> libc::tcp_info {
-    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
-    info
-}
-
 /// TCP counters of a namespace: `Tcp:` from /proc/net/snmp and `TcpExt:` from netstat.
 fn tcp_counters(ns: &str) -> Vec<(String, u64)> {
     in_netns(ns, || {
@@ -419,14 +401,14 @@ fn forged_answers(v6: bool, server_port: u16, client_port: u16) {
 
     // The kernel checks RST and ACK numbers too: A's socket survived the flood...
     assert_eq!(
-        tcp_info(&client).tcpi_state,
+        common::tcp_info(&client).tcpi_state,
         TCP_ESTABLISHED,
         "A's socket was reset"
     );
     // ...and carries data again once B is back.
     lab.fault(&["unblackhole"]);
     common::assert_still_carries_data(&client, &server);
-    assert_eq!(tcp_info(&client).tcpi_state, TCP_ESTABLISHED);
+    assert_eq!(common::tcp_info(&client).tcpi_state, TCP_ESTABLISHED);
     eprintln!(
         "forged answers {}: {} RSTs + {} ACKs in {:.2}s ({:.0}/s); json run {:.2}s ignored {ignored}; \
          human run {:.2}s ignored {hignored}; verdict dead both times",
@@ -594,7 +576,7 @@ fn no_harm(v6: bool, server_port: u16, client_port: u16) {
     let total = (CHUNKS * CHUNK) as u64;
 
     let (ca, cb) = (tcp_counters(&lab.ns('a')), tcp_counters(&lab.ns('b')));
-    let (ci0, si0) = (tcp_info(&client), tcp_info(&server));
+    let (ci0, si0) = (common::tcp_info(&client), common::tcp_info(&server));
 
     let start = Instant::now();
     let up_w = {
@@ -642,7 +624,7 @@ fn no_harm(v6: bool, server_port: u16, client_port: u16) {
     let (down_got, down_hash) = join(down_r);
     let elapsed = start.elapsed();
 
-    let (ci1, si1) = (tcp_info(&client), tcp_info(&server));
+    let (ci1, si1) = (common::tcp_info(&client), common::tcp_info(&server));
     let (ca1, cb1) = (tcp_counters(&lab.ns('a')), tcp_counters(&lab.ns('b')));
     let keys = [
         "OutRsts",

@@ -10,10 +10,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::ScratchDir;
 use kaprobe::engine::VerdictKind;
 use kaprobe::flow::Flow;
 use kaprobe::metrics::{self, ConnState, Metrics, Options};
-use prom::{Prometheus, TempDir, http_get, promtool_check, require_tool};
+use prom::{Prometheus, http_get, promtool_check, require_tool};
 
 fn flow(n: u16) -> Flow {
     Flow {
@@ -47,7 +48,7 @@ fn promtool_accepts_the_metrics_body_and_the_textfile() {
     if !require_tool("promtool") {
         return;
     }
-    let dir = TempDir::new("promtool");
+    let dir = ScratchDir::new("promtool");
 
     // The /metrics body a scraper gets without asking for OpenMetrics.
     let m = Arc::new(busy(Options {

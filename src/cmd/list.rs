@@ -187,25 +187,8 @@ fn render(rows: &[Row], json: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_sock_diag::inet::Timer;
 
-    fn conn(timer: Option<Timer>) -> Conn {
-        Conn {
-            flow: Flow {
-                local: "198.18.0.1:40000".parse().unwrap(),
-                remote: "198.18.0.2:9000".parse().unwrap(),
-            },
-            established: true,
-            inode: 77,
-            uid: 0,
-            send_queue: 0,
-            recv_queue: 3,
-            timer,
-            info: None,
-            route: Default::default(),
-            signature: None,
-        }
-    }
+    use crate::sys::diag::test_conn as conn;
 
     #[test]
     fn rows_without_tcp_info_or_owner_show_dashes() {

@@ -75,6 +75,26 @@ impl Conn {
     }
 }
 
+/// An established connection with `timer`, for unit tests of what is shown about a socket.
+#[cfg(test)]
+pub fn test_conn(timer: Option<Timer>) -> Conn {
+    Conn {
+        flow: Flow {
+            local: "198.18.0.1:40000".parse().expect("literal"),
+            remote: "198.18.0.2:9000".parse().expect("literal"),
+        },
+        established: true,
+        inode: 77,
+        uid: 0,
+        send_queue: 0,
+        recv_queue: 3,
+        timer,
+        info: None,
+        route: Default::default(),
+        signature: None,
+    }
+}
+
 pub struct Diag {
     socket: Socket,
     buf: Vec<u8>,

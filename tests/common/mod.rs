@@ -126,22 +126,13 @@ impl Lab {
 
     /// Runs `lab.sh SUBCMD NAME ARGS...`; panics with its stderr on failure.
     pub fn fault(&self, args: &[&str]) {
-        let (sub, rest) = args.split_first().expect("fault needs a subcommand");
-        let out = Command::new(lab_script())
-            .arg(sub)
-            .arg(&self.name)
-            .args(rest)
-            .output()
-            .expect("cannot run scripts/lab.sh");
-        assert!(
-            out.status.success(),
-            "lab.sh {} {} {} failed ({}): {}",
-            sub,
-            self.name,
-            rest.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err((code, err)) = self.try_fault(args) {
+            panic!(
+                "lab.sh {} {} failed (exit {code}): {err}",
+                args.join(" "),
+                self.name
+            );
+        }
     }
 
     /// A's address (the client side): the same in every topology (scripts/lab.sh).
@@ -666,6 +657,7 @@ impl Lab {
 
 /// The kernel's `tcp_info` for a socket of this process.
 pub fn tcp_info(s: &TcpStream) -> libc::tcp_info {
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     let rc = unsafe {

@@ -5,9 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// True when `tool --version` runs (Debian package `prometheus`); otherwise the test is
@@ -25,27 +24,6 @@ pub fn require_tool(tool: &str) -> bool {
     crate::common::skip(format!(
         "`{tool}` is not installed (Debian package `prometheus`)"
     ))
-}
-
-static DIRS: AtomicU32 = AtomicU32::new(0);
-
-/// A scratch directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let n = DIRS.fetch_add(1, Ordering::SeqCst);
-        let d = std::env::temp_dir().join(format!("kaprobe-{tag}-{}x{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("create temp dir");
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A loopback port free at the time of asking.
@@ -109,12 +87,12 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 pub struct Prometheus {
     child: Child,
     pub api: SocketAddr,
-    dir: TempDir,
+    dir: crate::common::ScratchDir,
 }
 
 impl Prometheus {
     pub fn start(target: SocketAddr) -> Prometheus {
-        let dir = TempDir::new("prometheus");
+        let dir = crate::common::ScratchDir::new("prometheus");
         let config = dir.0.join("prometheus.yml");
         std::fs::write(
             &config,
