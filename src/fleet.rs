@@ -38,9 +38,6 @@ const MIN_EXACT_LOOKUPS: usize = 8;
 /// Packets read per turn before timers get their say again.
 const READ_BATCH: usize = 4096;
 
-/// Kept here for callers that reach it through the fleet; it lives in `sys::privilege`.
-pub use crate::sys::privilege::drop_privileges;
-
 /// Sends per second, with a burst of a tenth of a second.
 struct RateCap {
     per_sec: f64,
@@ -246,7 +243,7 @@ impl Fleet {
     /// does afterwards needs no privilege.
     pub fn drop_privileges(&mut self, keep: &[Capability], bounding: Bounding) -> Result<()> {
         self.open_all_families()?;
-        drop_privileges(keep, bounding)
+        crate::sys::privilege::drop_privileges(keep, bounding)
     }
 
     /// Closes the sockets without waiting for the packet socket's release (see Capture).

@@ -174,7 +174,7 @@ fn established(
         Err(e @ Error::NoConnection(_)) => {
             if let Some(path) = &args.textfile {
                 // Written as the file of a sweep that probed would be: without capabilities.
-                crate::fleet::drop_privileges(&[], Bounding::Drop)?;
+                crate::sys::privilege::drop_privileges(&[], Bounding::Drop)?;
                 let m = Metrics::for_sweep();
                 m.sweep_times(started_at, started.elapsed());
                 m.write_textfile(path)?;
@@ -242,7 +242,7 @@ fn open_fleets(
     for f in &mut fleets {
         f.open_all_families()?;
     }
-    crate::fleet::drop_privileges(&[], Bounding::Drop)?;
+    crate::sys::privilege::drop_privileges(&[], Bounding::Drop)?;
     Ok(fleets)
 }
 
