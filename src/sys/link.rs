@@ -26,7 +26,7 @@ pub enum RouteAnswer {
     /// A route leaving through this interface index.
     Egress(u32),
     /// The lookup failed with this errno (ENETUNREACH: no route; EHOSTUNREACH: an
-    /// `unreachable` route; EACCES: a `prohibit` route).
+    /// `unreachable` route; EACCES: a `prohibit` route; EINVAL: a `blackhole` route).
     Refused(i32),
 }
 
@@ -60,13 +60,8 @@ pub fn cause(
         return Some(Cause::LinkDown);
     }
     match route {
-        RouteAnswer::Refused(errno) => match errno {
-            libc::ENETUNREACH | libc::EHOSTUNREACH => Some(Cause::NoRoute),
-            libc::EACCES => Some(Cause::Prohibited),
-            libc::ENETDOWN => Some(Cause::LinkDown),
-            // EINVAL (a blackhole route) and anything else: not a cause we can name.
-            _ => None,
-        },
+        // The lookup refuses with the errno a send on that route gets: one mapping for both.
+        RouteAnswer::Refused(errno) => crate::sys::raw::refusal_cause(errno),
         RouteAnswer::Egress(_) => match egress {
             Some(e) if !e.usable() => Some(Cause::LinkDown),
             _ => None,
@@ -246,7 +241,9 @@ mod tests {
             (libc::EHOSTUNREACH, Some(Cause::NoRoute)),
             (libc::EACCES, Some(Cause::Prohibited)),
             (libc::ENETDOWN, Some(Cause::LinkDown)),
-            (libc::EINVAL, None),
+            // A blackhole route: the send gets EINVAL too, and is named no-route.
+            (libc::EINVAL, Some(Cause::NoRoute)),
+            (libc::EIO, None),
         ] {
             assert_eq!(
                 cause(RouteAnswer::Refused(errno), None, None),
