@@ -337,30 +337,12 @@ impl SignatureDrops {
     /// Parses the text of `/proc/net/netstat` (a header line of names, then a line of
     /// values, per group). A kernel without TCP-AO has no `TCPAORequired`: 0.
     pub fn parse(text: &str) -> Option<SignatureDrops> {
-        let mut lines = text.lines();
-        while let Some(names) = lines.next() {
-            let values = lines.next()?;
-            let (Some(n), Some(v)) = (
-                names.strip_prefix("TcpExt:"),
-                values.strip_prefix("TcpExt:"),
-            ) else {
-                continue;
-            };
-            let mut out = SignatureDrops::default();
-            let mut seen = false;
-            for (name, value) in n.split_whitespace().zip(v.split_whitespace()) {
-                match name {
-                    "TCPMD5NotFound" => {
-                        out.md5 = value.parse().ok()?;
-                        seen = true;
-                    }
-                    "TCPAORequired" => out.ao = value.parse().ok()?,
-                    _ => {}
-                }
-            }
-            return seen.then_some(out);
-        }
-        None
+        let ext = crate::sys::snmp::group(text, "TcpExt:")?;
+        let count = |name| ext.iter().find(|(n, _)| *n == name).map(|(_, v)| v.parse());
+        Some(SignatureDrops {
+            md5: count("TCPMD5NotFound")?.ok()?,
+            ao: count("TCPAORequired").transpose().ok()?.unwrap_or(0),
+        })
     }
 
     /// The signature whose drop count rose since `before`, if exactly one did.

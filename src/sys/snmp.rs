@@ -35,19 +35,32 @@ pub fn tcp_opens() -> io::Result<TcpOpens> {
     })
 }
 
+/// One group of `/proc/net/snmp` or `/proc/net/netstat` (`Tcp:`, `TcpExt:`, ...): its header
+/// line of names and the value line after it, as (name, value) pairs.
+pub fn group<'a>(text: &'a str, prefix: &str) -> Option<Vec<(&'a str, &'a str)>> {
+    let mut lines = text.lines().filter_map(|l| l.strip_prefix(prefix));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    Some(
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .collect(),
+    )
+}
+
+/// The counter `name` of a group from [`group`], if present and a number.
+pub fn counter(group: &[(&str, &str)], name: &str) -> Option<u64> {
+    group.iter().find(|(n, _)| *n == name)?.1.parse().ok()
+}
+
 /// Reads the `Tcp:` header line and the `Tcp:` value line after it.
 pub fn parse(text: &str) -> Option<TcpOpens> {
-    let mut tcp = text.lines().filter_map(|l| l.strip_prefix("Tcp:"));
-    let names: Vec<&str> = tcp.next()?.split_whitespace().collect();
-    let values: Vec<&str> = tcp.next()?.split_whitespace().collect();
-    let get = |name: &str| -> Option<u64> {
-        let i = names.iter().position(|n| *n == name)?;
-        values.get(i)?.parse().ok()
-    };
+    let tcp = group(text, "Tcp:")?;
     Some(TcpOpens {
-        active: get("ActiveOpens")?,
-        passive: get("PassiveOpens")?,
-        curr_estab: get("CurrEstab")?,
+        active: counter(&tcp, "ActiveOpens")?,
+        passive: counter(&tcp, "PassiveOpens")?,
+        curr_estab: counter(&tcp, "CurrEstab")?,
     })
 }
 
