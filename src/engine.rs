@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::flow::{Flow, Route};
 use crate::seq::SeqNumber;
-use crate::wire::{self, IpMeta, Packet, ProbeRepr, Segment, Timestamps};
+use crate::wire::{self, IpMeta, Packet, Segment, Timestamps};
 
 /// How long to wait for the local socket's challenge ACK before injecting again. Linux sends at
 /// most one per `tcp_invalid_ratelimit` (500 ms) per socket, so a retry sooner would be wasted.
@@ -293,10 +293,10 @@ pub enum Action {
     /// Ask the kernel about the connection, then call `on_connection`.
     QueryConnection,
     /// Send this SYN into the local stack (spoofed from the peer; it never leaves the host).
-    InjectSyn(ProbeRepr),
+    InjectSyn(Segment),
     /// Send this probe toward the peer.
     Send {
-        probe: ProbeRepr,
+        probe: Segment,
         index: u8,
     },
     /// Ask the local host, without sending anything, whether its route or link toward the peer
@@ -309,7 +309,7 @@ pub enum Action {
     /// socket's own challenge ACKs may have been dropped on the way out. Its answer, or
     /// silence, proves nothing (stateful firewalls drop it), so a refusal reported through
     /// `on_local_failure` is the only thing it can change.
-    CheckPath(ProbeRepr),
+    CheckPath(Segment),
     Note(Note),
     Finish(Outcome),
 }
@@ -321,7 +321,7 @@ enum Phase {
     },
     Checking,
     Learning {
-        syn: ProbeRepr,
+        syn: Segment,
         syn_seen: bool,
         inject_pending: bool,
         deadline: Duration,
@@ -661,16 +661,10 @@ impl Engine {
 
     fn start_learning(&mut self, now: Duration, tries: u8) {
         let flow = self.cfg.flow;
-        let syn = ProbeRepr {
-            src: flow.remote,
-            dst: flow.local,
-            seq: SeqNumber(self.random()),
-            ack: SeqNumber(0),
-            flags: wire::SYN,
+        let seq = SeqNumber(self.random());
+        let syn = Segment {
             window: SYN_WINDOW,
-            ts: None,
-            payload: None,
-            ip: IpMeta::default(),
+            ..Segment::bare(flow.remote, flow.local, seq, SeqNumber(0), wire::SYN)
         };
         self.phase = Phase::Learning {
             syn,
@@ -684,26 +678,20 @@ impl Engine {
     /// An ACK toward the peer with a random sequence number and ACK nonce: out of window,
     /// so the peer answers with its own numbers (RFC 9293, 3.10.7.4), and the local kernel's
     /// numbers are not needed.
-    fn out_of_window_probe(&mut self) -> ProbeRepr {
+    fn out_of_window_probe(&mut self) -> Segment {
         let flow = self.cfg.flow;
-        ProbeRepr {
-            src: flow.local,
-            dst: flow.remote,
-            seq: SeqNumber(self.random()),
-            ack: SeqNumber(self.random()),
-            flags: wire::ACK,
+        let (seq, ack) = (SeqNumber(self.random()), SeqNumber(self.random()));
+        Segment {
             window: ELICIT_WINDOW,
-            ts: None,
-            payload: None,
-            ip: IpMeta::default(),
+            ..Segment::bare(flow.local, flow.remote, seq, ack, wire::ACK)
         }
     }
 
-    fn build_probe(&mut self) -> ProbeRepr {
+    fn build_probe(&mut self) -> Segment {
         let flow = self.cfg.flow;
         match (self.cfg.source, self.numbers) {
             (SeqSource::Peer, _) | (_, None) => self.out_of_window_probe(),
-            (_, Some(n)) => ProbeRepr {
+            (_, Some(n)) => Segment {
                 src: flow.local,
                 dst: flow.remote,
                 seq: n.snd_nxt - 1,
@@ -711,7 +699,7 @@ impl Engine {
                 flags: wire::ACK,
                 window: n.window,
                 ts: n.ts,
-                payload: self.cfg.garbage_octet.then_some(0),
+                payload_len: usize::from(self.cfg.garbage_octet),
                 ip: n.ip,
             },
         }

@@ -51,20 +51,9 @@ fn view(idle: u64) -> ConnView {
 
 fn seg(src: &str, dst: &str, seq: SeqNumber, ack: SeqNumber, flags: u8) -> Packet {
     Packet::Tcp(Segment {
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        seq,
-        ack,
-        flags,
         window: 501,
         ts: Some(TS),
-        payload_len: 0,
-        ip: IpMeta {
-            hop_limit: 64,
-            tos: 0,
-            flow_label: 0,
-            dont_fragment: true,
-        },
+        ..Segment::bare(src.parse().unwrap(), dst.parse().unwrap(), seq, ack, flags)
     })
 }
 
@@ -86,7 +75,7 @@ fn drain(e: &mut Engine, now: Duration) -> Vec<Action> {
 
 /// Takes the SYN the engine injects next and shows it back to the engine on loopback, as
 /// the capture sees it.
-fn inject_and_see_syn(e: &mut Engine, now: Duration) -> ProbeRepr {
+fn inject_and_see_syn(e: &mut Engine, now: Duration) -> Segment {
     let [Action::InjectSyn(syn)] = drain(e, now)[..] else {
         panic!("expected a SYN injection")
     };
@@ -100,7 +89,7 @@ fn inject_and_see_syn(e: &mut Engine, now: Duration) -> ProbeRepr {
 
 /// Runs the local learning exchange at `now`: answers the connection query, sees the SYN on
 /// loopback and the challenge ACK going out. Returns the probe sent.
-fn learn_and_probe(e: &mut Engine, now: Duration, idle: u64) -> ProbeRepr {
+fn learn_and_probe(e: &mut Engine, now: Duration, idle: u64) -> Segment {
     assert_eq!(drain(e, now), vec![Action::QueryConnection]);
     e.on_connection(now, Some(view(idle)));
     let syn = match drain(e, now).as_slice() {
@@ -126,7 +115,7 @@ fn learn_and_probe(e: &mut Engine, now: Duration, idle: u64) -> ProbeRepr {
 
 /// The capture's copy of a probe leaving this host, as the I/O loop hands it over after the
 /// send (README "Verdicts and timing": an RTT belongs to one probe).
-fn sent_copy(e: &mut Engine, now: Duration, probe: &ProbeRepr) {
+fn sent_copy(e: &mut Engine, now: Duration, probe: &Segment) {
     e.on_packet_from(now, &seg(L, R, probe.seq, probe.ack, ACK), Origin::Sent);
 }
 
@@ -148,7 +137,7 @@ fn alive_probe_is_canonical_and_answer_gives_rtt() {
     assert_eq!(probe.flags, ACK);
     assert_eq!(probe.window, 501, "window copied from the kernel's own ACK");
     assert_eq!(probe.ts, Some(TS), "timestamp option copied, not invented");
-    assert_eq!(probe.payload, None);
+    assert_eq!(probe.payload_len, 0);
     e.on_packet_from(
         ms(0) + Duration::from_micros(84),
         &peer_ack(),
@@ -343,7 +332,7 @@ fn learning_retries_after_the_rate_limit_then_gives_up() {
         [Action::CheckPath(p), Action::Finish(Outcome::LearnFailed)] => {
             assert_eq!((p.src, p.dst), (flow().local, flow().remote));
             assert_eq!(p.flags, ACK);
-            assert!(p.payload.is_none());
+            assert!(p.payload_len == 0);
         }
         other => panic!("{other:?}"),
     }
@@ -466,7 +455,7 @@ fn garbage_octet_adds_one_byte() {
     c.garbage_octet = true;
     let mut e = Engine::new(c, ms(0), 5);
     let probe = learn_and_probe(&mut e, ms(0), 0);
-    assert_eq!(probe.payload, Some(0));
+    assert_eq!(probe.payload_len, 1);
     assert_eq!(probe.seq, SND - 1);
 }
 
@@ -711,7 +700,7 @@ fn verdict_and_notes(actions: &[Action]) -> (Verdict, Vec<Note>) {
 }
 
 /// Like `learn_and_probe`, with the kernel reporting `rto`; no capture copy of the probe.
-fn learn_and_probe_rto(e: &mut Engine, now: Duration, idle: u64, rto: u64) -> ProbeRepr {
+fn learn_and_probe_rto(e: &mut Engine, now: Duration, idle: u64, rto: u64) -> Segment {
     assert_eq!(drain(e, now), vec![Action::QueryConnection]);
     e.on_connection(now, Some(view_rto(idle, idle, rto, false)));
     inject_and_see_syn(e, now);
@@ -1136,8 +1125,8 @@ fn next_poll_tells_now_from_waiting_on_the_kernel_and_done() {
 /// sent the first probe on their connection.
 mod golden_answers {
     use super::*;
+    use crate::wire::decode;
     use crate::wire::testkit::*;
-    use crate::wire::{IpMeta, decode};
 
     /// An engine that has learned the fixtures' numbers (SND.NXT 0x12345679, RCV.NXT 0x9abcdef0)
     /// and sent its first probe, on PROBE4's or PROBE6's connection.
@@ -1162,15 +1151,8 @@ mod golden_answers {
         let mut e = Engine::new(cfg, now, 1);
         let tcp = |src, dst, seq, ack, flags| {
             Packet::Tcp(Segment {
-                src,
-                dst,
-                seq,
-                ack,
-                flags,
                 window: 502,
-                ts: None,
-                payload_len: 0,
-                ip: IpMeta::default(),
+                ..Segment::bare(src, dst, seq, ack, flags)
             })
         };
         let mut sent = false;

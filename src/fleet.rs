@@ -27,7 +27,7 @@ use crate::sys::link::Links;
 use crate::sys::privilege::Bounding;
 use crate::sys::raw::{SendError, Sender};
 use crate::sys::{bpf, random_seed, wait_readable};
-use crate::wire::{Packet, ProbeRepr, decode};
+use crate::wire::{Packet, Segment, decode};
 
 /// Connection queries are answered by exact lookups (one netlink round trip each) while they
 /// are fewer than this share of the connections a dump would return, else by one dump: a
@@ -71,7 +71,7 @@ impl RateCap {
 /// Packets out and in: the raw senders and the capture socket.
 pub trait PacketIo {
     /// Sends `p` the way the connection's own packets go (`route`: mark and bound device).
-    fn send(&mut self, p: &ProbeRepr, route: Route) -> std::result::Result<(), SendError>;
+    fn send(&mut self, p: &Segment, route: Route) -> std::result::Result<(), SendError>;
     /// The next captured packet and where it was seen, or `None` when none is queued.
     fn next_packet(&mut self) -> Result<Option<(&[u8], Origin)>>;
     /// Waits until a packet may be there to read, or `timeout` has passed.
@@ -106,7 +106,7 @@ pub struct SysPackets {
 }
 
 impl PacketIo for SysPackets {
-    fn send(&mut self, p: &ProbeRepr, route: Route) -> std::result::Result<(), SendError> {
+    fn send(&mut self, p: &Segment, route: Route) -> std::result::Result<(), SendError> {
         self.sender.send(p, route)
     }
 

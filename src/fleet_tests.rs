@@ -82,14 +82,14 @@ struct FakeIo {
     filters: usize,
 }
 
-fn bytes(p: &ProbeRepr) -> Vec<u8> {
+fn bytes(p: &Segment) -> Vec<u8> {
     let mut b = vec![0; p.buffer_len()];
     p.emit(&mut b);
     b
 }
 
-fn segment(src: SocketAddr, dst: SocketAddr, seq: SeqNumber, ack: SeqNumber) -> ProbeRepr {
-    ProbeRepr {
+fn segment(src: SocketAddr, dst: SocketAddr, seq: SeqNumber, ack: SeqNumber) -> Segment {
+    Segment {
         src,
         dst,
         seq,
@@ -97,20 +97,20 @@ fn segment(src: SocketAddr, dst: SocketAddr, seq: SeqNumber, ack: SeqNumber) -> 
         flags: ACK,
         window: 502,
         ts: None,
-        payload: None,
+        payload_len: 0,
         ip: IpMeta::default(),
     }
 }
 
 impl FakeIo {
-    fn push(&mut self, at: Duration, p: &ProbeRepr, origin: Origin) {
+    fn push(&mut self, at: Duration, p: &Segment, origin: Origin) {
         let i = self.queue.partition_point(|(t, _, _)| *t <= at);
         self.queue.insert(i, (at, bytes(p), origin));
     }
 }
 
 impl PacketIo for FakeIo {
-    fn send(&mut self, p: &ProbeRepr, _route: Route) -> std::result::Result<(), SendError> {
+    fn send(&mut self, p: &Segment, _route: Route) -> std::result::Result<(), SendError> {
         let now = self.now.get();
         let syn = p.flags & SYN != 0;
         let flow = if syn {

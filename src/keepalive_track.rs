@@ -400,7 +400,6 @@ fn apply(me: &mut Side, them: Option<&mut Side>, now: Duration, seg: &Segment, s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::IpMeta;
 
     /// TCP's push bit (RFC 9293, 3.1), set on data segments as Linux sends them.
     const PSH: u8 = 0x08;
@@ -411,16 +410,11 @@ mod tests {
     const ISN_S: u32 = 5000;
 
     fn seg(from: &str, to: &str, seq: u32, ack: u32, flags: u8, len: usize) -> Segment {
+        let (src, dst) = (from.parse().unwrap(), to.parse().unwrap());
         Segment {
-            src: from.parse().unwrap(),
-            dst: to.parse().unwrap(),
-            seq: SeqNumber(seq),
-            ack: SeqNumber(ack),
-            flags,
             window: 502,
-            ts: None,
             payload_len: len,
-            ip: IpMeta::default(),
+            ..Segment::bare(src, dst, SeqNumber(seq), SeqNumber(ack), flags)
         }
     }
 

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::flow::Flow;
 use crate::sys::keepalive::Keepalive;
 use crate::sys::owner::Owner;
-use crate::wire::ProbeRepr;
+use crate::wire::Segment;
 
 /// Set once standard output's reader has gone away.
 static CLOSED: AtomicBool = AtomicBool::new(false);
@@ -273,7 +273,7 @@ impl Reporter {
         }
     }
 
-    pub fn probe(&self, flow: &Flow, p: &ProbeRepr, index: u8, at: Duration) {
+    pub fn probe(&self, flow: &Flow, p: &Segment, index: u8, at: Duration) {
         if self.json && self.verbose {
             self.event(&json!({
                 "event": "probe", "flow": flow.to_string(), "probe": index,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::{Lab, describe, in_netns, run_kaprobe, run_kaprobe_bare, verdict_json};
 use kaprobe::seq::SeqNumber;
-use kaprobe::wire::{self, IpMeta, Packet, ProbeRepr};
+use kaprobe::wire::{self, IpMeta, Packet, Segment};
 
 const TCP_ESTABLISHED: u8 = 1;
 
@@ -252,7 +252,7 @@ impl Forger {
                         8 => (rcv + 1, snd + 1, wire::ACK),
                         _ => (rcv - 1, snd, wire::ACK),
                     };
-                    let p = ProbeRepr {
+                    let p = Segment {
                         src: remote,
                         dst: local,
                         seq,
@@ -260,7 +260,7 @@ impl Forger {
                         flags,
                         window: 502,
                         ts: None,
-                        payload: None,
+                        payload_len: 0,
                         ip: IpMeta::default(),
                     };
                     let mut bytes = vec![0; p.buffer_len()];

@@ -32,7 +32,7 @@ use kaprobe::engine::{
 };
 use kaprobe::flow::Flow;
 use kaprobe::seq::SeqNumber;
-use kaprobe::wire::{self, IpMeta, Packet, Segment, Timestamps, testkit};
+use kaprobe::wire::{self, Packet, Segment, Timestamps, testkit};
 use libfuzzer_sys::fuzz_target;
 
 /// The connection's true numbers. They match the golden fixtures (PROBE4/ACK4/RST6/ICMP4),
@@ -63,15 +63,9 @@ fn flow(v6: bool) -> Flow {
 
 fn segment(src: SocketAddr, dst: SocketAddr, seq: SeqNumber, ack: SeqNumber, flags: u8) -> Packet {
     Packet::Tcp(Segment {
-        src,
-        dst,
-        seq,
-        ack,
-        flags,
         window: 502,
         ts: Some(TS),
-        payload_len: 0,
-        ip: IpMeta::default(),
+        ..Segment::bare(src, dst, seq, ack, flags)
     })
 }
 
@@ -171,7 +165,7 @@ impl Harness {
                         wire::SYN,
                         "only a bare SYN goes into the local stack"
                     );
-                    assert_eq!(syn.payload, None);
+                    assert_eq!(syn.payload_len, 0);
                     // The SYN shows up on loopback; the challenge ACK follows.
                     let seen = segment(syn.src, syn.dst, syn.seq, SeqNumber(0), wire::SYN);
                     self.engine.on_packet_from(self.now, &seen, Origin::Loopback);
@@ -189,11 +183,11 @@ impl Harness {
                     );
                     assert!(probe.flags & wire::ACK != 0);
                     assert!(
-                        probe.payload.is_none() || self.cfg.garbage_octet,
+                        probe.payload_len == 0 || self.cfg.garbage_octet,
                         "data only as --garbage-octet's single byte"
                     );
                     if self.checked() {
-                        assert_eq!(probe.payload.is_some(), self.cfg.garbage_octet);
+                        assert_eq!(probe.payload_len == 1, self.cfg.garbage_octet);
                     }
                     assert!(
                         index >= 1 && index <= self.cfg.timing.probes,

@@ -480,16 +480,16 @@ mod tests {
     }
 
     fn seg(from: &str, to: &str) -> Segment {
+        let one = crate::seq::SeqNumber(1);
         Segment {
-            src: from.parse().unwrap(),
-            dst: to.parse().unwrap(),
-            seq: crate::seq::SeqNumber(1),
-            ack: crate::seq::SeqNumber(1),
-            flags: wire::ACK,
             window: 1,
-            ts: None,
-            payload_len: 0,
-            ip: wire::IpMeta::default(),
+            ..Segment::bare(
+                from.parse().unwrap(),
+                to.parse().unwrap(),
+                one,
+                one,
+                wire::ACK,
+            )
         }
     }
 

@@ -10,7 +10,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::engine::Cause;
 use crate::error::{Error, Result};
 use crate::flow::{Route, Scope};
-use crate::wire::ProbeRepr;
+use crate::wire::Segment;
 
 /// Why a send failed: a refusal by the local host is one connection's outcome (README
 /// "Verdicts"), anything else is the run's.
@@ -234,7 +234,7 @@ impl Sender {
     }
 
     /// Sends `p` the way the connection's own packets go (`route`: mark and bound device).
-    pub fn send(&mut self, p: &ProbeRepr, route: Route) -> std::result::Result<(), SendError> {
+    pub fn send(&mut self, p: &Segment, route: Route) -> std::result::Result<(), SendError> {
         let len = p.buffer_len();
         if self.buf.len() < len {
             self.buf.resize(len, 0);

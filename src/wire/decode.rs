@@ -14,26 +14,6 @@ pub enum Packet {
     Icmp(IcmpError),
 }
 
-/// A TCP segment, as far as keepalive logic cares.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Segment {
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub seq: SeqNumber,
-    pub ack: SeqNumber,
-    pub flags: u8,
-    pub window: u16,
-    pub ts: Option<Timestamps>,
-    pub payload_len: usize,
-    pub ip: IpMeta,
-}
-
-impl Segment {
-    pub fn has(&self, flag: u8) -> bool {
-        self.flags & flag != 0
-    }
-}
-
 /// An ICMP or ICMPv6 error quoting a TCP segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IcmpError {

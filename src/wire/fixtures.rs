@@ -6,7 +6,7 @@ use super::*;
 use crate::seq::SeqNumber;
 
 /// Emits into a buffer pre-filled with 0xa5 so that a byte left unwritten shows.
-fn emit_poisoned(p: &ProbeRepr) -> Vec<u8> {
+fn emit_poisoned(p: &Segment) -> Vec<u8> {
     let mut buf = vec![0xa5; p.buffer_len() + 8];
     p.emit(&mut buf);
     assert!(
@@ -30,8 +30,8 @@ fn emits_the_ipv6_probe_byte_for_byte() {
 
 #[test]
 fn garbage_octet_probe_carries_one_byte_and_valid_checksums() {
-    let p = ProbeRepr {
-        payload: Some(0),
+    let p = Segment {
+        payload_len: 1,
         ..probe4()
     };
     let bytes = emit_poisoned(&p);

@@ -1,13 +1,13 @@
 //! Packet layouts: the probes kaprobe emits and the answers it decodes. No I/O here.
 //!
 //! Untrusted bytes are length-checked before any field is read (`decode`); probes are
-//! emitted from a typed `ProbeRepr` into a buffer of exactly `buffer_len()` bytes.
+//! emitted from the same `Segment` type into a buffer of exactly `buffer_len()` bytes.
 
 mod decode;
-mod emit;
+mod segment;
 
-pub use decode::{DecodeError, IcmpError, Packet, Segment, decode};
-pub use emit::ProbeRepr;
+pub use decode::{DecodeError, IcmpError, Packet, decode};
+pub use segment::Segment;
 
 // Field offsets, in bytes from the start of their header, and the lengths around them. The
 // decoder and the capture filter's BPF assembler (`sys::bpf`) both read them from here.

@@ -94,8 +94,8 @@ pub fn icmp6() -> Vec<u8> {
 }
 
 /// PROBE4 as the typed packet `emit` writes.
-pub fn probe4() -> ProbeRepr {
-    ProbeRepr {
+pub fn probe4() -> Segment {
+    Segment {
         src: "198.18.0.2:40000".parse().expect("literal"),
         dst: "198.51.100.2:9000".parse().expect("literal"),
         seq: SeqNumber(0x1234_5678),
@@ -106,14 +106,14 @@ pub fn probe4() -> ProbeRepr {
             tsval: 0x0102_0304,
             tsecr: 0x0506_0708,
         }),
-        payload: None,
+        payload_len: 0,
         ip: IpMeta::default(),
     }
 }
 
 /// PROBE6 as the typed packet `emit` writes.
-pub fn probe6() -> ProbeRepr {
-    ProbeRepr {
+pub fn probe6() -> Segment {
+    Segment {
         src: "[2001:db8:18::2]:40000".parse().expect("literal"),
         dst: "[2001:db8:51::2]:9000".parse().expect("literal"),
         ts: None,

@@ -7,13 +7,14 @@ use pnet_packet::tcp::{self, MutableTcpPacket, TcpPacket};
 
 use super::{IPV4_HEADER_LEN, IPV6_HEADER_LEN, IpMeta, TCP_HEADER_LEN, Timestamps};
 use crate::seq::SeqNumber;
+
 /// NOP, NOP, kind 8, length 10, TSval, TSecr: the layout Linux uses.
 const TS_OPTION: usize = 12;
 
-/// A TCP segment kaprobe sends: a keepalive probe toward the peer, or the SYN it injects into
-/// the local stack to make the local socket announce its numbers.
+/// A TCP segment as keepalive logic sees it, both ways: `decode` reads one from the capture,
+/// and `emit` writes the probes and injected SYNs kaprobe sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProbeRepr {
+pub struct Segment {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub seq: SeqNumber,
@@ -21,16 +22,41 @@ pub struct ProbeRepr {
     pub flags: u8,
     pub window: u16,
     pub ts: Option<Timestamps>,
-    /// `--garbage-octet`: one byte the peer has already acknowledged.
-    pub payload: Option<u8>,
+    /// Bytes of data. `emit` writes this many zero bytes: the only data kaprobe sends is the
+    /// `--garbage-octet`, one byte the peer has already acknowledged, whose value it discards.
+    pub payload_len: usize,
     pub ip: IpMeta,
 }
 
-impl ProbeRepr {
+impl Segment {
+    /// A segment with only addresses, numbers and flags set: no window, options or data,
+    /// default IP fields.
+    pub fn bare(
+        src: SocketAddr,
+        dst: SocketAddr,
+        seq: SeqNumber,
+        ack: SeqNumber,
+        flags: u8,
+    ) -> Self {
+        Segment {
+            src,
+            dst,
+            seq,
+            ack,
+            flags,
+            window: 0,
+            ts: None,
+            payload_len: 0,
+            ip: IpMeta::default(),
+        }
+    }
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
     fn tcp_len(&self) -> usize {
-        TCP_HEADER_LEN
-            + if self.ts.is_some() { TS_OPTION } else { 0 }
-            + self.payload.map_or(0, |_| 1)
+        TCP_HEADER_LEN + if self.ts.is_some() { TS_OPTION } else { 0 } + self.payload_len
     }
 
     fn ip_header_len(&self) -> usize {
@@ -90,7 +116,7 @@ impl ProbeRepr {
                 ip.set_source(src);
                 ip.set_destination(dst);
             }
-            _ => panic!("ProbeRepr with mixed address families"),
+            _ => panic!("Segment with mixed address families"),
         }
     }
 
@@ -116,9 +142,7 @@ impl ProbeRepr {
             buf[at + 8..at + 12].copy_from_slice(&ts.tsecr.to_be_bytes());
             at += TS_OPTION;
         }
-        if let Some(byte) = self.payload {
-            buf[at] = byte;
-        }
+        buf[at..at + self.payload_len].fill(0);
     }
 }
 
