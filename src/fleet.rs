@@ -2,6 +2,9 @@
 //! one netlink socket, a timer heap, and a send-rate cap. `probe`, `sweep` and `watch` all
 //! run through it; `probe` is a fleet of one.
 //!
+//! The fleet prints nothing: each turn returns what happened as [`Event`]s, in the order it
+//! happened, and the commands render them (README "Output").
+//!
 //! The loop reaches the kernel only through three narrow traits, `PacketIo` (packets out and
 //! in), `ConnTable` with `LinkState` (what the kernel says about connections and the path out)
 //! and `Clock`, so that its scheduling, rate cap and error handling run in tests against
@@ -15,12 +18,11 @@ use std::time::{Duration, Instant};
 use caps::Capability;
 
 use crate::engine::{
-    Action, Cause, Config, ConnView, Engine, Evidence, Origin, Outcome, PollAt, Verdict,
+    Action, Cause, Config, ConnView, Engine, Evidence, Note, Origin, Outcome, PollAt, Verdict,
     VerdictKind,
 };
 use crate::error::{Error, Result};
 use crate::flow::{Flow, Route};
-use crate::output::Reporter;
 use crate::sys::capture::Capture;
 use crate::sys::diag::Diag;
 use crate::sys::link::Links;
@@ -37,6 +39,43 @@ const SOCKETS_PER_LOOKUP: usize = 8;
 const MIN_EXACT_LOOKUPS: usize = 8;
 /// Packets read per turn before timers get their say again.
 const READ_BATCH: usize = 4096;
+
+/// What happened to one connection during a turn of the loop ([`Fleet::step`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A keepalive probe went on the wire (`index`: its number in the round, from 1), at `at`
+    /// on the fleet's clock. A send the local host refused is not one: its outcome follows.
+    Sent {
+        flow: Flow,
+        probe: Segment,
+        index: u8,
+        at: Duration,
+    },
+    /// Progress the connection's engine reported (shown at `-v`).
+    Note {
+        flow: Flow,
+        note: Note,
+        at: Duration,
+    },
+    /// The connection's outcome, with the answers its engine ignored on the way. The fleet
+    /// has let it go: nothing more comes for it unless it is added again.
+    Finished {
+        flow: Flow,
+        outcome: Outcome,
+        ignored: u64,
+    },
+}
+
+impl Event {
+    /// The connection the event is about.
+    pub fn flow(&self) -> Flow {
+        match self {
+            Event::Sent { flow, .. } | Event::Note { flow, .. } | Event::Finished { flow, .. } => {
+                *flow
+            }
+        }
+    }
+}
 
 /// Sends per second, with a burst of a tenth of a second.
 struct RateCap {
@@ -179,6 +218,27 @@ struct Slot {
     started: Duration,
 }
 
+impl Slot {
+    /// Puts the engine's next deadline (its slot is `idx`) on the timer heap, unless the heap
+    /// has it already.
+    fn reschedule(&mut self, idx: usize, timers: &mut BinaryHeap<Reverse<(Duration, usize)>>) {
+        let next = match self.engine.next_poll() {
+            // Due already: a timer at zero fires on the next turn.
+            PollAt::Now => Some(Duration::ZERO),
+            PollAt::At(at) => Some(at),
+            // The query waits in `queries`, and its answer wakes the engine; a finished
+            // engine has left its slot.
+            PollAt::AwaitingKernel | PollAt::Done => None,
+        };
+        if next != self.scheduled
+            && let Some(at) = next
+        {
+            self.scheduled = Some(at);
+            timers.push(Reverse((at, idx)));
+        }
+    }
+}
+
 pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
@@ -191,7 +251,6 @@ pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
     clock: C,
     rate: RateCap,
     seed: u64,
-    reporter: Reporter,
     /// Sockets the last dump returned (at first: the connections asked for).
     dump_size: usize,
     /// Keepalive probes sent since the fleet opened (refused sends not counted).
@@ -200,7 +259,7 @@ pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
 
 impl Fleet {
     /// Opens the sockets for connections like `flows` (the capture filter is set from them).
-    pub fn open(flows: &[Flow], diag: Diag, rate: u32, reporter: Reporter) -> Result<Fleet> {
+    pub fn open(flows: &[Flow], diag: Diag, rate: u32) -> Result<Fleet> {
         let v6 = flows.iter().any(|f| f.is_ipv6());
         let v4 = flows.iter().any(|f| !f.is_ipv6());
         let io = SysPackets {
@@ -218,7 +277,6 @@ impl Fleet {
             clock,
             flows.len(),
             rate,
-            reporter,
             random_seed(),
         ))
     }
@@ -255,15 +313,7 @@ impl Fleet {
 impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
     /// A fleet over these edges. `expected` is how many connections a dump would return at
     /// first; `seed` feeds the engines' random numbers.
-    pub fn new(
-        io: P,
-        table: T,
-        clock: C,
-        expected: usize,
-        rate: u32,
-        reporter: Reporter,
-        seed: u64,
-    ) -> Fleet<P, T, C> {
+    pub fn new(io: P, table: T, clock: C, expected: usize, rate: u32, seed: u64) -> Fleet<P, T, C> {
         Fleet {
             slots: Vec::with_capacity(expected),
             free: Vec::new(),
@@ -276,7 +326,6 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             clock,
             rate: RateCap::new(rate),
             seed,
-            reporter,
             dump_size: expected,
             probes_sent: 0,
         }
@@ -335,18 +384,44 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
 
     /// Stops probing a connection (no outcome is reported for it).
     pub fn remove(&mut self, flow: &Flow) {
+        self.release(flow);
+    }
+
+    /// Frees the connection's slot for the next one added.
+    fn release(&mut self, flow: &Flow) {
         if let Some(idx) = self.by_tuple.remove(&(flow.local, flow.remote)) {
             self.slots[idx] = None;
             self.free.push(idx);
         }
     }
 
-    /// One turn: due timers, connection queries, packets. Waits at most `max_wait` for
-    /// something to happen. Returns the outcomes reached, with each engine's ignored count.
+    /// One turn: due timers, connection queries, packets. Returns what happened, in the
+    /// order it happened: probes sent, notes, and the outcomes reached (each with its
+    /// engine's ignored count). Waits at most `max_wait` for something to happen, and not
+    /// at all once there is something to return, so that the caller shows it at once.
     /// A connection's own failure (a send the local host refused) is in its outcome; an
     /// error here is the whole fleet's.
-    pub fn step(&mut self, max_wait: Duration) -> Result<Vec<(Flow, Outcome, u64)>> {
-        let mut done = Vec::new();
+    pub fn step(&mut self, max_wait: Duration) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        self.fire_timers();
+        loop {
+            self.drive_ready(&mut events)?;
+            if self.queries.is_empty() {
+                break;
+            }
+            self.answer_queries()?;
+        }
+        if events.is_empty() {
+            let wake = self.wake(max_wait);
+            self.io.wait(wake.saturating_sub(self.now()))?;
+        }
+        self.read_packets()?;
+        self.drive_ready(&mut events)?;
+        Ok(events)
+    }
+
+    /// Moves the connections whose timer is due to the ready list.
+    fn fire_timers(&mut self) {
         let now = self.now();
         while let Some(&Reverse((at, idx))) = self.timers.peek() {
             if at > now {
@@ -360,13 +435,11 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                 self.ready.push(idx);
             }
         }
-        loop {
-            self.drive_ready(&mut done)?;
-            if self.queries.is_empty() {
-                break;
-            }
-            self.answer_queries()?;
-        }
+    }
+
+    /// When the loop must look again at the latest: `max_wait` from now, the next timer, or
+    /// when the rate cap lets a ready connection send.
+    fn wake(&self, max_wait: Duration) -> Duration {
         let now = self.now();
         let mut wake = now + max_wait;
         if let Some(&Reverse((at, _))) = self.timers.peek() {
@@ -375,15 +448,10 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         if !self.ready.is_empty() {
             wake = wake.min(self.rate.wait(now).unwrap_or(now));
         }
-        if done.is_empty() {
-            self.io.wait(wake.saturating_sub(self.now()))?;
-        }
-        self.read_packets()?;
-        self.drive_ready(&mut done)?;
-        Ok(done)
+        wake
     }
 
-    fn drive_ready(&mut self, done: &mut Vec<(Flow, Outcome, u64)>) -> Result<()> {
+    fn drive_ready(&mut self, events: &mut Vec<Event>) -> Result<()> {
         let mut ready = std::mem::take(&mut self.ready);
         ready.sort_unstable();
         ready.dedup();
@@ -396,13 +464,15 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                 self.ready.push(idx);
                 break;
             }
-            self.drive(idx, done)?;
+            self.drive(idx, events)?;
         }
         self.ready.extend(rest);
         Ok(())
     }
 
-    fn drive(&mut self, idx: usize, done: &mut Vec<(Flow, Outcome, u64)>) -> Result<()> {
+    /// Carries out what the connection's engine asks for until it waits for time, a packet
+    /// or the kernel, or has its outcome.
+    fn drive(&mut self, idx: usize, events: &mut Vec<Event>) -> Result<()> {
         let Some(slot) = self.slots.get_mut(idx).and_then(|s| s.as_mut()) else {
             return Ok(());
         };
@@ -413,60 +483,62 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             let Some(action) = slot.engine.poll(now) else {
                 break;
             };
-            match action {
+            let sent = match action {
                 Action::QueryConnection => match slot.prefetched.take() {
-                    Some(view) => slot.engine.on_connection(now, Some(view)),
+                    Some(view) => {
+                        slot.engine.on_connection(now, Some(view));
+                        continue;
+                    }
                     None => {
                         self.queries.push(idx);
                         return Ok(());
                     }
                 },
-                Action::InjectSyn(syn) => {
-                    self.rate.tokens -= 1.0;
-                    refused(&mut slot.engine, now, self.io.send(&syn, route))?;
-                }
-                Action::Send { probe, index } => {
-                    self.rate.tokens -= 1.0;
-                    if refused(&mut slot.engine, now, self.io.send(&probe, route))? {
-                        continue;
-                    }
-                    self.probes_sent += 1;
-                    self.reporter.probe(&flow, &probe, index, now);
-                }
+                Action::InjectSyn(p) | Action::CheckPath(p) => (p, None),
+                Action::Send { probe, index } => (probe, Some(index)),
                 Action::CheckRoute => {
                     if let Some(cause) = self.table.egress_cause(&flow, route) {
                         slot.engine.on_local_failure(now, cause);
                     }
+                    continue;
                 }
-                Action::CheckPath(probe) => {
-                    self.rate.tokens -= 1.0;
-                    refused(&mut slot.engine, now, self.io.send(&probe, route))?;
+                Action::Note(note) => {
+                    events.push(Event::Note {
+                        flow,
+                        note,
+                        at: now,
+                    });
+                    continue;
                 }
-                Action::Note(note) => self.reporter.note(&flow, &note, now),
                 Action::Finish(outcome) => {
                     let outcome = explain(&mut self.table, slot, outcome, now);
-                    done.push((flow, outcome, slot.engine.ignored()));
-                    self.by_tuple.remove(&(flow.local, flow.remote));
-                    self.slots[idx] = None;
-                    self.free.push(idx);
+                    let ignored = slot.engine.ignored();
+                    events.push(Event::Finished {
+                        flow,
+                        outcome,
+                        ignored,
+                    });
+                    self.release(&flow);
                     return Ok(());
                 }
+            };
+            // Every packet sent takes a token, the refused ones too.
+            self.rate.tokens -= 1.0;
+            let (probe, index) = sent;
+            if refused(&mut slot.engine, now, self.io.send(&probe, route))? {
+                continue;
+            }
+            if let Some(index) = index {
+                self.probes_sent += 1;
+                events.push(Event::Sent {
+                    flow,
+                    probe,
+                    index,
+                    at: now,
+                });
             }
         }
-        let next = match slot.engine.next_poll() {
-            // Due already: a timer at zero fires on the next turn.
-            PollAt::Now => Some(Duration::ZERO),
-            PollAt::At(at) => Some(at),
-            // The query waits in `queries`, and its answer wakes the engine; a finished
-            // engine has left its slot above.
-            PollAt::AwaitingKernel | PollAt::Done => None,
-        };
-        if next != slot.scheduled
-            && let Some(at) = next
-        {
-            slot.scheduled = Some(at);
-            self.timers.push(Reverse((at, idx)));
-        }
+        slot.reschedule(idx, &mut self.timers);
         Ok(())
     }
 

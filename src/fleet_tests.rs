@@ -243,6 +243,8 @@ type FakeFleet = Fleet<FakeIo, FakeTable, FakeClock>;
 struct Lab {
     fleet: FakeFleet,
     steps: usize,
+    /// Every event the fleet returned, in order.
+    events: Vec<Event>,
 }
 
 impl Lab {
@@ -265,13 +267,10 @@ impl Lab {
             dumps: 0,
             link_asks: 0,
         };
-        let reporter = Reporter {
-            json: false,
-            verbose: false,
-        };
         Lab {
-            fleet: Fleet::new(io, table, FakeClock(now), expected, rate, reporter, 42),
+            fleet: Fleet::new(io, table, FakeClock(now), expected, rate, 42),
             steps: 0,
+            events: Vec::new(),
         }
     }
 
@@ -289,7 +288,8 @@ impl Lab {
     }
 
     /// Steps until every connection has an outcome or `limit` of virtual time has passed
-    /// (or a spinning loop has taken far more turns than any test needs).
+    /// (or a spinning loop has taken far more turns than any test needs). Returns the
+    /// outcomes in the order reached; every event is kept in `events`.
     fn run(&mut self, limit: Duration) -> Vec<(Flow, Outcome)> {
         let end = self.fleet.now() + limit;
         let mut out = Vec::new();
@@ -297,8 +297,12 @@ impl Lab {
         while self.fleet.active() > 0 && self.fleet.now() < end && turns < MAX_TURNS {
             turns += 1;
             self.steps += 1;
-            let done = self.fleet.step(Duration::from_secs(1)).expect("step");
-            out.extend(done.into_iter().map(|(f, o, _)| (f, o)));
+            let events = self.fleet.step(Duration::from_secs(1)).expect("step");
+            out.extend(events.iter().filter_map(|e| match e {
+                Event::Finished { flow, outcome, .. } => Some((*flow, outcome.clone())),
+                _ => None,
+            }));
+            self.events.extend(events);
         }
         out
     }

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::engine::{Evidence, Note, Verdict, VerdictKind};
+use crate::engine::{Evidence, Note, Outcome, Verdict, VerdictKind};
 use crate::error::{Error, Result};
+use crate::fleet::Event;
 use crate::flow::Flow;
 use crate::sys::keepalive::Keepalive;
 use crate::sys::owner::Owner;
@@ -244,6 +245,7 @@ pub fn owners_json(owners: &[Owner]) -> Value {
 }
 
 /// Prints results and, at `-v`, progress: as log lines (stderr) or JSON events (stdout).
+/// The one place where what the fleet reports ([`Event`]) becomes lines or JSON.
 #[derive(Clone, Copy, Debug)]
 pub struct Reporter {
     pub json: bool,
@@ -251,11 +253,6 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// A progress event: its write error, if any, is remembered for [`check`].
-    fn event(&self, v: &Value) {
-        let _ = line(v);
-    }
-
     pub fn verdict(&self, flow: &Flow, v: &Verdict, ignored: u64) -> Result<()> {
         if self.json {
             line(verdict_json(flow, v, ignored))
@@ -273,34 +270,73 @@ impl Reporter {
         }
     }
 
-    pub fn probe(&self, flow: &Flow, p: &Segment, index: u8, at: Duration) {
-        if self.json && self.verbose {
-            self.event(&json!({
-                "event": "probe", "flow": flow.to_string(), "probe": index,
-                "seq": p.seq.0, "ack": p.ack.0, "ts": p.ts.is_some(), "t_us": micros(at),
-            }));
-        } else {
-            log::info!(
-                "{flow} probe {index} seq={} ack={} win={}{} at {}",
-                p.seq,
-                p.ack,
-                p.window,
-                p.ts.map_or(String::new(), |t| format!(
-                    " tsval={} tsecr={}",
-                    t.tsval, t.tsecr
-                )),
-                duration(at)
-            );
+    /// Shows the progress among one turn's `events` (probes sent, notes), in order, and
+    /// hands back the outcomes for the command to act on and render, in the order reached.
+    pub fn outcomes(&self, events: Vec<Event>) -> Vec<(Flow, Outcome, u64)> {
+        let mut outcomes = Vec::new();
+        for e in events {
+            match e {
+                Event::Finished {
+                    flow,
+                    outcome,
+                    ignored,
+                } => outcomes.push((flow, outcome, ignored)),
+                progress => self.progress(&progress),
+            }
         }
+        outcomes
     }
 
-    pub fn note(&self, flow: &Flow, note: &Note, at: Duration) {
-        if self.json && self.verbose {
-            self.event(&note_json(flow, note, at));
-        } else {
-            log::info!("{}", note_line(flow, note, at));
+    /// A probe sent or a note: a `--json -v` event on stdout, else an info log line (shown
+    /// at `-v`). A write error is remembered for [`check`], not returned. An outcome is
+    /// not progress: the commands render it (see [`Reporter::outcomes`]).
+    pub fn progress(&self, e: &Event) {
+        let json = self.json && self.verbose;
+        match e {
+            Event::Sent {
+                flow,
+                probe,
+                index,
+                at,
+            } if json => {
+                let _ = line(probe_json(flow, probe, *index, *at));
+            }
+            Event::Sent {
+                flow,
+                probe,
+                index,
+                at,
+            } => log::info!("{}", probe_line(flow, probe, *index, *at)),
+            Event::Note { flow, note, at } if json => {
+                let _ = line(note_json(flow, note, *at));
+            }
+            Event::Note { flow, note, at } => log::info!("{}", note_line(flow, note, *at)),
+            Event::Finished { .. } => {}
         }
     }
+}
+
+/// A probe sent, as a `--json -v` event.
+pub fn probe_json(flow: &Flow, p: &Segment, index: u8, at: Duration) -> Value {
+    json!({
+        "event": "probe", "flow": flow.to_string(), "probe": index,
+        "seq": p.seq.0, "ack": p.ack.0, "ts": p.ts.is_some(), "t_us": micros(at),
+    })
+}
+
+/// A probe sent, as a `-v` log line.
+pub fn probe_line(flow: &Flow, p: &Segment, index: u8, at: Duration) -> String {
+    format!(
+        "{flow} probe {index} seq={} ack={} win={}{} at {}",
+        p.seq,
+        p.ack,
+        p.window,
+        p.ts.map_or(String::new(), |t| format!(
+            " tsval={} tsecr={}",
+            t.tsval, t.tsecr
+        )),
+        duration(at)
+    )
 }
 
 /// A progress note as a `--json -v` event.

@@ -132,7 +132,7 @@ fn state_name(c: &Conn) -> &'static str {
 /// Runs the time/intvl/probes loop on one connection until it has an outcome; `None` when
 /// SIGINT/SIGTERM came first (see `sys::catch_stop_signals`).
 pub fn probe_one(cfg: Config, diag: Diag, reporter: Reporter) -> Result<Option<(Outcome, u64)>> {
-    let mut fleet = Fleet::open(&[cfg.flow], diag, u32::MAX, reporter)?;
+    let mut fleet = Fleet::open(&[cfg.flow], diag, u32::MAX)?;
     fleet.prepare_route(cfg.flow.is_ipv6(), cfg.route)?;
     fleet.drop_privileges(&[], Bounding::Drop)?;
     fleet.add(cfg, None);
@@ -142,7 +142,8 @@ pub fn probe_one(cfg: Config, diag: Diag, reporter: Reporter) -> Result<Option<(
             return Ok(None);
         }
         crate::output::check()?;
-        if let Some((_, outcome, ignored)) = fleet.step(Duration::from_millis(250))?.pop() {
+        let events = fleet.step(Duration::from_millis(250))?;
+        if let Some((_, outcome, ignored)) = reporter.outcomes(events).pop() {
             fleet.close();
             return Ok(Some((outcome, ignored)));
         }

@@ -183,9 +183,9 @@ pub fn run(args: &NatTimeoutArgs, ctx: &Ctx) -> Result<ExitStatus> {
         }
     };
     // One capture socket for every round; test connections need no privilege to open.
-    let mut fleet = Fleet::open(&[], Diag::open()?, 1000, reporter)?;
+    let mut fleet = Fleet::open(&[], Diag::open()?, 1000)?;
     fleet.drop_privileges(&[], Bounding::Drop)?;
-    let found = search(&mut fleet, target, args, &progress)?;
+    let found = search(&mut fleet, reporter, target, args, &progress)?;
     fleet.close();
     let result = Result_ {
         bracket: &found.bracket,
@@ -218,6 +218,7 @@ struct Found {
 /// Rounds until the bracket is resolved or SIGINT/SIGTERM.
 fn search(
     fleet: &mut Fleet,
+    reporter: Reporter,
     target: SocketAddr,
     args: &NatTimeoutArgs,
     progress: &dyn Fn(String),
@@ -239,7 +240,7 @@ fn search(
             duration(round_ms(ladder_now[0])),
             duration(round_ms(ladder_now[ladder_now.len() - 1]))
         ));
-        let r = measure_round(fleet, target, &ladder_now, progress)?;
+        let r = measure_round(fleet, reporter, target, &ladder_now, progress)?;
         found.interrupted = r.interrupted;
         found.took += r.took;
         for m in &r.measured {
@@ -321,6 +322,7 @@ struct Round {
 /// first that is not alive (longer ones would be too). Returns what was measured.
 fn measure_round(
     fleet: &mut Fleet,
+    reporter: Reporter,
     target: SocketAddr,
     idles: &[Duration],
     progress: &dyn Fn(String),
@@ -345,7 +347,8 @@ fn measure_round(
             break;
         }
         output::check()?;
-        for (flow, outcome, _) in fleet.step(Duration::from_millis(250))? {
+        let events = fleet.step(Duration::from_millis(250))?;
+        for (flow, outcome, _) in reporter.outcomes(events) {
             let Some((_, _, idle)) = conns.iter().find(|c| c.1 == flow) else {
                 continue;
             };

@@ -132,7 +132,11 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
         .collect();
     let all: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
     conns.retain(|c| c.signature.is_none());
-    let fleets = open_fleets(args, ctx, &conns, diag, timing, source)?;
+    let fleets = open_fleets(args, &conns, diag, timing, source)?;
+    let reporter = Reporter {
+        json: ctx.json,
+        verbose: ctx.verbose,
+    };
     // Without capabilities now: can the textfile still be written? Before any probe.
     let metrics = match &args.textfile {
         Some(path) => {
@@ -149,7 +153,7 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
         rows,
         probes,
         elapsed,
-    } = probe(fleets, signed, all.len(), ctx.json, started)?;
+    } = probe(fleets, signed, all.len(), reporter, started)?;
     if let Some((m, _)) = &metrics {
         record(m, &rows, probes, started_at, elapsed);
     }
@@ -193,16 +197,11 @@ fn established(
 /// configured; then every privilege is dropped, before any worker thread starts.
 fn open_fleets(
     args: &SweepArgs,
-    ctx: &Ctx,
     conns: &[Conn],
     mut diag: Diag,
     timing: Timing,
     source: SeqSource,
 ) -> Result<Vec<Fleet>> {
-    let reporter = Reporter {
-        json: ctx.json,
-        verbose: ctx.verbose,
-    };
     // Most of a probe's cost is the kernel's: the injected SYN, the challenge ACK and the probe
     // are processed inside our send calls. Large sweeps use every core, one fleet each, on
     // contiguous slices (so each capture filter stays a few port ranges).
@@ -223,7 +222,7 @@ fn open_fleets(
         } else {
             Diag::open()?
         };
-        let mut fleet = Fleet::open(&flows, d, rate, reporter)?;
+        let mut fleet = Fleet::open(&flows, d, rate)?;
         for c in slice {
             let cfg = Config {
                 flow: c.flow,
@@ -252,17 +251,17 @@ fn probe(
     fleets: Vec<Fleet>,
     signed: Vec<(Flow, Row)>,
     flows: usize,
-    json: bool,
+    reporter: Reporter,
     started: Instant,
 ) -> Result<Swept> {
     let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(flows);
-    if json {
+    if reporter.json {
         for (flow, row) in &signed {
             output::line(row.json(flow))?;
         }
     }
     rows.extend(signed);
-    let results = run_fleets(fleets, json, &mut rows);
+    let results = run_fleets(fleets, reporter, &mut rows);
     let elapsed = started.elapsed();
     let mut probes = 0;
     for r in results {
@@ -347,24 +346,28 @@ const MAX_WORKERS: usize = 4;
 /// The longest a worker waits before it looks at the stop flag again.
 const TURN: Duration = Duration::from_millis(250);
 
-/// Runs every fleet on a thread of its own. Rows arrive here as they are decided and, with
-/// `json`, are printed at once. A failed write stops the workers; its error comes first in
-/// the results.
-fn run_fleets(fleets: Vec<Fleet>, json: bool, rows: &mut Vec<(Flow, Row)>) -> Vec<Result<Fleet>> {
+/// Runs every fleet on a thread of its own; each shows its own progress. Rows arrive here as
+/// they are decided and, with JSON, are printed at once. A failed write stops the workers;
+/// its error comes first in the results.
+fn run_fleets(
+    fleets: Vec<Fleet>,
+    reporter: Reporter,
+    rows: &mut Vec<(Flow, Row)>,
+) -> Vec<Result<Fleet>> {
     let (tx, rx) = mpsc::channel::<(Flow, Row)>();
     std::thread::scope(|scope| {
         let handles: Vec<_> = fleets
             .into_iter()
             .map(|f| {
                 let tx = tx.clone();
-                scope.spawn(move || run_fleet(f, tx))
+                scope.spawn(move || run_fleet(f, reporter, tx))
             })
             .collect();
         drop(tx);
         let mut failed = None;
         // Ends when every worker has finished and dropped its sender.
         for (flow, row) in rx {
-            if json
+            if reporter.json
                 && failed.is_none()
                 && let Err(e) = output::line(row.json(&flow))
             {
@@ -385,11 +388,11 @@ fn run_fleets(fleets: Vec<Fleet>, json: bool, rows: &mut Vec<(Flow, Row)>) -> Ve
 }
 
 /// Drives one fleet until every connection in it has an outcome, or a stop is requested.
-fn run_fleet(mut fleet: Fleet, tx: mpsc::Sender<(Flow, Row)>) -> Result<Fleet> {
+fn run_fleet(mut fleet: Fleet, reporter: Reporter, tx: mpsc::Sender<(Flow, Row)>) -> Result<Fleet> {
     while fleet.active() > 0 && !stop_requested() {
         let step = output::check().and_then(|()| fleet.step(TURN));
         let outcomes = match step {
-            Ok(o) => o,
+            Ok(events) => reporter.outcomes(events),
             Err(e) => {
                 // The other workers have nothing left to report to.
                 request_stop();

@@ -126,7 +126,7 @@ struct Tally {
 
 struct Watch<'a> {
     args: &'a WatchArgs,
-    ctx: &'a Ctx,
+    reporter: Reporter,
     timing: Timing,
     source: SeqSource,
     action: OnDead,
@@ -177,13 +177,16 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
     let mut diag = Diag::open()?;
     let start = find(args, &mut diag)?;
     let source = args.style.seq_source.source();
-    let (mut fleet, start) = open_fleet(args, ctx, diag, &action, start)?;
+    let (mut fleet, start) = open_fleet(args, diag, &action, start)?;
     // The HTTP server's threads start only now: capabilities are per thread, and they were
     // dropped while this was the only one.
     let (metrics, server) = serve_metrics(args, listener)?;
     let mut w = Watch {
         args,
-        ctx,
+        reporter: Reporter {
+            json: ctx.json,
+            verbose: ctx.verbose,
+        },
         timing,
         source,
         action,
@@ -250,17 +253,12 @@ fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
 /// drops them. The returned `Start` holds only the connections whose route could be opened.
 fn open_fleet(
     args: &WatchArgs,
-    ctx: &Ctx,
     diag: Diag,
     action: &OnDead,
     mut start: Start,
 ) -> Result<(Fleet, Start)> {
     let flows: Vec<Flow> = start.initial.iter().map(|(f, _, _)| *f).collect();
-    let reporter = Reporter {
-        json: ctx.json,
-        verbose: ctx.verbose,
-    };
-    let mut fleet = Fleet::open(&flows, diag, args.rate.rate, reporter)?;
+    let mut fleet = Fleet::open(&flows, diag, args.rate.rate)?;
     // Each route's raw socket is configured now, while the privileges are held.
     let mut initial_ok = Vec::with_capacity(start.initial.len());
     for (flow, view, route) in std::mem::take(&mut start.initial) {
@@ -398,7 +396,7 @@ impl Watch<'_> {
     /// One turn of the loop: waits up to `wait` for outcomes, acts on them, restarts the
     /// connections due again and reaps `--on-dead exec` children.
     fn turn(&mut self, fleet: &mut Fleet, wait: Duration) -> Result<()> {
-        let outcomes = fleet.step(wait)?;
+        let outcomes = self.reporter.outcomes(fleet.step(wait)?);
         self.count_probes(fleet);
         for (flow, outcome, ignored) in outcomes {
             if let Some(m) = &self.metrics {
@@ -640,7 +638,7 @@ impl Watch<'_> {
         v: Option<&Verdict>,
     ) -> Result<()> {
         let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-        if self.ctx.json {
+        if self.reporter.json {
             let mut o = json!({
                 "event": "state", "time": now.to_string(), "flow": flow.to_string(),
                 "local": flow.local.to_string(), "remote": flow.remote.to_string(),
@@ -735,7 +733,7 @@ impl Watch<'_> {
         }
         let t = &self.tally;
         let n = |s: &str| t.changes.get(s).copied().unwrap_or(0);
-        if self.ctx.json {
+        if self.reporter.json {
             output::line(json!({
                 "event": "summary", "connections": t.seen.len(), "rounds": t.rounds,
                 "dead": n("dead"), "reset": n("reset"), "unreachable": n("unreachable"),
