@@ -287,6 +287,23 @@ impl Lab {
         );
     }
 
+    /// One connection, probed every second, with data in flight (the kernel's ACK clock
+    /// decides, README "Verdicts and timing").
+    fn busy_one() -> Lab {
+        let mut lab = Lab::new(1, u32::MAX);
+        lab.conn(flow(1), Peer::Alive, ms(5000));
+        lab.busy(flow(1));
+        lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+        lab
+    }
+
+    /// The kernel has data in flight on the connection (added with `conn`).
+    fn busy(&mut self, f: Flow) {
+        if let Some(c) = self.fleet.table.conns.get_mut(&f) {
+            c.busy = true;
+        }
+    }
+
     /// Steps until every connection has an outcome or `limit` of virtual time has passed
     /// (or a spinning loop has taken far more turns than any test needs). Returns the
     /// outcomes in the order reached; every event is kept in `events`.
@@ -514,18 +531,26 @@ fn a_send_failure_that_is_not_a_refusal_ends_the_run() {
     assert_eq!(err.exit_code(), 7);
 }
 
-#[test]
-fn silence_on_a_link_without_carrier_is_unreachable_link_down() {
+/// Two connections whose peers behave as `peer`, probed at once every `intvl_ms`, the first
+/// on a link without carrier: the lab once both have an outcome (or 10 s passed), the
+/// outcomes, and the first one's verdict, which must be `unreachable cause=link-down`.
+fn beside_a_link_down(peer: Peer, intvl_ms: u64) -> (Lab, Vec<(Flow, Outcome)>, Verdict) {
     let mut lab = Lab::new(2, u32::MAX);
-    lab.conn(flow(1), Peer::Silent, ms(5000));
-    lab.conn(flow(2), Peer::Silent, ms(5000));
+    for f in [flow(1), flow(2)] {
+        lab.conn(f, peer, ms(5000));
+        lab.fleet.add(cfg(f, 0, intvl_ms, 3), None);
+    }
     lab.fleet.table.links.insert(flow(1), Cause::LinkDown);
-    lab.fleet.add(cfg(flow(1), 0, 500, 3), None);
-    lab.fleet.add(cfg(flow(2), 0, 500, 3), None);
     let out = lab.run(Duration::from_secs(10));
     let down = verdict(&out, flow(1));
-    assert_eq!(down.kind, VerdictKind::Unreachable);
-    assert_eq!(down.cause, Some(Cause::LinkDown));
+    assert_eq!(down.kind, VerdictKind::Unreachable, "{peer:?}");
+    assert_eq!(down.cause, Some(Cause::LinkDown), "{peer:?}");
+    (lab, out, down)
+}
+
+#[test]
+fn silence_on_a_link_without_carrier_is_unreachable_link_down() {
+    let (lab, out, down) = beside_a_link_down(Peer::Silent, 500);
     assert_eq!(down.evidence, Evidence::Probe);
     assert_eq!(down.probes_sent, 3);
     assert_eq!(down.rtt, None);
@@ -540,16 +565,7 @@ fn silence_on_a_link_without_carrier_is_unreachable_link_down() {
 
 #[test]
 fn no_challenge_ack_is_link_down_when_the_link_is_down_else_learn_failed() {
-    let mut lab = Lab::new(2, u32::MAX);
-    lab.conn(flow(1), Peer::NoChallengeAck, ms(5000));
-    lab.conn(flow(2), Peer::NoChallengeAck, ms(5000));
-    lab.fleet.table.links.insert(flow(1), Cause::LinkDown);
-    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
-    lab.fleet.add(cfg(flow(2), 0, 1000, 3), None);
-    let out = lab.run(Duration::from_secs(10));
-    let down = verdict(&out, flow(1));
-    assert_eq!(down.kind, VerdictKind::Unreachable);
-    assert_eq!(down.cause, Some(Cause::LinkDown));
+    let (lab, out, down) = beside_a_link_down(Peer::NoChallengeAck, 1000);
     assert_eq!(down.probes_sent, 0);
     // Injected SYNs are not probes.
     assert_eq!(lab.fleet.probes_sent(), 0);
@@ -615,12 +631,7 @@ fn only_silence_is_explained() {
 
 #[test]
 fn a_busy_connection_is_queried_at_the_interval_without_spinning() {
-    let mut lab = Lab::new(1, u32::MAX);
-    lab.conn(flow(1), Peer::Alive, ms(5000));
-    if let Some(c) = lab.fleet.table.conns.get_mut(&flow(1)) {
-        c.busy = true;
-    }
-    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    let mut lab = Lab::busy_one();
     let out = lab.run(Duration::from_secs(10));
     let took = lab.now() - T0;
     let lookups = lab.fleet.table.lookups;
@@ -649,4 +660,182 @@ fn refilter_reaches_the_capture() {
     let mut lab = Lab::new(1, u32::MAX);
     lab.fleet.refilter(&[flow(1)]).expect("refilter");
     assert_eq!(lab.fleet.io.filters, 1);
+}
+
+/// The events about one connection, in order.
+fn events_of(lab: &Lab, f: Flow) -> Vec<&Event> {
+    lab.events.iter().filter(|e| e.flow() == f).collect()
+}
+
+#[test]
+fn events_come_in_the_order_things_happened() {
+    let mut lab = Lab::new(1, u32::MAX);
+    lab.conn(flow(1), Peer::Alive, ms(5000));
+    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    // Between the probe and its answer, a segment from the peer seen leaving this host: a
+    // forgery, ignored with a note.
+    let forged = segment(flow(1).remote, flow(1).local, RCV_NXT, SND_NXT);
+    lab.fleet.io.push(T0 + ms(10), &forged, Origin::Sent);
+    let out = lab.run(Duration::from_secs(10));
+    let probe = segment(flow(1).local, flow(1).remote, SND_NXT - 1, RCV_NXT);
+    let Some(Event::Note {
+        note: Note::Learned(numbers),
+        at: learned_at,
+        ..
+    }) = lab.events.first()
+    else {
+        panic!("the numbers are learned first: {:?}", lab.events);
+    };
+    assert_eq!((numbers.snd_nxt, numbers.rcv_nxt), (SND_NXT, RCV_NXT));
+    assert_eq!(*learned_at, T0);
+    assert_eq!(
+        lab.events[1..],
+        [
+            Event::Sent {
+                flow: flow(1),
+                probe,
+                index: 1,
+                at: T0,
+            },
+            Event::Note {
+                flow: flow(1),
+                note: Note::Ignored(
+                    "segment whose addresses contradict the direction it was seen in"
+                ),
+                at: T0 + ms(10),
+            },
+            Event::Finished {
+                flow: flow(1),
+                outcome: out[0].1.clone(),
+                ignored: 1,
+            },
+        ]
+    );
+    assert_eq!(verdict(&out, flow(1)).rtt, Some(RTT));
+    // The probe event is what went on the wire, when it went.
+    let sent: Vec<(Duration, Flow)> = lab
+        .fleet
+        .io
+        .sends
+        .iter()
+        .filter(|(_, _, fl)| fl & SYN == 0)
+        .map(|(t, f, _)| (*t, *f))
+        .collect();
+    assert_eq!(sent, [(T0, flow(1))]);
+}
+
+#[test]
+fn a_turn_with_something_to_report_returns_without_waiting() {
+    let mut lab = Lab::busy_one();
+    // The kernel says data is in flight: a note, and the next look in a second. The turn
+    // hands the note back at once rather than after that second, so that `-v` shows it
+    // when it happens.
+    let events = lab.fleet.step(Duration::from_secs(5)).expect("step");
+    assert_eq!(
+        events,
+        [Event::Note {
+            flow: flow(1),
+            note: Note::Busy,
+            at: T0
+        }]
+    );
+    assert_eq!((lab.fleet.io.waits, lab.now()), (0, T0));
+    // The next turn has nothing to report at first: it waits for that look.
+    lab.fleet.step(Duration::from_secs(5)).expect("step");
+    assert_eq!((lab.fleet.io.waits, lab.now()), (1, T0 + ms(1000)));
+}
+
+#[test]
+fn notes_and_probes_carry_their_own_connections_flow() {
+    let mut lab = Lab::new(2, u32::MAX);
+    // flow(1) has data in flight: notes, no probe; flow(2) is probed.
+    lab.conn(flow(1), Peer::Alive, ms(5000));
+    lab.busy(flow(1));
+    lab.conn(flow(2), Peer::Alive, ms(5000));
+    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    lab.fleet.add(cfg(flow(2), 0, 1000, 3), None);
+    lab.run(Duration::from_secs(10));
+    let busy: Vec<Flow> = lab
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Note {
+                flow,
+                note: Note::Busy,
+                ..
+            } => Some(*flow),
+            _ => None,
+        })
+        .collect();
+    assert!(!busy.is_empty());
+    assert!(busy.iter().all(|f| *f == flow(1)), "{busy:?}");
+    for e in &lab.events {
+        if let Event::Sent { flow: f, probe, .. } = e {
+            assert_eq!((*f, probe.src, probe.dst), (flow(2), f.local, f.remote));
+        }
+    }
+    for f in [flow(1), flow(2)] {
+        let events = events_of(&lab, f);
+        let finished = events
+            .iter()
+            .filter(|e| matches!(e, Event::Finished { .. }))
+            .count();
+        assert_eq!(finished, 1, "{f}: {events:?}");
+        assert!(
+            matches!(events.last(), Some(Event::Finished { .. })),
+            "{f}: nothing after its outcome: {events:?}"
+        );
+    }
+}
+
+#[test]
+fn probe_events_count_what_went_on_the_wire_and_outcomes_are_the_verdicts() {
+    let (lab, out, down) = beside_a_link_down(Peer::Silent, 500);
+    for f in [flow(1), flow(2)] {
+        // Three probes 500 ms apart, numbered from 1, then the outcome.
+        let sent: Vec<(u8, Duration)> = events_of(&lab, f)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Sent { index, at, .. } => Some((*index, *at - T0)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, [(1, ms(0)), (2, ms(500)), (3, ms(1000))], "{f}");
+    }
+    assert_eq!(lab.fleet.probes_sent(), 6);
+    let finished: Vec<(Flow, Outcome, u64)> = lab
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Finished {
+                flow,
+                outcome,
+                ignored,
+            } => Some((*flow, outcome.clone(), *ignored)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 2);
+    assert!(finished.contains(&(flow(1), Outcome::Verdict(down), 0)));
+    assert!(finished.contains(&(flow(2), Outcome::Verdict(verdict(&out, flow(2))), 0)));
+    // A send the host refused is no probe event: only its outcome.
+    let mut lab = Lab::new(1, u32::MAX);
+    lab.conn(flow(1), Peer::Refuses(libc::EPERM), ms(5000));
+    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    lab.run(Duration::from_secs(10));
+    assert!(
+        !lab.events.iter().any(|e| matches!(e, Event::Sent { .. })),
+        "{:?}",
+        lab.events
+    );
+    assert!(matches!(
+        lab.events.last(),
+        Some(Event::Finished {
+            outcome: Outcome::Verdict(Verdict {
+                cause: Some(Cause::LocalFirewall),
+                ..
+            }),
+            ..
+        })
+    ));
 }

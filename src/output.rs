@@ -421,17 +421,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn alive_line_reads_like_the_spec() {
-        let v = Verdict {
-            kind: VerdictKind::Alive,
-            probes_sent: 1,
-            rtt: Some(Duration::from_micros(84)),
-            elapsed: Duration::from_millis(1),
+    /// Asserts that `line` contains each of `parts`.
+    fn says(line: &str, parts: &[&str]) {
+        for part in parts {
+            assert!(line.contains(part), "{part:?} missing from: {line}");
+        }
+    }
+
+    /// A verdict decided by an answer to a probe (or its absence), with no ICMP error or
+    /// local cause.
+    fn verdict(
+        kind: VerdictKind,
+        probes_sent: u8,
+        rtt_us: Option<u64>,
+        elapsed_ms: u64,
+    ) -> Verdict {
+        Verdict {
+            kind,
+            probes_sent,
+            rtt: rtt_us.map(Duration::from_micros),
+            elapsed: Duration::from_millis(elapsed_ms),
             icmp: None,
             cause: None,
             evidence: Evidence::Probe,
-        };
+        }
+    }
+
+    #[test]
+    fn alive_line_reads_like_the_spec() {
+        let v = verdict(VerdictKind::Alive, 1, Some(84), 1);
         assert_eq!(
             verdict_line(&flow(), &v),
             "198.18.0.2:40000-198.51.100.2:9000 alive rtt=0.084ms probes=1"
@@ -441,18 +459,13 @@ mod tests {
     #[test]
     fn json_has_every_spec_field() {
         let v = Verdict {
-            kind: VerdictKind::Unreachable,
-            probes_sent: 2,
-            rtt: Some(Duration::from_micros(120)),
-            elapsed: Duration::from_millis(1003),
             icmp: Some(IcmpInfo {
                 icmp_type: 3,
                 code: 1,
                 from: "198.18.0.1".parse().unwrap(),
                 name: "host-unreachable",
             }),
-            cause: None,
-            evidence: Evidence::Probe,
+            ..verdict(VerdictKind::Unreachable, 2, Some(120), 1003)
         };
         let j = verdict_json(&flow(), &v, 4);
         assert_eq!(j["event"], "verdict");
@@ -473,15 +486,7 @@ mod tests {
 
     #[test]
     fn dead_has_null_rtt() {
-        let v = Verdict {
-            kind: VerdictKind::Dead,
-            probes_sent: 3,
-            rtt: None,
-            elapsed: Duration::from_millis(3000),
-            icmp: None,
-            cause: None,
-            evidence: Evidence::Probe,
-        };
+        let v = verdict(VerdictKind::Dead, 3, None, 3000);
         assert!(verdict_json(&flow(), &v, 0)["rtt_us"].is_null());
         assert_eq!(
             verdict_line(&flow(), &v),
@@ -497,9 +502,10 @@ mod tests {
         assert_eq!(j["try"], 2);
         assert_eq!(j["t_us"], 600_000);
         let line = note_line(&flow(), &note, Duration::from_millis(600));
-        assert!(line.contains("tcp_invalid_ratelimit"), "{line}");
-        assert!(line.contains("waited 600ms"), "{line}");
-        assert!(line.contains("try 2 of 3"), "{line}");
+        says(
+            &line,
+            &["tcp_invalid_ratelimit", "waited 600ms", "try 2 of 3"],
+        );
     }
 
     #[test]
@@ -510,20 +516,14 @@ mod tests {
         assert_eq!(j["flow"], "198.18.0.2:40000-198.51.100.2:9000");
         assert_eq!(j["reason"], "another identical probe left this host");
         let line = note_line(&flow(), &note, Duration::ZERO);
-        assert!(line.contains("another probe"), "{line}");
-        assert!(line.contains("rtt not reported"), "{line}");
+        says(&line, &["another probe", "rtt not reported"]);
     }
 
     #[test]
     fn kernel_ack_clock_evidence_in_json() {
         let v = Verdict {
-            kind: VerdictKind::Alive,
-            probes_sent: 0,
-            rtt: None,
-            elapsed: Duration::from_millis(1000),
-            icmp: None,
-            cause: None,
             evidence: Evidence::KernelAckClock,
+            ..verdict(VerdictKind::Alive, 0, None, 1000)
         };
         let j = verdict_json(&flow(), &v, 0);
         assert_eq!(j["evidence"], "kernel-ack-clock");
@@ -531,6 +531,73 @@ mod tests {
         assert_eq!(
             verdict_line(&flow(), &v),
             "198.18.0.2:40000-198.51.100.2:9000 alive evidence=kernel-ack-clock probes=0"
+        );
+    }
+
+    #[test]
+    fn a_probe_sent_in_both_forms() {
+        let f = flow();
+        let p = Segment {
+            window: 502,
+            ts: Some(crate::wire::Timestamps { tsval: 7, tsecr: 9 }),
+            ..Segment::bare(
+                f.local,
+                f.remote,
+                crate::seq::SeqNumber(999),
+                crate::seq::SeqNumber(5000),
+                crate::wire::ACK,
+            )
+        };
+        let at = Duration::from_millis(1500);
+        let j = probe_json(&f, &p, 2, at);
+        assert_eq!(
+            j,
+            json!({"event": "probe", "flow": "198.18.0.2:40000-198.51.100.2:9000",
+                   "probe": 2, "seq": 999, "ack": 5000, "ts": true, "t_us": 1_500_000})
+        );
+        assert_eq!(
+            probe_line(&f, &p, 2, at),
+            "198.18.0.2:40000-198.51.100.2:9000 probe 2 seq=999 ack=5000 win=502 tsval=7 \
+             tsecr=9 at 1.5s"
+        );
+    }
+
+    #[test]
+    fn outcomes_are_handed_back_in_order_and_progress_is_not() {
+        let r = Reporter {
+            json: false,
+            verbose: false,
+        };
+        let alive = Outcome::Verdict(verdict(VerdictKind::Alive, 1, Some(84), 1));
+        let other = Flow {
+            local: "198.18.0.2:40001".parse().unwrap(),
+            ..flow()
+        };
+        let events = vec![
+            Event::Note {
+                flow: other,
+                note: Note::Busy,
+                at: Duration::ZERO,
+            },
+            Event::Finished {
+                flow: other,
+                outcome: Outcome::Closed,
+                ignored: 2,
+            },
+            Event::Note {
+                flow: flow(),
+                note: Note::Borrowed("why"),
+                at: Duration::ZERO,
+            },
+            Event::Finished {
+                flow: flow(),
+                outcome: alive.clone(),
+                ignored: 0,
+            },
+        ];
+        assert_eq!(
+            r.outcomes(events),
+            vec![(other, Outcome::Closed, 2), (flow(), alive, 0)]
         );
     }
 
