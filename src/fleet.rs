@@ -471,74 +471,100 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
     }
 
     /// Carries out what the connection's engine asks for until it waits for time, a packet
-    /// or the kernel, or has its outcome.
+    /// or the kernel, or has its outcome; then puts its next deadline on the timer heap.
     fn drive(&mut self, idx: usize, events: &mut Vec<Event>) -> Result<()> {
+        loop {
+            let now = self.clock.now();
+            let Some(slot) = self.slots.get_mut(idx).and_then(|s| s.as_mut()) else {
+                return Ok(());
+            };
+            let Some(action) = slot.engine.poll(now) else {
+                slot.reschedule(idx, &mut self.timers);
+                return Ok(());
+            };
+            if !self.act(idx, action, now, events)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Carries out one action of the engine in slot `idx`. False once the engine waits for
+    /// the kernel's answer to a query, or has its outcome and has left its slot.
+    fn act(
+        &mut self,
+        idx: usize,
+        action: Action,
+        now: Duration,
+        events: &mut Vec<Event>,
+    ) -> Result<bool> {
+        let Some(slot) = self.slots.get_mut(idx).and_then(|s| s.as_mut()) else {
+            return Ok(false);
+        };
+        let (flow, route) = (slot.engine.flow(), slot.engine.route());
+        match action {
+            Action::QueryConnection => {
+                let Some(view) = slot.prefetched.take() else {
+                    self.queries.push(idx);
+                    return Ok(false);
+                };
+                slot.engine.on_connection(now, Some(view));
+            }
+            Action::InjectSyn(p) | Action::CheckPath(p) => {
+                self.transmit(idx, p, None, now, events)?
+            }
+            Action::Send { probe, index } => self.transmit(idx, probe, Some(index), now, events)?,
+            Action::CheckRoute => {
+                if let Some(cause) = self.table.egress_cause(&flow, route) {
+                    slot.engine.on_local_failure(now, cause);
+                }
+            }
+            Action::Note(note) => events.push(Event::Note {
+                flow,
+                note,
+                at: now,
+            }),
+            Action::Finish(outcome) => {
+                let outcome = explain(&mut self.table, slot, outcome, now);
+                let ignored = slot.engine.ignored();
+                events.push(Event::Finished {
+                    flow,
+                    outcome,
+                    ignored,
+                });
+                self.release(&flow);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends a packet the engine in slot `idx` built: a probe when it has an `index`, else
+    /// an injected SYN or a path check. Each takes a token from the rate cap, refused or not;
+    /// a refusal is the connection's outcome (see `refused`), a probe that left an event.
+    fn transmit(
+        &mut self,
+        idx: usize,
+        packet: Segment,
+        index: Option<u8>,
+        now: Duration,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
         let Some(slot) = self.slots.get_mut(idx).and_then(|s| s.as_mut()) else {
             return Ok(());
         };
-        let flow = slot.engine.flow();
+        self.rate.tokens -= 1.0;
         let route = slot.engine.route();
-        loop {
-            let now = self.clock.now();
-            let Some(action) = slot.engine.poll(now) else {
-                break;
-            };
-            let sent = match action {
-                Action::QueryConnection => match slot.prefetched.take() {
-                    Some(view) => {
-                        slot.engine.on_connection(now, Some(view));
-                        continue;
-                    }
-                    None => {
-                        self.queries.push(idx);
-                        return Ok(());
-                    }
-                },
-                Action::InjectSyn(p) | Action::CheckPath(p) => (p, None),
-                Action::Send { probe, index } => (probe, Some(index)),
-                Action::CheckRoute => {
-                    if let Some(cause) = self.table.egress_cause(&flow, route) {
-                        slot.engine.on_local_failure(now, cause);
-                    }
-                    continue;
-                }
-                Action::Note(note) => {
-                    events.push(Event::Note {
-                        flow,
-                        note,
-                        at: now,
-                    });
-                    continue;
-                }
-                Action::Finish(outcome) => {
-                    let outcome = explain(&mut self.table, slot, outcome, now);
-                    let ignored = slot.engine.ignored();
-                    events.push(Event::Finished {
-                        flow,
-                        outcome,
-                        ignored,
-                    });
-                    self.release(&flow);
-                    return Ok(());
-                }
-            };
-            // Every packet sent takes a token, the refused ones too.
-            self.rate.tokens -= 1.0;
-            let (probe, index) = sent;
-            if refused(&mut slot.engine, now, self.io.send(&probe, route))? {
-                continue;
-            }
-            if let Some(index) = index {
-                self.probes_sent += 1;
-                events.push(Event::Sent {
-                    flow,
-                    probe,
-                    index,
-                    at: now,
-                });
-            }
+        if !refused(&mut slot.engine, now, self.io.send(&packet, route))?
+            && let Some(index) = index
+        {
+            self.probes_sent += 1;
+            events.push(Event::Sent {
+                flow: slot.engine.flow(),
+                probe: packet,
+                index,
+                at: now,
+            });
         }
-        slot.reschedule(idx, &mut self.timers);
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::engine::{Evidence, Note, Outcome, Verdict, VerdictKind};
+use crate::engine::{Evidence, IcmpInfo, Note, Outcome, Verdict, VerdictKind};
 use crate::error::{Error, Result};
 use crate::fleet::Event;
 use crate::flow::Flow;
@@ -180,14 +180,77 @@ pub fn verdict_json(flow: &Flow, v: &Verdict, ignored: u64) -> Value {
         o["cause"] = json!(cause.as_str());
     }
     if let Some(icmp) = &v.icmp {
-        o["icmp"] = json!({
-            "type": icmp.icmp_type,
-            "code": icmp.code,
-            "from": icmp.from.to_string(),
-            "name": icmp.name,
-        });
+        o["icmp"] = icmp_json(icmp);
     }
     o
+}
+
+/// The ICMP error behind an `unreachable`, as a JSON object.
+fn icmp_json(icmp: &IcmpInfo) -> Value {
+    json!({
+        "type": icmp.icmp_type,
+        "code": icmp.code,
+        "from": icmp.from.to_string(),
+        "name": icmp.name,
+    })
+}
+
+/// A change of a watched connection's state (README "`kaprobe watch`"): the state now, the
+/// one before (none at the first round), and the verdict behind it, if there was one.
+pub struct StateChange<'a> {
+    pub flow: Flow,
+    pub state: &'a str,
+    pub previous: Option<&'a str>,
+    pub verdict: Option<&'a Verdict>,
+}
+
+impl StateChange<'_> {
+    /// As a JSON event; `time` is when, in RFC 3339.
+    pub fn json(&self, time: &str) -> Value {
+        let flow = self.flow;
+        let mut o = json!({
+            "event": "state", "time": time, "flow": flow.to_string(),
+            "local": flow.local.to_string(), "remote": flow.remote.to_string(),
+            "state": self.state, "previous": self.previous,
+        });
+        if let Some(v) = self.verdict {
+            o["probes_sent"] = json!(v.probes_sent);
+            o["rtt_us"] = json!(v.rtt.map(micros));
+            if let Some(i) = &v.icmp {
+                o["icmp"] = icmp_json(i);
+            }
+            if let Some(c) = v.cause {
+                o["cause"] = json!(c.as_str());
+            }
+        }
+        o
+    }
+
+    /// As a line, after `stamp` (when, in RFC 3339) if there is one.
+    pub fn line(&self, stamp: Option<&str>) -> String {
+        let mut line = match stamp {
+            Some(t) => format!("{t} {} {}", self.flow, self.state),
+            None => format!("{} {}", self.flow, self.state),
+        };
+        if let Some(v) = self.verdict {
+            if let Some(r) = v.rtt {
+                line.push_str(&format!(" rtt={}", duration(r)));
+            }
+            if let Some(i) = &v.icmp {
+                line.push_str(&format!(" icmp={} from={}", i.name, i.from));
+            }
+            if let Some(c) = v.cause {
+                line.push_str(&format!(" cause={}", c.as_str()));
+            }
+            if v.kind == VerdictKind::Dead {
+                line.push_str(&format!(" probes={}", v.probes_sent));
+            }
+        }
+        if let Some(p) = self.previous {
+            line.push_str(&format!(" (was {p})"));
+        }
+        line
+    }
 }
 
 /// A connection that got no verdict (`closed`, `failed`, `interrupted`): the verdict
@@ -258,6 +321,15 @@ impl Reporter {
             line(verdict_json(flow, v, ignored))
         } else {
             line(verdict_line(flow, v))
+        }
+    }
+
+    /// A `watch` state change: JSON with `time`, else its line after `stamp`.
+    pub fn state(&self, change: &StateChange, time: &str, stamp: Option<&str>) -> Result<()> {
+        if self.json {
+            line(change.json(time))
+        } else {
+            line(change.line(stamp))
         }
     }
 
@@ -412,7 +484,6 @@ pub fn note_line(flow: &Flow, note: &Note, at: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::IcmpInfo;
 
     fn flow() -> Flow {
         Flow {
@@ -599,6 +670,66 @@ mod tests {
             r.outcomes(events),
             vec![(other, Outcome::Closed, 2), (flow(), alive, 0)]
         );
+    }
+
+    #[test]
+    fn a_watch_state_change_in_both_forms() {
+        let dead = verdict(VerdictKind::Dead, 3, None, 3000);
+        let change = StateChange {
+            flow: flow(),
+            state: "dead",
+            previous: Some("alive"),
+            verdict: Some(&dead),
+        };
+        let time = "2024-05-01T10:00:00.123Z";
+        assert_eq!(
+            change.line(Some(time)),
+            "2024-05-01T10:00:00.123Z 198.18.0.2:40000-198.51.100.2:9000 dead probes=3 (was alive)"
+        );
+        assert_eq!(
+            change.line(None),
+            "198.18.0.2:40000-198.51.100.2:9000 dead probes=3 (was alive)"
+        );
+        assert_eq!(
+            change.json(time),
+            json!({"event": "state", "time": time, "flow": "198.18.0.2:40000-198.51.100.2:9000",
+                   "local": "198.18.0.2:40000", "remote": "198.51.100.2:9000", "state": "dead",
+                   "previous": "alive", "probes_sent": 3, "rtt_us": null})
+        );
+        let unreachable = Verdict {
+            icmp: Some(IcmpInfo {
+                icmp_type: 3,
+                code: 1,
+                from: "198.18.0.1".parse().unwrap(),
+                name: "host-unreachable",
+            }),
+            ..verdict(VerdictKind::Unreachable, 1, Some(120), 5)
+        };
+        let change = StateChange {
+            verdict: Some(&unreachable),
+            state: "unreachable",
+            previous: None,
+            ..change
+        };
+        assert_eq!(
+            change.line(None),
+            "198.18.0.2:40000-198.51.100.2:9000 unreachable rtt=0.12ms icmp=host-unreachable \
+             from=198.18.0.1"
+        );
+        let j = change.json(time);
+        assert_eq!(j["icmp"], verdict_json(&flow(), &unreachable, 0)["icmp"]);
+        assert_eq!((&j["rtt_us"], &j["previous"]), (&json!(120), &Value::Null));
+        let closed = StateChange {
+            verdict: None,
+            state: "closed",
+            previous: Some("alive"),
+            ..change
+        };
+        assert_eq!(
+            closed.line(None),
+            "198.18.0.2:40000-198.51.100.2:9000 closed (was alive)"
+        );
+        assert!(closed.json(time).get("probes_sent").is_none());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::filter::FilterArgs;
 use crate::fleet::Fleet;
 use crate::flow::{Flow, Route};
 use crate::metrics::{self, ConnState, Metrics, MetricsListener, MetricsServer};
-use crate::output::{self, Reporter, count as plural, duration};
+use crate::output::{self, Reporter, StateChange, count as plural, duration};
 use crate::prober;
 use crate::sys::diag::{Conn, Diag};
 use crate::sys::notify::{self, Watchdog};
@@ -579,26 +579,7 @@ impl Watch<'_> {
         outcome: Outcome,
     ) -> Result<Option<Duration>> {
         self.tally.rounds += 1;
-        let now = Some(Duration::ZERO);
-        let retry = Some(self.retry_after());
-        let (state, verdict, next) = match &outcome {
-            Outcome::Verdict(v) => match v.kind {
-                VerdictKind::Alive => ("alive", Some(v), now),
-                // An ICMP error or a local cause (no route, link down, ...): the connection's
-                // state until it changes, probed again at the next round, not at once.
-                VerdictKind::Unreachable => ("unreachable", Some(v), retry),
-                VerdictKind::Dead => {
-                    let next = (self.action != OnDead::Kill).then_some(Duration::ZERO);
-                    ("dead", Some(v), next)
-                }
-                // The RST reset the local socket too: nothing left to watch.
-                VerdictKind::Reset => ("reset", Some(v), None),
-            },
-            Outcome::Closed => ("closed", None, None),
-            // Still established, but the local socket did not announce its numbers: tried
-            // again at the next round.
-            Outcome::LearnFailed => (LEARN_FAILED, None, retry),
-        };
+        let (state, verdict, next) = self.state_of(&outcome);
         if let (Some(m), Some(v)) = (&self.metrics, verdict) {
             m.decided(&flow, v.kind, v.rtt);
         }
@@ -612,7 +593,12 @@ impl Watch<'_> {
                     duration(self.retry_after())
                 );
             }
-            self.report(flow, state, previous, verdict)?;
+            self.report(&StateChange {
+                flow,
+                state,
+                previous,
+                verdict,
+            })?;
             *self.tally.changes.entry(state).or_default() += 1;
         } else if let Some(v) = verdict {
             log::info!(
@@ -630,57 +616,40 @@ impl Watch<'_> {
         Ok(next)
     }
 
-    fn report(
+    /// The state an outcome puts the connection in, the verdict behind it, and when to start
+    /// the next round (zero: at once; `None`: stop watching it).
+    fn state_of<'o>(
         &self,
-        flow: Flow,
-        state: &str,
-        previous: Option<&str>,
-        v: Option<&Verdict>,
-    ) -> Result<()> {
-        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-        if self.reporter.json {
-            let mut o = json!({
-                "event": "state", "time": now.to_string(), "flow": flow.to_string(),
-                "local": flow.local.to_string(), "remote": flow.remote.to_string(),
-                "state": state, "previous": previous,
-            });
-            if let Some(v) = v {
-                o["probes_sent"] = json!(v.probes_sent);
-                o["rtt_us"] = json!(v.rtt.map(|r| r.as_micros() as u64));
-                if let Some(i) = &v.icmp {
-                    o["icmp"] = json!({"type": i.icmp_type, "code": i.code, "from": i.from.to_string(), "name": i.name});
+        outcome: &'o Outcome,
+    ) -> (&'static str, Option<&'o Verdict>, Option<Duration>) {
+        let now = Some(Duration::ZERO);
+        let retry = Some(self.retry_after());
+        match outcome {
+            Outcome::Verdict(v) => match v.kind {
+                VerdictKind::Alive => ("alive", Some(v), now),
+                // An ICMP error or a local cause (no route, link down, ...): the connection's
+                // state until it changes, probed again at the next round, not at once.
+                VerdictKind::Unreachable => ("unreachable", Some(v), retry),
+                VerdictKind::Dead => {
+                    let next = (self.action != OnDead::Kill).then_some(Duration::ZERO);
+                    ("dead", Some(v), next)
                 }
-                if let Some(c) = v.cause {
-                    o["cause"] = json!(c.as_str());
-                }
-            }
-            output::line(o)
-        } else {
-            // The journal stamps each line itself.
-            let mut line = if self.journal {
-                format!("{flow} {state}")
-            } else {
-                format!("{now} {flow} {state}")
-            };
-            if let Some(v) = v {
-                if let Some(r) = v.rtt {
-                    line.push_str(&format!(" rtt={}", duration(r)));
-                }
-                if let Some(i) = &v.icmp {
-                    line.push_str(&format!(" icmp={} from={}", i.name, i.from));
-                }
-                if let Some(c) = v.cause {
-                    line.push_str(&format!(" cause={}", c.as_str()));
-                }
-                if v.kind == VerdictKind::Dead {
-                    line.push_str(&format!(" probes={}", v.probes_sent));
-                }
-            }
-            if let Some(p) = previous {
-                line.push_str(&format!(" (was {p})"));
-            }
-            output::line(line)
+                // The RST reset the local socket too: nothing left to watch.
+                VerdictKind::Reset => ("reset", Some(v), None),
+            },
+            Outcome::Closed => ("closed", None, None),
+            // Still established, but the local socket did not announce its numbers: tried
+            // again at the next round.
+            Outcome::LearnFailed => (LEARN_FAILED, None, retry),
         }
+    }
+
+    /// Prints a state change, stamped with the time unless the journal stamps each line
+    /// itself.
+    fn report(&self, change: &StateChange) -> Result<()> {
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let stamp = (!self.journal).then_some(now.as_str());
+        self.reporter.state(change, &now, stamp)
     }
 
     fn on_dead(&mut self, fleet: &mut Fleet, flow: Flow) -> Result<()> {
