@@ -518,6 +518,20 @@ mod tests {
         }
     }
 
+    /// An `unreachable` for an ICMP host-unreachable from the first hop, 120 µs after the
+    /// probe.
+    fn host_unreachable(probes_sent: u8, elapsed_ms: u64) -> Verdict {
+        Verdict {
+            icmp: Some(IcmpInfo {
+                icmp_type: 3,
+                code: 1,
+                from: "198.18.0.1".parse().unwrap(),
+                name: "host-unreachable",
+            }),
+            ..verdict(VerdictKind::Unreachable, probes_sent, Some(120), elapsed_ms)
+        }
+    }
+
     #[test]
     fn alive_line_reads_like_the_spec() {
         let v = verdict(VerdictKind::Alive, 1, Some(84), 1);
@@ -529,15 +543,7 @@ mod tests {
 
     #[test]
     fn json_has_every_spec_field() {
-        let v = Verdict {
-            icmp: Some(IcmpInfo {
-                icmp_type: 3,
-                code: 1,
-                from: "198.18.0.1".parse().unwrap(),
-                name: "host-unreachable",
-            }),
-            ..verdict(VerdictKind::Unreachable, 2, Some(120), 1003)
-        };
+        let v = host_unreachable(2, 1003);
         let j = verdict_json(&flow(), &v, 4);
         assert_eq!(j["event"], "verdict");
         assert_eq!(j["flow"], "198.18.0.2:40000-198.51.100.2:9000");
@@ -696,15 +702,7 @@ mod tests {
                    "local": "198.18.0.2:40000", "remote": "198.51.100.2:9000", "state": "dead",
                    "previous": "alive", "probes_sent": 3, "rtt_us": null})
         );
-        let unreachable = Verdict {
-            icmp: Some(IcmpInfo {
-                icmp_type: 3,
-                code: 1,
-                from: "198.18.0.1".parse().unwrap(),
-                name: "host-unreachable",
-            }),
-            ..verdict(VerdictKind::Unreachable, 1, Some(120), 5)
-        };
+        let unreachable = host_unreachable(1, 5);
         let change = StateChange {
             verdict: Some(&unreachable),
             state: "unreachable",
