@@ -3,7 +3,7 @@
 //! run through it; `probe` is a fleet of one.
 //!
 //! The fleet prints nothing: each turn returns what happened as [`Event`]s, in the order it
-//! happened, and the commands render them (README "Output").
+//! happened, and the commands render them through `output` (README "Usage").
 //!
 //! The loop reaches the kernel only through three narrow traits, `PacketIo` (packets out and
 //! in), `ConnTable` with `LinkState` (what the kernel says about connections and the path out)
