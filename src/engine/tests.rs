@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::wire::{ACK, FIN, IcmpError, RST, SYN};
+use crate::wire::{ACK, FIN, IcmpError, Packet, RST, SYN, Segment, Timestamps};
 
 const L: &str = "198.18.0.2:40000";
 const R: &str = "198.51.100.2:9000";
