@@ -1,24 +1,30 @@
 //! Where the connection's sequence numbers come from (README "How it works"), one type for
 //! what each source keeps while it learns:
 //!
-//! - `local` ([`LocalRound`]): a SYN injected into the local stack, and the challenge ACK the
-//!   local socket answers it with;
+//! - `local` ([`LocalRound`], in `local.rs`): a SYN injected into the local stack, and the
+//!   challenge ACK the local socket answers it with;
 //! - `peer`: nothing to keep, it learns nothing before it probes: an out-of-window probe with
 //!   random numbers, whose answer carries the peer's numbers;
-//! - `sniff` ([`SniffRound`]): any segment of the connection on the wire.
+//! - `sniff` ([`SniffRound`], in `sniff.rs`): any segment of the connection on the wire.
 //!
-//! The engine asks the source how a round starts, which probe goes out, whether an ACK
-//! answers it and whether the kernel's other segments cast doubt on its RTT; it asks a round
-//! what to do next, when, and what a segment on the wire teaches it. Waiting for idle, busy
-//! connections, probe timing, RSTs, ICMP errors and verdicts are the engine's alone.
+//! The engine asks the source ([`SeqSource`]) how a round starts, which probe goes out,
+//! whether an ACK answers it and whether the kernel's other segments cast doubt on its RTT;
+//! it asks a round what to do next, when, and what a segment on the wire teaches it. Waiting
+//! for idle, busy connections, probe timing, RSTs, ICMP errors and verdicts are the engine's
+//! alone.
+
+mod local;
+mod sniff;
 
 use std::time::Duration;
 
 use super::rng::Rng;
-use super::{Action, Config, Note, PollAt, Timing};
+use super::{Action, Config, PollAt};
 use crate::flow::Flow;
 use crate::seq::SeqNumber;
 use crate::wire::{self, IpMeta, Segment, Timestamps};
+use local::LocalRound;
+use sniff::SniffRound;
 
 /// How long to wait for the local socket's challenge ACK before injecting again. Linux sends at
 /// most one per `tcp_invalid_ratelimit` (500 ms) per socket, so a retry sooner would be wasted.
@@ -30,14 +36,6 @@ const FIRST_TRY: u8 = 1;
 /// The window advertised by probes whose numbers are not the local kernel's (`peer` elicit
 /// probes, the path check): any value is as good, the peer only answers the sequence number.
 const ELICIT_WINDOW: u16 = 1024;
-/// The window of the SYN injected into the local stack: what Linux itself puts in a SYN (44
-/// segments of 1460 bytes), so the SYN looks like any client's. The local socket answers an
-/// in-state SYN with a challenge ACK whatever the window (RFC 5961, 4.2).
-const SYN_WINDOW: u16 = 64240;
-/// The window of probes whose numbers were learned from the peer's segments (`sniff`), where
-/// the local kernel's own window is unknown: what Linux advertises on an idle connection with
-/// default buffers and window scale 7 (64240 bytes >> 7). The peer does not check it.
-const SNIFF_WINDOW: u16 = 502;
 
 /// How the connection's sequence numbers are learned (README "How it works").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,160 +202,6 @@ impl Round {
     }
 }
 
-/// `--seq-source local`: a SYN injected into the local stack makes the local socket send a
-/// challenge ACK carrying its numbers (RFC 5961, 4.2; README "How it works").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum LocalRound {
-    /// Try `tries` of [`LEARN_TRIES`]: `syn` goes into the local stack at the next poll while
-    /// `inject_pending`, then the challenge ACK is awaited until `deadline`. An ACK counts only
-    /// once the capture showed the SYN arriving (`syn_seen`): one queued before it may be the
-    /// kernel's own keepalive.
-    Injecting {
-        syn: Segment,
-        syn_seen: bool,
-        inject_pending: bool,
-        deadline: Duration,
-        tries: u8,
-    },
-    /// The first injected SYN got no challenge ACK: `CheckRoute`, then inject again (try
-    /// `next`).
-    RouteCheck { next: u8 },
-    /// No injected SYN got a challenge ACK, and the one `CheckPath` probe went out: give up.
-    PathChecked,
-}
-
-impl LocalRound {
-    /// Try `tries`: a SYN on the connection's 4-tuple, spoofed from the peer, with a fresh
-    /// random sequence number that tells its copy on loopback from any other SYN.
-    fn inject(now: Duration, tries: u8, flow: Flow, rng: &mut Rng) -> LocalRound {
-        let seq = SeqNumber(rng.next_u32());
-        // A SYN acknowledges nothing: its ACK field is zero.
-        let syn = Segment {
-            window: SYN_WINDOW,
-            ..Segment::bare(flow.remote, flow.local, seq, SeqNumber(0), wire::SYN)
-        };
-        LocalRound::Injecting {
-            syn,
-            syn_seen: false,
-            inject_pending: true,
-            deadline: now + LEARN_RETRY,
-            tries,
-        }
-    }
-
-    fn next_poll(&self) -> PollAt {
-        match *self {
-            LocalRound::Injecting {
-                inject_pending: true,
-                ..
-            }
-            | LocalRound::RouteCheck { .. }
-            | LocalRound::PathChecked => PollAt::Now,
-            LocalRound::Injecting { deadline, .. } => PollAt::At(deadline),
-        }
-    }
-
-    fn poll(&mut self, now: Duration, flow: Flow, rng: &mut Rng) -> Option<Step> {
-        match self {
-            LocalRound::Injecting {
-                syn,
-                inject_pending,
-                ..
-            } if *inject_pending => {
-                *inject_pending = false;
-                Some(Step::Act(Action::InjectSyn(*syn)))
-            }
-            LocalRound::Injecting {
-                deadline, tries, ..
-            } if now >= *deadline => {
-                let tries = *tries;
-                Some(self.unanswered(now, tries, flow, rng))
-            }
-            LocalRound::Injecting { .. } => None,
-            LocalRound::RouteCheck { next } => {
-                *self = LocalRound::inject(now, *next, flow, rng);
-                Some(Step::Act(Action::CheckRoute))
-            }
-            LocalRound::PathChecked => Some(Step::GiveUp),
-        }
-    }
-
-    /// The SYN of try `tries` got no challenge ACK in time.
-    fn unanswered(&mut self, now: Duration, tries: u8, flow: Flow, rng: &mut Rng) -> Step {
-        if tries >= LEARN_TRIES {
-            *self = LocalRound::PathChecked;
-            return Step::Act(Action::CheckPath(out_of_window_probe(flow, rng)));
-        }
-        let next = tries + 1;
-        *self = if tries == FIRST_TRY {
-            // Ask the local host at once whether its route or link refuses the way toward the
-            // peer, rather than after every retry.
-            LocalRound::RouteCheck { next }
-        } else {
-            LocalRound::inject(now, next, flow, rng)
-        };
-        Step::Act(Action::Note(Note::LearnRetry { next }))
-    }
-
-    fn heard(&mut self, seg: &Segment, dir: Direction) -> Heard {
-        let LocalRound::Injecting { syn, syn_seen, .. } = self else {
-            return Heard::Pass;
-        };
-        match dir {
-            // Our injected SYN, seen on loopback: the challenge ACK comes after it.
-            Direction::Incoming => {
-                if seg.has(wire::SYN) && !seg.has(wire::ACK) && seg.seq == syn.seq {
-                    *syn_seen = true;
-                }
-                Heard::Pass
-            }
-            // The challenge ACK is <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (RFC 5961, 4.2):
-            // no data, no FIN.
-            Direction::Outgoing
-                if *syn_seen && is_plain(seg) && !seg.has(wire::FIN) && seg.payload_len == 0 =>
-            {
-                Heard::Learned(announced(seg).into())
-            }
-            Direction::Outgoing => Heard::Pass,
-        }
-    }
-}
-
-/// `--seq-source sniff`: the numbers of any plain segment of the connection on the wire,
-/// waited for until `deadline` (README "How it works").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct SniffRound {
-    deadline: Duration,
-}
-
-impl SniffRound {
-    fn new(now: Duration, t: Timing) -> SniffRound {
-        // Up to `probes × intvl`: no longer than the probes themselves would take.
-        SniffRound {
-            deadline: now + t.intvl * u32::from(t.probes),
-        }
-    }
-
-    fn next_poll(&self) -> PollAt {
-        PollAt::At(self.deadline)
-    }
-
-    fn poll(&self, now: Duration) -> Option<Step> {
-        (now >= self.deadline).then_some(Step::GiveUp)
-    }
-
-    fn heard(&self, seg: &Segment, dir: Direction) -> Heard {
-        match (dir, is_plain(seg)) {
-            (Direction::Outgoing, true) => Heard::Learned(announced(seg).into()),
-            (Direction::Outgoing, false) => Heard::Pass,
-            (Direction::Incoming, true) => Heard::Learned(from_peer(seg)),
-            // While sniffing, the peer's segments only teach numbers: its RSTs and SYNs
-            // decide nothing.
-            (Direction::Incoming, false) => Heard::Kept,
-        }
-    }
-}
-
 /// A pure ACK, possibly with data or FIN: the segments that carry a connection's numbers.
 pub(super) fn is_plain(seg: &Segment) -> bool {
     !seg.has(wire::SYN) && !seg.has(wire::RST) && seg.has(wire::ACK)
@@ -377,26 +221,6 @@ fn announced(seg: &Segment) -> Numbers {
         window: seg.window,
         ts: seg.ts,
         ip: seg.ip,
-    }
-}
-
-/// A plain segment from the peer shows the numbers from its side: its ACK field is our
-/// SND.NXT, its SEQ past its data and FIN our RCV.NXT. The local kernel's own window and
-/// options are unknown here: the note shows window 0, the probes carry [`SNIFF_WINDOW`].
-fn from_peer(seg: &Segment) -> Lesson {
-    let shown = Numbers {
-        snd_nxt: seg.ack,
-        rcv_nxt: seg.seq + seq_len(seg),
-        window: 0,
-        ts: None,
-        ip: IpMeta::default(),
-    };
-    Lesson {
-        numbers: Numbers {
-            window: SNIFF_WINDOW,
-            ..shown
-        },
-        shown,
     }
 }
 
