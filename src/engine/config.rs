@@ -25,10 +25,11 @@ impl Timing {
     pub fn warning(&self) -> Option<String> {
         (self.intvl < PEER_RATELIMIT).then(|| {
             format!(
-                "--intvl {} is below 500ms: the peer answers at most one probe per \
-                 net.ipv4.tcp_invalid_ratelimit (500ms by default), and no probe is judged \
+                "--intvl {} is below {limit}: the peer answers at most one probe per \
+                 net.ipv4.tcp_invalid_ratelimit ({limit} by default), and no probe is judged \
                  unanswered before the connection's RTO",
-                humantime::format_duration(self.intvl)
+                humantime::format_duration(self.intvl),
+                limit = humantime::format_duration(PEER_RATELIMIT),
             )
         })
     }

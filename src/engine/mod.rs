@@ -36,8 +36,8 @@ pub use source::{LEARN_RETRY, LEARN_TRIES, Numbers, SeqSource};
 pub use verdict::{Cause, Evidence, IcmpInfo, Outcome, Verdict, VerdictKind};
 
 use crate::flow::{Flow, Route};
-use crate::seq::SeqNumber;
 use rng::Rng;
+use rtt::{SeenCopy, SentProbe};
 use source::{Round, Step};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,12 +70,12 @@ pub struct Engine {
     probes_sent: u8,
     last_probe_at: Option<Duration>,
     first_probe_at: Option<Duration>,
-    /// (seq, ack, when) of every probe sent: to match ICMP quotes and RST numbers, and to
-    /// tell our own probes from the local kernel's segments on the capture.
-    sent: Vec<(SeqNumber, SeqNumber, Duration)>,
-    /// (seq, ack, when) of outgoing segments of the connection seen on the capture, ours
-    /// included, double appearances merged (at most `MAX_COPIES`, newest last).
-    copies: VecDeque<(SeqNumber, SeqNumber, Option<u32>, Duration)>,
+    /// Every probe sent: to match ICMP quotes and RST numbers, and to tell our own probes
+    /// from the local kernel's segments on the capture.
+    sent: Vec<SentProbe>,
+    /// Outgoing segments of the connection seen on the capture, ours included, double
+    /// appearances merged (at most `MAX_COPIES`, newest last).
+    copies: VecDeque<SeenCopy>,
     /// The connection's RTO as last seen, capped at `RTO_MAX`.
     rto: Duration,
     /// When the connection was first seen busy in the current busy spell.
@@ -178,7 +178,11 @@ impl Engine {
             .source
             .probe(self.numbers, &self.cfg, &mut self.rng);
         self.probes_sent = self.probes_sent.saturating_add(1);
-        self.sent.push((probe.seq, probe.ack, now));
+        self.sent.push(SentProbe {
+            seq: probe.seq,
+            ack: probe.ack,
+            at: now,
+        });
         self.last_probe_at = Some(now);
         self.first_probe_at.get_or_insert(now);
         let t = self.cfg.timing;

@@ -47,7 +47,7 @@ impl Engine {
         }
         // The error quotes the first octets of the datagram it is about (RFC 792; RFC 4443,
         // 3.1): only a probe's exact sequence number proves it is about a probe.
-        if !self.sent.iter().any(|&(seq, _, _)| seq == err.quoted_seq) {
+        if !self.sent.iter().any(|p| p.seq == err.quoted_seq) {
             self.ignore("ICMP error quoting a segment that is not a probe");
             return;
         }
@@ -97,11 +97,7 @@ impl Engine {
         if is_plain(seg) {
             self.saw_copy(now, seg.seq, seg.ack, seg.ts.map(|t| t.tsval));
         }
-        let ours = self
-            .sent
-            .iter()
-            .any(|&(s, a, _)| s == seg.seq && a == seg.ack);
-        if !ours
+        if !self.is_our_probe(seg.seq, seg.ack)
             && let Phase::Learning(round) = &mut self.phase
             && let Heard::Learned(lesson) = round.heard(seg, Direction::Outgoing)
         {
@@ -138,7 +134,7 @@ impl Engine {
         // Reset generation (RFC 9293, 3.5.2): the RST's SEQ is the ACK field of the segment
         // it answers, so it must be RCV.NXT as learned or the ACK field of a probe.
         let known = self.numbers.is_some_and(|n| n.rcv_nxt == seg.seq)
-            || self.sent.iter().any(|&(_, ack, _)| ack == seg.seq);
+            || self.sent.iter().any(|p| p.ack == seg.seq);
         if known {
             let v = self.verdict(now, VerdictKind::Reset, None);
             self.conclude(v);

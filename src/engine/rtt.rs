@@ -16,6 +16,24 @@ pub const SAME_PACKET_WINDOW: Duration = Duration::from_millis(2);
 /// more pass, the oldest go, and an answer then has no RTT rather than a wrong one.
 pub(super) const MAX_COPIES: usize = 16;
 
+/// One of our probes as it was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SentProbe {
+    pub(super) seq: SeqNumber,
+    pub(super) ack: SeqNumber,
+    pub(super) at: Duration,
+}
+
+/// An outgoing segment of the connection as the capture saw it leave: ours or the kernel's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SeenCopy {
+    seq: SeqNumber,
+    ack: SeqNumber,
+    /// The timestamp option's TSval, which tells the kernel's own keepalive from our probe.
+    tsval: Option<u32>,
+    at: Duration,
+}
+
 impl Engine {
     /// An outgoing segment of the connection on the capture: ours or the local kernel's.
     pub(super) fn saw_copy(
@@ -25,8 +43,9 @@ impl Engine {
         ack: SeqNumber,
         tsval: Option<u32>,
     ) {
-        let again = self.copies.iter().rev().any(|&(s, a, ts, at)| {
-            (s, a, ts) == (seq, ack, tsval) && now.saturating_sub(at) < SAME_PACKET_WINDOW
+        let again = self.copies.iter().rev().any(|c| {
+            (c.seq, c.ack, c.tsval) == (seq, ack, tsval)
+                && now.saturating_sub(c.at) < SAME_PACKET_WINDOW
         });
         if again {
             return;
@@ -34,7 +53,17 @@ impl Engine {
         if self.copies.len() >= MAX_COPIES {
             self.copies.pop_front();
         }
-        self.copies.push_back((seq, ack, tsval, now));
+        self.copies.push_back(SeenCopy {
+            seq,
+            ack,
+            tsval,
+            at: now,
+        });
+    }
+
+    /// Whether one of our probes carried these numbers.
+    pub(super) fn is_our_probe(&self, seq: SeqNumber, ack: SeqNumber) -> bool {
+        self.sent.iter().any(|p| (p.seq, p.ack) == (seq, ack))
     }
 
     /// An answer proving the peer holds the connection: `alive`, timed from the last probe
@@ -55,27 +84,28 @@ impl Engine {
     /// our first such probe is somebody else's identical probe, typically the connection's
     /// own kernel keepalive, whose answer is indistinguishable from ours.
     fn rtt_doubt(&self) -> Option<&'static str> {
-        let &(seq, ack, last) = self.sent.last()?;
-        let mut ours = self.sent.iter().filter(|p| (p.0, p.1) == (seq, ack));
-        let first = ours.next().map_or(last, |p| p.2);
+        let last = *self.sent.last()?;
+        let (seq, ack) = (last.seq, last.ack);
+        let mut ours = self.sent.iter().filter(|p| (p.seq, p.ack) == (seq, ack));
+        let first = ours.next().map_or(last.at, |p| p.at);
         let ours = 1 + ours.count();
         let from = first.saturating_sub(self.rto);
         let any_segment = self.cfg.source.answers_any_local_segment();
         let mut copies = 0;
-        for &(s, a, _, at) in &self.copies {
-            if at < from {
+        for c in &self.copies {
+            if c.at < from {
                 continue;
             }
-            if (s, a) == (seq, ack) {
+            if (c.seq, c.ack) == (seq, ack) {
                 copies += 1;
-            } else if any_segment && !self.sent.iter().any(|p| (p.0, p.1) == (s, a)) {
+            } else if any_segment && !self.is_our_probe(c.seq, c.ack) {
                 return Some("the local kernel sent a segment the answer may acknowledge");
             }
         }
         if copies > ours {
             return Some("another identical probe left this host (the kernel's own keepalive?)");
         }
-        let mut times = self.sent.iter().rev().map(|p| p.2);
+        let mut times = self.sent.iter().rev().map(|p| p.at);
         if let (Some(last), Some(before)) = (times.next(), times.next())
             && last.saturating_sub(before) < self.rto
         {

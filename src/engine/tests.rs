@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::seq::SeqNumber;
 use crate::wire::{ACK, FIN, IcmpError, Packet, RST, SYN, Segment, Timestamps};
 
 const L: &str = "198.18.0.2:40000";

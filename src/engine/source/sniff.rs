@@ -11,6 +11,8 @@ use crate::wire::{IpMeta, Segment};
 /// the local kernel's own window is unknown: what Linux advertises on an idle connection with
 /// default buffers and window scale 7 (64240 bytes >> 7). The peer does not check it.
 const SNIFF_WINDOW: u16 = 502;
+/// The window the `-v` note shows where no segment told it.
+const UNKNOWN_WINDOW: u16 = 0;
 
 /// The sniffing round: waits until `deadline` for a plain segment of the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,12 +50,13 @@ impl SniffRound {
 
 /// A plain segment from the peer shows the numbers from its side: its ACK field is our
 /// SND.NXT, its SEQ past its data and FIN our RCV.NXT. The local kernel's own window and
-/// options are unknown here: the note shows window 0, the probes carry [`SNIFF_WINDOW`].
+/// options are unknown here: the note shows [`UNKNOWN_WINDOW`], the probes carry
+/// [`SNIFF_WINDOW`].
 fn from_peer(seg: &Segment) -> Lesson {
     let shown = Numbers {
         snd_nxt: seg.ack,
         rcv_nxt: seg.seq + seq_len(seg),
-        window: 0,
+        window: UNKNOWN_WINDOW,
         ts: None,
         ip: IpMeta::default(),
     };
