@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::wire::{ACK, FIN, IcmpError, RST, SYN};
+use crate::seq::SeqNumber;
+use crate::wire::{ACK, FIN, IcmpError, Packet, RST, SYN, Segment, Timestamps};
 
 const L: &str = "198.18.0.2:40000";
 const R: &str = "198.51.100.2:9000";
@@ -73,6 +74,22 @@ fn drain(e: &mut Engine, now: Duration) -> Vec<Action> {
     out
 }
 
+/// An engine started at 0 whose first question to the kernel was answered with `view`.
+fn started(c: Config, seed: u64, view: ConnView) -> Engine {
+    let mut e = Engine::new(c, ms(0), seed);
+    drain(&mut e, ms(0));
+    e.on_connection(ms(0), Some(view));
+    e
+}
+
+/// Asserts that `poll` at `now` asks the kernel about the connection, answers with `view`,
+/// and returns everything `poll` then hands out, notes dropped.
+fn query(e: &mut Engine, now: Duration, view: ConnView) -> Vec<Action> {
+    assert_eq!(drain(e, now), vec![Action::QueryConnection]);
+    e.on_connection(now, Some(view));
+    drain(e, now)
+}
+
 /// Takes the SYN the engine injects next and shows it back to the engine on loopback, as
 /// the capture sees it.
 fn inject_and_see_syn(e: &mut Engine, now: Duration) -> Segment {
@@ -87,12 +104,18 @@ fn inject_and_see_syn(e: &mut Engine, now: Duration) -> Segment {
     syn
 }
 
+/// An engine at 0 that probes one idle connection, whose injected SYN the capture showed on
+/// loopback: the local socket's next ACK is the challenge ACK.
+fn awaiting_challenge_ack() -> Engine {
+    let mut e = started(cfg(0, 1000, 1, SeqSource::Local), 5, view(0));
+    inject_and_see_syn(&mut e, ms(0));
+    e
+}
+
 /// Runs the local learning exchange at `now`: answers the connection query, sees the SYN on
 /// loopback and the challenge ACK going out. Returns the probe sent.
 fn learn_and_probe(e: &mut Engine, now: Duration, idle: u64) -> Segment {
-    assert_eq!(drain(e, now), vec![Action::QueryConnection]);
-    e.on_connection(now, Some(view(idle)));
-    let syn = match drain(e, now).as_slice() {
+    let syn = match query(e, now, view(idle)).as_slice() {
         [Action::InjectSyn(syn)] => *syn,
         other => panic!("expected a SYN injection, got {other:?}"),
     };
@@ -153,9 +176,7 @@ fn alive_probe_is_canonical_and_answer_gives_rtt() {
 #[test]
 fn dead_exactly_at_time_plus_probes_times_intvl() {
     let mut e = Engine::new(cfg(2000, 1000, 3, SeqSource::Local), ms(0), 1);
-    assert_eq!(drain(&mut e, ms(0)), vec![Action::QueryConnection]);
-    e.on_connection(ms(0), Some(view(0)));
-    assert!(drain(&mut e, ms(0)).is_empty());
+    assert!(query(&mut e, ms(0), view(0)).is_empty());
     assert_eq!(
         e.next_poll(),
         PollAt::At(ms(2000)),
@@ -166,9 +187,7 @@ fn dead_exactly_at_time_plus_probes_times_intvl() {
     for (at, n) in [(3000, 2u8), (4000, 3)] {
         assert_eq!(e.next_poll(), PollAt::At(ms(at)));
         assert!(drain(&mut e, ms(at - 1)).is_empty());
-        assert_eq!(drain(&mut e, ms(at)), vec![Action::QueryConnection]);
-        e.on_connection(ms(at), Some(view(at)));
-        match drain(&mut e, ms(at)).as_slice() {
+        match query(&mut e, ms(at), view(at)).as_slice() {
             [Action::Send { index, probe }] => {
                 assert_eq!(*index, n);
                 assert_eq!(probe.seq, SND - 1);
@@ -178,9 +197,7 @@ fn dead_exactly_at_time_plus_probes_times_intvl() {
     }
     assert_eq!(e.next_poll(), PollAt::At(ms(5000)));
     assert!(drain(&mut e, ms(4999)).is_empty());
-    assert_eq!(drain(&mut e, ms(5000)), vec![Action::QueryConnection]);
-    e.on_connection(ms(5000), Some(view(5000)));
-    let v = verdict(&drain(&mut e, ms(5000)));
+    let v = verdict(&query(&mut e, ms(5000), view(5000)));
     assert_eq!(v.kind, VerdictKind::Dead);
     assert_eq!(v.probes_sent, 3);
     // time + probes × intvl after the connection fell idle (README "Verdicts and timing").
@@ -190,9 +207,7 @@ fn dead_exactly_at_time_plus_probes_times_intvl() {
 
 #[test]
 fn idle_already_counted_by_the_kernel_shortens_the_wait() {
-    let mut e = Engine::new(cfg(2000, 1000, 1, SeqSource::Local), ms(0), 1);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(1500)));
+    let mut e = started(cfg(2000, 1000, 1, SeqSource::Local), 1, view(1500));
     assert!(drain(&mut e, ms(0)).is_empty());
     assert_eq!(e.next_poll(), PollAt::At(ms(500)));
 }
@@ -201,9 +216,7 @@ fn idle_already_counted_by_the_kernel_shortens_the_wait() {
 fn first_valid_answer_wins() {
     let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 7);
     learn_and_probe(&mut e, ms(0), 0);
-    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
-    e.on_connection(ms(1000), Some(view(1000)));
-    let [Action::Send { index: 2, probe }] = drain(&mut e, ms(1000))[..] else {
+    let [Action::Send { index: 2, probe }] = query(&mut e, ms(1000), view(1000))[..] else {
         panic!("expected probe 2")
     };
     sent_copy(&mut e, ms(1000), &probe);
@@ -279,9 +292,7 @@ fn icmp_must_quote_the_probes_sequence_number() {
 
 #[test]
 fn an_ack_before_the_injected_syn_is_not_taken_as_the_challenge_ack() {
-    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(0)));
+    let mut e = started(cfg(0, 1000, 1, SeqSource::Local), 5, view(0));
     let [Action::InjectSyn(syn)] = drain(&mut e, ms(0))[..] else {
         panic!()
     };
@@ -303,9 +314,7 @@ fn an_ack_before_the_injected_syn_is_not_taken_as_the_challenge_ack() {
 
 #[test]
 fn learning_retries_after_the_rate_limit_then_gives_up() {
-    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(0)));
+    let mut e = started(cfg(0, 1000, 1, SeqSource::Local), 5, view(0));
     let mut seqs = Vec::new();
     let mut now = ms(0);
     for i in 0..LEARN_TRIES {
@@ -342,9 +351,7 @@ fn learning_retries_after_the_rate_limit_then_gives_up() {
 /// refusal by the local host names the cause instead of a failure to learn.
 #[test]
 fn a_refused_path_check_names_the_local_cause() {
-    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(0)));
+    let mut e = started(cfg(0, 1000, 1, SeqSource::Local), 5, view(0));
     let mut now = ms(0);
     for _ in 0..LEARN_TRIES {
         drain(&mut e, now);
@@ -461,9 +468,7 @@ fn garbage_octet_adds_one_byte() {
 
 #[test]
 fn peer_source_elicits_with_a_nonce_and_trusts_only_matching_rsts() {
-    let mut e = Engine::new(cfg(0, 1000, 2, SeqSource::Peer), ms(0), 11);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(0)));
+    let mut e = started(cfg(0, 1000, 2, SeqSource::Peer), 11, view(0));
     let [Action::Send { probe, index: 1 }] = drain(&mut e, ms(0))[..] else {
         panic!()
     };
@@ -484,9 +489,7 @@ fn peer_source_elicits_with_a_nonce_and_trusts_only_matching_rsts() {
 
 #[test]
 fn peer_source_learns_the_numbers_from_the_answer() {
-    let mut e = Engine::new(cfg(0, 1000, 2, SeqSource::Peer), ms(0), 11);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(0)));
+    let mut e = started(cfg(0, 1000, 2, SeqSource::Peer), 11, view(0));
     drain(&mut e, ms(0));
     e.on_packet_from(ms(1), &peer_ack(), Origin::Loopback);
     assert_eq!(verdict(&drain(&mut e, ms(1))).kind, VerdictKind::Alive);
@@ -496,9 +499,7 @@ fn peer_source_learns_the_numbers_from_the_answer() {
 
 #[test]
 fn sniff_source_learns_from_a_data_segment() {
-    let mut e = Engine::new(cfg(0, 1000, 2, SeqSource::Sniff), ms(0), 11);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(0)));
+    let mut e = started(cfg(0, 1000, 2, SeqSource::Sniff), 11, view(0));
     assert!(drain(&mut e, ms(0)).is_empty(), "waits for the wire");
     let mut data = seg(L, R, SND, RCV, ACK | FIN);
     if let Packet::Tcp(s) = &mut data {
@@ -517,9 +518,7 @@ fn sniff_source_learns_from_a_data_segment() {
 
 #[test]
 fn sniff_source_gives_up_after_the_dead_time() {
-    let mut e = Engine::new(cfg(0, 500, 2, SeqSource::Sniff), ms(0), 11);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(0)));
+    let mut e = started(cfg(0, 500, 2, SeqSource::Sniff), 11, view(0));
     assert_eq!(e.next_poll(), PollAt::At(ms(1000)));
     assert_eq!(
         drain(&mut e, ms(1000)),
@@ -563,10 +562,7 @@ fn short_intervals_warn_about_the_peer_rate_limit() {
 
 #[test]
 fn sequence_numbers_wrap_in_probes() {
-    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(0)));
-    inject_and_see_syn(&mut e, ms(0));
+    let mut e = awaiting_challenge_ack();
     e.on_packet_from(
         ms(0),
         &seg(L, R, SeqNumber(0), SeqNumber(u32::MAX), ACK),
@@ -617,9 +613,7 @@ fn last_probe_deadline_asks_the_kernel_before_dead() {
     drain(&mut e, ms(1));
     assert_eq!(e.ignored(), 1);
     // At the deadline: the kernel received a segment 3 ms ago.
-    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
-    e.on_connection(ms(1000), Some(view(3)));
-    let v = verdict(&drain(&mut e, ms(1000)));
+    let v = verdict(&query(&mut e, ms(1000), view(3)));
     assert_eq!(v.kind, VerdictKind::Alive);
 }
 
@@ -628,19 +622,14 @@ fn last_probe_deadline_asks_the_kernel_before_dead() {
 fn last_probe_deadline_is_dead_when_the_kernel_heard_nothing() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
     learn_and_probe(&mut e, ms(0), 0);
-    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
-    e.on_connection(ms(1000), Some(view(1000)));
-    let v = verdict(&drain(&mut e, ms(1000)));
+    let v = verdict(&query(&mut e, ms(1000), view(1000)));
     assert_eq!(v.kind, VerdictKind::Dead);
     assert_eq!(v.elapsed, ms(1000));
 }
 
 #[test]
 fn a_forged_segment_claiming_the_local_address_teaches_nothing() {
-    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(0)));
-    inject_and_see_syn(&mut e, ms(0));
+    let mut e = awaiting_challenge_ack();
     // From the network, with the local address as its source: not the kernel's ACK.
     e.on_packet_from(
         ms(0),
@@ -675,6 +664,11 @@ fn view_rto(idle: u64, since_ack: u64, rto: u64, busy: bool) -> ConnView {
     }
 }
 
+/// A busy connection (data in flight) whose last segment and last ACK arrived `idle` ago.
+fn busy(idle: u64, rto: u64) -> ConnView {
+    view_rto(idle, idle, rto, true)
+}
+
 /// Every action `poll` hands out at `now`, notes included.
 fn drain_all(e: &mut Engine, now: Duration) -> Vec<Action> {
     std::iter::from_fn(|| e.poll(now)).collect()
@@ -697,6 +691,30 @@ fn verdict_and_notes(actions: &[Action]) -> (Verdict, Vec<Note>) {
         })
         .unwrap_or_else(|| panic!("no verdict in {actions:?}"));
     (v, notes)
+}
+
+/// Asserts a verdict no answer to a probe decided: of `kind` by `evidence`, after `elapsed`,
+/// with no probe sent and so no RTT.
+fn assert_untimed(v: &Verdict, kind: VerdictKind, evidence: Evidence, elapsed: Duration) {
+    assert_eq!(v.kind, kind);
+    assert_eq!(v.evidence, evidence);
+    assert_eq!(v.rtt, None);
+    assert_eq!(v.probes_sent, 0);
+    assert_eq!(v.elapsed, elapsed);
+}
+
+/// The peer's answer, received from the network at `at`, is `alive` without an RTT, and one
+/// note says why the answer may belong to another probe (saying `why`, "" for any reason).
+fn borrowed_answer(e: &mut Engine, at: Duration, why: &str) -> Verdict {
+    e.on_packet_from(at, &peer_ack(), Origin::Received);
+    let (v, notes) = verdict_and_notes(&drain_all(e, at));
+    assert_eq!(v.kind, VerdictKind::Alive);
+    assert_eq!(v.rtt, None);
+    assert!(
+        matches!(notes.as_slice(), [Note::Borrowed(w)] if w.contains(why)),
+        "{notes:?}"
+    );
+    v
 }
 
 /// Like `learn_and_probe`, with the kernel reporting `rto`; no capture copy of the probe.
@@ -737,9 +755,7 @@ fn intvl_zero_dead_exactly_one_rto_after_the_probe() {
     let mut e = Engine::new(cfg(0, 0, 1, SeqSource::Local), ms(0), 42);
     learn_and_probe_rto(&mut e, ms(0), 5000, 204);
     assert!(drain(&mut e, ms(203)).is_empty());
-    assert_eq!(drain(&mut e, ms(204)), vec![Action::QueryConnection]);
-    e.on_connection(ms(204), Some(view_rto(5204, 5204, 204, false)));
-    let v = verdict(&drain(&mut e, ms(204)));
+    let v = verdict(&query(&mut e, ms(204), view_rto(5204, 5204, 204, false)));
     assert_eq!(v.kind, VerdictKind::Dead);
     assert_eq!(v.elapsed, ms(204));
 }
@@ -763,9 +779,7 @@ fn probes_every_intvl_the_last_waits_the_rto() {
         PollAt::At(ms(450)),
         "last probe at 200 + rto 250"
     );
-    assert_eq!(drain(&mut e, ms(450)), vec![Action::QueryConnection]);
-    e.on_connection(ms(450), Some(view_rto(5450, 5450, 250, false)));
-    let v = verdict(&drain(&mut e, ms(450)));
+    let v = verdict(&query(&mut e, ms(450), view_rto(5450, 5450, 250, false)));
     assert_eq!(v.kind, VerdictKind::Dead);
     assert_eq!(v.probes_sent, 3);
     assert!(v.elapsed <= ms(3 * 100 + 250));
@@ -776,13 +790,12 @@ fn probes_every_intvl_the_last_waits_the_rto() {
 fn dead_waits_for_an_rto_that_grew_since_the_probe() {
     let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 42);
     learn_and_probe_rto(&mut e, ms(0), 5000, 0);
-    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
-    e.on_connection(ms(1000), Some(view_rto(6000, 6000, 1500, false)));
-    assert!(drain(&mut e, ms(1000)).is_empty());
+    assert!(query(&mut e, ms(1000), view_rto(6000, 6000, 1500, false)).is_empty());
     assert_eq!(e.next_poll(), PollAt::At(ms(1500)));
-    assert_eq!(drain(&mut e, ms(1500)), vec![Action::QueryConnection]);
-    e.on_connection(ms(1500), Some(view_rto(6500, 6500, 1500, false)));
-    assert_eq!(verdict(&drain(&mut e, ms(1500))).kind, VerdictKind::Dead);
+    assert_eq!(
+        verdict(&query(&mut e, ms(1500), view_rto(6500, 6500, 1500, false))).kind,
+        VerdictKind::Dead
+    );
 }
 
 /// A `tcpi_rto` beyond the kernel's own ceiling is capped at `RTO_MAX`.
@@ -800,35 +813,25 @@ fn busy_with_acks_arriving_is_alive_by_the_kernel_ack_clock() {
     let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 5);
     assert_eq!(drain(&mut e, ms(0)), vec![Action::QueryConnection]);
     // Last ACK 400 ms before we started: that one does not count.
-    e.on_connection(ms(0), Some(view_rto(400, 400, 204, true)));
+    e.on_connection(ms(0), Some(busy(400, 204)));
     let (notes, actions): (Vec<_>, Vec<_>) = drain_all(&mut e, ms(0))
         .into_iter()
         .partition(|a| matches!(a, Action::Note(_)));
     assert_eq!(notes, vec![Action::Note(Note::Busy)]);
     assert!(actions.is_empty());
     assert_eq!(e.next_poll(), PollAt::At(ms(1000)));
-    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
     // An ACK 300 ms ago, at t=700: after the busy judgement began.
-    e.on_connection(ms(1000), Some(view_rto(300, 300, 204, true)));
-    let v = verdict(&drain(&mut e, ms(1000)));
-    assert_eq!(v.kind, VerdictKind::Alive);
-    assert_eq!(v.evidence, Evidence::KernelAckClock);
-    assert_eq!(v.rtt, None);
-    assert_eq!(v.probes_sent, 0);
-    assert_eq!(v.elapsed, ms(1000));
+    let v = verdict(&query(&mut e, ms(1000), busy(300, 204)));
+    assert_untimed(&v, VerdictKind::Alive, Evidence::KernelAckClock, ms(1000));
 }
 
 /// An ACK at (or within the clock's slack of) the instant the judgement began is not one
 /// "after" it.
 #[test]
 fn busy_ack_clock_counts_only_acks_after_the_start() {
-    let mut e = Engine::new(cfg(0, 1000, 1, SeqSource::Local), ms(0), 5);
+    let mut e = started(cfg(0, 1000, 1, SeqSource::Local), 5, busy(0, 0));
     drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view_rto(0, 0, 0, true)));
-    drain(&mut e, ms(0));
-    assert_eq!(drain(&mut e, ms(1000)), vec![Action::QueryConnection]);
-    e.on_connection(ms(1000), Some(view_rto(1000 - 3, 1000 - 3, 0, true)));
-    let v = verdict(&drain(&mut e, ms(1000)));
+    let v = verdict(&query(&mut e, ms(1000), busy(1000 - 3, 0)));
     assert_eq!(
         (v.kind, v.evidence),
         (VerdictKind::Dead, Evidence::KernelAckClock)
@@ -839,45 +842,34 @@ fn busy_ack_clock_counts_only_acks_after_the_start() {
 /// began is `dead`, at exactly that instant.
 #[test]
 fn busy_without_acks_is_dead_after_the_window_plus_rto() {
-    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 5);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view_rto(50, 50, 200, true)));
+    let mut e = started(cfg(0, 1000, 3, SeqSource::Local), 5, busy(50, 200));
     drain(&mut e, ms(0));
     for at in [1000u64, 2000, 3000] {
         assert_eq!(e.next_poll(), PollAt::At(ms(at)));
-        assert_eq!(drain(&mut e, ms(at)), vec![Action::QueryConnection]);
-        e.on_connection(ms(at), Some(view_rto(at + 50, at + 50, 200, true)));
-        assert!(drain(&mut e, ms(at)).is_empty(), "undecided at {at}");
+        assert!(
+            query(&mut e, ms(at), busy(at + 50, 200)).is_empty(),
+            "undecided at {at}"
+        );
     }
     assert_eq!(
         e.next_poll(),
         PollAt::At(ms(3200)),
         "3 × 1000 ms + rto 200 ms"
     );
-    assert_eq!(drain(&mut e, ms(3200)), vec![Action::QueryConnection]);
-    e.on_connection(ms(3200), Some(view_rto(3250, 3250, 200, true)));
-    let v = verdict(&drain(&mut e, ms(3200)));
-    assert_eq!(v.kind, VerdictKind::Dead);
-    assert_eq!(v.evidence, Evidence::KernelAckClock);
-    assert_eq!(v.probes_sent, 0);
-    assert_eq!(v.rtt, None);
-    assert_eq!(v.elapsed, ms(3200));
+    let v = verdict(&query(&mut e, ms(3200), busy(3250, 200)));
+    assert_untimed(&v, VerdictKind::Dead, Evidence::KernelAckClock, ms(3200));
 }
 
 /// With `--time`, the busy window starts once the connection has been idle that long: the
 /// bound is time + probes × intvl + RTO.
 #[test]
 fn busy_bound_counts_from_the_end_of_the_time_wait() {
-    let mut e = Engine::new(cfg(2000, 500, 2, SeqSource::Local), ms(0), 5);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view_rto(0, 0, 300, true)));
+    let mut e = started(cfg(2000, 500, 2, SeqSource::Local), 5, busy(0, 300));
     assert!(drain(&mut e, ms(0)).is_empty());
     assert_eq!(e.next_poll(), PollAt::At(ms(2000)));
     let mut now = 2000;
     loop {
-        assert_eq!(drain(&mut e, ms(now)), vec![Action::QueryConnection]);
-        e.on_connection(ms(now), Some(view_rto(now, now, 300, true)));
-        let out = drain(&mut e, ms(now));
+        let out = query(&mut e, ms(now), busy(now, 300));
         if !out.is_empty() {
             let v = verdict(&out);
             assert_eq!(
@@ -898,14 +890,12 @@ fn busy_bound_counts_from_the_end_of_the_time_wait() {
 /// its own window.
 #[test]
 fn busy_then_idle_goes_back_to_probing() {
-    let mut e = Engine::new(cfg(0, 1000, 2, SeqSource::Local), ms(0), 5);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view_rto(0, 0, 0, true)));
+    let mut e = started(cfg(0, 1000, 2, SeqSource::Local), 5, busy(0, 0));
     drain(&mut e, ms(0));
     learn_and_probe(&mut e, ms(1000), 1000);
     assert_eq!(drain(&mut e, ms(2000)), vec![Action::QueryConnection]);
     // Busy again at 2000 (the application wrote), no ACK since: a fresh window from 2000.
-    e.on_connection(ms(2000), Some(view_rto(1000, 1000, 0, true)));
+    e.on_connection(ms(2000), Some(busy(1000, 0)));
     assert!(drain(&mut e, ms(2000)).is_empty());
     assert_eq!(e.next_poll(), PollAt::At(ms(3000)));
 }
@@ -913,13 +903,11 @@ fn busy_then_idle_goes_back_to_probing() {
 /// `--intvl 0s` on a busy connection with no RTO known does not spin at one instant.
 #[test]
 fn busy_rechecks_are_never_closer_than_the_clock_can_tell() {
-    let mut e = Engine::new(cfg(0, 0, 1, SeqSource::Local), ms(0), 5);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view_rto(0, 0, 0, true)));
+    let mut e = started(cfg(0, 0, 1, SeqSource::Local), 5, busy(0, 0));
     assert!(drain(&mut e, ms(0)).is_empty());
     assert_eq!(e.next_poll(), PollAt::At(BUSY_RECHECK));
     drain(&mut e, BUSY_RECHECK);
-    e.on_connection(BUSY_RECHECK, Some(view_rto(10, 10, 0, true)));
+    e.on_connection(BUSY_RECHECK, Some(busy(10, 0)));
     let v = verdict(&drain(&mut e, BUSY_RECHECK));
     assert_eq!(
         (v.kind, v.evidence),
@@ -931,9 +919,7 @@ fn busy_rechecks_are_never_closer_than_the_clock_can_tell() {
 /// waiting forever for an idle spell that never comes.
 #[test]
 fn the_wait_for_idle_ends_at_time_when_segments_keep_arriving() {
-    let mut e = Engine::new(cfg(5000, 1000, 3, SeqSource::Local), ms(0), 5);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(100)));
+    let mut e = started(cfg(5000, 1000, 3, SeqSource::Local), 5, view(100));
     assert!(drain(&mut e, ms(0)).is_empty());
     assert_eq!(e.next_poll(), PollAt::At(ms(4900)));
     assert_eq!(drain(&mut e, ms(4900)), vec![Action::QueryConnection]);
@@ -945,14 +931,8 @@ fn the_wait_for_idle_ends_at_time_when_segments_keep_arriving() {
         PollAt::At(ms(5000)),
         "capped at start + time"
     );
-    assert_eq!(drain(&mut e, ms(5000)), vec![Action::QueryConnection]);
-    e.on_connection(ms(5000), Some(view(300)));
-    let v = verdict(&drain(&mut e, ms(5000)));
-    assert_eq!(v.kind, VerdictKind::Alive);
-    assert_eq!(v.evidence, Evidence::Traffic);
-    assert_eq!(v.rtt, None);
-    assert_eq!(v.probes_sent, 0);
-    assert_eq!(v.elapsed, ms(5000));
+    let v = verdict(&query(&mut e, ms(5000), view(300)));
+    assert_untimed(&v, VerdictKind::Alive, Evidence::Traffic, ms(5000));
 }
 
 /// The connection's own kernel keepalive leaves with exactly our probe's numbers after our
@@ -963,15 +943,9 @@ fn a_kernel_keepalive_copy_after_our_probe_makes_the_rtt_unknown() {
     let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 42);
     let probe = learn_and_probe(&mut e, ms(0), 5000);
     e.on_packet_from(ms(600), &seg(L, R, probe.seq, probe.ack, ACK), Origin::Sent);
-    e.on_packet_from(ms(961), &peer_ack(), Origin::Received);
-    let (v, notes) = verdict_and_notes(&drain_all(&mut e, ms(961)));
-    assert_eq!(v.kind, VerdictKind::Alive);
-    assert_eq!(v.rtt, None, "not 961 ms");
+    // Not 961 ms.
+    let v = borrowed_answer(&mut e, ms(961), "keepalive");
     assert_eq!(v.evidence, Evidence::Probe);
-    assert!(
-        matches!(notes.as_slice(), [Note::Borrowed(why)] if why.contains("keepalive")),
-        "{notes:?}"
-    );
 }
 
 /// Our probe never showed on the capture (dropped by a qdisc, lost from the capture's
@@ -980,11 +954,7 @@ fn a_kernel_keepalive_copy_after_our_probe_makes_the_rtt_unknown() {
 fn an_answer_before_our_probe_was_seen_leaving_has_no_rtt() {
     let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 42);
     learn_and_probe_rto(&mut e, ms(0), 5000, 200);
-    e.on_packet_from(ms(40), &peer_ack(), Origin::Received);
-    let (v, notes) = verdict_and_notes(&drain_all(&mut e, ms(40)));
-    assert_eq!(v.kind, VerdictKind::Alive);
-    assert_eq!(v.rtt, None);
-    assert!(matches!(notes.as_slice(), [Note::Borrowed(why)] if why.contains("not seen")));
+    borrowed_answer(&mut e, ms(40), "not seen");
 }
 
 /// An identical probe that left less than an RTO before ours may be what is answered; one
@@ -992,9 +962,7 @@ fn an_answer_before_our_probe_was_seen_leaving_has_no_rtt() {
 #[test]
 fn an_identical_probe_just_before_ours_counts_one_long_before_does_not() {
     for (before, timed) in [(100u64, false), (5000, true)] {
-        let mut e = Engine::new(cfg(10_000, 1000, 3, SeqSource::Local), ms(0), 42);
-        drain(&mut e, ms(0));
-        e.on_connection(ms(0), Some(view(0)));
+        let mut e = started(cfg(10_000, 1000, 3, SeqSource::Local), 42, view(0));
         let t = ms(10_000);
         // The kernel's keepalive with what will be our probe's numbers.
         e.on_packet_from(t - ms(before), &seg(L, R, SND - 1, RCV, ACK), Origin::Sent);
@@ -1041,14 +1009,8 @@ fn a_kernel_keepalive_in_the_same_instant_is_told_apart_by_its_timestamp() {
         &Packet::Tcp(kernel),
         Origin::Sent,
     );
-    e.on_packet_from(ms(5), &peer_ack(), Origin::Received);
-    let (v, notes) = verdict_and_notes(&drain_all(&mut e, ms(5)));
-    assert_eq!(v.kind, VerdictKind::Alive);
-    assert_eq!(v.rtt, None, "the answer may be the kernel's");
-    assert!(
-        matches!(notes.as_slice(), [Note::Borrowed(why)] if why.contains("keepalive")),
-        "{notes:?}"
-    );
+    // The answer may be the kernel's.
+    borrowed_answer(&mut e, ms(5), "keepalive");
 }
 
 /// With probes closer than the RTO, an answer may be to the one before the last.
@@ -1063,14 +1025,8 @@ fn an_answer_while_the_previous_probe_was_within_its_rto_has_no_rtt() {
         panic!("expected probe 2")
     };
     sent_copy(&mut e, ms(100), &probe);
-    e.on_packet_from(ms(130), &peer_ack(), Origin::Received);
-    let (v, notes) = verdict_and_notes(&drain_all(&mut e, ms(130)));
-    assert_eq!(v.kind, VerdictKind::Alive);
-    assert_eq!(
-        v.rtt, None,
-        "could be 130 ms for probe 1 or 30 ms for probe 2"
-    );
-    assert!(matches!(notes.as_slice(), [Note::Borrowed(why)] if why.contains("RTO")));
+    // Could be 130 ms for probe 1 or 30 ms for probe 2.
+    borrowed_answer(&mut e, ms(130), "RTO");
 }
 
 /// A forger cannot make an answer look borrowed: copies must be seen leaving.
@@ -1091,19 +1047,14 @@ fn a_copy_from_the_network_is_no_second_probe() {
 /// In `--seq-source peer` any ACK of the peer answers the local kernel's segments as well.
 #[test]
 fn peer_source_answer_after_a_kernel_segment_has_no_rtt() {
-    let mut e = Engine::new(cfg(0, 1000, 2, SeqSource::Peer), ms(0), 11);
-    drain(&mut e, ms(0));
-    e.on_connection(ms(0), Some(view(0)));
+    let mut e = started(cfg(0, 1000, 2, SeqSource::Peer), 11, view(0));
     let [Action::Send { probe, .. }] = drain(&mut e, ms(0))[..] else {
         panic!()
     };
     sent_copy(&mut e, ms(0), &probe);
     e.on_packet_from(ms(1), &seg(L, R, SND - 1, RCV, ACK), Origin::Sent);
-    e.on_packet_from(ms(2), &peer_ack(), Origin::Received);
-    let (v, notes) = verdict_and_notes(&drain_all(&mut e, ms(2)));
-    assert_eq!(v.kind, VerdictKind::Alive);
-    assert_eq!(v.rtt, None);
-    assert!(matches!(notes.as_slice(), [Note::Borrowed(_)]));
+    // Any reason will do.
+    borrowed_answer(&mut e, ms(2), "");
 }
 
 #[test]

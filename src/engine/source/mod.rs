@@ -1,0 +1,254 @@
+//! Where the connection's sequence numbers come from (README "How it works"), one type for
+//! what each source keeps while it learns:
+//!
+//! - `local` ([`LocalRound`], in `local.rs`): a SYN injected into the local stack, and the
+//!   challenge ACK the local socket answers it with;
+//! - `peer`: nothing to keep, it learns nothing before it probes: an out-of-window probe with
+//!   random numbers, whose answer carries the peer's numbers;
+//! - `sniff` ([`SniffRound`], in `sniff.rs`): any segment of the connection on the wire.
+//!
+//! The engine asks the source ([`SeqSource`]) how a round starts, which probe goes out,
+//! whether an ACK answers it and whether the kernel's other segments cast doubt on its RTT;
+//! it asks a round what to do next, when, and what a segment on the wire teaches it. Waiting
+//! for idle, busy connections, probe timing, RSTs, ICMP errors and verdicts are the engine's
+//! alone.
+
+mod local;
+mod sniff;
+
+use std::time::Duration;
+
+use super::rng::Rng;
+use super::{Action, Config, PollAt};
+use crate::flow::Flow;
+use crate::seq::SeqNumber;
+use crate::wire::{self, IpMeta, Segment, Timestamps};
+use local::LocalRound;
+use sniff::SniffRound;
+
+/// How long to wait for the local socket's challenge ACK before injecting again. Linux sends at
+/// most one per `tcp_invalid_ratelimit` (500 ms) per socket, so a retry sooner would be wasted.
+pub const LEARN_RETRY: Duration = Duration::from_millis(600);
+/// Injections before giving up on learning the numbers.
+pub const LEARN_TRIES: u8 = 3;
+/// Tries are counted from one, as `Note::LearnRetry` shows them.
+const FIRST_TRY: u8 = 1;
+/// The window advertised by probes whose numbers are not the local kernel's (`peer` elicit
+/// probes, the path check): any value is as good, the peer only answers the sequence number.
+const ELICIT_WINDOW: u16 = 1024;
+
+/// How the connection's sequence numbers are learned (README "How it works").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeqSource {
+    /// A SYN injected into the local stack makes the local socket send a challenge ACK.
+    Local,
+    /// Out-of-window probes with a random ACK nonce; the peer's answer tells the numbers.
+    Peer,
+    /// Wait for a segment of the connection on the wire.
+    Sniff,
+}
+
+/// The connection's numbers as the local kernel announced them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Numbers {
+    pub snd_nxt: SeqNumber,
+    pub rcv_nxt: SeqNumber,
+    pub window: u16,
+    pub ts: Option<Timestamps>,
+    pub ip: IpMeta,
+}
+
+/// Which way a segment of the connection travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Direction {
+    /// From the local socket toward the peer.
+    Outgoing,
+    /// From the peer toward the local socket.
+    Incoming,
+}
+
+/// The numbers a segment taught.
+pub(super) struct Lesson {
+    /// What the probes carry.
+    pub(super) numbers: Numbers,
+    /// What the `-v` note shows: the segment's own fields.
+    pub(super) shown: Numbers,
+}
+
+impl From<Numbers> for Lesson {
+    fn from(numbers: Numbers) -> Lesson {
+        Lesson {
+            numbers,
+            shown: numbers,
+        }
+    }
+}
+
+/// What a segment seen during a learning round does for the round.
+pub(super) enum Heard {
+    /// Nothing: the engine takes the segment as it would outside a round.
+    Pass,
+    /// The round keeps it, and it decides nothing else.
+    Kept,
+    /// The numbers: the round is over.
+    Learned(Lesson),
+}
+
+/// What a round does at a `poll`.
+pub(super) enum Step {
+    /// An action toward the numbers.
+    Act(Action),
+    /// No way is left to learn them.
+    GiveUp,
+}
+
+/// What a plain ACK from the peer, after a probe went out, says about it.
+pub(super) enum Reply {
+    /// It answers the probe; with `--seq-source peer` it also brings the numbers.
+    Answer(Option<Numbers>),
+    /// Its numbers differ from the learned pair: a forgery, or the connection moved on.
+    Mismatch,
+    /// There are no numbers to hold it against: it proves nothing.
+    Unproven,
+}
+
+impl SeqSource {
+    /// A learning round from `now`, or `None` where the source learns nothing before it probes.
+    pub(super) fn start_round(self, now: Duration, cfg: &Config, rng: &mut Rng) -> Option<Round> {
+        match self {
+            SeqSource::Local => Some(Round::Local(LocalRound::inject(
+                now, FIRST_TRY, cfg.flow, rng,
+            ))),
+            // The out-of-window probe needs no numbers: its answer brings them.
+            SeqSource::Peer => None,
+            SeqSource::Sniff => Some(Round::Sniff(SniffRound::new(now, cfg.timing))),
+        }
+    }
+
+    /// The next probe toward the peer.
+    pub(super) fn probe(self, learned: Option<Numbers>, cfg: &Config, rng: &mut Rng) -> Segment {
+        match (self, learned) {
+            (SeqSource::Peer, _) | (_, None) => out_of_window_probe(cfg.flow, rng),
+            (SeqSource::Local | SeqSource::Sniff, Some(n)) => {
+                keepalive_probe(cfg.flow, n, cfg.garbage_octet)
+            }
+        }
+    }
+
+    /// Whether a plain ACK from the peer, after a probe went out, answers it (README "How it
+    /// works": trusting an answer).
+    pub(super) fn reply(self, seg: &Segment, learned: Option<Numbers>) -> Reply {
+        match (self, learned) {
+            // The probe's numbers were random and out of window, and the peer answers such a
+            // segment with <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (RFC 9293, 3.10.7.4), which
+            // echoes nothing of the probe: any ACK counts, and brings the peer's numbers.
+            // Such answers cannot be authenticated (README "Trust").
+            (SeqSource::Peer, _) => Reply::Answer(Some(Numbers {
+                snd_nxt: seg.ack,
+                rcv_nxt: seg.seq,
+                window: ELICIT_WINDOW,
+                ts: None,
+                ip: IpMeta::default(),
+            })),
+            // The keepalive probe's SEQ = SND.NXT − 1 lies just below the peer's window, and
+            // the peer answers an unacceptable segment with <SEQ=SND.NXT><ACK=RCV.NXT>
+            // (RFC 9293, 3.10.7.4; RFC 1122, 4.2.3.6): from our side exactly the learned
+            // RCV.NXT and SND.NXT, which a blind forger hits once in 2^64 (README "Trust").
+            (_, Some(n)) if seg.seq == n.rcv_nxt && seg.ack == n.snd_nxt => Reply::Answer(None),
+            (_, Some(_)) => Reply::Mismatch,
+            (_, None) => Reply::Unproven,
+        }
+    }
+
+    /// Whether an answer may acknowledge any segment the local kernel sent, not only a copy
+    /// of the probe: where its numbers are not checked (`peer`), any ACK of the peer answers
+    /// the local kernel's segment as well as our probe.
+    pub(super) fn answers_any_local_segment(self) -> bool {
+        self == SeqSource::Peer
+    }
+}
+
+/// A learning round, with what its source keeps meanwhile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Round {
+    Local(LocalRound),
+    Sniff(SniffRound),
+}
+
+impl Round {
+    /// When [`Round::poll`] next has something to do.
+    pub(super) fn next_poll(&self) -> PollAt {
+        match self {
+            Round::Local(round) => round.next_poll(),
+            Round::Sniff(round) => round.next_poll(),
+        }
+    }
+
+    /// The round's next step at `now`, if one is due.
+    pub(super) fn poll(&mut self, now: Duration, flow: Flow, rng: &mut Rng) -> Option<Step> {
+        match self {
+            Round::Local(round) => round.poll(now, flow, rng),
+            Round::Sniff(round) => round.poll(now),
+        }
+    }
+
+    /// A segment of the connection, neither one of our probes nor a contradiction of where
+    /// the capture saw it.
+    pub(super) fn heard(&mut self, seg: &Segment, dir: Direction) -> Heard {
+        match self {
+            Round::Local(round) => round.heard(seg, dir),
+            Round::Sniff(round) => round.heard(seg, dir),
+        }
+    }
+}
+
+/// A pure ACK, possibly with data or FIN: the segments that carry a connection's numbers.
+pub(super) fn is_plain(seg: &Segment) -> bool {
+    !seg.has(wire::SYN) && !seg.has(wire::RST) && seg.has(wire::ACK)
+}
+
+/// The sequence space a segment occupies: its data, and one for a FIN (RFC 9293, 3.4).
+fn seq_len(seg: &Segment) -> u32 {
+    seg.payload_len as u32 + u32::from(seg.has(wire::FIN))
+}
+
+/// The numbers an outgoing segment of the local socket announces: SND.NXT past its data and
+/// FIN, RCV.NXT in its ACK field, the window and options as the local kernel writes them.
+fn announced(seg: &Segment) -> Numbers {
+    Numbers {
+        snd_nxt: seg.seq + seq_len(seg),
+        rcv_nxt: seg.ack,
+        window: seg.window,
+        ts: seg.ts,
+        ip: seg.ip,
+    }
+}
+
+/// The keepalive probe (RFC 1122, 4.2.3.6; RFC 9293, 3.8.4): SEQ = SND.NXT − 1, ACK =
+/// RCV.NXT, the local kernel's window and options copied, and with `garbage` one
+/// already-acknowledged octet.
+fn keepalive_probe(flow: Flow, n: Numbers, garbage: bool) -> Segment {
+    Segment {
+        src: flow.local,
+        dst: flow.remote,
+        seq: n.snd_nxt - 1,
+        ack: n.rcv_nxt,
+        flags: wire::ACK,
+        window: n.window,
+        ts: n.ts,
+        payload_len: usize::from(garbage),
+        ip: n.ip,
+    }
+}
+
+/// An ACK toward the peer with a random sequence number and ACK nonce: out of window,
+/// so the peer answers with its own numbers (RFC 9293, 3.10.7.4), and the local kernel's
+/// numbers are not needed.
+fn out_of_window_probe(flow: Flow, rng: &mut Rng) -> Segment {
+    let seq = SeqNumber(rng.next_u32());
+    let ack = SeqNumber(rng.next_u32());
+    Segment {
+        window: ELICIT_WINDOW,
+        ..Segment::bare(flow.local, flow.remote, seq, ack, wire::ACK)
+    }
+}
