@@ -24,7 +24,7 @@ impl SniffRound {
     pub(super) fn new(now: Duration, t: Timing) -> SniffRound {
         // Up to `probes × intvl` (README "How it works"): no longer than the probes would take.
         SniffRound {
-            deadline: now + t.intvl * u32::from(t.probes),
+            deadline: now + t.intvl.saturating_mul(u32::from(t.probes)),
         }
     }
 
