@@ -749,11 +749,47 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String
     })
 }
 
+/// A kaprobe started by `spawn_in_a`.
+pub struct Spawned {
+    pub child: std::process::Child,
+    /// Its stdout lines, each with the moment it was read.
+    pub lines: std::sync::mpsc::Receiver<(Instant, String)>,
+    /// All of its stderr, once it has ended.
+    pub stderr: std::thread::JoinHandle<String>,
+}
+
+/// Starts `kaprobe --netns NAME-a ARGS...` with stdout and stderr piped; a thread reads
+/// stdout line by line as it comes (to its end, whether or not anyone still receives).
+pub fn spawn_in_a(lab: &Lab, args: &[&str]) -> Spawned {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaprobe"))
+        .args(["--netns", &lab.ns('a')])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kaprobe");
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+            let _ = tx.send((Instant::now(), line));
+        }
+    });
+    let stderr = drain(child.stderr.take().unwrap());
+    Spawned {
+        child,
+        lines,
+        stderr,
+    }
+}
+
 /// A kaprobe running in the background (watch): stdout lines as they come, stderr at the end.
 /// Dropping it kills the process.
 pub struct Background {
     child: Option<std::process::Child>,
-    lines: std::sync::mpsc::Receiver<String>,
+    lines: std::sync::mpsc::Receiver<(Instant, String)>,
     seen: Vec<String>,
     err: Option<std::thread::JoinHandle<String>>,
 }
@@ -761,30 +797,19 @@ pub struct Background {
 impl Background {
     /// Starts `kaprobe --netns NAME-a --json ARGS...`.
     pub fn start(lab: &Lab, args: &[&str]) -> Background {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kaprobe"))
-            .args(["--netns", &lab.ns('a'), "--json"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kaprobe");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let err = Some(drain(child.stderr.take().unwrap()));
+        let json_args: Vec<&str> = std::iter::once("--json")
+            .chain(args.iter().copied())
+            .collect();
+        let Spawned {
+            child,
+            lines,
+            stderr,
+        } = spawn_in_a(lab, &json_args);
         Background {
             child: Some(child),
             lines,
             seen: Vec::new(),
-            err,
+            err: Some(stderr),
         }
     }
 
@@ -799,7 +824,7 @@ impl Background {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
+                Ok((_, line)) => {
                     let v = serde_json::from_str::<serde_json::Value>(&line).ok();
                     self.seen.push(line);
                     if let Some(v) = v.filter(|v| pred(v)) {
@@ -838,7 +863,7 @@ impl Background {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+        while let Ok((_, line)) = self.lines.recv_timeout(Duration::from_millis(500)) {
             self.seen.push(line);
         }
         let err = self
