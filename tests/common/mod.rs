@@ -166,12 +166,20 @@ impl Lab {
         }
     }
 
+    /// The two ends of the connection `connect(v6, server_port, client_port)` opens, as
+    /// kaprobe names them from A: (local, remote).
+    pub fn ends(&self, v6: bool, server_port: u16, client_port: u16) -> (SocketAddr, SocketAddr) {
+        (
+            SocketAddr::new(self.a_addr(v6), client_port),
+            SocketAddr::new(self.b_addr(v6), server_port),
+        )
+    }
+
     /// Opens a TCP connection from A (a_addr:client_port) to B (b_addr:server_port).
     /// Returns (client stream in A, server stream in B). Both are blocking, with no
     /// timeouts set.
     pub fn connect(&self, v6: bool, server_port: u16, client_port: u16) -> (TcpStream, TcpStream) {
-        let server_addr = SocketAddr::new(self.b_addr(v6), server_port);
-        let client_addr = SocketAddr::new(self.a_addr(v6), client_port);
+        let (client_addr, server_addr) = self.ends(v6, server_port, client_port);
 
         let listener: TcpListener = in_netns(&self.ns('b'), move || {
             // std sets SO_REUSEADDR on listening sockets on Unix. An address can be briefly
@@ -244,6 +252,18 @@ fn v6addr(net: u16, host: u16) -> Ipv6Addr {
 /// `LOCAL-REMOTE` as kaprobe takes it (IPv6 in brackets).
 pub fn flow(local: SocketAddr, remote: SocketAddr) -> String {
     format!("{local}-{remote}")
+}
+
+/// The flow of a connected socket, `LOCAL-REMOTE`.
+pub fn flow_of(s: &TcpStream) -> String {
+    flow(s.local_addr().unwrap(), s.peer_addr().unwrap())
+}
+
+/// A verdict line's `elapsed_ms`.
+pub fn elapsed_ms(v: &serde_json::Value) -> f64 {
+    v["elapsed_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("elapsed_ms missing: {v}"))
 }
 
 /// Runs `f` on a new thread that has entered `/run/netns/NS` (setns affects only the
