@@ -157,6 +157,23 @@ wait_ready() {
     die "IPv6 not ready on $dev in $ns after 3 s"
 }
 
+# veth_pair NS1 DEV1 INDEX1 ADDR4/LEN ADDR6/LEN  NS2 DEV2 INDEX2 ADDR4/LEN ADDR6/LEN:
+# one veth pair between two namespaces, each end with its index (see above), an IPv4
+# and an IPv6 address (no DAD), up, and returns once IPv6 is ready on both ends.
+veth_pair() {
+    local ns1=$1 dev1=$2 index1=$3 v4_1=$4 v6_1=$5 ns2=$6 dev2=$7 index2=$8 v4_2=$9 v6_2=${10}
+    ip -n "$ns1" link add "$dev1" index "$index1" type veth \
+        peer name "$dev2" index "$index2" netns "$ns2"
+    ip -n "$ns1" addr add "$v4_1" dev "$dev1"
+    ip -n "$ns1" addr add "$v6_1" dev "$dev1" nodad
+    ip -n "$ns2" addr add "$v4_2" dev "$dev2"
+    ip -n "$ns2" addr add "$v6_2" dev "$dev2" nodad
+    ip -n "$ns1" link set "$dev1" up
+    ip -n "$ns2" link set "$dev2" up
+    wait_ready "$ns1" "$dev1"
+    wait_ready "$ns2" "$dev2"
+}
+
 # The B side (namespace + link + addresses + routes). Used by up and restart.
 build_b() {
     local name=$1 kind=$2 a=$1-a b=$1-b r=$1-r
@@ -165,30 +182,16 @@ build_b() {
     direct)
         # The same addresses as behind a router; each side reaches the other's prefix
         # on the link itself.
-        ip -n "$a" link add eth0 index 10 type veth peer name eth0 index 13 netns "$b"
-        ip -n "$a" addr add 198.18.0.2/24 dev eth0
-        ip -n "$a" addr add 2001:db8:18::2/64 dev eth0 nodad
-        ip -n "$b" addr add 198.51.100.2/24 dev eth0
-        ip -n "$b" addr add 2001:db8:51::2/64 dev eth0 nodad
-        ip -n "$a" link set eth0 up
-        ip -n "$b" link set eth0 up
-        wait_ready "$a" eth0
-        wait_ready "$b" eth0
+        veth_pair "$a" eth0 10 198.18.0.2/24 2001:db8:18::2/64 \
+                  "$b" eth0 13 198.51.100.2/24 2001:db8:51::2/64
         ip -n "$a" route add 198.51.100.0/24 dev eth0
         ip -n "$a" -6 route add 2001:db8:51::/64 dev eth0
         ip -n "$b" route add 198.18.0.0/24 dev eth0
         ip -n "$b" -6 route add 2001:db8:18::/64 dev eth0
         ;;
     routed|nat)
-        ip -n "$r" link add eth1 index 12 type veth peer name eth0 index 13 netns "$b"
-        ip -n "$r" addr add 198.51.100.1/24 dev eth1
-        ip -n "$r" addr add 2001:db8:51::1/64 dev eth1 nodad
-        ip -n "$b" addr add 198.51.100.2/24 dev eth0
-        ip -n "$b" addr add 2001:db8:51::2/64 dev eth0 nodad
-        ip -n "$r" link set eth1 up
-        ip -n "$b" link set eth0 up
-        wait_ready "$r" eth1
-        wait_ready "$b" eth0
+        veth_pair "$r" eth1 12 198.51.100.1/24 2001:db8:51::1/64 \
+                  "$b" eth0 13 198.51.100.2/24 2001:db8:51::2/64
         if [[ $kind == routed ]]; then
             ip -n "$b" route add 198.18.0.0/24 via 198.51.100.1 dev eth0
             ip -n "$b" -6 route add 2001:db8:18::/64 via 2001:db8:51::1 dev eth0
@@ -203,15 +206,8 @@ build_ar() {
     ns_new "$r"
     nsx "$r" sysctl -q -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
         net.ipv6.conf.default.forwarding=1
-    ip -n "$a" link add eth0 index 10 type veth peer name eth0 index 11 netns "$r"
-    ip -n "$a" addr add 198.18.0.2/24 dev eth0
-    ip -n "$a" addr add 2001:db8:18::2/64 dev eth0 nodad
-    ip -n "$r" addr add 198.18.0.1/24 dev eth0
-    ip -n "$r" addr add 2001:db8:18::1/64 dev eth0 nodad
-    ip -n "$a" link set eth0 up
-    ip -n "$r" link set eth0 up
-    wait_ready "$a" eth0
-    wait_ready "$r" eth0
+    veth_pair "$a" eth0 10 198.18.0.2/24 2001:db8:18::2/64 \
+              "$r" eth0 11 198.18.0.1/24 2001:db8:18::1/64
     ip -n "$a" route add 198.51.100.0/24 via 198.18.0.1 dev eth0
     ip -n "$a" -6 route add 2001:db8:51::/64 via 2001:db8:18::1 dev eth0
 }
@@ -385,15 +381,8 @@ build_sink() {
     local name=$1 a=$1-a s=$1-s
     ns_exists "$s" && return 0
     ns_new "$s"
-    ip -n "$a" link add eth1 index 14 type veth peer name eth0 index 15 netns "$s"
-    ip -n "$a" addr add 203.0.113.1/24 dev eth1
-    ip -n "$a" addr add 2001:db8:203::1/64 dev eth1 nodad
-    ip -n "$s" addr add 203.0.113.2/24 dev eth0
-    ip -n "$s" addr add 2001:db8:203::2/64 dev eth0 nodad
-    ip -n "$a" link set eth1 up
-    ip -n "$s" link set eth0 up
-    wait_ready "$a" eth1
-    wait_ready "$s" eth0
+    veth_pair "$a" eth1 14 203.0.113.1/24 2001:db8:203::1/64 \
+              "$s" eth0 15 203.0.113.2/24 2001:db8:203::2/64
     nsx "$s" nft -f - <<'EOF'
 table inet kpsink {
     chain prerouting {

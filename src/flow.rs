@@ -317,33 +317,42 @@ pub fn parse_parts(s: &str) -> Result<AddrParts, String> {
     if s.is_empty() {
         return Err("empty address".into());
     }
-    let (ip, inner_prefix, inner_scope, after) = if let Some(rest) = s.strip_prefix('[') {
-        let (inner, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("'{s}' has '[' without ']'"))?;
-        let (inner, prefix) = split_prefix(inner)?;
-        let (host, scope) = split_scope(inner)?;
-        let ip: Ipv6Addr = host
-            .parse()
-            .map_err(|_| format!("'{host}' is not an IPv6 address"))?;
-        (IpAddr::V6(ip), prefix, scope, after)
+    if let Some(rest) = s.strip_prefix('[') {
+        parse_bracketed(s, rest)
     } else if s.matches(':').count() > 1 {
-        return Err(format!(
+        Err(format!(
             "'{s}': write IPv6 addresses in brackets, e.g. [2001:db8::1]:9000"
-        ));
+        ))
     } else {
-        let (host, port) = match s.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (s, None),
-        };
-        let (host, prefix) = split_prefix(host)?;
-        let (host, scope) = split_scope(host)?;
-        let ip = host
-            .parse::<Ipv4Addr>()
-            .map_err(|_| format!("'{host}' is not an IPv4 address"))?;
-        let after = port.map_or(String::new(), |p| format!(":{p}"));
-        return finish(s, IpAddr::V4(ip), prefix, scope, &after);
+        parse_v4(s)
+    }
+}
+
+/// `A[%Z][/LEN][:P]` with an IPv4 address.
+fn parse_v4(s: &str) -> Result<AddrParts, String> {
+    let (host, port) = match s.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
     };
+    let (host, prefix) = split_prefix(host)?;
+    let (host, scope) = split_scope(host)?;
+    let ip = host
+        .parse::<Ipv4Addr>()
+        .map_err(|_| format!("'{host}' is not an IPv4 address"))?;
+    let after = port.map_or(String::new(), |p| format!(":{p}"));
+    finish(s, IpAddr::V4(ip), prefix, scope, &after)
+}
+
+/// `[A[%Z][/LEN]][%Z][/LEN][:P]` with an IPv6 address; `rest` is `s` after its `[`.
+fn parse_bracketed(s: &str, rest: &str) -> Result<AddrParts, String> {
+    let (inner, after) = rest
+        .split_once(']')
+        .ok_or_else(|| format!("'{s}' has '[' without ']'"))?;
+    let (inner, inner_prefix) = split_prefix(inner)?;
+    let (host, inner_scope) = split_scope(inner)?;
+    let ip: Ipv6Addr = host
+        .parse()
+        .map_err(|_| format!("'{host}' is not an IPv6 address"))?;
     // After the brackets: [%ZONE][/LEN][:PORT].
     let (zone, after) = match after.strip_prefix('%') {
         Some(z) => {
@@ -370,7 +379,7 @@ pub fn parse_parts(s: &str) -> Result<AddrParts, String> {
     if !after.is_empty() && !after.starts_with(':') {
         return Err(format!("'{s}': expected ':PORT' after ']'"));
     }
-    finish(s, ip, prefix, scope, after)
+    finish(s, IpAddr::V6(ip), prefix, scope, after)
 }
 
 /// Checks the parts against each other and normalises IPv4-mapped addresses.
@@ -461,6 +470,15 @@ mod tests {
         }
     }
 
+    /// Each input is refused, with one line that contains its needle.
+    fn refused_with_reasons(cases: &[(&str, &str)]) {
+        for &(input, needle) in cases {
+            let err = input.parse::<FlowSpec>().expect_err(input);
+            assert!(err.to_string().contains(needle), "{input}: {err}");
+            assert!(!err.to_string().contains('\n'));
+        }
+    }
+
     #[test]
     fn parses_ipv4_flow() {
         let f = exact("198.18.0.2:40000-198.51.100.2:9000");
@@ -494,7 +512,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_flows_with_a_reason() {
-        for (input, needle) in [
+        refused_with_reasons(&[
             ("", "empty"),
             ("198.18.0.2:0-198.51.100.2:9000", "port 0"),
             ("198.18.0.2:40000-198.51.100.2:65536", "out of range"),
@@ -509,11 +527,7 @@ mod tests {
             ("1.2.3.4:+5-1.2.3.4:5", "not a port"),
             ("1.2.3.4:5-1.2.3.4:5-1.2.3.4:5", "remote side"),
             ("[::1]x-[::1]:5", "expected ':PORT'"),
-        ] {
-            let err = input.parse::<FlowSpec>().expect_err(input);
-            assert!(err.to_string().contains(needle), "{input}: {err}");
-            assert!(!err.to_string().contains('\n'));
-        }
+        ]);
     }
 
     #[test]
@@ -601,7 +615,7 @@ mod tests {
 
     #[test]
     fn bad_zones_are_refused_with_a_reason() {
-        for (input, needle) in [
+        refused_with_reasons(&[
             // A zone on an address that is not link-local.
             (
                 "[2001:db8::1%eth0]:1-[2001:db8::2]:9000",
@@ -624,11 +638,7 @@ mod tests {
             ("[fe80::1%a b]:1-[fe80::2]:9000", "not an interface name"),
             ("[fe80::1%..]:1-[fe80::2]:9000", "not an interface name"),
             ("[2001:db8::]/32:9000", "prefixes are for --local"),
-        ] {
-            let err = input.parse::<FlowSpec>().expect_err(input);
-            assert!(err.to_string().contains(needle), "{input}: {err}");
-            assert!(!err.to_string().contains('\n'));
-        }
+        ]);
     }
 
     #[test]

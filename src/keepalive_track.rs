@@ -447,6 +447,17 @@ mod tests {
         seg(S, C, S_NEXT, C_NEXT, ACK, 0)
     }
 
+    /// An established tracker in which the client sent a segment of `flags` and `len` at
+    /// the next sequence number (new data at 20 ms), then the same again (a retransmission
+    /// at 220 ms).
+    fn sent_twice(flags: u8, len: usize) -> Tracker {
+        let mut t = established();
+        let once = seg(C, S, C_NEXT, S_NEXT, flags, len);
+        assert_eq!(t.feed(ms(20), &once), Seen::Data);
+        assert_eq!(t.feed(ms(220), &once), Seen::Retransmission);
+        t
+    }
+
     fn expect_probe(s: Seen) -> Probe {
         match s {
             Seen::KeepaliveProbe(p) => p,
@@ -525,15 +536,7 @@ mod tests {
 
     #[test]
     fn retransmitted_data_is_not_a_probe() {
-        let mut t = established();
-        assert_eq!(
-            t.feed(ms(20), &seg(C, S, C_NEXT, S_NEXT, ACK, 100)),
-            Seen::Data
-        );
-        assert_eq!(
-            t.feed(ms(220), &seg(C, S, C_NEXT, S_NEXT, ACK, 100)),
-            Seen::Retransmission
-        );
+        let mut t = sent_twice(ACK, 100);
         // Tail loss probe: the last two bytes again.
         assert_eq!(
             t.feed(ms(300), &seg(C, S, C_NEXT + 98, S_NEXT, ACK, 2)),
@@ -543,16 +546,9 @@ mod tests {
 
     #[test]
     fn one_byte_retransmission_of_unacknowledged_data_is_not_a_probe() {
-        let mut t = established();
-        assert_eq!(
-            t.feed(ms(20), &seg(C, S, C_NEXT, S_NEXT, ACK, 1)),
-            Seen::Data
-        );
-        // Same seq as a garbage-octet probe would have (next − 1), but not acknowledged yet.
-        assert_eq!(
-            t.feed(ms(220), &seg(C, S, C_NEXT, S_NEXT, ACK, 1)),
-            Seen::Retransmission
-        );
+        // The resent byte has the seq a garbage-octet probe would have (next − 1), but it
+        // is not acknowledged yet.
+        let mut t = sent_twice(ACK, 1);
         // Once acknowledged, the same byte sent again is a garbage-octet keepalive.
         t.feed(ms(230), &seg(S, C, S_NEXT, C_NEXT + 1, ACK, 0));
         expect_probe(t.feed(ms(1230), &seg(C, S, C_NEXT, S_NEXT, ACK, 1)));
@@ -651,15 +647,7 @@ mod tests {
 
     #[test]
     fn fin_is_data_and_its_retransmission_is_not_a_probe() {
-        let mut t = established();
-        assert_eq!(
-            t.feed(ms(20), &seg(C, S, C_NEXT, S_NEXT, ACK | FIN, 0)),
-            Seen::Data
-        );
-        assert_eq!(
-            t.feed(ms(220), &seg(C, S, C_NEXT, S_NEXT, ACK | FIN, 0)),
-            Seen::Retransmission
-        );
+        sent_twice(ACK | FIN, 0);
     }
 
     #[test]

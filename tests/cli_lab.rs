@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,27 +28,11 @@ struct Live {
 }
 
 fn spawn(lab: &Lab, args: &[&str]) -> Live {
-    let mut child = Command::new(kaprobe())
-        .args(["--netns", &lab.ns('a')])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kaprobe");
-    let (tx, lines) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send((Instant::now(), line));
-        }
-    });
-    let mut err = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    let common::Spawned {
+        child,
+        lines,
+        stderr,
+    } = common::spawn_in_a(lab, args);
     Live {
         child,
         lines,
@@ -107,14 +91,6 @@ fn kill_port(lab: &Lab, port: u16) {
     );
 }
 
-/// The two ends of a connection as kaprobe names them from A.
-fn ends(lab: &Lab, v6: bool, server: u16, client: u16) -> (SocketAddr, SocketAddr) {
-    (
-        SocketAddr::new(lab.a_addr(v6), client),
-        SocketAddr::new(lab.b_addr(v6), server),
-    )
-}
-
 /// Runs `script` with bash; `$K` is kaprobe and `$NS` A's namespace.
 fn bash(lab: &Lab, script: &str) -> (i32, String, String, Duration) {
     let mut cmd = Command::new("bash");
@@ -133,7 +109,7 @@ fn sigint_during_a_sweep_prints_decided_verdicts_then_the_rest_as_interrupted() 
     let _alive2 = lab.connect(true, 9901, 45902);
     let _dead = lab.connect(false, 9903, 45903);
     kill_port(&lab, 9903);
-    let (dl, dr) = ends(&lab, false, 9903, 45903);
+    let (dl, dr) = lab.ends(false, 9903, 45903);
 
     // To the end: alive verdicts are printed at once, the dead one after its probes.
     let run = spawn(&lab, &["--json", "sweep", "--intvl", "1s", "--probes", "2"]);
@@ -211,7 +187,7 @@ fn sigint_or_sigterm_during_a_probe_prints_the_flow_as_interrupted() {
     let lab = Lab::up("direct", None);
     let _c = lab.connect(false, 9911, 45911);
     kill_port(&lab, 9911);
-    let (l, r) = ends(&lab, false, 9911, 45911);
+    let (l, r) = lab.ends(false, 9911, 45911);
     let flow = format!("{l}-{r}");
     let run = spawn(&lab, &["probe", "--intvl", "2s", "--probes", "5", &flow]);
     std::thread::sleep(Duration::from_millis(1000));
@@ -361,7 +337,7 @@ fn local_and_remote_as_two_arguments_work_everywhere() {
     }
     let lab = Lab::up("direct", None);
     let (_c, _s) = lab.connect(false, 9930, 45930);
-    let (l, r) = ends(&lab, false, 9930, 45930);
+    let (l, r) = lab.ends(false, 9930, 45930);
     let (ls, rs) = (l.to_string(), r.to_string());
     let flow = format!("{l}-{r}");
 
@@ -399,7 +375,7 @@ fn a_reversed_flow_gets_the_right_orientation() {
     }
     let lab = Lab::up("direct", None);
     let (_c, _s) = lab.connect(false, 9931, 45931);
-    let (l, r) = ends(&lab, false, 9931, 45931);
+    let (l, r) = lab.ends(false, 9931, 45931);
     let (code, out, err, _) = run_kaprobe(&lab, &["probe", &format!("{r}-{l}")]);
     assert_eq!(code, 5, "{}", describe(code, &out, &err));
     assert!(
@@ -425,7 +401,7 @@ fn a_connection_that_is_not_established_is_named_by_its_state() {
     }
     let lab = Lab::up("direct", None);
     let state_of = |server: u16, client: u16| {
-        let (l, r) = ends(&lab, false, server, client);
+        let (l, r) = lab.ends(false, server, client);
         let (code, out, err, _) = run_kaprobe(&lab, &["probe", &format!("{l}-{r}")]);
         assert_eq!(code, 5, "{}", describe(code, &out, &err));
         err
@@ -464,7 +440,7 @@ fn closed_pipes_end_every_command_quietly() {
     }
     let lab = Lab::up("direct", None);
     let (c, s) = lab.connect(false, 9940, 45940);
-    let (l, r) = ends(&lab, false, 9940, 45940);
+    let (l, r) = lab.ends(false, 9940, 45940);
     let flow = format!("{l}-{r}");
     // The reader is gone before kaprobe writes: it ends by SIGPIPE, as grep does.
     for args in [
@@ -555,7 +531,7 @@ fn sniff_count_1_reports_the_answer_too() {
     }
     let lab = Lab::up("direct", None);
     let (c, s) = lab.connect(false, 9950, 45950);
-    let (l, r) = ends(&lab, false, 9950, 45950);
+    let (l, r) = lab.ends(false, 9950, 45950);
     let flow = format!("{l}-{r}");
     let run = spawn(&lab, &["sniff", "--count", "1", "--duration", "8s", &flow]);
     std::thread::sleep(Duration::from_millis(1000));
@@ -580,7 +556,7 @@ fn durations_plurals_and_json_times_read_right() {
     }
     let lab = Lab::up("direct", None);
     let (_c, _s) = lab.connect(false, 9960, 45960);
-    let (l, r) = ends(&lab, false, 9960, 45960);
+    let (l, r) = lab.ends(false, 9960, 45960);
     let flow = format!("{l}-{r}");
 
     let (code, out, err, _) = run_bounded(

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Lab, describe, in_netns, run_kaprobe, run_kaprobe_bare};
+use common::{Lab, describe, flow_of, in_netns, run_kaprobe, run_kaprobe_bare};
 use serde_json::Value;
 
 // ------------------------------------------------------------------ capture
@@ -194,10 +194,6 @@ impl Drop for Capture {
 
 // ------------------------------------------------------------------ helpers
 
-fn flow_of(s: &TcpStream) -> String {
-    format!("{}-{}", s.local_addr().unwrap(), s.peer_addr().unwrap())
-}
-
 /// The one JSON object `enable --json` prints.
 fn enable(lab: &Lab, args: &[&str]) -> (i32, Value, String) {
     let mut full = vec!["enable"];
@@ -209,6 +205,15 @@ fn enable(lab: &Lab, args: &[&str]) -> (i32, Value, String) {
         line => serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {d}")),
     };
     (code, v, d)
+}
+
+/// The (`time_s`, `intvl_s`, `probes`) an `enable` line reports.
+fn timing(v: &Value) -> (Value, Value, Value) {
+    (
+        v["time_s"].clone(),
+        v["intvl_s"].clone(),
+        v["probes"].clone(),
+    )
 }
 
 /// The `list --json` row of `s`.
@@ -250,15 +255,7 @@ fn enable_makes_the_kernel_probe_and_detect_a_dead_peer() {
     assert_eq!(v["requested"], "on", "{d}");
     assert_eq!(v["keepalive"], "on", "{d}");
     assert_eq!(v["verified"], true, "{d}");
-    assert_eq!(
-        (
-            v["time_s"].clone(),
-            v["intvl_s"].clone(),
-            v["probes"].clone()
-        ),
-        (1.into(), 1.into(), 3.into()),
-        "{d}"
-    );
+    assert_eq!(timing(&v), (1.into(), 1.into(), 3.into()), "{d}");
     assert!(
         v["keepalive_next_ms"].as_u64().is_some_and(|n| n <= 1000),
         "{d}"
@@ -344,15 +341,7 @@ fn enable_off_stops_the_timer_and_the_probes() {
     // Defaults: 60s / 1s / 3.
     let (code, v, d) = enable(&lab, &[&flow]);
     assert_eq!(code, 0, "{d}");
-    assert_eq!(
-        (
-            v["time_s"].clone(),
-            v["intvl_s"].clone(),
-            v["probes"].clone()
-        ),
-        (60.into(), 1.into(), 3.into()),
-        "{d}"
-    );
+    assert_eq!(timing(&v), (60.into(), 1.into(), 3.into()), "{d}");
     let next = v["keepalive_next_ms"].as_u64().expect("next probe");
     assert!((55_000..=60_000).contains(&next), "{d}");
 

@@ -7,7 +7,7 @@ mod common;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 
-use common::{Lab, describe, run_kaprobe, run_kaprobe_bare};
+use common::{Lab, describe, flow_of, run_kaprobe, run_kaprobe_bare};
 use serde_json::Value;
 
 /// SO_KEEPALIVE on with TCP_KEEPIDLE `idle_s`, through plain setsockopt.
@@ -40,10 +40,6 @@ fn list(lab: &Lab, args: &[&str]) -> (i32, Vec<Value>, String) {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     (code, rows, describe(code, &out, &err))
-}
-
-fn flow_of(s: &TcpStream) -> String {
-    format!("{}-{}", s.local_addr().unwrap(), s.peer_addr().unwrap())
 }
 
 fn row<'a>(rows: &'a [Value], s: &TcpStream) -> &'a Value {

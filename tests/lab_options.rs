@@ -4,17 +4,9 @@
 mod common;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Lab, describe, run_kaprobe, verdict_json};
-
-fn ends(lab: &Lab, v6: bool, server_port: u16, client_port: u16) -> (SocketAddr, SocketAddr) {
-    (
-        SocketAddr::new(lab.a_addr(v6), client_port),
-        SocketAddr::new(lab.b_addr(v6), server_port),
-    )
-}
 
 fn peer_source_works_without_a_stateful_firewall_and_warns() {
     if !common::require_lab() {
@@ -24,7 +16,7 @@ fn peer_source_works_without_a_stateful_firewall_and_warns() {
     for v6 in [false, true] {
         let port = if v6 { 9801 } else { 9800 };
         let (c, s) = lab.connect(v6, port, port + 40000);
-        let (l, r) = ends(&lab, v6, port, port + 40000);
+        let (l, r) = lab.ends(v6, port, port + 40000);
         let (code, out, err, _) = run_kaprobe(
             &lab,
             &["probe", "--seq-source", "peer", &common::flow(l, r)],
@@ -47,7 +39,7 @@ fn canonical_probe_passes_the_strict_nat_where_peer_source_may_not() {
     let mut keep = Vec::new();
     for i in 0..4u16 {
         keep.push(lab.connect(false, 9802, 49810 + i));
-        let (l, r) = ends(&lab, false, 9802, 49810 + i);
+        let (l, r) = lab.ends(false, 9802, 49810 + i);
         let (code, out, err, _) = run_kaprobe(&lab, &["probe", &common::flow(l, r)]);
         assert_eq!(code, 0, "{}", describe(code, &out, &err));
     }
@@ -59,7 +51,7 @@ fn sniff_source_learns_from_traffic() {
     }
     let lab = Lab::up("direct", None);
     let (c, s) = lab.connect(false, 9803, 49803);
-    let (l, r) = ends(&lab, false, 9803, 49803);
+    let (l, r) = lab.ends(false, 9803, 49803);
     let flow = common::flow(l, r);
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(400));
@@ -113,7 +105,7 @@ fn garbage_octet_probe_is_answered_and_harmless() {
     for v6 in [false, true] {
         let port = if v6 { 9805 } else { 9804 };
         let (c, s) = lab.connect(v6, port, port + 40000);
-        let (l, r) = ends(&lab, v6, port, port + 40000);
+        let (l, r) = lab.ends(v6, port, port + 40000);
         let (code, out, err, _) =
             run_kaprobe(&lab, &["probe", "--garbage-octet", &common::flow(l, r)]);
         assert_eq!(code, 0, "{}", describe(code, &out, &err));
@@ -154,7 +146,7 @@ fn verbose_json_has_learned_and_probe_events() {
     }
     let lab = Lab::up("direct", None);
     let (_c, _s) = lab.connect(true, 9807, 49807);
-    let (l, r) = ends(&lab, true, 9807, 49807);
+    let (l, r) = lab.ends(true, 9807, 49807);
     let (code, out, err, _) = run_kaprobe(&lab, &["-v", "probe", &common::flow(l, r)]);
     assert_eq!(code, 0, "{}", describe(code, &out, &err));
     let events: Vec<serde_json::Value> = out
@@ -181,7 +173,7 @@ fn a_connection_closed_mid_probe_exits_5() {
     }
     let lab = Lab::up("direct", None);
     let (c, _s) = lab.connect(false, 9808, 49808);
-    let (l, r) = ends(&lab, false, 9808, 49808);
+    let (l, r) = lab.ends(false, 9808, 49808);
     lab.fault(&["blackhole"]);
     let closer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(700));

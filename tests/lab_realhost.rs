@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Background, Lab, SockOpts, assert_still_carries_data, describe, run_kaprobe_for, tcp_info,
-    verdict_json,
+    Background, Lab, SockOpts, assert_still_carries_data, describe, elapsed_ms, run_kaprobe_for,
+    tcp_info, verdict_json,
 };
 use serde_json::Value;
 
@@ -93,19 +93,6 @@ fn probe(lab: &Lab, args: &[&str], flow: &str) -> Run {
     full.extend_from_slice(args);
     full.push(flow);
     kaprobe(lab, &full)
-}
-
-fn ends(lab: &Lab, v6: bool, server_port: u16, client_port: u16) -> (SocketAddr, SocketAddr) {
-    (
-        SocketAddr::new(lab.a_addr(v6), client_port),
-        SocketAddr::new(lab.b_addr(v6), server_port),
-    )
-}
-
-fn elapsed_ms(v: &Value) -> f64 {
-    v["elapsed_ms"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("elapsed_ms missing: {v}"))
 }
 
 fn rto_ms(s: &TcpStream) -> f64 {
@@ -194,7 +181,7 @@ fn policy(v6: bool, main: &str, blackhole: bool, server_port: u16, client_port: 
         lab.connect_opts(v6, server_port, client_port, opts, SockOpts::default());
     // The application's own path works.
     assert_still_carries_data(&client, &server);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     let flow = common::flow(local, remote);
     if blackhole {
         lab.fault(&["blackhole"]);
@@ -289,7 +276,7 @@ fn bound(lab: &Lab, v6: bool, device: &str, blackhole: bool, server_port: u16, c
     let (client, server) =
         lab.connect_opts(v6, server_port, client_port, opts, SockOpts::default());
     assert_still_carries_data(&client, &server);
-    let (local, remote) = ends(lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     let flow = common::flow(local, remote);
     if blackhole {
         lab.fault(&["blackhole"]);
@@ -565,7 +552,7 @@ fn fill_until_zero_window(client: &TcpStream) {
 fn zero_window(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     let (client, _server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     fill_until_zero_window(&client);
     if blackhole {
         lab.fault(&["blackhole"]);
@@ -738,7 +725,7 @@ impl Drop for Bulk {
 fn bulk(v6: bool, vanish: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     let (client, server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     let flowing = Bulk::start(&client, &server);
     let deadline = Instant::now() + Duration::from_secs(3);
     while tcp_info(&client).tcpi_unacked == 0 || common::send_queue(&client) == 0 {
@@ -805,7 +792,7 @@ fn bulk_in_flight_peer_vanishes_v6() {
 fn intvl_zero(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     let (client, server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     if blackhole {
         lab.fault(&["blackhole"]);
     }
@@ -860,7 +847,7 @@ fn intvl_zero_blackholed_v6() {
 fn watch_intvl_zero_kill(v6: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     let (client, server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     let flow = common::flow(local, remote);
     let mut w = Background::start(
         &lab,
@@ -917,7 +904,7 @@ fn refused(v6: bool, how: &[&str], owner: bool, cause: &str, server_port: u16, c
     };
     let (client, _server) =
         lab.connect_opts(v6, server_port, client_port, opts, SockOpts::default());
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     let mut fault = vec!["refuse"];
     fault.extend_from_slice(how);
     lab.fault(&fault);
@@ -1124,7 +1111,7 @@ fn assert_md5_refused(r: &Run) {
 fn md5_probe(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     let (client, server) = md5_connect(&lab, v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     let flow = common::flow(local, remote);
     if blackhole {
         lab.fault(&["blackhole"]);
@@ -1283,7 +1270,7 @@ fn md5_watch_single_flow_not_retried_v4() {
 fn carrier_loss(v6: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     let (client, server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     let flow = common::flow(local, remote);
     lab.fault(&["carrier", "off"]);
     let r = probe(&lab, &["--intvl", "500ms", "--probes", "2"], &flow);
@@ -1331,7 +1318,7 @@ fn borrowed(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
         ..Default::default()
     };
     let (client, server) = lab.connect_opts(v6, server_port, client_port, app, SockOpts::default());
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     lab.fault(&["lose-probes", &APP_UID.to_string()]);
     if blackhole {
         lab.fault(&["blackhole"]);

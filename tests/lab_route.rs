@@ -6,87 +6,24 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use socket2::{Domain, Socket, Type};
-
-/// What a test socket is made with, as an application would.
-#[derive(Clone, Default)]
-struct Opts {
-    mark: Option<u32>,
-    device: Option<&'static str>,
-    /// A TCP-MD5 key for this peer address.
-    md5: Option<IpAddr>,
-    /// A listener that takes IPv4 too (IPV6_V6ONLY off).
-    dual_stack: bool,
-}
 
 const MD5_KEY: &[u8] = b"kaprobe-lab-key";
 
-/// `setsockopt(TCP_MD5SIG)` with `struct tcp_md5sig` (RFC 2385 keys, one peer address).
-fn set_md5(fd: i32, peer: IpAddr) {
-    // struct tcp_md5sig: sockaddr_storage (128), flags (u8), prefixlen (u8), keylen (u16),
-    // ifindex (i32), key (80).
-    let mut opt = [0u8; 216];
-    match peer {
-        IpAddr::V4(a) => {
-            opt[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-            opt[4..8].copy_from_slice(&a.octets());
-        }
-        IpAddr::V6(a) => {
-            opt[0..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
-            opt[8..24].copy_from_slice(&a.octets());
-        }
+/// A TCP-MD5 key (RFC 2385) for segments with `peer`.
+fn md5_with(peer: IpAddr) -> SockOpts {
+    SockOpts {
+        md5: Some((peer, MD5_KEY.to_vec())),
+        ..Default::default()
     }
-    opt[130..132].copy_from_slice(&(MD5_KEY.len() as u16).to_ne_bytes());
-    opt[136..136 + MD5_KEY.len()].copy_from_slice(MD5_KEY);
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_MD5SIG,
-            opt.as_ptr().cast(),
-            opt.len() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_MD5SIG: {}", std::io::Error::last_os_error());
-}
-
-fn socket_for(addr: &SocketAddr, o: &Opts) -> Socket {
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let s = Socket::new(domain, Type::STREAM, None).expect("socket");
-    s.set_reuse_address(true).unwrap();
-    if let Some(m) = o.mark {
-        s.set_mark(m).expect("SO_MARK");
-    }
-    if let Some(d) = o.device {
-        s.bind_device(Some(d.as_bytes())).expect("SO_BINDTODEVICE");
-    }
-    if let Some(peer) = o.md5 {
-        set_md5(s.as_raw_fd(), peer);
-    }
-    if o.dual_stack {
-        s.set_only_v6(false).unwrap();
-    }
-    s
 }
 
 /// A connection from `client` (in A) to `server` (in B), both made with their options.
-fn connect(lab: &Lab, client: SocketAddr, c: Opts, server: SocketAddr, s: Opts) -> Conn {
-    let listener: TcpListener = in_netns(&lab.ns('b'), move || {
-        let sock = socket_for(&server, &s);
-        sock.bind(&server.into())
-            .unwrap_or_else(|e| panic!("bind {server} in B: {e}"));
-        sock.listen(8).unwrap();
-        sock.into()
-    });
+fn connect(lab: &Lab, client: SocketAddr, c: SockOpts, server: SocketAddr, s: SockOpts) -> Conn {
+    let listener = listen_in(&lab.ns('b'), server, s);
     let target = match (server.ip(), client.ip()) {
         // A dual-stack [::] server is reached at its IPv4 address.
         (IpAddr::V6(v6), IpAddr::V4(_)) if v6.is_unspecified() => {
@@ -94,27 +31,8 @@ fn connect(lab: &Lab, client: SocketAddr, c: Opts, server: SocketAddr, s: Opts) 
         }
         _ => server,
     };
-    let stream: TcpStream = in_netns(&lab.ns('a'), move || {
-        let sock = socket_for(&client, &c);
-        sock.bind(&client.into())
-            .unwrap_or_else(|e| panic!("bind {client} in A: {e}"));
-        sock.set_write_timeout(Some(NET_TIMEOUT)).unwrap();
-        sock.connect(&target.into())
-            .unwrap_or_else(|e| panic!("connect {client} -> {target} in A: {e}"));
-        sock.into()
-    });
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + NET_TIMEOUT;
-    let accepted = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                assert!(Instant::now() < deadline, "accept in B timed out");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("accept in B: {e}"),
-        }
-    };
+    let stream = connect_in(&lab.ns('a'), client, target, c);
+    let accepted = accept_bounded(listener.try_clone().expect("listener"));
     Conn {
         _client: stream,
         _server: accepted,
@@ -127,24 +45,6 @@ struct Conn {
     _client: TcpStream,
     _server: TcpStream,
     _listener: TcpListener,
-}
-
-fn ip_cmd(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn sysctl(ns: &str, kv: &str) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sysctl", "-qw", kv])
-        .output()
-        .expect("run sysctl");
-    assert!(out.status.success(), "sysctl {kv} in {ns}");
 }
 
 fn probe(lab: &Lab, f: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
@@ -166,26 +66,29 @@ fn policy_routing(v6: bool) {
         return;
     }
     let lab = Lab::up("direct", None);
-    let a = lab.ns('a');
     let b_ip = lab.b_addr(v6).to_string();
     let (fam, host) = if v6 { ("-6", "/128") } else { ("-4", "/32") };
     let peer = format!("{b_ip}{host}");
-    sysctl(&a, "net.ipv4.conf.all.rp_filter=0");
-    sysctl(&a, "net.ipv4.conf.eth0.rp_filter=0");
-    ip_cmd(&[
-        "-n", &a, fam, "route", "add", &peer, "dev", "eth0", "table", "100",
-    ]);
-    ip_cmd(&[
-        "-n", &a, fam, "rule", "add", "fwmark", "0x42", "table", "100",
-    ]);
-    ip_cmd(&["-n", &a, fam, "route", "add", "blackhole", &peer]);
+    lab.exec('a', &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
+    lab.exec('a', &["sysctl", "-qw", "net.ipv4.conf.eth0.rp_filter=0"]);
+    lab.exec(
+        'a',
+        &[
+            "ip", fam, "route", "add", &peer, "dev", "eth0", "table", "100",
+        ],
+    );
+    lab.exec(
+        'a',
+        &["ip", fam, "rule", "add", "fwmark", "0x42", "table", "100"],
+    );
+    lab.exec('a', &["ip", fam, "route", "add", "blackhole", &peer]);
     let client = SocketAddr::new(lab.a_addr(v6), 41001);
     let server = SocketAddr::new(lab.b_addr(v6), 9101);
-    let marked = Opts {
+    let marked = SockOpts {
         mark: Some(0x42),
         ..Default::default()
     };
-    let _c = connect(&lab, client, marked, server, Opts::default());
+    let _c = connect(&lab, client, marked, server, SockOpts::default());
     let f = flow(client, server);
 
     let (code, v, err) = probe(&lab, &f, &[]);
@@ -220,11 +123,11 @@ fn bound_socket(v6: bool) {
     let lab = Lab::up("direct", None);
     let client = SocketAddr::new(lab.a_addr(v6), 41002);
     let server = SocketAddr::new(lab.b_addr(v6), 9102);
-    let bound = Opts {
-        device: Some("eth0"),
+    let bound = SockOpts {
+        device: Some("eth0".into()),
         ..Default::default()
     };
-    let _c = connect(&lab, client, bound, server, Opts::default());
+    let _c = connect(&lab, client, bound, server, SockOpts::default());
     let f = flow(client, server);
     let (code, v, err) = probe(&lab, &f, &[]);
     assert_eq!(code, 0, "{}", describe(code, &v.to_string(), &err));
@@ -275,7 +178,7 @@ fn link_local_flow_with_a_zone_is_alive() {
     });
     let target = SocketAddr::V6(SocketAddrV6::new(lb, 9103, 0, 10));
     let _client: TcpStream = in_netns(&lab.ns('a'), move || {
-        let s = socket_for(&client, &Opts::default());
+        let s = app_socket(client, &SockOpts::default()).expect("socket");
         s.bind(&client.into()).expect("bind link-local in A");
         s.connect(&target.into()).expect("connect link-local");
         s.into()
@@ -307,11 +210,11 @@ fn mapped_flow_of_a_dual_stack_server_is_alive() {
     let lab = Lab::up("direct", None);
     let client = SocketAddr::new(lab.a_addr(false), 41004);
     let any6 = SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 9104);
-    let dual = Opts {
-        dual_stack: true,
+    let dual = SockOpts {
+        v6only: Some(false),
         ..Default::default()
     };
-    let _c = connect(&lab, client, Opts::default(), any6, dual);
+    let _c = connect(&lab, client, SockOpts::default(), any6, dual);
     let (b4, a4) = (lab.b_addr(false), lab.a_addr(false));
     let mapped = format!("[::ffff:{b4}]:9104-[::ffff:{a4}]:41004");
     let ns = lab.ns('b');
@@ -340,15 +243,13 @@ fn md5(v6: bool) {
     let lab = Lab::up("direct", None);
     let client = SocketAddr::new(lab.a_addr(v6), 41005);
     let server = SocketAddr::new(lab.b_addr(v6), 9105);
-    let c = Opts {
-        md5: Some(server.ip()),
-        ..Default::default()
-    };
-    let s = Opts {
-        md5: Some(client.ip()),
-        ..Default::default()
-    };
-    let _c = connect(&lab, client, c, server, s);
+    let _c = connect(
+        &lab,
+        client,
+        md5_with(server.ip()),
+        server,
+        md5_with(client.ip()),
+    );
     let f = flow(client, server);
     for extra in [&[][..], &["--seq-source", "peer"][..]] {
         let (code, out, err, wall) = {

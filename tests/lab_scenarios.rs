@@ -5,24 +5,11 @@
 mod common;
 
 use common::{
-    Lab, assert_still_carries_data, assert_verdict_fields, describe, run_kaprobe, verdict_json,
+    Lab, assert_still_carries_data, assert_verdict_fields, describe, elapsed_ms, run_kaprobe,
+    verdict_json,
 };
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
-
-/// (local, remote) as kaprobe sees them from A.
-fn ends(lab: &Lab, v6: bool, server_port: u16, client_port: u16) -> (SocketAddr, SocketAddr) {
-    (
-        SocketAddr::new(lab.a_addr(v6), client_port),
-        SocketAddr::new(lab.b_addr(v6), server_port),
-    )
-}
-
-fn elapsed_ms(v: &serde_json::Value) -> f64 {
-    v["elapsed_ms"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("elapsed_ms missing: {v}"))
-}
 
 fn assert_within(v: &serde_json::Value, expected_ms: f64, tolerance: f64) {
     let got = elapsed_ms(v);
@@ -41,7 +28,7 @@ fn assert_within(v: &serde_json::Value, expected_ms: f64, tolerance: f64) {
 fn direct_alive(v6: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     let (client, server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     let flow = common::flow(local, remote);
 
     let (code, out, err, _) = run_kaprobe(&lab, &["probe", &flow]);
@@ -74,7 +61,7 @@ fn direct_alive_v6() {
 fn restart_reset(v6: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     let (client, server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
 
     // The peer dies without a word: its FIN is dropped, then its host comes back empty.
     lab.fault(&["freeze"]);
@@ -107,7 +94,7 @@ fn restart_reset_v6() {
 fn blackhole_dead(v6: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     let (_client, _server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     lab.fault(&["blackhole"]);
 
     let args = ["probe", "--time", "0s", "--intvl", "500ms", "--probes", "3"];
@@ -141,7 +128,7 @@ fn blackhole_dead_after_idle_time(v6: bool, server_port: u16, client_port: u16) 
     let lab = Lab::up("direct", None);
     // Fresh connection: idle is about 0 when kaprobe starts, so it waits ~1 s first.
     let (_client, _server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     lab.fault(&["blackhole"]);
 
     let flow = common::flow(local, remote);
@@ -180,7 +167,7 @@ const NAT_CT_TIMEOUT: u32 = 3;
 fn nat_within_timeout_alive(v6: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("nat", Some(NAT_CT_TIMEOUT));
     let (client, server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
 
     let (code, out, err, wall) = run_kaprobe(&lab, &["probe", &common::flow(local, remote)]);
     assert!(
@@ -215,7 +202,7 @@ fn nat_within_timeout_alive_v6() {
 fn nat_idle_past_timeout_dead(v6: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("nat", Some(NAT_CT_TIMEOUT));
     let (_client, _server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
 
     // Idle past the conntrack timeout: the NAT forgets the flow and, with
     // nf_conntrack_tcp_loose=0 and `ct state invalid drop`, drops the probe.
@@ -254,7 +241,7 @@ fn nat_idle_past_timeout_dead_v6() {
 fn reject_unreachable(v6: bool, what: &str, server_port: u16, client_port: u16) {
     let lab = Lab::up("routed", None);
     let (_client, _server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port, client_port);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
     lab.fault(&["reject", what]);
 
     let (code, out, err, _) = run_kaprobe(&lab, &["probe", &common::flow(local, remote)]);
@@ -323,7 +310,7 @@ fn no_such_connection(v6: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     // A real connection exists on other ports; the one asked for does not.
     let (_client, _server) = lab.connect(v6, server_port, client_port);
-    let (local, remote) = ends(&lab, v6, server_port + 1, client_port + 1);
+    let (local, remote) = lab.ends(v6, server_port + 1, client_port + 1);
     let (code, out, err, _) = run_kaprobe(&lab, &["probe", &common::flow(local, remote)]);
     assert_eq!(
         code,

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::{Lab, describe, in_netns, run_kaprobe, run_kaprobe_bare, verdict_json};
 use kaprobe::seq::SeqNumber;
+use kaprobe::sys::snmp;
 use kaprobe::wire::{self, IpMeta, Packet, Segment};
 
 const TCP_ESTABLISHED: u8 = 1;
@@ -45,13 +46,10 @@ fn tcp_counters(ns: &str) -> Vec<(String, u64)> {
         for (file, prefix) in [("snmp", "Tcp:"), ("netstat", "TcpExt:")] {
             let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))
                 .unwrap_or_else(|e| panic!("read {file}: {e}"));
-            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
-            assert_eq!(lines.len(), 2, "{file}: expected a header and a value line");
-            for (k, v) in lines[0]
-                .split_whitespace()
-                .zip(lines[1].split_whitespace())
-                .skip(1)
-            {
+            let lines = text.lines().filter(|l| l.starts_with(prefix)).count();
+            assert_eq!(lines, 2, "{file}: expected a header and a value line");
+            let group = snmp::group(&text, prefix).expect("two lines");
+            for (k, v) in group {
                 // Some counters (MaxConn) are signed; those are not used here.
                 if let Ok(v) = v.parse() {
                     out.push((k.to_string(), v));

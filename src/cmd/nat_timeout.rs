@@ -349,31 +349,7 @@ fn measure_round(
         output::check()?;
         let events = fleet.step(Duration::from_millis(250))?;
         for (flow, outcome, _) in reporter.outcomes(events) {
-            let Some((_, _, idle)) = conns.iter().find(|c| c.1 == flow) else {
-                continue;
-            };
-            let verdict = match outcome {
-                Outcome::Verdict(v) => v.kind,
-                Outcome::Closed => VerdictKind::Reset,
-                Outcome::LearnFailed => {
-                    return Err(Error::Runtime(format!(
-                        "could not learn the sequence numbers of {flow}"
-                    )));
-                }
-            };
-            log::info!("idle {}: {}", duration(round_ms(*idle)), verdict.as_str());
-            out.push(Measurement {
-                idle: *idle,
-                verdict,
-            });
-            if verdict != VerdictKind::Alive {
-                // Every longer idle time would die too: end the round.
-                for (_, f, i) in &conns {
-                    if i > idle {
-                        fleet.remove(f);
-                    }
-                }
-            }
+            record(fleet, &conns, flow, outcome, &mut out)?;
         }
         if fleet.now() >= next_note && fleet.active() > 0 {
             next_note += Duration::from_secs(10);
@@ -387,6 +363,39 @@ fn measure_round(
         took,
         interrupted,
     })
+}
+
+/// Records what one probed connection of the round turned out to be. One that is not alive
+/// ends the round's longer ones: they would die too.
+fn record(
+    fleet: &mut Fleet,
+    conns: &[(TcpStream, Flow, Duration)],
+    flow: Flow,
+    outcome: Outcome,
+    out: &mut Vec<Measurement>,
+) -> Result<()> {
+    let Some(&(_, _, idle)) = conns.iter().find(|c| c.1 == flow) else {
+        return Ok(());
+    };
+    let verdict = match outcome {
+        Outcome::Verdict(v) => v.kind,
+        Outcome::Closed => VerdictKind::Reset,
+        Outcome::LearnFailed => {
+            return Err(Error::Runtime(format!(
+                "could not learn the sequence numbers of {flow}"
+            )));
+        }
+    };
+    log::info!("idle {}: {}", duration(round_ms(idle)), verdict.as_str());
+    out.push(Measurement { idle, verdict });
+    if verdict != VerdictKind::Alive {
+        for (_, f, i) in conns {
+            if *i > idle {
+                fleet.remove(f);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A progress line: how many connections still idle, and how long the round may still take.
@@ -491,6 +500,13 @@ mod tests {
         Duration::from_secs_f64(x)
     }
 
+    fn bracket(alive: f64, dead: Option<f64>) -> Bracket {
+        Bracket {
+            alive: s(alive),
+            dead: dead.map(s),
+        }
+    }
+
     #[test]
     fn first_round_is_geometric_from_min_to_max() {
         let l = ladder(s(1.0), s(1800.0), 8, true);
@@ -503,10 +519,7 @@ mod tests {
 
     #[test]
     fn narrowing_rounds_split_the_bracket_evenly() {
-        let b = Bracket {
-            alive: s(2.0),
-            dead: Some(s(11.0)),
-        };
+        let b = bracket(2.0, Some(11.0));
         let l = inner_ladder(&b, 8);
         assert_eq!(
             l,
@@ -531,43 +544,12 @@ mod tests {
                 verdict: k,
             });
         }
-        assert_eq!(
-            b,
-            Bracket {
-                alive: s(3.0),
-                dead: Some(s(6.0))
-            }
-        );
+        assert_eq!(b, bracket(3.0, Some(6.0)));
         assert!(!b.resolved(0.1));
-        assert!(
-            Bracket {
-                alive: s(4.8),
-                dead: Some(s(5.2))
-            }
-            .resolved(0.1)
-        );
-        assert!(
-            Bracket {
-                alive: s(100.0),
-                dead: Some(s(109.0))
-            }
-            .resolved(0.1)
-        );
-        assert!(
-            !Bracket {
-                alive: s(100.0),
-                dead: Some(s(112.0))
-            }
-            .resolved(0.1)
-        );
-        assert!(
-            Bracket {
-                alive: s(1800.0),
-                dead: None
-            }
-            .resolved(0.1),
-            "nothing died: done"
-        );
+        assert!(bracket(4.8, Some(5.2)).resolved(0.1));
+        assert!(bracket(100.0, Some(109.0)).resolved(0.1));
+        assert!(!bracket(100.0, Some(112.0)).resolved(0.1));
+        assert!(bracket(1800.0, None).resolved(0.1), "nothing died: done");
     }
 
     #[test]
@@ -613,10 +595,7 @@ mod tests {
 
     #[test]
     fn an_interrupted_search_says_how_far_it_got() {
-        let b = Bracket {
-            alive: s(4.0),
-            dead: None,
-        };
+        let b = bracket(4.0, None);
         let all = [Measurement {
             idle: s(4.0),
             verdict: VerdictKind::Alive,
@@ -635,10 +614,7 @@ mod tests {
         );
         assert_eq!(r.json()["interrupted"], true);
         assert_eq!(r.json()["lower_ms"], 4000);
-        let b = Bracket {
-            alive: s(4.8),
-            dead: Some(s(5.2)),
-        };
+        let b = bracket(4.8, Some(5.2));
         let r = Result_ {
             bracket: &b,
             interrupted: false,

@@ -294,8 +294,22 @@ fn report(selector: &Selector, now: Duration, seen: &Seen, json: bool) -> Result
     let line = match (seen, json) {
         (Seen::KeepaliveProbe(p), false) => probe_line(now, p),
         (Seen::KeepaliveAck(a), false) => ack_line(now, a),
-        (Seen::KeepaliveProbe(p), true) => probe_json(selector, now, p).to_string(),
-        (Seen::KeepaliveAck(a), true) => ack_json(selector, now, a).to_string(),
+        (Seen::KeepaliveProbe(p), true) => {
+            event_json("keepalive_probe", now, selector.flow(p.from, p.to), p, None).to_string()
+        }
+        (Seen::KeepaliveAck(a), true) => {
+            // The answer as a segment: no payload, and no interval of its own.
+            let seg = Probe {
+                from: a.from,
+                to: a.to,
+                seq: a.seq,
+                ack: a.ack,
+                len: 0,
+                interval: None,
+            };
+            let flow = selector.flow(a.to, a.from);
+            event_json("keepalive_ack", now, flow, &seg, Some(a.rtt)).to_string()
+        }
         _ => return Ok(()),
     };
     output::line(line)
@@ -326,33 +340,21 @@ fn ack_line(now: Duration, a: &ProbeAck) -> String {
     )
 }
 
-fn probe_json(selector: &Selector, now: Duration, p: &Probe) -> Value {
+/// The JSON line of a keepalive probe or of its answer: one builder, so that both carry
+/// every field (`null` where one does not apply). `flow` is the connection as the prober
+/// sees it, `seg` the segment seen, `rtt` the answer's delay after its probe.
+fn event_json(event: &str, now: Duration, flow: Flow, seg: &Probe, rtt: Option<Duration>) -> Value {
     json!({
-        "event": "keepalive_probe",
+        "event": event,
         "time": rfc3339(now),
-        "flow": selector.flow(p.from, p.to).to_string(),
-        "from": p.from.to_string(),
-        "to": p.to.to_string(),
-        "seq": p.seq.0,
-        "ack": p.ack.0,
-        "len": p.len,
-        "interval_ms": p.interval.map(output::millis),
-        "rtt_us": null,
-    })
-}
-
-fn ack_json(selector: &Selector, now: Duration, a: &ProbeAck) -> Value {
-    json!({
-        "event": "keepalive_ack",
-        "time": rfc3339(now),
-        "flow": selector.flow(a.to, a.from).to_string(),
-        "from": a.from.to_string(),
-        "to": a.to.to_string(),
-        "seq": a.seq.0,
-        "ack": a.ack.0,
-        "len": 0,
-        "interval_ms": null,
-        "rtt_us": output::micros(a.rtt),
+        "flow": flow.to_string(),
+        "from": seg.from.to_string(),
+        "to": seg.to.to_string(),
+        "seq": seg.seq.0,
+        "ack": seg.ack.0,
+        "len": seg.len,
+        "interval_ms": seg.interval.map(output::millis),
+        "rtt_us": rtt.map(output::micros),
     })
 }
 

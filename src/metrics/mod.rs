@@ -29,7 +29,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::engine::VerdictKind;
 use crate::flow::Flow;
@@ -153,6 +153,69 @@ struct SweepGauges {
     duration: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
+/// A new metric of type `M`, registered as `name` (the encoder adds `_total` to a
+/// counter's name and `_seconds` where `unit` is given).
+fn register<M: Metric + Clone + Default>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+) -> M {
+    let metric = M::default();
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
+}
+
+/// `kaprobe_connections{state}`, its series in `ConnState::ALL` order. Every state is there
+/// from the start, at 0: a query for `dead` finds 0, not nothing.
+fn register_connections(registry: &mut Registry) -> [Gauge; 5] {
+    let connections: Family<StateLabel, Gauge> = register(
+        registry,
+        "kaprobe_connections",
+        "Watched connections by their current state (pending: no verdict yet)",
+        None,
+    );
+    ConnState::ALL.map(|s| connections.get_or_create_owned(&StateLabel { state: s.as_str() }))
+}
+
+/// `kaprobe_verdicts_total{verdict}`, every verdict there from the start at 0.
+fn register_verdicts(registry: &mut Registry) -> Family<VerdictLabel, Counter> {
+    let verdicts: Family<VerdictLabel, Counter> = register(
+        registry,
+        "kaprobe_verdicts",
+        "Verdicts decided, by verdict",
+        None,
+    );
+    for v in VERDICTS {
+        let _ = verdicts.get_or_create_owned(&VerdictLabel {
+            verdict: v.as_str(),
+        });
+    }
+    verdicts
+}
+
+impl SweepGauges {
+    fn register(registry: &mut Registry) -> SweepGauges {
+        SweepGauges {
+            timestamp: register(
+                registry,
+                "kaprobe_sweep_timestamp",
+                "When the sweep started, in seconds since the Unix epoch",
+                Some(Unit::Seconds),
+            ),
+            duration: register(
+                registry,
+                "kaprobe_sweep_duration",
+                "How long the sweep took",
+                Some(Unit::Seconds),
+            ),
+        }
+    }
+}
+
 /// The metrics of one `watch` or one `sweep`. Share it as `Arc<Metrics>`.
 pub struct Metrics {
     registry: Registry,
@@ -187,88 +250,44 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new(options: Options) -> Metrics {
         let mut registry = Registry::default();
-
-        let connections = Family::<StateLabel, Gauge>::default();
-        registry.register(
-            "kaprobe_connections",
-            "Watched connections by their current state (pending: no verdict yet)",
-            connections.clone(),
-        );
-        // Every state from the start, at 0: a query for `dead` finds 0, not nothing.
-        let by_state = ConnState::ALL
-            .map(|s| connections.get_or_create_owned(&StateLabel { state: s.as_str() }));
-
-        let probes_sent = Counter::default();
-        registry.register(
+        let r = &mut registry;
+        // Registration order is the order of the exposition text.
+        let by_state = register_connections(r);
+        let probes_sent = register(
+            r,
             "kaprobe_probes_sent",
             "Keepalive probes sent (pure ACKs with sequence number SND.NXT-1)",
-            probes_sent.clone(),
+            None,
         );
-
-        let verdicts = Family::<VerdictLabel, Counter>::default();
-        registry.register(
-            "kaprobe_verdicts",
-            "Verdicts decided, by verdict",
-            verdicts.clone(),
-        );
-        for v in VERDICTS {
-            let _ = verdicts.get_or_create_owned(&VerdictLabel {
-                verdict: v.as_str(),
-            });
-        }
-
-        let ignored = Counter::default();
-        registry.register(
+        let verdicts = register_verdicts(r);
+        let ignored = register(
+            r,
             "kaprobe_ignored_answers",
             "Answers to probes ignored as untrusted (not matching what the probe asked)",
-            ignored.clone(),
+            None,
         );
-
-        let kills = Counter::default();
-        registry.register(
+        let kills = register(
+            r,
             "kaprobe_kills",
             "Local sockets of dead connections killed (--on-dead kill)",
-            kills.clone(),
+            None,
         );
-
         let rtt = Histogram::new(RTT_BUCKETS);
-        registry.register_with_unit(
+        r.register_with_unit(
             "kaprobe_probe_rtt",
             "Time from a probe to its answer",
             Unit::Seconds,
             rtt.clone(),
         );
-
         let per_connection = options.per_connection.then(|| {
-            let family = Family::<ConnLabels, Gauge>::default();
-            registry.register(
+            register(
+                r,
                 "kaprobe_connection_state",
                 "1 for each watched connection, labelled with its current state",
-                family.clone(),
-            );
-            family
+                None,
+            )
         });
-
-        let sweep = options.sweep.then(|| {
-            let g = SweepGauges {
-                timestamp: Gauge::default(),
-                duration: Gauge::default(),
-            };
-            registry.register_with_unit(
-                "kaprobe_sweep_timestamp",
-                "When the sweep started, in seconds since the Unix epoch",
-                Unit::Seconds,
-                g.timestamp.clone(),
-            );
-            registry.register_with_unit(
-                "kaprobe_sweep_duration",
-                "How long the sweep took",
-                Unit::Seconds,
-                g.duration.clone(),
-            );
-            g
-        });
-
+        let sweep = options.sweep.then(|| SweepGauges::register(r));
         Metrics {
             registry,
             by_state,
@@ -501,26 +520,14 @@ mod tests {
         assert_eq!(m.connections(ConnState::Dead), 1);
 
         let text = m.encode();
-        assert_eq!(
-            sample(&text, r#"kaprobe_connections{state="alive"}"#),
-            Some(2.0)
-        );
-        assert_eq!(
-            sample(&text, r#"kaprobe_connections{state="dead"}"#),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(&text, r#"kaprobe_connections{state="pending"}"#),
-            Some(0.0)
-        );
-        assert_eq!(
-            sample(&text, r#"kaprobe_verdicts_total{verdict="alive"}"#),
-            Some(3.0)
-        );
-        assert_eq!(
-            sample(&text, r#"kaprobe_verdicts_total{verdict="dead"}"#),
-            Some(1.0)
-        );
+        let state = |s: &str| sample(&text, &format!("kaprobe_connections{{state=\"{s}\"}}"));
+        let verdict =
+            |v: &str| sample(&text, &format!("kaprobe_verdicts_total{{verdict=\"{v}\"}}"));
+        assert_eq!(state("alive"), Some(2.0));
+        assert_eq!(state("dead"), Some(1.0));
+        assert_eq!(state("pending"), Some(0.0));
+        assert_eq!(verdict("alive"), Some(3.0));
+        assert_eq!(verdict("dead"), Some(1.0));
         assert_eq!(sample(&text, "kaprobe_probes_sent_total"), Some(7.0));
         assert_eq!(sample(&text, "kaprobe_ignored_answers_total"), Some(2.0));
         assert_eq!(sample(&text, "kaprobe_kills_total"), Some(1.0));

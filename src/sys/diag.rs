@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use caps::Capability;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _,
+    ErrorMessage, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NetlinkSerializable, Nla as _,
 };
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::nlas::{Nla, TcpInfo};
@@ -183,35 +184,18 @@ impl Diag {
         let ifindex = self.lookup(flow)?.map_or(0, |c| c.route.ifindex);
         let mut id = socket_id(flow);
         id.interface_id = ifindex;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_ACK;
-        let mut msg = NetlinkMessage::new(
-            header,
-            NetlinkPayload::InnerMessage(SockDiagDestroy::new(SockDiagMessage::InetRequest(
-                InetRequest {
-                    family: if flow.is_ipv6() { AF_INET6 } else { AF_INET },
-                    protocol: IPPROTO_TCP,
-                    extensions: ExtensionFlags::empty(),
-                    states: StateFlags::all(),
-                    socket_id: id,
-                },
-            ))),
-        );
-        msg.finalize();
-        let mut req = vec![0; msg.buffer_len()];
-        msg.serialize(&mut req);
         let what = format!("destroying the socket of {flow}");
-        self.socket
-            .send(&req, 0)
-            .map_err(|e| Error::sys(what.clone(), Capability::CAP_NET_ADMIN, e))?;
-        let n = self
-            .socket
-            .recv(&mut &mut self.buf[..], 0)
-            .map_err(|e| Error::sys(what.clone(), Capability::CAP_NET_ADMIN, e))?;
-        let answer = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.buf[..n])
-            .map_err(|e| Error::Runtime(format!("undecodable sock_diag answer: {e}")))?;
-        match answer.payload {
-            NetlinkPayload::Error(e) => match e.code.map(|c| -c.get()) {
+        let request = SockDiagDestroy::new(SockDiagMessage::InetRequest(InetRequest {
+            family: if flow.is_ipv6() { AF_INET6 } else { AF_INET },
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all(),
+            socket_id: id,
+        }));
+        self.send(NLM_F_REQUEST | NLM_F_ACK, request.into(), &what)?;
+        let n = self.recv(&what)?;
+        match decode_answer(&self.buf[..n])?.payload {
+            NetlinkPayload::Error(e) => match errno(&e) {
                 None => Ok(()),
                 Some(libc::EOPNOTSUPP) => Err(Error::Runtime(format!(
                     "{what}: this kernel was built without CONFIG_INET_DIAG_DESTROY"
@@ -247,6 +231,8 @@ impl Diag {
         Ok(out)
     }
 
+    /// Asks for the TCP sockets of `family` in `states` that match `id` (exactly, or as a
+    /// filter with `NLM_F_DUMP`), with their `tcp_info`, and adds them to `out`.
     fn request(
         &mut self,
         flags: u16,
@@ -255,56 +241,23 @@ impl Diag {
         id: SocketId,
         out: &mut Vec<Conn>,
     ) -> Result<()> {
-        let mut header = NetlinkHeader::default();
-        header.flags = flags;
-        let mut msg = NetlinkMessage::new(
-            header,
-            SockDiagMessage::InetRequest(InetRequest {
-                family,
-                protocol: IPPROTO_TCP,
-                extensions: ExtensionFlags::INFO,
-                states,
-                socket_id: id,
-            })
-            .into(),
-        );
-        msg.finalize();
-        let mut req = vec![0; msg.buffer_len()];
-        msg.serialize(&mut req);
-        self.socket
-            .send(&req, 0)
-            .map_err(|e| Error::sys("sock_diag request", Capability::CAP_NET_ADMIN, e))?;
+        let request = SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::INFO,
+            states,
+            socket_id: id,
+        });
+        self.send(flags, request.into(), "sock_diag request")?;
         let dump = flags & NLM_F_DUMP != 0;
         loop {
-            let n = self
-                .socket
-                .recv(&mut &mut self.buf[..], 0)
-                .map_err(|e| Error::sys("sock_diag answer", Capability::CAP_NET_ADMIN, e))?;
+            let n = self.recv("sock_diag answer")?;
             let mut at = 0;
             while at < n {
-                let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.buf[at..n])
-                    .map_err(|e| Error::Runtime(format!("undecodable sock_diag answer: {e}")))?;
+                let msg = decode_answer(&self.buf[at..n])?;
                 let len = msg.header.length as usize;
-                match msg.payload {
-                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                        out.push(conn_from(&r));
-                        if !dump {
-                            return Ok(());
-                        }
-                    }
-                    NetlinkPayload::Done(_) => return Ok(()),
-                    NetlinkPayload::Error(e) => {
-                        return match e.code.map(|c| -c.get()) {
-                            // Exact lookups answer ENOENT when no socket has the tuple.
-                            Some(libc::ENOENT) | None => Ok(()),
-                            Some(code) => Err(Error::sys(
-                                "sock_diag",
-                                Capability::CAP_NET_ADMIN,
-                                std::io::Error::from_raw_os_error(code),
-                            )),
-                        };
-                    }
-                    _ => {}
+                if take_answer(msg.payload, dump, out)? {
+                    return Ok(());
                 }
                 if len == 0 {
                     break;
@@ -312,6 +265,68 @@ impl Diag {
                 at += len;
             }
         }
+    }
+
+    /// Sends one request; `what` names it in an error.
+    fn send<I: NetlinkSerializable>(
+        &mut self,
+        flags: u16,
+        payload: NetlinkPayload<I>,
+        what: &str,
+    ) -> Result<()> {
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        let mut msg = NetlinkMessage::new(header, payload);
+        msg.finalize();
+        let mut req = vec![0; msg.buffer_len()];
+        msg.serialize(&mut req);
+        self.socket
+            .send(&req, 0)
+            .map_err(|e| Error::sys(what, Capability::CAP_NET_ADMIN, e))?;
+        Ok(())
+    }
+
+    /// Receives one datagram of answers into `buf`; returns its length.
+    fn recv(&mut self, what: &str) -> Result<usize> {
+        self.socket
+            .recv(&mut &mut self.buf[..], 0)
+            .map_err(|e| Error::sys(what, Capability::CAP_NET_ADMIN, e))
+    }
+}
+
+fn decode_answer(bytes: &[u8]) -> Result<NetlinkMessage<SockDiagMessage>> {
+    NetlinkMessage::deserialize(bytes)
+        .map_err(|e| Error::Runtime(format!("undecodable sock_diag answer: {e}")))
+}
+
+/// The errno of a netlink error message; `None` for an ACK.
+fn errno(e: &ErrorMessage) -> Option<i32> {
+    e.code.map(|c| -c.get())
+}
+
+/// Takes one answer to a request into `out`; `true` when it is the request's last: the
+/// end of a dump, an error, or the one socket of an exact lookup.
+fn take_answer(
+    payload: NetlinkPayload<SockDiagMessage>,
+    dump: bool,
+    out: &mut Vec<Conn>,
+) -> Result<bool> {
+    match payload {
+        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+            out.push(conn_from(&r));
+            Ok(!dump)
+        }
+        NetlinkPayload::Done(_) => Ok(true),
+        NetlinkPayload::Error(e) => match errno(&e) {
+            // Exact lookups answer ENOENT when no socket has the tuple.
+            Some(libc::ENOENT) | None => Ok(true),
+            Some(code) => Err(Error::sys(
+                "sock_diag",
+                Capability::CAP_NET_ADMIN,
+                std::io::Error::from_raw_os_error(code),
+            )),
+        },
+        _ => Ok(false),
     }
 }
 

@@ -33,7 +33,9 @@ impl IcmpError {
         self.from.is_ipv6()
     }
 
-    /// The `nft reject`/`iptables` name of this error.
+    /// The `nft reject`/`iptables` name of this error. One arm per (family, type, code):
+    /// ICMP types 3 and 11 (RFC 792; codes 9 and 10 RFC 1122 3.2.2.1, 13 RFC 1812
+    /// 5.2.7.1), ICMPv6 types 1 and 3 (RFC 4443 3.1, 3.3).
     pub fn name(&self) -> &'static str {
         match (self.is_v6(), self.icmp_type, self.code) {
             (false, 3, 0) => "net-unreachable",

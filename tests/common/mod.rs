@@ -166,12 +166,20 @@ impl Lab {
         }
     }
 
+    /// The two ends of the connection `connect(v6, server_port, client_port)` opens, as
+    /// kaprobe names them from A: (local, remote).
+    pub fn ends(&self, v6: bool, server_port: u16, client_port: u16) -> (SocketAddr, SocketAddr) {
+        (
+            SocketAddr::new(self.a_addr(v6), client_port),
+            SocketAddr::new(self.b_addr(v6), server_port),
+        )
+    }
+
     /// Opens a TCP connection from A (a_addr:client_port) to B (b_addr:server_port).
     /// Returns (client stream in A, server stream in B). Both are blocking, with no
     /// timeouts set.
     pub fn connect(&self, v6: bool, server_port: u16, client_port: u16) -> (TcpStream, TcpStream) {
-        let server_addr = SocketAddr::new(self.b_addr(v6), server_port);
-        let client_addr = SocketAddr::new(self.a_addr(v6), client_port);
+        let (client_addr, server_addr) = self.ends(v6, server_port, client_port);
 
         let listener: TcpListener = in_netns(&self.ns('b'), move || {
             // std sets SO_REUSEADDR on listening sockets on Unix. An address can be briefly
@@ -244,6 +252,18 @@ fn v6addr(net: u16, host: u16) -> Ipv6Addr {
 /// `LOCAL-REMOTE` as kaprobe takes it (IPv6 in brackets).
 pub fn flow(local: SocketAddr, remote: SocketAddr) -> String {
     format!("{local}-{remote}")
+}
+
+/// The flow of a connected socket, `LOCAL-REMOTE`.
+pub fn flow_of(s: &TcpStream) -> String {
+    flow(s.local_addr().unwrap(), s.peer_addr().unwrap())
+}
+
+/// A verdict line's `elapsed_ms`.
+pub fn elapsed_ms(v: &serde_json::Value) -> f64 {
+    v["elapsed_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("elapsed_ms missing: {v}"))
 }
 
 /// Runs `f` on a new thread that has entered `/run/netns/NS` (setns affects only the
@@ -749,11 +769,47 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String
     })
 }
 
+/// A kaprobe started by `spawn_in_a`.
+pub struct Spawned {
+    pub child: std::process::Child,
+    /// Its stdout lines, each with the moment it was read.
+    pub lines: std::sync::mpsc::Receiver<(Instant, String)>,
+    /// All of its stderr, once it has ended.
+    pub stderr: std::thread::JoinHandle<String>,
+}
+
+/// Starts `kaprobe --netns NAME-a ARGS...` with stdout and stderr piped; a thread reads
+/// stdout line by line as it comes (to its end, whether or not anyone still receives).
+pub fn spawn_in_a(lab: &Lab, args: &[&str]) -> Spawned {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaprobe"))
+        .args(["--netns", &lab.ns('a')])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kaprobe");
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+            let _ = tx.send((Instant::now(), line));
+        }
+    });
+    let stderr = drain(child.stderr.take().unwrap());
+    Spawned {
+        child,
+        lines,
+        stderr,
+    }
+}
+
 /// A kaprobe running in the background (watch): stdout lines as they come, stderr at the end.
 /// Dropping it kills the process.
 pub struct Background {
     child: Option<std::process::Child>,
-    lines: std::sync::mpsc::Receiver<String>,
+    lines: std::sync::mpsc::Receiver<(Instant, String)>,
     seen: Vec<String>,
     err: Option<std::thread::JoinHandle<String>>,
 }
@@ -761,30 +817,19 @@ pub struct Background {
 impl Background {
     /// Starts `kaprobe --netns NAME-a --json ARGS...`.
     pub fn start(lab: &Lab, args: &[&str]) -> Background {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kaprobe"))
-            .args(["--netns", &lab.ns('a'), "--json"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kaprobe");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let err = Some(drain(child.stderr.take().unwrap()));
+        let json_args: Vec<&str> = std::iter::once("--json")
+            .chain(args.iter().copied())
+            .collect();
+        let Spawned {
+            child,
+            lines,
+            stderr,
+        } = spawn_in_a(lab, &json_args);
         Background {
             child: Some(child),
             lines,
             seen: Vec::new(),
-            err,
+            err: Some(stderr),
         }
     }
 
@@ -799,7 +844,7 @@ impl Background {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
+                Ok((_, line)) => {
                     let v = serde_json::from_str::<serde_json::Value>(&line).ok();
                     self.seen.push(line);
                     if let Some(v) = v.filter(|v| pred(v)) {
@@ -838,7 +883,7 @@ impl Background {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+        while let Ok((_, line)) = self.lines.recv_timeout(Duration::from_millis(500)) {
             self.seen.push(line);
         }
         let err = self
