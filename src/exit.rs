@@ -115,6 +115,21 @@ mod tests {
     }
 
     #[test]
+    fn each_verdict_exits_with_its_code() {
+        // The engine sits below this module (scripts/check-layers.sh): the verdict-to-code
+        // mapping is asserted here, not in the engine's tests.
+        let all = [
+            (VerdictKind::Alive, 0),
+            (VerdictKind::Dead, 1),
+            (VerdictKind::Reset, 3),
+            (VerdictKind::Unreachable, 4),
+        ];
+        for (kind, code) in all {
+            assert_eq!(ExitStatus::of_verdict(kind).code(), code, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn worst_verdict_is_dead_then_unreachable_then_reset_then_alive() {
         use VerdictKind::*;
         let w = |k: &[VerdictKind]| ExitStatus::worst_verdict(k.iter().copied());

@@ -14,7 +14,6 @@ pub mod flow;
 pub mod keepalive_track;
 pub mod metrics;
 pub mod output;
-pub mod prober;
 pub mod seq;
 pub mod sys;
 pub mod wire;

@@ -1,4 +1,5 @@
-//! The layers point one way (wire -> engine -> sys -> fleet -> cmd -> cli): runs
+//! The layers point one way (wire -> engine -> sys -> fleet -> cmd -> cli, with the shared
+//! modules ranked between them, README "Code layout"): runs
 //! `scripts/check-layers.sh` on this crate, and on a small tree with upward imports to show
 //! that it notices them. Needs no root.
 
@@ -88,6 +89,53 @@ fn upward_imports_are_named_one_per_line() {
             "src/fleet.rs: fleet imports crate::cmd, a layer above it",
             "src/sys/b.rs: sys imports crate::fleet, a layer above it",
             "src/wire/a.rs: wire imports crate::engine, a layer above it",
+        ]
+    );
+}
+
+#[test]
+fn shared_modules_have_ranks_too() {
+    let tree = Scratch::new("layers-shared");
+    // Upward from the modules beside the layers: the fleet printing, the error type
+    // reaching the I/O loop, a test file beside its module, a module without a rank.
+    tree.write("src/fleet.rs", "use crate::output::Reporter;\n");
+    tree.write(
+        "src/error.rs",
+        "use crate::{exit::ExitStatus, fleet::Fleet};\n",
+    );
+    tree.write("src/engine/tests.rs", "use crate::exit::ExitStatus;\n");
+    tree.write(
+        "src/seq.rs",
+        "fn f() { crate::flow::g(); crate::wire::h(); }\n",
+    );
+    tree.write("src/gadget.rs", "use crate::seq::SeqNumber;\n");
+    // Downward or sideways: fine.
+    tree.write(
+        "src/output.rs",
+        "use crate::{engine::Verdict, metrics, sys::diag};\n",
+    );
+    tree.write(
+        "src/exit.rs",
+        "use crate::{engine::VerdictKind, error::Error};\n",
+    );
+    tree.write(
+        "src/cmd/p.rs",
+        "use crate::{cmd::prober, output::Reporter};\n",
+    );
+
+    let out = check_layers(&tree.0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "src/engine/tests.rs: engine imports crate::exit, a layer above it",
+            "src/error.rs: error imports crate::fleet, a layer above it",
+            "src/fleet.rs: fleet imports crate::output, a layer above it",
+            "src/gadget.rs: module gadget has no rank in scripts/check-layers.sh",
+            "src/seq.rs: seq imports crate::wire, a layer above it",
         ]
     );
 }

@@ -31,11 +31,11 @@ use socket2::{SockRef, TcpKeepalive};
 
 use super::Ctx;
 use super::args::FlowArg;
+use crate::cmd::prober;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::flow::Flow;
 use crate::output::owners_json;
-use crate::prober;
 use crate::sys::diag::Diag;
 use crate::sys::keepalive::Keepalive;
 use crate::sys::owner::{Owner, Owners};

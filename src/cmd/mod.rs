@@ -6,9 +6,12 @@ pub mod enable;
 pub mod list;
 pub mod nat_timeout;
 pub mod probe;
+pub mod prober;
 pub mod sniff;
 pub mod sweep;
 pub mod watch;
+
+use crate::output::Reporter;
 
 /// What every subcommand gets from the global options.
 #[derive(Clone, Copy, Debug)]
@@ -17,4 +20,14 @@ pub struct Ctx {
     pub verbose: bool,
     /// `-q`: nothing but results and errors.
     pub quiet: bool,
+}
+
+impl Ctx {
+    /// What renders the fleet's events and verdicts for this invocation.
+    pub fn reporter(&self) -> Reporter {
+        Reporter {
+            json: self.json,
+            verbose: self.verbose,
+        }
+    }
 }

@@ -172,10 +172,7 @@ pub fn run(args: &NatTimeoutArgs, ctx: &Ctx) -> Result<ExitStatus> {
     }
     catch_stop_signals();
     let target = resolve(&args.target)?;
-    let reporter = Reporter {
-        json: ctx.json,
-        verbose: ctx.verbose,
-    };
+    let reporter = ctx.reporter();
     let progress = |msg: String| {
         if !ctx.quiet {
             // Progress is not worth failing for when stderr is gone.

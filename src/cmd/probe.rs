@@ -4,12 +4,11 @@ use clap::Args;
 
 use super::Ctx;
 use super::args::{FlowArg, ProbeStyle, TimingArgs};
+use crate::cmd::prober;
 use crate::engine::{Config, Outcome, SeqSource};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::flow::Flow;
-use crate::output::Reporter;
-use crate::prober;
 use crate::sys::diag::{Diag, SignatureDrops};
 
 #[derive(Args, Debug)]
@@ -24,10 +23,7 @@ pub struct ProbeArgs {
 
 pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
     crate::sys::catch_stop_signals();
-    let reporter = Reporter {
-        json: ctx.json,
-        verbose: ctx.verbose,
-    };
+    let reporter = ctx.reporter();
     let timing = args.timing.timing();
     if let Some(w) = timing.warning() {
         log::warn!("{w}");

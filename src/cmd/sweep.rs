@@ -133,10 +133,7 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let all: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
     conns.retain(|c| c.signature.is_none());
     let fleets = open_fleets(args, &conns, diag, timing, source)?;
-    let reporter = Reporter {
-        json: ctx.json,
-        verbose: ctx.verbose,
-    };
+    let reporter = ctx.reporter();
     // Without capabilities now: can the textfile still be written? Before any probe.
     let metrics = match &args.textfile {
         Some(path) => {

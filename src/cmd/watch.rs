@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::Ctx;
 use super::args::{OptFlowArg, ProbeStyle, RateArgs, duration_in, keep_duration};
+use crate::cmd::prober;
 use crate::engine::{Config, ConnView, Outcome, SeqSource, Timing, Verdict, VerdictKind};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
@@ -21,7 +22,6 @@ use crate::fleet::Fleet;
 use crate::flow::{Flow, Route};
 use crate::metrics::{self, ConnState, Metrics, MetricsListener, MetricsServer};
 use crate::output::{self, Reporter, StateChange, count as plural, duration};
-use crate::prober;
 use crate::sys::diag::{Conn, Diag};
 use crate::sys::notify::{self, Watchdog};
 use crate::sys::privilege::Bounding;
@@ -183,10 +183,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
     let (metrics, server) = serve_metrics(args, listener)?;
     let mut w = Watch {
         args,
-        reporter: Reporter {
-            json: ctx.json,
-            verbose: ctx.verbose,
-        },
+        reporter: ctx.reporter(),
         timing,
         source,
         action,
