@@ -118,15 +118,14 @@ mod tests {
     fn each_verdict_exits_with_its_code() {
         // The engine sits below this module (scripts/check-layers.sh): the verdict-to-code
         // mapping is asserted here, not in the engine's tests.
-        let all = [
-            (VerdictKind::Alive, 0),
-            (VerdictKind::Dead, 1),
-            (VerdictKind::Reset, 3),
-            (VerdictKind::Unreachable, 4),
+        let kinds = [
+            VerdictKind::Alive,
+            VerdictKind::Dead,
+            VerdictKind::Reset,
+            VerdictKind::Unreachable,
         ];
-        for (kind, code) in all {
-            assert_eq!(ExitStatus::of_verdict(kind).code(), code, "{kind:?}");
-        }
+        let codes = kinds.map(|k| ExitStatus::of_verdict(k).code());
+        assert_eq!(codes, [0, 1, 3, 4]);
     }
 
     #[test]

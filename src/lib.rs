@@ -1,7 +1,10 @@
 //! kaprobe: check whether the peer of an established TCP connection is still there.
 //!
-//! `wire` holds packet layouts (no I/O), `engine` the pure time/intvl/probes state machine,
-//! `sys` the sockets, netlink and namespaces, `cli` the command line and output.
+//! Modules point one way (README "Code layout"; `scripts/check-layers.sh` checks it):
+//! `seq`, `flow` → `wire`, `keepalive_track` → `engine` (the pure time/intvl/probes state
+//! machine) → `exit`, `error` → `sys` (sockets, netlink, namespaces), `filter` → `fleet` (the
+//! I/O loop over narrow traits) → `output`, `metrics` → `cmd` (one module per subcommand) →
+//! `cli`.
 
 pub mod cli;
 pub mod cmd;

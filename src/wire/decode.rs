@@ -1,3 +1,5 @@
+//! Decoding captured IPv4/IPv6 packets: TCP segments and ICMP errors quoting TCP.
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use pnet_packet::icmp::{self, IcmpPacket};

@@ -1,3 +1,5 @@
+//! The TCP segment type, decoded and emitted alike, and how it is written out.
+
 use std::net::{IpAddr, SocketAddr};
 
 use pnet_packet::ip::IpNextHeaderProtocols;
