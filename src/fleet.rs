@@ -24,7 +24,7 @@ use crate::engine::{
 use crate::error::{Error, Result};
 use crate::flow::{Flow, Route};
 use crate::sys::capture::Capture;
-use crate::sys::diag::Diag;
+use crate::sys::diag::{Conn, Diag};
 use crate::sys::link::Links;
 use crate::sys::privilege::Bounding;
 use crate::sys::raw::{SendError, Sender};
@@ -167,6 +167,29 @@ impl PacketIo for SysPackets {
     }
 }
 
+/// What the engine needs to know of a connection sock_diag listed: idle as the kernel's
+/// keepalive timer counts it (the later of the last data and the last ACK received), busy
+/// while data is unacknowledged or queued, the ACK clock, the RTO and the progress counters
+/// that show when learned numbers went stale.
+pub fn conn_view(c: &Conn) -> ConnView {
+    match &c.info {
+        Some(i) => ConnView {
+            idle: Duration::from_millis(u64::from(i.last_data_recv.min(i.last_ack_recv))),
+            busy: i.unacked > 0 || c.send_queue > 0,
+            since_ack: Duration::from_millis(u64::from(i.last_ack_recv)),
+            rto: Duration::from_micros(u64::from(i.rto)),
+            progress: (i.bytes_acked, i.bytes_received),
+        },
+        None => ConnView {
+            idle: Duration::ZERO,
+            busy: c.send_queue > 0,
+            since_ack: Duration::ZERO,
+            rto: Duration::ZERO,
+            progress: (0, 0),
+        },
+    }
+}
+
 /// The real connection table: sock_diag, and route lookups and interface flags for the
 /// path out.
 pub struct SysTable {
@@ -180,7 +203,7 @@ impl ConnTable for SysTable {
             .diag
             .lookup_on(flow, route.ifindex)?
             .filter(|c| c.established)
-            .map(|c| c.view()))
+            .map(|c| conn_view(&c)))
     }
 
     fn established(&mut self) -> Result<Vec<(Flow, ConnView)>> {
@@ -188,7 +211,7 @@ impl ConnTable for SysTable {
             .diag
             .established()?
             .into_iter()
-            .map(|c| (c.flow, c.view()))
+            .map(|c| (c.flow, conn_view(&c)))
             .collect())
     }
 }

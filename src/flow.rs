@@ -459,6 +459,31 @@ pub fn parse_port(p: &str) -> Result<u16, String> {
     }
 }
 
+/// A local reason a probe could not leave (README "Verdicts and timing"): `unreachable` with this cause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// No route to the peer (ENETUNREACH, EHOSTUNREACH from an `unreachable` route).
+    NoRoute,
+    /// A `prohibit` route (EACCES).
+    Prohibited,
+    /// A local netfilter rule dropped the probe (EPERM).
+    LocalFirewall,
+    /// The egress interface is down or has no carrier.
+    LinkDown,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::NoRoute => "no-route",
+            Cause::Prohibited => "prohibited",
+            Cause::LocalFirewall => "local-firewall",
+            Cause::LinkDown => "link-down",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,7 +74,10 @@ fn upward_imports_are_named_one_per_line() {
         "src/cmd/d.rs",
         "use crate::fleet::Fleet; // crate::cli\n/* crate::cli */\n",
     );
-    tree.write("src/sys/e.rs", "use crate::{engine::Origin, wire};\n");
+    tree.write(
+        "src/sys/e.rs",
+        "use crate::{flow::Cause, wire::{self, Origin}};\n",
+    );
 
     let out = check_layers(&tree.0);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -87,6 +90,7 @@ fn upward_imports_are_named_one_per_line() {
             "src/cmd/c.rs: cmd imports crate::cli, a layer above it",
             "src/engine.rs: engine imports crate::sys, a layer above it",
             "src/fleet.rs: fleet imports crate::cmd, a layer above it",
+            "src/sys/b.rs: sys imports crate::engine, which it must not know",
             "src/sys/b.rs: sys imports crate::fleet, a layer above it",
             "src/wire/a.rs: wire imports crate::engine, a layer above it",
         ]
@@ -109,6 +113,11 @@ fn shared_modules_have_ranks_too() {
         "fn f() { crate::flow::g(); crate::wire::h(); }\n",
     );
     tree.write("src/gadget.rs", "use crate::seq::SeqNumber;\n");
+    // Allowed by rank, but the edges must not know the engine's types.
+    tree.write(
+        "src/sys/cap.rs",
+        "use crate::{engine::Origin, wire::Packet};\n",
+    );
     // Downward or sideways: fine.
     tree.write(
         "src/output.rs",
@@ -136,6 +145,7 @@ fn shared_modules_have_ranks_too() {
             "src/fleet.rs: fleet imports crate::output, a layer above it",
             "src/gadget.rs: module gadget has no rank in scripts/check-layers.sh",
             "src/seq.rs: seq imports crate::wire, a layer above it",
+            "src/sys/cap.rs: sys imports crate::engine, which it must not know",
         ]
     );
 }

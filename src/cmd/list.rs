@@ -18,6 +18,7 @@ use super::Ctx;
 use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
+use crate::fleet::conn_view;
 use crate::flow::{Flow, Signature};
 use crate::sys::diag::{Conn, Diag};
 use crate::sys::keepalive::Keepalive;
@@ -48,7 +49,7 @@ impl<'a> Row<'a> {
     fn new(c: &Conn, owners: &'a Owners) -> Row<'a> {
         Row {
             flow: c.flow,
-            idle: c.info.as_ref().map(|_| c.view().idle),
+            idle: c.info.as_ref().map(|_| conn_view(c).idle),
             unacked: c.info.as_ref().map(|i| i.unacked),
             send_queue: c.send_queue,
             recv_queue: c.recv_queue,

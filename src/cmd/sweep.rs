@@ -20,7 +20,7 @@ use crate::engine::{Config, Outcome, SeqSource, Timing, Verdict, VerdictKind};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, conn_view};
 use crate::flow::{Flow, Signature};
 use crate::metrics::{self, ConnState, Metrics};
 use crate::output::{self, Reporter, count as plural, duration, unfinished_json, verdict_json};
@@ -228,7 +228,7 @@ fn open_fleets(
                 source,
                 garbage_octet: args.style.garbage_octet,
             };
-            fleet.add(cfg, Some(c.view()));
+            fleet.add(cfg, Some(conn_view(c)));
             fleet.prepare_route(c.flow.is_ipv6(), c.route)?;
         }
         fleets.push(fleet);

@@ -18,7 +18,7 @@ use crate::engine::{Config, ConnView, Outcome, SeqSource, Timing, Verdict, Verdi
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::filter::FilterArgs;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, conn_view};
 use crate::flow::{Flow, Route};
 use crate::metrics::{self, ConnState, Metrics, MetricsListener, MetricsServer};
 use crate::output::{self, Reporter, StateChange, count as plural, duration};
@@ -232,7 +232,7 @@ fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
             .established(diag)?
             .into_iter()
             .filter(|c| !skip_signed(&mut skipped, c))
-            .map(|c| (c.flow, Some(c.view()), c.route))
+            .map(|c| (c.flow, Some(conn_view(&c)), c.route))
             .collect(),
     };
     let single = single.map(|c| c.flow);
@@ -557,7 +557,7 @@ impl Watch<'_> {
                 self.skipped.insert(c.flow);
                 continue;
             }
-            self.start(fleet, c.flow, Some(c.view()), c.route);
+            self.start(fleet, c.flow, Some(conn_view(&c)), c.route);
             added = true;
         }
         if added {

@@ -27,13 +27,16 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// Shared with `sys`, which finds where a packet was seen and why the host refused to send:
+/// they live below both.
+pub use crate::flow::Cause;
+pub use crate::wire::Origin;
 pub use action::{Action, Note, PollAt};
 pub use config::{Config, PEER_RATELIMIT, Timing};
 pub use kernel::{BUSY_RECHECK, ConnView, RTO_MAX, TRAFFIC_SLACK};
-pub use packets::Origin;
 pub use rtt::SAME_PACKET_WINDOW;
 pub use source::{LEARN_RETRY, LEARN_TRIES, Numbers, SeqSource};
-pub use verdict::{Cause, Evidence, IcmpInfo, Outcome, Verdict, VerdictKind};
+pub use verdict::{Evidence, IcmpInfo, Outcome, Verdict, VerdictKind};
 
 use crate::flow::{Flow, Route};
 use rng::Rng;

@@ -6,19 +6,7 @@ use std::time::Duration;
 
 use super::source::{Direction, Heard, Lesson, Reply, is_plain};
 use super::{Engine, IcmpInfo, Note, Phase, VerdictKind};
-use crate::wire::{self, IcmpError, Packet, Segment};
-
-/// Where the capture saw a packet. Addresses alone cannot tell direction: a forger can claim
-/// the local address, and a segment "from" it must not teach the engine the numbers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// Leaving this host through a real interface.
-    Sent,
-    /// Arriving from a real interface.
-    Received,
-    /// On loopback, where both ends are local: only the addresses tell.
-    Loopback,
-}
+use crate::wire::{self, IcmpError, Origin, Packet, Segment};
 
 impl Engine {
     /// A decoded packet and where the capture saw it.

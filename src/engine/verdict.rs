@@ -3,6 +3,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::flow::Cause;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VerdictKind {
@@ -19,31 +21,6 @@ impl VerdictKind {
             VerdictKind::Reset => "reset",
             VerdictKind::Unreachable => "unreachable",
             VerdictKind::Dead => "dead",
-        }
-    }
-}
-
-/// A local reason a probe could not leave (README "Verdicts and timing"): `unreachable` with this cause.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Cause {
-    /// No route to the peer (ENETUNREACH, EHOSTUNREACH from an `unreachable` route).
-    NoRoute,
-    /// A `prohibit` route (EACCES).
-    Prohibited,
-    /// A local netfilter rule dropped the probe (EPERM).
-    LocalFirewall,
-    /// The egress interface is down or has no carrier.
-    LinkDown,
-}
-
-impl Cause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::NoRoute => "no-route",
-            Cause::Prohibited => "prohibited",
-            Cause::LocalFirewall => "local-firewall",
-            Cause::LinkDown => "link-down",
         }
     }
 }

@@ -9,8 +9,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use caps::Capability;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::engine::Origin;
 use crate::error::{Error, Result};
+use crate::wire::Origin;
 
 /// `lo` is the first device of every network namespace.
 const LOOPBACK_IFINDEX: i32 = 1;

@@ -7,7 +7,6 @@
 //! README "Policy routing, VRFs, bound sockets" for what kaprobe does instead.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use caps::Capability;
 use netlink_packet_core::{
@@ -23,7 +22,6 @@ use netlink_packet_sock_diag::{SockDiagDestroy, SockDiagMessage};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr as NlAddr};
 
-use crate::engine::ConnView;
 use crate::error::{Error, Result};
 use crate::flow::{Flow, Route, Signature};
 
@@ -52,28 +50,6 @@ pub struct Conn {
     pub route: Route,
     /// A signature option the connection uses, if any: it cannot be probed.
     pub signature: Option<Signature>,
-}
-
-impl Conn {
-    /// The engine's view: idle as the kernel's keepalive timer counts it.
-    pub fn view(&self) -> ConnView {
-        match &self.info {
-            Some(i) => ConnView {
-                idle: Duration::from_millis(u64::from(i.last_data_recv.min(i.last_ack_recv))),
-                busy: i.unacked > 0 || self.send_queue > 0,
-                since_ack: Duration::from_millis(u64::from(i.last_ack_recv)),
-                rto: Duration::from_micros(u64::from(i.rto)),
-                progress: (i.bytes_acked, i.bytes_received),
-            },
-            None => ConnView {
-                idle: Duration::ZERO,
-                busy: self.send_queue > 0,
-                since_ack: Duration::ZERO,
-                rto: Duration::ZERO,
-                progress: (0, 0),
-            },
-        }
-    }
 }
 
 /// An established connection with `timer`, for unit tests of what is shown about a socket.

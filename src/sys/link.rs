@@ -17,7 +17,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr as NlAddr};
 
-use crate::engine::Cause;
+use crate::flow::Cause;
 use crate::flow::{Flow, Route};
 
 /// What the kernel's route lookup said about the way to the peer.

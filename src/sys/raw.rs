@@ -7,8 +7,8 @@ use std::os::fd::AsRawFd;
 use caps::Capability;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::engine::Cause;
 use crate::error::{Error, Result};
+use crate::flow::Cause;
 use crate::flow::{Route, Scope};
 use crate::wire::Segment;
 

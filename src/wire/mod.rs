@@ -74,6 +74,18 @@ pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
 pub const ACK: u8 = 0x10;
 
+/// Where the capture saw a packet. Addresses alone cannot tell direction: a forger can claim
+/// the local address, and a segment "from" it must not teach the engine the numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Leaving this host through a real interface.
+    Sent,
+    /// Arriving from a real interface.
+    Received,
+    /// On loopback, where both ends are local: only the addresses tell.
+    Loopback,
+}
+
 /// The TCP timestamp option (RFC 7323).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timestamps {
