@@ -77,7 +77,7 @@ fn drain(e: &mut Engine, now: Duration) -> Vec<Action> {
 /// An engine started at 0 whose first question to the kernel was answered with `view`.
 fn started(c: Config, seed: u64, view: ConnView) -> Engine {
     let mut e = Engine::new(c, ms(0), seed);
-    drain(&mut e, ms(0));
+    assert_eq!(drain(&mut e, ms(0)), vec![Action::QueryConnection]);
     e.on_connection(ms(0), Some(view));
     e
 }

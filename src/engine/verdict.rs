@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::flow::Cause;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VerdictKind {
     Alive,
