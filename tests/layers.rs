@@ -39,6 +39,16 @@ impl Drop for Scratch {
     }
 }
 
+/// What the check says about a scratch tree it must refuse, one line per upward use, sorted.
+fn complaints(tree: &Scratch) -> Vec<String> {
+    let out = check_layers(&tree.0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let mut lines: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    lines.sort_unstable();
+    lines
+}
+
 #[test]
 fn no_module_imports_from_a_layer_above_it() {
     let out = check_layers(Path::new(env!("CARGO_MANIFEST_DIR")));
@@ -79,13 +89,8 @@ fn upward_imports_are_named_one_per_line() {
         "use crate::{flow::Cause, wire::{self, Origin}};\n",
     );
 
-    let out = check_layers(&tree.0);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let mut lines: Vec<&str> = stdout.lines().collect();
-    lines.sort_unstable();
     assert_eq!(
-        lines,
+        complaints(&tree),
         [
             "src/cmd/c.rs: cmd imports crate::cli, a layer above it",
             "src/engine.rs: engine imports crate::sys, a layer above it",
@@ -132,13 +137,8 @@ fn shared_modules_have_ranks_too() {
         "use crate::{cmd::prober, output::Reporter};\n",
     );
 
-    let out = check_layers(&tree.0);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let mut lines: Vec<&str> = stdout.lines().collect();
-    lines.sort_unstable();
     assert_eq!(
-        lines,
+        complaints(&tree),
         [
             "src/engine/tests.rs: engine imports crate::exit, a layer above it",
             "src/error.rs: error imports crate::fleet, a layer above it",
