@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::source::{Direction, Heard, Lesson, Reply, is_plain};
+use super::source::{Direction, Heard, Numbers, Reply, is_plain};
 use super::{Engine, IcmpInfo, Note, Phase, VerdictKind};
 use crate::wire::{self, IcmpError, Origin, Packet, Segment};
 
@@ -151,10 +151,10 @@ impl Engine {
     }
 
     /// A learning round is over: the next probe goes out with these numbers.
-    fn learned(&mut self, lesson: Lesson) {
-        self.numbers = Some(lesson.numbers);
+    fn learned(&mut self, numbers: Numbers) {
+        self.numbers = Some(numbers);
         self.progress_at_learn = Some(self.last_progress);
-        self.notes.push_back(Note::Learned(lesson.shown));
+        self.notes.push_back(Note::Learned(numbers));
         self.phase = Phase::SendNow;
     }
 }

@@ -516,6 +516,23 @@ fn sniff_source_learns_from_a_data_segment() {
 }
 
 #[test]
+fn sniff_source_learns_from_the_peers_segment_and_says_what_the_probe_carries() {
+    let mut e = started(cfg(0, 1000, 2, SeqSource::Sniff), 11, view(0));
+    assert!(drain(&mut e, ms(0)).is_empty(), "waits for the wire");
+    // The peer's segment: its ACK is our SND.NXT, its SEQ our RCV.NXT.
+    e.on_packet_from(ms(5), &seg(R, L, RCV, SND, ACK), Origin::Received);
+    let actions = drain_all(&mut e, ms(5));
+    let [Action::Note(Note::Learned(n)), Action::Send { probe, .. }] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!((probe.seq, probe.ack), (SND - 1, RCV));
+    // The -v note shows the numbers the probe goes out with, window included.
+    assert_eq!((n.snd_nxt, n.rcv_nxt, n.window), (SND, RCV, probe.window));
+    assert_eq!(probe.window, 502);
+    assert_eq!(probe.ts, None);
+}
+
+#[test]
 fn sniff_source_gives_up_after_the_dead_time() {
     let mut e = started(cfg(0, 500, 2, SeqSource::Sniff), 11, view(0));
     assert_eq!(e.next_poll(), PollAt::At(ms(1000)));

@@ -129,7 +129,7 @@ impl LocalRound {
             Direction::Outgoing
                 if *syn_seen && is_plain(seg) && !seg.has(wire::FIN) && seg.payload_len == 0 =>
             {
-                Heard::Learned(announced(seg).into())
+                Heard::Learned(announced(seg))
             }
             Direction::Outgoing => Heard::Pass,
         }

@@ -67,23 +67,6 @@ pub(super) enum Direction {
     Incoming,
 }
 
-/// The numbers a segment taught.
-pub(super) struct Lesson {
-    /// What the probes carry.
-    pub(super) numbers: Numbers,
-    /// What the `-v` note shows: the segment's own fields.
-    pub(super) shown: Numbers,
-}
-
-impl From<Numbers> for Lesson {
-    fn from(numbers: Numbers) -> Lesson {
-        Lesson {
-            numbers,
-            shown: numbers,
-        }
-    }
-}
-
 /// What a segment seen during a learning round does for the round.
 pub(super) enum Heard {
     /// Nothing: the engine takes the segment as it would outside a round.
@@ -91,7 +74,7 @@ pub(super) enum Heard {
     /// The round keeps it, and it decides nothing else.
     Kept,
     /// The numbers: the round is over.
-    Learned(Lesson),
+    Learned(Numbers),
 }
 
 /// What a round does at a `poll`.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Direction, Heard, Lesson, Numbers, Step, announced, is_plain, seq_len};
+use super::{Direction, Heard, Numbers, Step, announced, is_plain, seq_len};
 use crate::engine::{PollAt, Timing};
 use crate::wire::{IpMeta, Segment};
 
@@ -11,8 +11,6 @@ use crate::wire::{IpMeta, Segment};
 /// the local kernel's own window is unknown: what Linux advertises on an idle connection with
 /// default buffers and window scale 7 (64240 bytes >> 7). The peer does not check it.
 const SNIFF_WINDOW: u16 = 502;
-/// The window the `-v` note shows where no segment told it.
-const UNKNOWN_WINDOW: u16 = 0;
 
 /// The sniffing round: waits until `deadline` for a plain segment of the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +36,7 @@ impl SniffRound {
 
     pub(super) fn heard(&self, seg: &Segment, dir: Direction) -> Heard {
         match (dir, is_plain(seg)) {
-            (Direction::Outgoing, true) => Heard::Learned(announced(seg).into()),
+            (Direction::Outgoing, true) => Heard::Learned(announced(seg)),
             (Direction::Outgoing, false) => Heard::Pass,
             (Direction::Incoming, true) => Heard::Learned(from_peer(seg)),
             // While sniffing, the peer's segments only teach numbers: its RSTs and SYNs
@@ -50,21 +48,13 @@ impl SniffRound {
 
 /// A plain segment from the peer shows the numbers from its side: its ACK field is our
 /// SND.NXT, its SEQ past its data and FIN our RCV.NXT. The local kernel's own window and
-/// options are unknown here: the note shows [`UNKNOWN_WINDOW`], the probes carry
-/// [`SNIFF_WINDOW`].
-fn from_peer(seg: &Segment) -> Lesson {
-    let shown = Numbers {
+/// options are unknown here: the probes carry [`SNIFF_WINDOW`] and no timestamps.
+fn from_peer(seg: &Segment) -> Numbers {
+    Numbers {
         snd_nxt: seg.ack,
         rcv_nxt: seg.seq + seq_len(seg),
-        window: UNKNOWN_WINDOW,
+        window: SNIFF_WINDOW,
         ts: None,
         ip: IpMeta::default(),
-    };
-    Lesson {
-        numbers: Numbers {
-            window: SNIFF_WINDOW,
-            ..shown
-        },
-        shown,
     }
 }
