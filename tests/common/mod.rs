@@ -1126,10 +1126,26 @@ pub fn tshark_fields(file: &std::path::Path, filter: &str, fields: &[&str]) -> V
 /// test as ignored, with the reason, instead of passed.
 pub struct LabSkip(pub String);
 
+/// One test of a binary: its name (as `--list` shows it and filters match it) and its body.
+pub struct Test {
+    name: String,
+    body: Box<dyn FnOnce() + Send>,
+}
+
+impl Test {
+    pub fn new(name: impl Into<String>, body: impl FnOnce() + Send + 'static) -> Test {
+        Test {
+            name: name.into(),
+            body: Box::new(body),
+        }
+    }
+}
+
 /// The `main` of every test binary under `tests/` (`harness = false`, libtest-mimic): a test
 /// whose `require_lab()` finds no lab is reported as ignored with the reason.
-pub fn run_tests(tests: Vec<(&'static str, fn())>) -> ! {
+pub fn run_tests(tests: Vec<Test>) -> ! {
     use libtest_mimic::{Arguments, Completion, Trial};
+    use std::panic::AssertUnwindSafe;
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if info.payload().downcast_ref::<LabSkip>().is_none() {
@@ -1139,26 +1155,53 @@ pub fn run_tests(tests: Vec<(&'static str, fn())>) -> ! {
     let args = Arguments::from_args();
     let trials = tests
         .into_iter()
-        .map(|(name, f)| {
-            Trial::ignorable_test(name, move || match std::panic::catch_unwind(f) {
-                Ok(()) => Ok(Completion::Completed),
-                Err(payload) => match payload.downcast::<LabSkip>() {
-                    Ok(skip) => Ok(Completion::ignored_with(skip.0)),
-                    Err(other) => std::panic::resume_unwind(other),
-                },
+        .map(|Test { name, body }| {
+            // A test's body is dropped after its panic: nothing observes a broken invariant.
+            Trial::ignorable_test(name, move || {
+                match std::panic::catch_unwind(AssertUnwindSafe(body)) {
+                    Ok(()) => Ok(Completion::Completed),
+                    Err(payload) => match payload.downcast::<LabSkip>() {
+                        Ok(skip) => Ok(Completion::ignored_with(skip.0)),
+                        Err(other) => std::panic::resume_unwind(other),
+                    },
+                }
             })
         })
         .collect();
     libtest_mimic::run(&args, trials).exit()
 }
 
-/// `tests!(a, b, c)` is the test binary's `main` (see `run_tests`).
+/// `tests!(a, b, [more], c)` is the test binary's `main` (see `run_tests`), with its tests in
+/// this order: each name is a `fn()` test of that name, each `[expr]` a `Vec<Test>` (e.g. from
+/// `cases!`).
 #[macro_export]
 macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
+    (@add $all:ident [$more:expr]) => {
+        $all.extend($more);
+    };
+    (@add $all:ident $name:ident) => {
+        $all.push(common::Test::new(stringify!($name), $name as fn()));
+    };
+    ($($item:tt),* $(,)?) => {
         fn main() {
-            common::run_tests(vec![$((stringify!($name), $name as fn())),*])
+            let mut all: Vec<common::Test> = Vec::new();
+            $($crate::tests!(@add all $item);)*
+            common::run_tests(all)
         }
+    };
+}
+
+/// Table-driven tests: `cases!(guard; name => body, ...)` is a `Vec<Test>` with one test per
+/// row, named `name`, that runs `body` when `guard()` is true (`require_lab`, or a file's own
+/// guard, which returns false or calls `skip` where the test cannot run).
+#[macro_export]
+macro_rules! cases {
+    ($guard:path; $($name:ident => $body:expr),* $(,)?) => {
+        vec![$(common::Test::new(stringify!($name), || {
+            if $guard() {
+                $body;
+            }
+        })),*]
     };
 }
 
