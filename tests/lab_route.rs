@@ -62,9 +62,6 @@ fn probe(lab: &Lab, f: &str, extra: &[&str]) -> (i32, serde_json::Value, String)
 /// A's main table sends B's address into a blackhole; only packets marked 0x42 reach B,
 /// through table 100. The connection's socket has the mark: its probes must too.
 fn policy_routing(v6: bool) {
-    if !require_lab() {
-        return;
-    }
     let lab = Lab::up("direct", None);
     let b_ip = lab.b_addr(v6).to_string();
     let (fam, host) = if v6 { ("-6", "/128") } else { ("-4", "/32") };
@@ -106,20 +103,9 @@ fn policy_routing(v6: bool) {
     assert_eq!(v["probes_sent"], 2, "{v}");
 }
 
-fn marked_connection_under_policy_routing_v4() {
-    policy_routing(false);
-}
-
-fn marked_connection_under_policy_routing_v6() {
-    policy_routing(true);
-}
-
 /// SO_BINDTODEVICE: the exact lookup without the device finds nothing; kaprobe still
 /// finds the socket, and its SYN and probes leave bound to the same device.
 fn bound_socket(v6: bool) {
-    if !require_lab() {
-        return;
-    }
     let lab = Lab::up("direct", None);
     let client = SocketAddr::new(lab.a_addr(v6), 41002);
     let server = SocketAddr::new(lab.b_addr(v6), 9102);
@@ -137,14 +123,6 @@ fn bound_socket(v6: bool) {
     let (code, out, err, _) = run_kaprobe(&lab, &["sweep", "--port", "9102"]);
     assert_eq!(code, 0, "{}", describe(code, &out, &err));
     assert!(out.contains(r#""verdict":"alive""#), "{out}");
-}
-
-fn device_bound_socket_is_found_and_alive_v4() {
-    bound_socket(false);
-}
-
-fn device_bound_socket_is_found_and_alive_v6() {
-    bound_socket(true);
 }
 
 fn link_local(ns: &str) -> std::net::Ipv6Addr {
@@ -237,9 +215,6 @@ fn mapped_flow_of_a_dual_stack_server_is_alive() {
 
 /// TCP-MD5 on both ends: refused before anything is sent, exit 7 naming the option.
 fn md5(v6: bool) {
-    if !require_lab() {
-        return;
-    }
     let lab = Lab::up("direct", None);
     let client = SocketAddr::new(lab.a_addr(v6), 41005);
     let server = SocketAddr::new(lab.b_addr(v6), 9105);
@@ -278,21 +253,17 @@ fn md5(v6: bool) {
     assert!(out.contains(r#""signature":"tcp-md5""#), "{out}");
 }
 
-fn md5_connection_is_refused_v4() {
-    md5(false);
-}
-
-fn md5_connection_is_refused_v6() {
-    md5(true);
-}
-
 crate::tests!(
-    marked_connection_under_policy_routing_v4,
-    marked_connection_under_policy_routing_v6,
-    device_bound_socket_is_found_and_alive_v4,
-    device_bound_socket_is_found_and_alive_v6,
+    [crate::cases!(require_lab;
+        marked_connection_under_policy_routing_v4 => policy_routing(false),
+        marked_connection_under_policy_routing_v6 => policy_routing(true),
+        device_bound_socket_is_found_and_alive_v4 => bound_socket(false),
+        device_bound_socket_is_found_and_alive_v6 => bound_socket(true),
+    )],
     link_local_flow_with_a_zone_is_alive,
     mapped_flow_of_a_dual_stack_server_is_alive,
-    md5_connection_is_refused_v4,
-    md5_connection_is_refused_v6,
+    [crate::cases!(require_lab;
+        md5_connection_is_refused_v4 => md5(false),
+        md5_connection_is_refused_v6 => md5(true),
+    )],
 );

@@ -33,20 +33,6 @@ fn check_topologies(v6: bool) {
     }
 }
 
-fn topologies_carry_data_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    check_topologies(false);
-}
-
-fn topologies_carry_data_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    check_topologies(true);
-}
-
 fn restart_resets(v6: bool, kind: &str, port: u16) {
     let lab = Lab::up(kind, None);
     let (client, server) = lab.connect(v6, port, port + 30000);
@@ -64,22 +50,6 @@ fn restart_resets(v6: bool, kind: &str, port: u16) {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => panic!("expected ECONNRESET from the restarted peer, got {other:?}"),
     }
-}
-
-fn restart_resets_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    restart_resets(false, "direct", 9710);
-    restart_resets(false, "routed", 9711);
-}
-
-fn restart_resets_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    restart_resets(true, "direct", 9712);
-    restart_resets(true, "routed", 9713);
 }
 
 /// Masquerade forgets every flow it translated out of an interface when that
@@ -128,20 +98,6 @@ fn blackhole_silences(v6: bool, port: u16) {
         .expect("retransmission after unblackhole");
 }
 
-fn blackhole_silences_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    blackhole_silences(false, 9720);
-}
-
-fn blackhole_silences_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    blackhole_silences(true, 9721);
-}
-
 fn nat_forgets_idle_flow(v6: bool, port: u16) {
     let lab = Lab::up("nat", Some(2));
     let (client, server) = lab.connect(v6, port, port + 30000);
@@ -155,20 +111,6 @@ fn nat_forgets_idle_flow(v6: bool, port: u16) {
     );
 }
 
-fn nat_forgets_idle_flow_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_forgets_idle_flow(false, 9730);
-}
-
-fn nat_forgets_idle_flow_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_forgets_idle_flow(true, 9731);
-}
-
 fn nat_expire_forgets(v6: bool, port: u16) {
     let lab = Lab::up("nat", None);
     let (client, server) = lab.connect(v6, port, port + 30000);
@@ -178,20 +120,6 @@ fn nat_expire_forgets(v6: bool, port: u16) {
         &server,
         Duration::from_millis(800)
     ));
-}
-
-fn nat_expire_forgets_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_expire_forgets(false, 9740);
-}
-
-fn nat_expire_forgets_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_expire_forgets(true, 9741);
 }
 
 fn labs_are_removed_on_drop() {
@@ -213,16 +141,26 @@ fn labs_are_removed_on_drop() {
 }
 
 crate::tests!(
-    topologies_carry_data_v4,
-    topologies_carry_data_v6,
-    restart_resets_v4,
-    restart_resets_v6,
+    [crate::cases!(common::require_lab;
+        topologies_carry_data_v4 => check_topologies(false),
+        topologies_carry_data_v6 => check_topologies(true),
+        restart_resets_v4 => {
+            restart_resets(false, "direct", 9710);
+            restart_resets(false, "routed", 9711);
+        },
+        restart_resets_v6 => {
+            restart_resets(true, "direct", 9712);
+            restart_resets(true, "routed", 9713);
+        },
+    )],
     restart_behind_nat_is_silent,
-    blackhole_silences_v4,
-    blackhole_silences_v6,
-    nat_forgets_idle_flow_v4,
-    nat_forgets_idle_flow_v6,
-    nat_expire_forgets_v4,
-    nat_expire_forgets_v6,
+    [crate::cases!(common::require_lab;
+        blackhole_silences_v4 => blackhole_silences(false, 9720),
+        blackhole_silences_v6 => blackhole_silences(true, 9721),
+        nat_forgets_idle_flow_v4 => nat_forgets_idle_flow(false, 9730),
+        nat_forgets_idle_flow_v6 => nat_forgets_idle_flow(true, 9731),
+        nat_expire_forgets_v4 => nat_expire_forgets(false, 9740),
+        nat_expire_forgets_v6 => nat_expire_forgets(true, 9741),
+    )],
     labs_are_removed_on_drop,
 );

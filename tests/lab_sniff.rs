@@ -110,9 +110,6 @@ fn enable_kernel_keepalive(s: &TcpStream) {
 }
 
 fn kernel_keepalive_is_reported_about_one_second_apart(v6: bool) {
-    if !common::require_lab() {
-        return;
-    }
     let lab = Lab::up("direct", None);
     let (port_s, port_c) = (9711, 44711);
     let (client, server) = lab.connect(v6, port_s, port_c);
@@ -163,9 +160,6 @@ fn kernel_keepalive_is_reported_about_one_second_apart(v6: bool) {
 }
 
 fn kaprobe_probes_are_recognised(v6: bool) {
-    if !common::require_lab() {
-        return;
-    }
     let lab = Lab::up("direct", None);
     let (port_s, port_c) = (9712, 44712);
     let (client, server) = lab.connect(v6, port_s, port_c);
@@ -211,25 +205,13 @@ fn kaprobe_probes_are_recognised(v6: bool) {
     drop((client, server));
 }
 
-fn sniff_reports_kernel_keepalive_v4() {
-    kernel_keepalive_is_reported_about_one_second_apart(false);
+fn main() {
+    common::run_tests(crate::cases!(common::require_lab;
+        sniff_reports_kernel_keepalive_v4 =>
+            kernel_keepalive_is_reported_about_one_second_apart(false),
+        sniff_reports_kernel_keepalive_v6 =>
+            kernel_keepalive_is_reported_about_one_second_apart(true),
+        sniff_recognises_kaprobe_probes_v4 => kaprobe_probes_are_recognised(false),
+        sniff_recognises_kaprobe_probes_v6 => kaprobe_probes_are_recognised(true),
+    ))
 }
-
-fn sniff_reports_kernel_keepalive_v6() {
-    kernel_keepalive_is_reported_about_one_second_apart(true);
-}
-
-fn sniff_recognises_kaprobe_probes_v4() {
-    kaprobe_probes_are_recognised(false);
-}
-
-fn sniff_recognises_kaprobe_probes_v6() {
-    kaprobe_probes_are_recognised(true);
-}
-
-crate::tests!(
-    sniff_reports_kernel_keepalive_v4,
-    sniff_reports_kernel_keepalive_v6,
-    sniff_recognises_kaprobe_probes_v4,
-    sniff_recognises_kaprobe_probes_v6,
-);

@@ -136,20 +136,6 @@ fn mixed_verdicts(v6: bool, base: u16) {
     drop((keep, reset_client));
 }
 
-fn sweep_mixed_verdicts_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    mixed_verdicts(false, 9300);
-}
-
-fn sweep_mixed_verdicts_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    mixed_verdicts(true, 9320);
-}
-
 fn sweep_filters_select_connections() {
     if !common::require_lab() {
         return;
@@ -258,8 +244,10 @@ fn sweep_2000_connections_no_false_dead() {
 }
 
 crate::tests!(
-    sweep_mixed_verdicts_v4,
-    sweep_mixed_verdicts_v6,
+    [crate::cases!(common::require_lab;
+        sweep_mixed_verdicts_v4 => mixed_verdicts(false, 9300),
+        sweep_mixed_verdicts_v6 => mixed_verdicts(true, 9320),
+    )],
     sweep_filters_select_connections,
     sweep_2000_connections_no_false_dead,
 );

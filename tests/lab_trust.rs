@@ -420,20 +420,6 @@ fn forged_answers(v6: bool, server_port: u16, client_port: u16) {
     );
 }
 
-fn forged_answers_do_not_change_dead_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    forged_answers(false, 9601, 41601);
-}
-
-fn forged_answers_do_not_change_dead_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    forged_answers(true, 9602, 41602);
-}
-
 // ------------------------------------------------------------------ no harm
 
 const MIB: usize = 1 << 20;
@@ -719,23 +705,11 @@ fn no_harm(v6: bool, server_port: u16, client_port: u16) {
     common::assert_still_carries_data(&client, &server);
 }
 
-fn probing_during_bulk_transfer_does_no_harm_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    no_harm(false, 9611, 41611);
+fn main() {
+    common::run_tests(crate::cases!(common::require_lab;
+        forged_answers_do_not_change_dead_v4 => forged_answers(false, 9601, 41601),
+        forged_answers_do_not_change_dead_v6 => forged_answers(true, 9602, 41602),
+        probing_during_bulk_transfer_does_no_harm_v4 => no_harm(false, 9611, 41611),
+        probing_during_bulk_transfer_does_no_harm_v6 => no_harm(true, 9612, 41612),
+    ))
 }
-
-fn probing_during_bulk_transfer_does_no_harm_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    no_harm(true, 9612, 41612);
-}
-
-crate::tests!(
-    forged_answers_do_not_change_dead_v4,
-    forged_answers_do_not_change_dead_v6,
-    probing_during_bulk_transfer_does_no_harm_v4,
-    probing_during_bulk_transfer_does_no_harm_v6,
-);
