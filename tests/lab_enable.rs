@@ -234,10 +234,7 @@ fn listed_at(lab: &Lab, local: SocketAddr, peer: SocketAddr) -> Value {
 // ------------------------------------------------------------------ tests
 
 fn enable_makes_the_kernel_probe_and_detect_a_dead_peer() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let cap = Capture::start(&lab);
     let (client, _server) = lab.connect(false, 9300, 41101);
     let (other, _other_server) = lab.connect(false, 9300, 41102);
@@ -330,10 +327,7 @@ fn enable_makes_the_kernel_probe_and_detect_a_dead_peer() {
 }
 
 fn enable_off_stops_the_timer_and_the_probes() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let cap = Capture::start(&lab);
     let (client, _server) = lab.connect(true, 9300, 41111);
     let flow = flow_of(&client);
@@ -392,10 +386,7 @@ fn enable_off_stops_the_timer_and_the_probes() {
 }
 
 fn enable_rejects_bad_values_and_missing_connections() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (client, _server) = lab.connect(false, 9300, 41121);
     let flow = flow_of(&client);
     for (args, needle) in [
@@ -419,10 +410,7 @@ fn enable_rejects_bad_values_and_missing_connections() {
 
 /// A user who cannot read this process's descriptors finds no owner: exit 7, one line.
 fn enable_without_access_to_the_owner_says_so() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (client, _server) = lab.connect(false, 9300, 41131);
     let flow = flow_of(&client);
     let out = Command::new("ip")
@@ -458,10 +446,7 @@ fn enable_without_access_to_the_owner_says_so() {
 /// Reading the owner's descriptors is allowed but borrowing one is not (no CAP_SYS_PTRACE,
 /// real uid differs): exit 6, naming CAP_SYS_PTRACE.
 fn enable_refused_by_ptrace_rules_exits_6() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let listener: TcpListener = in_netns(&lab.ns('b'), || {
         TcpListener::bind("198.51.100.2:9400").unwrap()
     });

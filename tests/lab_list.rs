@@ -56,10 +56,7 @@ fn flows(rows: &[Value]) -> Vec<String> {
 }
 
 fn list_shows_owner_idle_and_keepalive_timer() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (plain, _s1) = lab.connect(false, 9100, 41001);
     let (kept, _s2) = lab.connect(false, 9200, 41002);
     keepalive_on(&kept, 600);
@@ -102,10 +99,7 @@ fn list_shows_owner_idle_and_keepalive_timer() {
 }
 
 fn list_filters_and_empty_match() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (c1, _s1) = lab.connect(false, 9100, 41011);
     let (c2, _s2) = lab.connect(false, 9200, 41012);
     let (c6, _s6) = lab.connect(true, 9100, 41013);
@@ -139,10 +133,7 @@ fn list_filters_and_empty_match() {
 }
 
 fn list_prints_an_aligned_table() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (plain, _s1) = lab.connect(false, 9100, 41021);
     let (kept, _s2) = lab.connect(true, 9100, 41022);
     keepalive_on(&kept, 600);

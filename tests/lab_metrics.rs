@@ -385,10 +385,7 @@ impl Drop for Running {
 }
 
 fn watch_tells_systemd_ready_watchdog_and_stopping() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let _conns = connections(&lab, 9771, 1);
     let dir = ScratchDir::new("lab-notify");
     let path = dir.0.join("notify.sock");
@@ -455,10 +452,7 @@ fn watch_tells_systemd_ready_watchdog_and_stopping() {
 }
 
 fn on_the_journal_lines_carry_a_priority_and_no_timestamp() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let _conns = connections(&lab, 9781, 1);
     let flow = "198.18.0.2:44781-198.51.100.2:9781";
     let args = ["-v", "--time", "1s", "--intvl", "500ms", flow];

@@ -162,10 +162,6 @@ fn filter_addr(ip: std::net::IpAddr) -> String {
     }
 }
 
-fn require() -> bool {
-    common::require_lab()
-}
-
 // ------------------------------------------------------------------ 1. policy routing (SO_MARK)
 
 /// The client socket carries SO_MARK 0x42; `ip rule fwmark 0x42 table 100` routes it to B
@@ -879,10 +875,7 @@ fn md5_sweep(v6: bool, base: u16) {
 /// watch over a signed and a plain connection: one warning for the signed one, never retried;
 /// the plain one is watched.
 fn md5_watch_skips_with_one_warning_v4() {
-    if !require() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let base = 9069;
     let (signed_c, _signed_s) = md5_connect(&lab, false, base, 41069);
     let _plain = lab.connect(false, base + 1, 41070);
@@ -920,10 +913,7 @@ fn md5_watch_skips_with_one_warning_v4() {
 
 /// watch on one signed FLOW: refused with one line naming MD5, not retried forever.
 fn md5_watch_single_flow_not_retried_v4() {
-    if !require() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (client, _server) = md5_connect(&lab, false, 9076, 40076);
     let flow = common::flow(
         client.local_addr().unwrap(),
@@ -1024,7 +1014,7 @@ fn borrowed(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
 }
 
 crate::tests!(
-    [crate::cases!(require;
+    [crate::cases!(common::require_lab;
         // 1. policy routing (SO_MARK)
         policy_main_elsewhere_alive_v4 => policy(false, "elsewhere", false, 9001, 40001),
         policy_main_elsewhere_alive_v6 => policy(true, "elsewhere", false, 9002, 40002),
@@ -1102,7 +1092,7 @@ crate::tests!(
     )],
     md5_watch_skips_with_one_warning_v4,
     md5_watch_single_flow_not_retried_v4,
-    [crate::cases!(require;
+    [crate::cases!(common::require_lab;
         // 8. carrier loss
         carrier_loss_v4 => carrier_loss(false, 9071, 40071),
         carrier_loss_v6 => carrier_loss(true, 9072, 40072),

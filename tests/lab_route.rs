@@ -143,10 +143,7 @@ fn link_local(ns: &str) -> std::net::Ipv6Addr {
 
 /// A link-local connection, written with its zone by name and by index, and without.
 fn link_local_flow_with_a_zone_is_alive() {
-    if !require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (la, lb) = (link_local(&lab.ns('a')), link_local(&lab.ns('b')));
     // lab.sh gives A's eth0 index 10 and B's 13.
     let client = SocketAddr::V6(SocketAddrV6::new(la, 41003, 0, 10));
@@ -182,10 +179,7 @@ fn link_local_flow_with_a_zone_is_alive() {
 
 /// A dual-stack `[::]` server: ss prints its IPv4 connection with mapped addresses.
 fn mapped_flow_of_a_dual_stack_server_is_alive() {
-    if !require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let client = SocketAddr::new(lab.a_addr(false), 41004);
     let any6 = SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 9104);
     let dual = SockOpts {

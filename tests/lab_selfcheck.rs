@@ -123,10 +123,7 @@ fn nat_expire_forgets(v6: bool, port: u16) {
 }
 
 fn labs_are_removed_on_drop() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("routed", None);
+    let lab = Lab::up_or_skip("routed", None);
     let names: Vec<String> = ['a', 'b', 'r'].iter().map(|&c| lab.ns(c)).collect();
     for n in &names {
         assert!(std::path::Path::new(&format!("/run/netns/{n}")).exists());

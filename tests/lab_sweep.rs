@@ -137,10 +137,7 @@ fn mixed_verdicts(v6: bool, base: u16) {
 }
 
 fn sweep_filters_select_connections() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let _c1 = lab.connect(false, 9401, 43401);
     let _c2 = lab.connect(false, 9402, 43402);
     let _c3 = lab.connect(true, 9401, 43403);

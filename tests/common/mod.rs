@@ -114,6 +114,13 @@ impl Lab {
         lab
     }
 
+    /// The first line of a lab test: `require_lab()`, which ends the test as skipped (or, with
+    /// KAPROBE_REQUIRE_NETNS=1, failed) where no lab can be built, then `Lab::up`.
+    pub fn up_or_skip(kind: &str, ct_timeout: Option<u32>) -> Lab {
+        require_lab();
+        Lab::up(kind, ct_timeout)
+    }
+
     /// Namespace name for 'a', 'b' or 'r'.
     pub fn ns(&self, which: char) -> String {
         assert!(matches!(which, 'a' | 'b' | 'r'), "no namespace {which:?}");
