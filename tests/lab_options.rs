@@ -44,24 +44,24 @@ fn sniff_source_learns_from_traffic() {
     let (c, s) = lab.connect(false, 9803, 49803);
     let (l, r) = lab.ends(false, 9803, 49803);
     let flow = common::flow(l, r);
+    let sniff = |intvl: &str, probes: &str| {
+        let args = [
+            "probe",
+            "--seq-source",
+            "sniff",
+            "--intvl",
+            intvl,
+            "--probes",
+            probes,
+        ];
+        run_kaprobe(&lab, &[&args[..], &[flow.as_str()]].concat())
+    };
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(400));
         (&c).write_all(b"wake").unwrap();
         c
     });
-    let (code, out, err, _) = run_kaprobe(
-        &lab,
-        &[
-            "probe",
-            "--seq-source",
-            "sniff",
-            "--intvl",
-            "1s",
-            "--probes",
-            "3",
-            &flow,
-        ],
-    );
+    let (code, out, err, _) = sniff("1s", "3");
     let c = writer.join().unwrap();
     assert_eq!(code, 0, "{}", describe(code, &out, &err));
     assert_eq!(verdict_json(&out)["verdict"], "alive");
@@ -71,19 +71,7 @@ fn sniff_source_learns_from_traffic() {
     common::assert_still_carries_data(&c, &s);
 
     // With nothing on the wire it gives up after probes x intvl, exit 7.
-    let (code, out, err, _) = run_kaprobe(
-        &lab,
-        &[
-            "probe",
-            "--seq-source",
-            "sniff",
-            "--intvl",
-            "300ms",
-            "--probes",
-            "2",
-            &flow,
-        ],
-    );
+    let (code, out, err, _) = sniff("300ms", "2");
     assert_eq!(code, 7, "{}", describe(code, &out, &err));
     assert!(err.contains("no segment"), "{err}");
 }

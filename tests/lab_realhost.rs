@@ -162,6 +162,57 @@ fn filter_addr(ip: std::net::IpAddr) -> String {
     }
 }
 
+/// A connection from A to B whose client socket has `opts`, checked to carry data: the client
+/// and server sockets, and the local and remote ends as kaprobe names them.
+fn connect_app(
+    lab: &Lab,
+    v6: bool,
+    opts: SockOpts,
+    server_port: u16,
+    client_port: u16,
+) -> (TcpStream, TcpStream, SocketAddr, SocketAddr) {
+    let (client, server) =
+        lab.connect_opts(v6, server_port, client_port, opts, SockOpts::default());
+    // The application's own path works.
+    assert_still_carries_data(&client, &server);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
+    (client, server, local, remote)
+}
+
+/// `probe --intvl 500ms --probes 2 FLOW` with B alive, or blackholed first: alive by probe, or
+/// dead after both probes. The verdict object.
+fn probe_alive_or_dead(lab: &Lab, flow: &str, blackhole: bool) -> Value {
+    if blackhole {
+        lab.fault(&["blackhole"]);
+    }
+    let r = probe(lab, &["--intvl", "500ms", "--probes", "2"], flow);
+    if blackhole {
+        let v = r.expect(1, "dead");
+        assert_dead_by_probe(&v, &r, 2, 500.0);
+        v
+    } else {
+        let v = r.expect(0, "alive");
+        assert_alive_by_probe(&v, &r);
+        v
+    }
+}
+
+/// `sweep ARGS...` finds exactly one connection, with this exit code and verdict.
+fn sweep_one(lab: &Lab, args: &[&str], code: i32, verdict: &str) {
+    let mut full = vec!["sweep"];
+    full.extend_from_slice(args);
+    let r = kaprobe(lab, &full);
+    assert_eq!(r.code, code, "sweep exit\n{}", r.describe());
+    let rows = r.rows();
+    assert_eq!(rows.len(), 1, "one connection swept\n{}", r.describe());
+    assert_eq!(
+        rows[0]["verdict"],
+        verdict,
+        "sweep verdict\n{}",
+        r.describe()
+    );
+}
+
 // ------------------------------------------------------------------ 1. policy routing (SO_MARK)
 
 /// The client socket carries SO_MARK 0x42; `ip rule fwmark 0x42 table 100` routes it to B
@@ -173,23 +224,10 @@ fn policy(v6: bool, main: &str, blackhole: bool, server_port: u16, client_port: 
         mark: Some(MARK),
         ..Default::default()
     };
-    let (client, server) =
-        lab.connect_opts(v6, server_port, client_port, opts, SockOpts::default());
-    // The application's own path works.
-    assert_still_carries_data(&client, &server);
-    let (local, remote) = lab.ends(v6, server_port, client_port);
-    let flow = common::flow(local, remote);
-    if blackhole {
-        lab.fault(&["blackhole"]);
-    }
-    let r = probe(&lab, &["--intvl", "500ms", "--probes", "2"], &flow);
-    if blackhole {
-        let v = r.expect(1, "dead");
-        assert_dead_by_probe(&v, &r, 2, 500.0);
-    } else {
-        let v = r.expect(0, "alive");
+    let (client, server, local, remote) = connect_app(&lab, v6, opts, server_port, client_port);
+    let v = probe_alive_or_dead(&lab, &common::flow(local, remote), blackhole);
+    if !blackhole {
         common::assert_verdict_fields(&v, local, remote, "alive");
-        assert_alive_by_probe(&v, &r);
         assert_still_carries_data(&client, &server);
     }
 }
@@ -218,41 +256,16 @@ fn bound(lab: &Lab, v6: bool, device: &str, blackhole: bool, server_port: u16, c
         device: Some(device.to_string()),
         ..Default::default()
     };
-    let (client, server) =
-        lab.connect_opts(v6, server_port, client_port, opts, SockOpts::default());
-    assert_still_carries_data(&client, &server);
-    let (local, remote) = lab.ends(v6, server_port, client_port);
+    let (client, server, local, remote) = connect_app(lab, v6, opts, server_port, client_port);
     let flow = common::flow(local, remote);
-    if blackhole {
-        lab.fault(&["blackhole"]);
-    }
     let (code, verdict) = if blackhole { (1, "dead") } else { (0, "alive") };
 
-    let r = probe(lab, &["--intvl", "500ms", "--probes", "2"], &flow);
-    let v = r.expect(code, verdict);
+    let v = probe_alive_or_dead(lab, &flow, blackhole);
     common::assert_verdict_fields(&v, local, remote, verdict);
-    if blackhole {
-        assert_dead_by_probe(&v, &r, 2, 500.0);
-    } else {
-        assert_alive_by_probe(&v, &r);
-    }
 
     let remote_s = remote.to_string();
-    let r = kaprobe(
-        lab,
-        &[
-            "sweep", "--remote", &remote_s, "--intvl", "500ms", "--probes", "2",
-        ],
-    );
-    assert_eq!(r.code, code, "sweep exit\n{}", r.describe());
-    let rows = r.rows();
-    assert_eq!(rows.len(), 1, "one connection swept\n{}", r.describe());
-    assert_eq!(
-        rows[0]["verdict"],
-        verdict,
-        "sweep verdict\n{}",
-        r.describe()
-    );
+    let args = ["--remote", &remote_s, "--intvl", "500ms", "--probes", "2"];
+    sweep_one(lab, &args, code, verdict);
 
     let (state, log) = watch_first_state(
         lab,
@@ -301,35 +314,18 @@ fn link_local(blackhole: bool, server_port: u16, client_port: u16) {
     let server = common::accept_bounded(listener);
     assert_still_carries_data(&client, &server);
     let flow = format!("[fe80::1%eth0]:{client_port}-[fe80::2%eth0]:{server_port}");
-    if blackhole {
-        lab.fault(&["blackhole"]);
-    }
     let (code, verdict) = if blackhole { (1, "dead") } else { (0, "alive") };
-    let r = probe(&lab, &["--intvl", "500ms", "--probes", "2"], &flow);
-    let v = r.expect(code, verdict);
+    let v = probe_alive_or_dead(&lab, &flow, blackhole);
     for (key, host) in [("local", "fe80::1"), ("remote", "fe80::2")] {
         assert!(
             v[key].as_str().is_some_and(|s| s.contains(host)),
             "{key} names {host}: {v}"
         );
     }
-    if blackhole {
-        assert_dead_by_probe(&v, &r, 2, 500.0);
-    } else {
-        assert_alive_by_probe(&v, &r);
-    }
     // sweep finds it too (by port: the filter needs no scope).
     let port = server_port.to_string();
-    let r = kaprobe(
-        &lab,
-        &[
-            "sweep", "--port", &port, "--intvl", "500ms", "--probes", "2",
-        ],
-    );
-    assert_eq!(r.code, code, "sweep exit\n{}", r.describe());
-    let rows = r.rows();
-    assert_eq!(rows.len(), 1, "{}", r.describe());
-    assert_eq!(rows[0]["verdict"], verdict, "{}", r.describe());
+    let args = ["--port", &port, "--intvl", "500ms", "--probes", "2"];
+    sweep_one(&lab, &args, code, verdict);
     if !blackhole {
         assert_still_carries_data(&client, &server);
     }
@@ -359,10 +355,6 @@ fn dual_stack(blackhole: bool, server_port: u16, client_port: u16) {
     let mapped_local = format!("[::ffff:{}]:{server_port}", lab.a_addr(false));
     let mapped_remote = format!("[::ffff:{}]:{client_port}", lab.b_addr(false));
     let flow = format!("{mapped_local}-{mapped_remote}");
-    if blackhole {
-        lab.fault(&["blackhole"]);
-    }
-    let (code, verdict) = if blackhole { (1, "dead") } else { (0, "alive") };
     let canon = |v: &Value, key: &str| -> SocketAddr {
         let s: SocketAddr = v[key]
             .as_str()
@@ -372,22 +364,15 @@ fn dual_stack(blackhole: bool, server_port: u16, client_port: u16) {
     };
 
     // One argument, as a FLOW.
-    let r = probe(&lab, &["--intvl", "500ms", "--probes", "2"], &flow);
-    let v = r.expect(code, verdict);
+    let v = probe_alive_or_dead(&lab, &flow, blackhole);
     assert_eq!(canon(&v, "local"), a_end, "{v}");
     assert_eq!(canon(&v, "remote"), b_end, "{v}");
     if blackhole {
-        assert_dead_by_probe(&v, &r, 2, 500.0);
         return;
     }
-    assert_alive_by_probe(&v, &r);
 
     // Filters with a mapped address, in every subcommand that takes them.
-    let r = kaprobe(&lab, &["sweep", "--remote", &mapped_remote]);
-    assert_eq!(r.code, 0, "{}", r.describe());
-    let rows = r.rows();
-    assert_eq!(rows.len(), 1, "{}", r.describe());
-    assert_eq!(rows[0]["verdict"], "alive", "{}", r.describe());
+    sweep_one(&lab, &["--remote", &mapped_remote], 0, "alive");
     let r = kaprobe(&lab, &["list", "--remote", &mapped_remote]);
     assert_eq!(r.code, 0, "{}", r.describe());
     let listed = json_lines(&r.out);
@@ -953,9 +938,7 @@ fn carrier_loss(v6: bool, server_port: u16, client_port: u16) {
     assert_local_cause(&r, "link-down");
     // The cable is back: alive again.
     lab.fault(&["carrier", "on"]);
-    let r = probe(&lab, &["--intvl", "500ms", "--probes", "2"], &flow);
-    let v = r.expect(0, "alive");
-    assert_alive_by_probe(&v, &r);
+    probe_alive_or_dead(&lab, &flow, false);
     assert_still_carries_data(&client, &server);
 }
 
