@@ -120,14 +120,8 @@ impl Capture {
                     tv_sec: 0,
                     tv_usec: 100_000,
                 };
-                let rc = libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    &tv as *const libc::timeval as *const libc::c_void,
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                );
-                assert_eq!(rc, 0);
+                common::set_sockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+                    .unwrap_or_else(|e| panic!("SO_RCVTIMEO: {e}"));
                 owned
             }
         });
@@ -229,6 +223,16 @@ fn listed_at(lab: &Lab, local: SocketAddr, peer: SocketAddr) -> Value {
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .find(|r| r["flow"] == f.as_str())
         .unwrap_or_else(|| panic!("{f} not listed:\n{out}"))
+}
+
+/// `ip netns exec A setpriv ARGS --`: runs the program added next in A with other
+/// credentials.
+fn setpriv_in_a(lab: &Lab, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.ns('a'), "setpriv"])
+        .args(args)
+        .arg("--");
+    cmd
 }
 
 // ------------------------------------------------------------------ tests
@@ -413,23 +417,14 @@ fn enable_without_access_to_the_owner_says_so() {
     let lab = Lab::up_or_skip("direct", None);
     let (client, _server) = lab.connect(false, 9300, 41131);
     let flow = flow_of(&client);
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns('a'),
-            "setpriv",
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-        ])
-        .arg(env!("CARGO_BIN_EXE_kaprobe"))
-        .args(["enable", &flow])
-        .stdin(Stdio::null())
-        .output();
+    let out = setpriv_in_a(
+        &lab,
+        &["--reuid", "65534", "--regid", "65534", "--clear-groups"],
+    )
+    .arg(env!("CARGO_BIN_EXE_kaprobe"))
+    .args(["enable", &flow])
+    .stdin(Stdio::null())
+    .output();
     let Ok(out) = out else {
         eprintln!("SKIP part: setpriv not available");
         return;
@@ -461,16 +456,7 @@ fn enable_refused_by_ptrace_rules_exits_6() {
             hold.display()
         ));
     }
-    let mut owner = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns('a'),
-            "setpriv",
-            "--bounding-set",
-            "-sys_ptrace",
-            "--",
-        ])
+    let mut owner = setpriv_in_a(&lab, &["--bounding-set", "-sys_ptrace"])
         .arg(&hold)
         .args(["connect", "198.18.0.2", "198.51.100.2:9400", "1", "41141"])
         .stdin(Stdio::piped())
@@ -482,18 +468,7 @@ fn enable_refused_by_ptrace_rules_exits_6() {
     let (_accepted, _) = listener.accept().unwrap();
     let flow = "198.18.0.2:41141-198.51.100.2:9400";
     // Real uid nobody, effective root, no CAP_SYS_PTRACE.
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns('a'),
-            "setpriv",
-            "--ruid",
-            "65534",
-            "--bounding-set",
-            "-sys_ptrace",
-            "--",
-        ])
+    let out = setpriv_in_a(&lab, &["--ruid", "65534", "--bounding-set", "-sys_ptrace"])
         .arg(env!("CARGO_BIN_EXE_kaprobe"))
         .args(["enable", flow])
         .stdin(Stdio::null())

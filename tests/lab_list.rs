@@ -13,17 +13,7 @@ use serde_json::Value;
 /// SO_KEEPALIVE on with TCP_KEEPIDLE `idle_s`, through plain setsockopt.
 fn keepalive_on(s: &TcpStream, idle_s: libc::c_int) {
     let set = |level, name, value: libc::c_int| {
-        // SAFETY: an int option on a valid descriptor.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                level,
-                name,
-                &value as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+        common::set_sockopt(s, level, name, &value).unwrap_or_else(|e| panic!("setsockopt: {e}"));
     };
     set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
     set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle_s);

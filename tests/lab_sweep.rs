@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::{Lab, describe, in_netns, run_kaprobe};
@@ -16,16 +15,8 @@ fn vanish(stream: TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    common::set_sockopt(&stream, libc::SOL_SOCKET, libc::SO_LINGER, &linger)
+        .unwrap_or_else(|e| panic!("SO_LINGER: {e}"));
     drop(stream);
 }
 

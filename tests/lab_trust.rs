@@ -111,17 +111,8 @@ fn packet_socket() -> OwnedFd {
         tv_sec: 0,
         tv_usec: 200_000,
     };
-    // SAFETY: a timeval option of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    common::set_sockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+        .unwrap_or_else(|e| panic!("SO_RCVTIMEO: {e}"));
     fd
 }
 

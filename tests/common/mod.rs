@@ -336,18 +336,7 @@ pub fn connect_from(local: SocketAddr, remote: SocketAddr) -> std::io::Result<Tc
     // Owned from here on: closed on every error path.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
     let one: libc::c_int = 1;
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of_val(&one) as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    set_sockopt(&stream, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one)?;
     let (sa, len) = sockaddr_of(local);
     if unsafe { libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -513,13 +502,25 @@ fn set_md5_key(sock: &socket2::Socket, peer: IpAddr, key: &[u8]) -> std::io::Res
             (sa.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>()),
         );
     }
+    set_sockopt(sock, libc::IPPROTO_TCP, libc::TCP_MD5SIG, &sig)
+}
+
+/// setsockopt(2): the option `name` at `level` set to `value`, passed as its bytes (a C int,
+/// or a `#[repr(C)]` struct the kernel defines for the option).
+pub fn set_sockopt<T>(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    // SAFETY: `value` points to a live T and the length given is exactly its size.
     let rc = unsafe {
         libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_MD5SIG,
-            &sig as *const _ as *const libc::c_void,
-            std::mem::size_of::<TcpMd5Sig>() as libc::socklen_t,
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc != 0 {
