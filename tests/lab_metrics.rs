@@ -164,13 +164,22 @@ fn textfile_value(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
-fn sweep_textfile_counts_the_verdicts_and_passes_promtool() {
+/// The textfile tests' lab: three connections to B from port `base` on, the last one
+/// blackholed. None (the test is skipped) without a lab or promtool.
+fn textfile_lab(base: u16) -> Option<(Lab, Vec<(TcpStream, TcpStream)>)> {
     if !common::require_lab() || !prom::require_tool("promtool") {
-        return;
+        return None;
     }
     let lab = Lab::up("direct", None);
-    let _conns = connections(&lab, 9751, 3);
-    blackhole_port(&lab, 9753);
+    let conns = connections(&lab, base, 3);
+    blackhole_port(&lab, base + 2);
+    Some((lab, conns))
+}
+
+fn sweep_textfile_counts_the_verdicts_and_passes_promtool() {
+    let Some((lab, _conns)) = textfile_lab(9751) else {
+        return;
+    };
     let dir = ScratchDir::new("lab-textfile");
     let path = dir.0.join("kaprobe.prom");
     let path_s = path.to_str().unwrap();
@@ -266,12 +275,9 @@ fn sweep_textfile_counts_the_verdicts_and_passes_promtool() {
 }
 
 fn an_interrupted_sweep_writes_what_was_decided() {
-    if !common::require_lab() || !prom::require_tool("promtool") {
+    let Some((lab, _conns)) = textfile_lab(9761) else {
         return;
-    }
-    let lab = Lab::up("direct", None);
-    let _conns = connections(&lab, 9761, 3);
-    blackhole_port(&lab, 9763);
+    };
     let dir = ScratchDir::new("lab-textfile-int");
     let path = dir.0.join("kaprobe.prom");
     // The blackholed connection would take 5 x 2 s: SIGTERM comes first.

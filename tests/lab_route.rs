@@ -59,6 +59,18 @@ fn probe(lab: &Lab, f: &str, extra: &[&str]) -> (i32, serde_json::Value, String)
     (code, v, err)
 }
 
+/// `probe FLOW` and `sweep --port P` (the server's port) both find the connection alive.
+fn alive_by_probe_and_sweep(lab: &Lab, client: SocketAddr, server: SocketAddr) {
+    let (code, v, err) = probe(lab, &flow(client, server), &[]);
+    assert_eq!(code, 0, "{}", describe(code, &v.to_string(), &err));
+    assert_verdict_fields(&v, client, server, "alive");
+
+    let port = server.port().to_string();
+    let (code, out, err, _) = run_kaprobe(lab, &["sweep", "--port", &port]);
+    assert_eq!(code, 0, "{}", describe(code, &out, &err));
+    assert!(out.contains(r#""verdict":"alive""#), "{out}");
+}
+
 /// A's main table sends B's address into a blackhole; only packets marked 0x42 reach B,
 /// through table 100. The connection's socket has the mark: its probes must too.
 fn policy_routing(v6: bool) {
@@ -86,17 +98,10 @@ fn policy_routing(v6: bool) {
         ..Default::default()
     };
     let _c = connect(&lab, client, marked, server, SockOpts::default());
-    let f = flow(client, server);
-
-    let (code, v, err) = probe(&lab, &f, &[]);
-    assert_eq!(code, 0, "{}", describe(code, &v.to_string(), &err));
-    assert_verdict_fields(&v, client, server, "alive");
-
-    let (code, out, err, _) = run_kaprobe(&lab, &["sweep", "--port", "9101"]);
-    assert_eq!(code, 0, "{}", describe(code, &out, &err));
-    assert!(out.contains(r#""verdict":"alive""#), "{out}");
+    alive_by_probe_and_sweep(&lab, client, server);
 
     lab.fault(&["blackhole"]);
+    let f = flow(client, server);
     let (code, v, err) = probe(&lab, &f, &["--intvl", "500ms", "--probes", "2"]);
     assert_eq!(code, 1, "{}", describe(code, &v.to_string(), &err));
     assert_verdict_fields(&v, client, server, "dead");
@@ -114,15 +119,8 @@ fn bound_socket(v6: bool) {
         ..Default::default()
     };
     let _c = connect(&lab, client, bound, server, SockOpts::default());
-    let f = flow(client, server);
-    let (code, v, err) = probe(&lab, &f, &[]);
-    assert_eq!(code, 0, "{}", describe(code, &v.to_string(), &err));
-    assert_verdict_fields(&v, client, server, "alive");
-
     // The sweep's later lookups name the device, so it does not see the socket as closed.
-    let (code, out, err, _) = run_kaprobe(&lab, &["sweep", "--port", "9102"]);
-    assert_eq!(code, 0, "{}", describe(code, &out, &err));
-    assert!(out.contains(r#""verdict":"alive""#), "{out}");
+    alive_by_probe_and_sweep(&lab, client, server);
 }
 
 fn link_local(ns: &str) -> std::net::Ipv6Addr {

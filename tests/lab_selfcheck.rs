@@ -33,20 +33,25 @@ fn check_topologies(v6: bool) {
     }
 }
 
-fn restart_resets(v6: bool, kind: &str, port: u16) {
+/// A `kind` lab with a connection from A to B whose peer dies without a word (B frozen, the
+/// server socket closed) and comes back empty (`restart`); then the client in A writes one byte
+/// and reads for up to `wait`. What that read returned.
+fn write_after_restart(kind: &str, v6: bool, port: u16, wait: Duration) -> std::io::Result<usize> {
     let lab = Lab::up(kind, None);
     let (client, server) = lab.connect(v6, port, port + 30000);
     lab.fault(&["freeze"]);
     drop(server);
     lab.fault(&["restart"]);
-    // The established socket in A survived the restart...
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    // ...and the new peer answers its next segment with RST.
+    client.set_read_timeout(Some(wait)).unwrap();
     (&client).write_all(b"x").unwrap();
     let mut buf = [0u8; 1];
-    match (&client).read(&mut buf) {
+    (&client).read(&mut buf)
+}
+
+fn restart_resets(v6: bool, kind: &str, port: u16) {
+    // The established socket in A survived the restart, and the new peer answers its next
+    // segment with RST.
+    match write_after_restart(kind, v6, port, Duration::from_secs(5)) {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => panic!("expected ECONNRESET from the restarted peer, got {other:?}"),
     }
@@ -61,17 +66,7 @@ fn restart_behind_nat_is_silent() {
         return;
     }
     for (v6, port) in [(false, 9714), (true, 9715)] {
-        let lab = Lab::up("nat", None);
-        let (client, server) = lab.connect(v6, port, port + 30000);
-        lab.fault(&["freeze"]);
-        drop(server);
-        lab.fault(&["restart"]);
-        client
-            .set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
-        (&client).write_all(b"x").unwrap();
-        let mut buf = [0u8; 1];
-        match (&client).read(&mut buf) {
+        match write_after_restart("nat", v6, port, Duration::from_millis(1500)) {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             other => panic!("expected silence behind the NAT, got {other:?}"),
         }
