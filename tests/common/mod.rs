@@ -1184,17 +1184,16 @@ pub fn run_tests(tests: Vec<Test>) -> ! {
 /// `cases!`).
 #[macro_export]
 macro_rules! tests {
-    (@add $all:ident [$more:expr]) => {
-        $all.extend($more);
+    (@group [$more:expr]) => {
+        $more
     };
-    (@add $all:ident $name:ident) => {
-        $all.push(common::Test::new(stringify!($name), $name as fn()));
+    (@group $name:ident) => {
+        vec![common::Test::new(stringify!($name), $name as fn())]
     };
     ($($item:tt),* $(,)?) => {
         fn main() {
-            let mut all: Vec<common::Test> = Vec::new();
-            $($crate::tests!(@add all $item);)*
-            common::run_tests(all)
+            let groups: Vec<Vec<common::Test>> = vec![$($crate::tests!(@group $item)),*];
+            common::run_tests(groups.into_iter().flatten().collect())
         }
     };
 }
