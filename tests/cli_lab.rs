@@ -101,10 +101,7 @@ fn bash(lab: &Lab, script: &str) -> (i32, String, String, Duration) {
 }
 
 fn sigint_during_a_sweep_prints_decided_verdicts_then_the_rest_as_interrupted() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let _alive1 = lab.connect(false, 9901, 45901);
     let _alive2 = lab.connect(true, 9901, 45902);
     let _dead = lab.connect(false, 9903, 45903);
@@ -181,10 +178,7 @@ fn sigint_during_a_sweep_prints_decided_verdicts_then_the_rest_as_interrupted() 
 }
 
 fn sigint_or_sigterm_during_a_probe_prints_the_flow_as_interrupted() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let _c = lab.connect(false, 9911, 45911);
     kill_port(&lab, 9911);
     let (l, r) = lab.ends(false, 9911, 45911);
@@ -258,10 +252,7 @@ impl Drop for Server {
 }
 
 fn sigint_during_nat_timeout_prints_the_bracket_so_far() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("nat", Some(30));
+    let lab = Lab::up_or_skip("nat", Some(30));
     let _server = Server::start(&lab.ns('b'), vec!["198.51.100.2:9920".parse().unwrap()]);
     let run = spawn(
         &lab,
@@ -293,10 +284,7 @@ fn sigint_during_nat_timeout_prints_the_bracket_so_far() {
 }
 
 fn nat_timeout_resolves_host_names() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let _server = Server::start(
         &lab.ns('a'),
         vec![
@@ -332,10 +320,7 @@ fn nat_timeout_resolves_host_names() {
 }
 
 fn local_and_remote_as_two_arguments_work_everywhere() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (_c, _s) = lab.connect(false, 9930, 45930);
     let (l, r) = lab.ends(false, 9930, 45930);
     let (ls, rs) = (l.to_string(), r.to_string());
@@ -370,10 +355,7 @@ fn local_and_remote_as_two_arguments_work_everywhere() {
 }
 
 fn a_reversed_flow_gets_the_right_orientation() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (_c, _s) = lab.connect(false, 9931, 45931);
     let (l, r) = lab.ends(false, 9931, 45931);
     let (code, out, err, _) = run_kaprobe(&lab, &["probe", &format!("{r}-{l}")]);
@@ -396,10 +378,7 @@ fn a_reversed_flow_gets_the_right_orientation() {
 }
 
 fn a_connection_that_is_not_established_is_named_by_its_state() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let state_of = |server: u16, client: u16| {
         let (l, r) = lab.ends(false, server, client);
         let (code, out, err, _) = run_kaprobe(&lab, &["probe", &format!("{l}-{r}")]);
@@ -435,10 +414,7 @@ fn a_connection_that_is_not_established_is_named_by_its_state() {
 }
 
 fn closed_pipes_end_every_command_quietly() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (c, s) = lab.connect(false, 9940, 45940);
     let (l, r) = lab.ends(false, 9940, 45940);
     let flow = format!("{l}-{r}");
@@ -526,10 +502,7 @@ fn closed_pipes_end_every_command_quietly() {
 }
 
 fn sniff_count_1_reports_the_answer_too() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (c, s) = lab.connect(false, 9950, 45950);
     let (l, r) = lab.ends(false, 9950, 45950);
     let flow = format!("{l}-{r}");
@@ -551,10 +524,7 @@ fn sniff_count_1_reports_the_answer_too() {
 }
 
 fn durations_plurals_and_json_times_read_right() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (_c, _s) = lab.connect(false, 9960, 45960);
     let (l, r) = lab.ends(false, 9960, 45960);
     let flow = format!("{l}-{r}");

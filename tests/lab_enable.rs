@@ -120,14 +120,8 @@ impl Capture {
                     tv_sec: 0,
                     tv_usec: 100_000,
                 };
-                let rc = libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    &tv as *const libc::timeval as *const libc::c_void,
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                );
-                assert_eq!(rc, 0);
+                common::set_sockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+                    .unwrap_or_else(|e| panic!("SO_RCVTIMEO: {e}"));
                 owned
             }
         });
@@ -231,13 +225,20 @@ fn listed_at(lab: &Lab, local: SocketAddr, peer: SocketAddr) -> Value {
         .unwrap_or_else(|| panic!("{f} not listed:\n{out}"))
 }
 
+/// `ip netns exec A setpriv ARGS --`: runs the program added next in A with other
+/// credentials.
+fn setpriv_in_a(lab: &Lab, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.ns('a'), "setpriv"])
+        .args(args)
+        .arg("--");
+    cmd
+}
+
 // ------------------------------------------------------------------ tests
 
 fn enable_makes_the_kernel_probe_and_detect_a_dead_peer() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let cap = Capture::start(&lab);
     let (client, _server) = lab.connect(false, 9300, 41101);
     let (other, _other_server) = lab.connect(false, 9300, 41102);
@@ -330,10 +331,7 @@ fn enable_makes_the_kernel_probe_and_detect_a_dead_peer() {
 }
 
 fn enable_off_stops_the_timer_and_the_probes() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let cap = Capture::start(&lab);
     let (client, _server) = lab.connect(true, 9300, 41111);
     let flow = flow_of(&client);
@@ -392,10 +390,7 @@ fn enable_off_stops_the_timer_and_the_probes() {
 }
 
 fn enable_rejects_bad_values_and_missing_connections() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (client, _server) = lab.connect(false, 9300, 41121);
     let flow = flow_of(&client);
     for (args, needle) in [
@@ -419,29 +414,17 @@ fn enable_rejects_bad_values_and_missing_connections() {
 
 /// A user who cannot read this process's descriptors finds no owner: exit 7, one line.
 fn enable_without_access_to_the_owner_says_so() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (client, _server) = lab.connect(false, 9300, 41131);
     let flow = flow_of(&client);
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns('a'),
-            "setpriv",
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-        ])
-        .arg(env!("CARGO_BIN_EXE_kaprobe"))
-        .args(["enable", &flow])
-        .stdin(Stdio::null())
-        .output();
+    let out = setpriv_in_a(
+        &lab,
+        &["--reuid", "65534", "--regid", "65534", "--clear-groups"],
+    )
+    .arg(env!("CARGO_BIN_EXE_kaprobe"))
+    .args(["enable", &flow])
+    .stdin(Stdio::null())
+    .output();
     let Ok(out) = out else {
         eprintln!("SKIP part: setpriv not available");
         return;
@@ -458,10 +441,7 @@ fn enable_without_access_to_the_owner_says_so() {
 /// Reading the owner's descriptors is allowed but borrowing one is not (no CAP_SYS_PTRACE,
 /// real uid differs): exit 6, naming CAP_SYS_PTRACE.
 fn enable_refused_by_ptrace_rules_exits_6() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let listener: TcpListener = in_netns(&lab.ns('b'), || {
         TcpListener::bind("198.51.100.2:9400").unwrap()
     });
@@ -476,16 +456,7 @@ fn enable_refused_by_ptrace_rules_exits_6() {
             hold.display()
         ));
     }
-    let mut owner = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns('a'),
-            "setpriv",
-            "--bounding-set",
-            "-sys_ptrace",
-            "--",
-        ])
+    let mut owner = setpriv_in_a(&lab, &["--bounding-set", "-sys_ptrace"])
         .arg(&hold)
         .args(["connect", "198.18.0.2", "198.51.100.2:9400", "1", "41141"])
         .stdin(Stdio::piped())
@@ -497,18 +468,7 @@ fn enable_refused_by_ptrace_rules_exits_6() {
     let (_accepted, _) = listener.accept().unwrap();
     let flow = "198.18.0.2:41141-198.51.100.2:9400";
     // Real uid nobody, effective root, no CAP_SYS_PTRACE.
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns('a'),
-            "setpriv",
-            "--ruid",
-            "65534",
-            "--bounding-set",
-            "-sys_ptrace",
-            "--",
-        ])
+    let out = setpriv_in_a(&lab, &["--ruid", "65534", "--bounding-set", "-sys_ptrace"])
         .arg(env!("CARGO_BIN_EXE_kaprobe"))
         .args(["enable", flow])
         .stdin(Stdio::null())

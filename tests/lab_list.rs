@@ -13,17 +13,7 @@ use serde_json::Value;
 /// SO_KEEPALIVE on with TCP_KEEPIDLE `idle_s`, through plain setsockopt.
 fn keepalive_on(s: &TcpStream, idle_s: libc::c_int) {
     let set = |level, name, value: libc::c_int| {
-        // SAFETY: an int option on a valid descriptor.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                level,
-                name,
-                &value as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+        common::set_sockopt(s, level, name, &value).unwrap_or_else(|e| panic!("setsockopt: {e}"));
     };
     set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
     set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle_s);
@@ -56,10 +46,7 @@ fn flows(rows: &[Value]) -> Vec<String> {
 }
 
 fn list_shows_owner_idle_and_keepalive_timer() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (plain, _s1) = lab.connect(false, 9100, 41001);
     let (kept, _s2) = lab.connect(false, 9200, 41002);
     keepalive_on(&kept, 600);
@@ -102,10 +89,7 @@ fn list_shows_owner_idle_and_keepalive_timer() {
 }
 
 fn list_filters_and_empty_match() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (c1, _s1) = lab.connect(false, 9100, 41011);
     let (c2, _s2) = lab.connect(false, 9200, 41012);
     let (c6, _s6) = lab.connect(true, 9100, 41013);
@@ -139,10 +123,7 @@ fn list_filters_and_empty_match() {
 }
 
 fn list_prints_an_aligned_table() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (plain, _s1) = lab.connect(false, 9100, 41021);
     let (kept, _s2) = lab.connect(true, 9100, 41022);
     keepalive_on(&kept, 600);

@@ -164,13 +164,22 @@ fn textfile_value(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
-fn sweep_textfile_counts_the_verdicts_and_passes_promtool() {
+/// The textfile tests' lab: three connections to B from port `base` on, the last one
+/// blackholed. None (the test is skipped) without a lab or promtool.
+fn textfile_lab(base: u16) -> Option<(Lab, Vec<(TcpStream, TcpStream)>)> {
     if !common::require_lab() || !prom::require_tool("promtool") {
-        return;
+        return None;
     }
     let lab = Lab::up("direct", None);
-    let _conns = connections(&lab, 9751, 3);
-    blackhole_port(&lab, 9753);
+    let conns = connections(&lab, base, 3);
+    blackhole_port(&lab, base + 2);
+    Some((lab, conns))
+}
+
+fn sweep_textfile_counts_the_verdicts_and_passes_promtool() {
+    let Some((lab, _conns)) = textfile_lab(9751) else {
+        return;
+    };
     let dir = ScratchDir::new("lab-textfile");
     let path = dir.0.join("kaprobe.prom");
     let path_s = path.to_str().unwrap();
@@ -266,12 +275,9 @@ fn sweep_textfile_counts_the_verdicts_and_passes_promtool() {
 }
 
 fn an_interrupted_sweep_writes_what_was_decided() {
-    if !common::require_lab() || !prom::require_tool("promtool") {
+    let Some((lab, _conns)) = textfile_lab(9761) else {
         return;
-    }
-    let lab = Lab::up("direct", None);
-    let _conns = connections(&lab, 9761, 3);
-    blackhole_port(&lab, 9763);
+    };
     let dir = ScratchDir::new("lab-textfile-int");
     let path = dir.0.join("kaprobe.prom");
     // The blackholed connection would take 5 x 2 s: SIGTERM comes first.
@@ -385,10 +391,7 @@ impl Drop for Running {
 }
 
 fn watch_tells_systemd_ready_watchdog_and_stopping() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let _conns = connections(&lab, 9771, 1);
     let dir = ScratchDir::new("lab-notify");
     let path = dir.0.join("notify.sock");
@@ -455,10 +458,7 @@ fn watch_tells_systemd_ready_watchdog_and_stopping() {
 }
 
 fn on_the_journal_lines_carry_a_priority_and_no_timestamp() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let _conns = connections(&lab, 9781, 1);
     let flow = "198.18.0.2:44781-198.51.100.2:9781";
     let args = ["-v", "--time", "1s", "--intvl", "500ms", flow];

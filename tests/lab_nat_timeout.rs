@@ -59,10 +59,7 @@ fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, Duration) {
 }
 
 fn nat_timeout_brackets_the_conntrack_timeout() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("nat", Some(5));
+    let lab = Lab::up_or_skip("nat", Some(5));
     let _server = serve(&lab, "198.51.100.2:9700");
     let (v, took) = run(&lab, &["198.51.100.2:9700"]);
     let lower = v["lower_ms"].as_u64().unwrap();
@@ -87,10 +84,7 @@ fn nat_timeout_brackets_the_conntrack_timeout() {
 }
 
 fn nat_timeout_without_a_nat_finds_none() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("routed", None);
+    let lab = Lab::up_or_skip("routed", None);
     let _server = serve(&lab, "198.51.100.2:9701");
     let (v, took) = run(&lab, &["--max", "6s", "198.51.100.2:9701"]);
     assert!(v["upper_ms"].is_null(), "no NAT, no timeout: {v}");

@@ -9,10 +9,7 @@ use std::time::Duration;
 use common::{Lab, describe, run_kaprobe, verdict_json};
 
 fn peer_source_works_without_a_stateful_firewall_and_warns() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     for v6 in [false, true] {
         let port = if v6 { 9801 } else { 9800 };
         let (c, s) = lab.connect(v6, port, port + 40000);
@@ -29,13 +26,10 @@ fn peer_source_works_without_a_stateful_firewall_and_warns() {
 }
 
 fn canonical_probe_passes_the_strict_nat_where_peer_source_may_not() {
-    if !common::require_lab() {
-        return;
-    }
     // `ct state invalid drop` drops many out-of-window elicit probes (measured here: 4 of 6
     // connections read as dead, their random numbers decide), so --seq-source peer cannot be
     // asserted either way; the canonical probe must pass on every connection.
-    let lab = Lab::up("nat", Some(60));
+    let lab = Lab::up_or_skip("nat", Some(60));
     let mut keep = Vec::new();
     for i in 0..4u16 {
         keep.push(lab.connect(false, 9802, 49810 + i));
@@ -46,31 +40,28 @@ fn canonical_probe_passes_the_strict_nat_where_peer_source_may_not() {
 }
 
 fn sniff_source_learns_from_traffic() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (c, s) = lab.connect(false, 9803, 49803);
     let (l, r) = lab.ends(false, 9803, 49803);
     let flow = common::flow(l, r);
+    let sniff = |intvl: &str, probes: &str| {
+        let args = [
+            "probe",
+            "--seq-source",
+            "sniff",
+            "--intvl",
+            intvl,
+            "--probes",
+            probes,
+        ];
+        run_kaprobe(&lab, &[&args[..], &[flow.as_str()]].concat())
+    };
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(400));
         (&c).write_all(b"wake").unwrap();
         c
     });
-    let (code, out, err, _) = run_kaprobe(
-        &lab,
-        &[
-            "probe",
-            "--seq-source",
-            "sniff",
-            "--intvl",
-            "1s",
-            "--probes",
-            "3",
-            &flow,
-        ],
-    );
+    let (code, out, err, _) = sniff("1s", "3");
     let c = writer.join().unwrap();
     assert_eq!(code, 0, "{}", describe(code, &out, &err));
     assert_eq!(verdict_json(&out)["verdict"], "alive");
@@ -80,28 +71,13 @@ fn sniff_source_learns_from_traffic() {
     common::assert_still_carries_data(&c, &s);
 
     // With nothing on the wire it gives up after probes x intvl, exit 7.
-    let (code, out, err, _) = run_kaprobe(
-        &lab,
-        &[
-            "probe",
-            "--seq-source",
-            "sniff",
-            "--intvl",
-            "300ms",
-            "--probes",
-            "2",
-            &flow,
-        ],
-    );
+    let (code, out, err, _) = sniff("300ms", "2");
     assert_eq!(code, 7, "{}", describe(code, &out, &err));
     assert!(err.contains("no segment"), "{err}");
 }
 
 fn garbage_octet_probe_is_answered_and_harmless() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("nat", Some(60));
+    let lab = Lab::up_or_skip("nat", Some(60));
     for v6 in [false, true] {
         let port = if v6 { 9805 } else { 9804 };
         let (c, s) = lab.connect(v6, port, port + 40000);
@@ -116,10 +92,7 @@ fn garbage_octet_probe_is_answered_and_harmless() {
 }
 
 fn bare_remote_needs_exactly_one_match() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (_c1, _s1) = lab.connect(false, 9806, 49806);
     let remote = "198.51.100.2:9806";
     let (code, out, err, _) = run_kaprobe(&lab, &["probe", remote]);
@@ -141,10 +114,7 @@ fn bare_remote_needs_exactly_one_match() {
 }
 
 fn verbose_json_has_learned_and_probe_events() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (_c, _s) = lab.connect(true, 9807, 49807);
     let (l, r) = lab.ends(true, 9807, 49807);
     let (code, out, err, _) = run_kaprobe(&lab, &["-v", "probe", &common::flow(l, r)]);
@@ -168,10 +138,7 @@ fn verbose_json_has_learned_and_probe_events() {
 }
 
 fn a_connection_closed_mid_probe_exits_5() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (c, _s) = lab.connect(false, 9808, 49808);
     let (l, r) = lab.ends(false, 9808, 49808);
     lab.fault(&["blackhole"]);

@@ -162,8 +162,55 @@ fn filter_addr(ip: std::net::IpAddr) -> String {
     }
 }
 
-fn require() -> bool {
-    common::require_lab()
+/// A connection from A to B whose client socket has `opts`, checked to carry data: the client
+/// and server sockets, and the local and remote ends as kaprobe names them.
+fn connect_app(
+    lab: &Lab,
+    v6: bool,
+    opts: SockOpts,
+    server_port: u16,
+    client_port: u16,
+) -> (TcpStream, TcpStream, SocketAddr, SocketAddr) {
+    let (client, server) =
+        lab.connect_opts(v6, server_port, client_port, opts, SockOpts::default());
+    // The application's own path works.
+    assert_still_carries_data(&client, &server);
+    let (local, remote) = lab.ends(v6, server_port, client_port);
+    (client, server, local, remote)
+}
+
+/// `probe --intvl 500ms --probes 2 FLOW` with B alive, or blackholed first: alive by probe, or
+/// dead after both probes. The verdict object.
+fn probe_alive_or_dead(lab: &Lab, flow: &str, blackhole: bool) -> Value {
+    if blackhole {
+        lab.fault(&["blackhole"]);
+    }
+    let r = probe(lab, &["--intvl", "500ms", "--probes", "2"], flow);
+    if blackhole {
+        let v = r.expect(1, "dead");
+        assert_dead_by_probe(&v, &r, 2, 500.0);
+        v
+    } else {
+        let v = r.expect(0, "alive");
+        assert_alive_by_probe(&v, &r);
+        v
+    }
+}
+
+/// `sweep ARGS...` finds exactly one connection, with this exit code and verdict.
+fn sweep_one(lab: &Lab, args: &[&str], code: i32, verdict: &str) {
+    let mut full = vec!["sweep"];
+    full.extend_from_slice(args);
+    let r = kaprobe(lab, &full);
+    assert_eq!(r.code, code, "sweep exit\n{}", r.describe());
+    let rows = r.rows();
+    assert_eq!(rows.len(), 1, "one connection swept\n{}", r.describe());
+    assert_eq!(
+        rows[0]["verdict"],
+        verdict,
+        "sweep verdict\n{}",
+        r.describe()
+    );
 }
 
 // ------------------------------------------------------------------ 1. policy routing (SO_MARK)
@@ -177,75 +224,11 @@ fn policy(v6: bool, main: &str, blackhole: bool, server_port: u16, client_port: 
         mark: Some(MARK),
         ..Default::default()
     };
-    let (client, server) =
-        lab.connect_opts(v6, server_port, client_port, opts, SockOpts::default());
-    // The application's own path works.
-    assert_still_carries_data(&client, &server);
-    let (local, remote) = lab.ends(v6, server_port, client_port);
-    let flow = common::flow(local, remote);
-    if blackhole {
-        lab.fault(&["blackhole"]);
-    }
-    let r = probe(&lab, &["--intvl", "500ms", "--probes", "2"], &flow);
-    if blackhole {
-        let v = r.expect(1, "dead");
-        assert_dead_by_probe(&v, &r, 2, 500.0);
-    } else {
-        let v = r.expect(0, "alive");
+    let (client, server, local, remote) = connect_app(&lab, v6, opts, server_port, client_port);
+    let v = probe_alive_or_dead(&lab, &common::flow(local, remote), blackhole);
+    if !blackhole {
         common::assert_verdict_fields(&v, local, remote, "alive");
-        assert_alive_by_probe(&v, &r);
         assert_still_carries_data(&client, &server);
-    }
-}
-
-fn policy_main_elsewhere_alive_v4() {
-    if require() {
-        policy(false, "elsewhere", false, 9001, 40001);
-    }
-}
-fn policy_main_elsewhere_alive_v6() {
-    if require() {
-        policy(true, "elsewhere", false, 9002, 40002);
-    }
-}
-fn policy_main_elsewhere_blackholed_v4() {
-    if require() {
-        policy(false, "elsewhere", true, 9003, 40003);
-    }
-}
-fn policy_main_elsewhere_blackholed_v6() {
-    if require() {
-        policy(true, "elsewhere", true, 9004, 40004);
-    }
-}
-fn policy_main_none_alive_v4() {
-    if require() {
-        policy(false, "none", false, 9005, 40005);
-    }
-}
-fn policy_main_none_alive_v6() {
-    if require() {
-        policy(true, "none", false, 9006, 40006);
-    }
-}
-fn policy_main_none_blackholed_v4() {
-    if require() {
-        policy(false, "none", true, 9007, 40007);
-    }
-}
-fn policy_main_prohibit_alive_v4() {
-    if require() {
-        policy(false, "prohibit", false, 9008, 40008);
-    }
-}
-fn policy_main_prohibit_alive_v6() {
-    if require() {
-        policy(true, "prohibit", false, 9009, 40009);
-    }
-}
-fn policy_main_prohibit_blackholed_v6() {
-    if require() {
-        policy(true, "prohibit", true, 9010, 40010);
     }
 }
 
@@ -273,41 +256,16 @@ fn bound(lab: &Lab, v6: bool, device: &str, blackhole: bool, server_port: u16, c
         device: Some(device.to_string()),
         ..Default::default()
     };
-    let (client, server) =
-        lab.connect_opts(v6, server_port, client_port, opts, SockOpts::default());
-    assert_still_carries_data(&client, &server);
-    let (local, remote) = lab.ends(v6, server_port, client_port);
+    let (client, server, local, remote) = connect_app(lab, v6, opts, server_port, client_port);
     let flow = common::flow(local, remote);
-    if blackhole {
-        lab.fault(&["blackhole"]);
-    }
     let (code, verdict) = if blackhole { (1, "dead") } else { (0, "alive") };
 
-    let r = probe(lab, &["--intvl", "500ms", "--probes", "2"], &flow);
-    let v = r.expect(code, verdict);
+    let v = probe_alive_or_dead(lab, &flow, blackhole);
     common::assert_verdict_fields(&v, local, remote, verdict);
-    if blackhole {
-        assert_dead_by_probe(&v, &r, 2, 500.0);
-    } else {
-        assert_alive_by_probe(&v, &r);
-    }
 
     let remote_s = remote.to_string();
-    let r = kaprobe(
-        lab,
-        &[
-            "sweep", "--remote", &remote_s, "--intvl", "500ms", "--probes", "2",
-        ],
-    );
-    assert_eq!(r.code, code, "sweep exit\n{}", r.describe());
-    let rows = r.rows();
-    assert_eq!(rows.len(), 1, "one connection swept\n{}", r.describe());
-    assert_eq!(
-        rows[0]["verdict"],
-        verdict,
-        "sweep verdict\n{}",
-        r.describe()
-    );
+    let args = ["--remote", &remote_s, "--intvl", "500ms", "--probes", "2"];
+    sweep_one(lab, &args, code, verdict);
 
     let (state, log) = watch_first_state(
         lab,
@@ -321,27 +279,6 @@ fn bound(lab: &Lab, v6: bool, device: &str, blackhole: bool, server_port: u16, c
     }
 }
 
-fn bound_device_alive_v4() {
-    if require() {
-        bound(&Lab::up("direct", None), false, "eth0", false, 9011, 40011);
-    }
-}
-fn bound_device_alive_v6() {
-    if require() {
-        bound(&Lab::up("direct", None), true, "eth0", false, 9012, 40012);
-    }
-}
-fn bound_device_blackholed_v4() {
-    if require() {
-        bound(&Lab::up("direct", None), false, "eth0", true, 9013, 40013);
-    }
-}
-fn bound_device_blackholed_v6() {
-    if require() {
-        bound(&Lab::up("direct", None), true, "eth0", true, 9014, 40014);
-    }
-}
-
 /// A VRF member: the socket is bound to the VRF device. Skipped (with the reason printed)
 /// where the kernel has no VRF support.
 fn vrf_member(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
@@ -352,22 +289,6 @@ fn vrf_member(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
         return;
     }
     bound(&lab, v6, "vrf-x", blackhole, server_port, client_port);
-}
-
-fn vrf_member_alive_v4() {
-    if require() {
-        vrf_member(false, false, 9015, 40015);
-    }
-}
-fn vrf_member_alive_v6() {
-    if require() {
-        vrf_member(true, false, 9016, 40016);
-    }
-}
-fn vrf_member_blackholed_v4() {
-    if require() {
-        vrf_member(false, true, 9017, 40017);
-    }
 }
 
 /// A link-local IPv6 connection, written `[fe80::1%eth0]:P-[fe80::2%eth0]:P`.
@@ -393,48 +314,20 @@ fn link_local(blackhole: bool, server_port: u16, client_port: u16) {
     let server = common::accept_bounded(listener);
     assert_still_carries_data(&client, &server);
     let flow = format!("[fe80::1%eth0]:{client_port}-[fe80::2%eth0]:{server_port}");
-    if blackhole {
-        lab.fault(&["blackhole"]);
-    }
     let (code, verdict) = if blackhole { (1, "dead") } else { (0, "alive") };
-    let r = probe(&lab, &["--intvl", "500ms", "--probes", "2"], &flow);
-    let v = r.expect(code, verdict);
+    let v = probe_alive_or_dead(&lab, &flow, blackhole);
     for (key, host) in [("local", "fe80::1"), ("remote", "fe80::2")] {
         assert!(
             v[key].as_str().is_some_and(|s| s.contains(host)),
             "{key} names {host}: {v}"
         );
     }
-    if blackhole {
-        assert_dead_by_probe(&v, &r, 2, 500.0);
-    } else {
-        assert_alive_by_probe(&v, &r);
-    }
     // sweep finds it too (by port: the filter needs no scope).
     let port = server_port.to_string();
-    let r = kaprobe(
-        &lab,
-        &[
-            "sweep", "--port", &port, "--intvl", "500ms", "--probes", "2",
-        ],
-    );
-    assert_eq!(r.code, code, "sweep exit\n{}", r.describe());
-    let rows = r.rows();
-    assert_eq!(rows.len(), 1, "{}", r.describe());
-    assert_eq!(rows[0]["verdict"], verdict, "{}", r.describe());
+    let args = ["--port", &port, "--intvl", "500ms", "--probes", "2"];
+    sweep_one(&lab, &args, code, verdict);
     if !blackhole {
         assert_still_carries_data(&client, &server);
-    }
-}
-
-fn link_local_alive_v6() {
-    if require() {
-        link_local(false, 9018, 40018);
-    }
-}
-fn link_local_blackholed_v6() {
-    if require() {
-        link_local(true, 9019, 40019);
     }
 }
 
@@ -462,10 +355,6 @@ fn dual_stack(blackhole: bool, server_port: u16, client_port: u16) {
     let mapped_local = format!("[::ffff:{}]:{server_port}", lab.a_addr(false));
     let mapped_remote = format!("[::ffff:{}]:{client_port}", lab.b_addr(false));
     let flow = format!("{mapped_local}-{mapped_remote}");
-    if blackhole {
-        lab.fault(&["blackhole"]);
-    }
-    let (code, verdict) = if blackhole { (1, "dead") } else { (0, "alive") };
     let canon = |v: &Value, key: &str| -> SocketAddr {
         let s: SocketAddr = v[key]
             .as_str()
@@ -475,22 +364,15 @@ fn dual_stack(blackhole: bool, server_port: u16, client_port: u16) {
     };
 
     // One argument, as a FLOW.
-    let r = probe(&lab, &["--intvl", "500ms", "--probes", "2"], &flow);
-    let v = r.expect(code, verdict);
+    let v = probe_alive_or_dead(&lab, &flow, blackhole);
     assert_eq!(canon(&v, "local"), a_end, "{v}");
     assert_eq!(canon(&v, "remote"), b_end, "{v}");
     if blackhole {
-        assert_dead_by_probe(&v, &r, 2, 500.0);
         return;
     }
-    assert_alive_by_probe(&v, &r);
 
     // Filters with a mapped address, in every subcommand that takes them.
-    let r = kaprobe(&lab, &["sweep", "--remote", &mapped_remote]);
-    assert_eq!(r.code, 0, "{}", r.describe());
-    let rows = r.rows();
-    assert_eq!(rows.len(), 1, "{}", r.describe());
-    assert_eq!(rows[0]["verdict"], "alive", "{}", r.describe());
+    sweep_one(&lab, &["--remote", &mapped_remote], 0, "alive");
     let r = kaprobe(&lab, &["list", "--remote", &mapped_remote]);
     assert_eq!(r.code, 0, "{}", r.describe());
     let listed = json_lines(&r.out);
@@ -506,17 +388,6 @@ fn dual_stack(blackhole: bool, server_port: u16, client_port: u16) {
     let state = state.unwrap_or_else(|| panic!("no state line from watch\n{log}"));
     assert_eq!(state["state"], "alive", "{log}");
     assert_still_carries_data(&client, &server);
-}
-
-fn dual_stack_mapped_flow_alive() {
-    if require() {
-        dual_stack(false, 9020, 40020);
-    }
-}
-fn dual_stack_mapped_flow_blackholed() {
-    if require() {
-        dual_stack(true, 9021, 40021);
-    }
 }
 
 // ------------------------------------------------------------------ 4. busy connections
@@ -596,27 +467,6 @@ fn zero_window(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
     }
 }
 
-fn zero_window_alive_v4() {
-    if require() {
-        zero_window(false, false, 9022, 40022);
-    }
-}
-fn zero_window_alive_v6() {
-    if require() {
-        zero_window(true, false, 9023, 40023);
-    }
-}
-fn zero_window_blackholed_v4() {
-    if require() {
-        zero_window(false, true, 9024, 40024);
-    }
-}
-fn zero_window_blackholed_v6() {
-    if require() {
-        zero_window(true, true, 9025, 40025);
-    }
-}
-
 /// A sweep over a zero-window connection and two idle ones finishes and prints all three.
 fn sweep_with_zero_window(v6: bool, base: u16) {
     let lab = Lab::up("direct", None);
@@ -652,17 +502,6 @@ fn sweep_with_zero_window(v6: bool, base: u16) {
         let row = row_for(&rows, port);
         assert_eq!(row["verdict"], "alive", "{}", r.describe());
         assert_eq!(row["evidence"], "probe", "{}", r.describe());
-    }
-}
-
-fn sweep_with_zero_window_v4() {
-    if require() {
-        sweep_with_zero_window(false, 9026);
-    }
-}
-fn sweep_with_zero_window_v6() {
-    if require() {
-        sweep_with_zero_window(true, 9030);
     }
 }
 
@@ -766,27 +605,6 @@ fn bulk(v6: bool, vanish: bool, server_port: u16, client_port: u16) {
     }
 }
 
-fn bulk_in_flight_alive_v4() {
-    if require() {
-        bulk(false, false, 9034, 40034);
-    }
-}
-fn bulk_in_flight_alive_v6() {
-    if require() {
-        bulk(true, false, 9035, 40035);
-    }
-}
-fn bulk_in_flight_peer_vanishes_v4() {
-    if require() {
-        bulk(false, true, 9036, 40036);
-    }
-}
-fn bulk_in_flight_peer_vanishes_v6() {
-    if require() {
-        bulk(true, true, 9037, 40037);
-    }
-}
-
 // ------------------------------------------------------------------ 5. --intvl below the round trip
 
 fn intvl_zero(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
@@ -819,27 +637,6 @@ fn intvl_zero(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
         let v = r.expect(0, "alive");
         assert_alive_by_probe(&v, &r);
         assert_still_carries_data(&client, &server);
-    }
-}
-
-fn intvl_zero_alive_v4() {
-    if require() {
-        intvl_zero(false, false, 9038, 40038);
-    }
-}
-fn intvl_zero_alive_v6() {
-    if require() {
-        intvl_zero(true, false, 9039, 40039);
-    }
-}
-fn intvl_zero_blackholed_v4() {
-    if require() {
-        intvl_zero(false, true, 9040, 40040);
-    }
-}
-fn intvl_zero_blackholed_v6() {
-    if require() {
-        intvl_zero(true, true, 9041, 40041);
     }
 }
 
@@ -881,17 +678,6 @@ fn watch_intvl_zero_kill(v6: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-fn watch_intvl_zero_kill_spares_healthy_v4() {
-    if require() {
-        watch_intvl_zero_kill(false, 9042, 40042);
-    }
-}
-fn watch_intvl_zero_kill_spares_healthy_v6() {
-    if require() {
-        watch_intvl_zero_kill(true, 9043, 40043);
-    }
-}
-
 // ------------------------------------------------------------------ 6. sends the local host refuses
 
 /// `how` is a lab.sh `refuse` fault; `owner` makes the client socket another uid's (the
@@ -925,87 +711,6 @@ fn refused(v6: bool, how: &[&str], owner: bool, cause: &str, server_port: u16, c
         1000.0 + rto_ms(&client) + SLACK_MS
     };
     assert!(elapsed_ms(&v) <= bound, "bounded\n{}", r.describe());
-}
-
-fn refused_prohibit_route_v4() {
-    if require() {
-        refused(false, &["prohibit"], false, "prohibited", 9044, 40044);
-    }
-}
-fn refused_prohibit_route_v6() {
-    if require() {
-        refused(true, &["prohibit"], false, "prohibited", 9045, 40045);
-    }
-}
-fn refused_unreachable_route_v4() {
-    if require() {
-        refused(false, &["unreachable"], false, "no-route", 9046, 40046);
-    }
-}
-fn refused_unreachable_route_v6() {
-    if require() {
-        refused(true, &["unreachable"], false, "no-route", 9047, 40047);
-    }
-}
-fn refused_no_route_v4() {
-    if require() {
-        refused(false, &["noroute"], false, "no-route", 9048, 40048);
-    }
-}
-fn refused_no_route_v6() {
-    if require() {
-        refused(true, &["noroute"], false, "no-route", 9049, 40049);
-    }
-}
-fn refused_firewall_all_v4() {
-    if require() {
-        refused(
-            false,
-            &["firewall", "any"],
-            false,
-            "local-firewall",
-            9050,
-            40050,
-        );
-    }
-}
-fn refused_firewall_all_v6() {
-    if require() {
-        refused(
-            true,
-            &["firewall", "any"],
-            false,
-            "local-firewall",
-            9051,
-            40051,
-        );
-    }
-}
-fn refused_firewall_probe_only_v4() {
-    if require() {
-        let uid = APP_UID.to_string();
-        refused(
-            false,
-            &["firewall", "any", &uid],
-            true,
-            "local-firewall",
-            9052,
-            40052,
-        );
-    }
-}
-fn refused_firewall_probe_only_v6() {
-    if require() {
-        let uid = APP_UID.to_string();
-        refused(
-            true,
-            &["firewall", "any", &uid],
-            true,
-            "local-firewall",
-            9053,
-            40053,
-        );
-    }
 }
 
 /// One healthy connection, one whose probes alone the firewall refuses, one whose every
@@ -1050,17 +755,6 @@ fn sweep_with_refusals(v6: bool, base: u16) {
         let row = row_for(&rows, port);
         assert_eq!(row["verdict"], "unreachable", "{}", r.describe());
         assert_eq!(row["cause"], "local-firewall", "{}", r.describe());
-    }
-}
-
-fn sweep_with_refusals_v4() {
-    if require() {
-        sweep_with_refusals(false, 9054);
-    }
-}
-fn sweep_with_refusals_v6() {
-    if require() {
-        sweep_with_refusals(true, 9058);
     }
 }
 
@@ -1128,22 +822,6 @@ fn md5_probe(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
     }
 }
 
-fn md5_probe_refused_v4() {
-    if require() {
-        md5_probe(false, false, 9062, 40062);
-    }
-}
-fn md5_probe_refused_v6() {
-    if require() {
-        md5_probe(true, false, 9063, 40063);
-    }
-}
-fn md5_probe_refused_blackholed_v4() {
-    if require() {
-        md5_probe(false, true, 9064, 40064);
-    }
-}
-
 /// A sweep over a signed and a plain connection: the signed one is shown as `signed`, the
 /// plain one probed.
 fn md5_sweep(v6: bool, base: u16) {
@@ -1179,24 +857,10 @@ fn md5_sweep(v6: bool, base: u16) {
     );
 }
 
-fn md5_sweep_shows_signed_v4() {
-    if require() {
-        md5_sweep(false, 9065);
-    }
-}
-fn md5_sweep_shows_signed_v6() {
-    if require() {
-        md5_sweep(true, 9067);
-    }
-}
-
 /// watch over a signed and a plain connection: one warning for the signed one, never retried;
 /// the plain one is watched.
 fn md5_watch_skips_with_one_warning_v4() {
-    if !require() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let base = 9069;
     let (signed_c, _signed_s) = md5_connect(&lab, false, base, 41069);
     let _plain = lab.connect(false, base + 1, 41070);
@@ -1234,10 +898,7 @@ fn md5_watch_skips_with_one_warning_v4() {
 
 /// watch on one signed FLOW: refused with one line naming MD5, not retried forever.
 fn md5_watch_single_flow_not_retried_v4() {
-    if !require() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (client, _server) = md5_connect(&lab, false, 9076, 40076);
     let flow = common::flow(
         client.local_addr().unwrap(),
@@ -1277,21 +938,8 @@ fn carrier_loss(v6: bool, server_port: u16, client_port: u16) {
     assert_local_cause(&r, "link-down");
     // The cable is back: alive again.
     lab.fault(&["carrier", "on"]);
-    let r = probe(&lab, &["--intvl", "500ms", "--probes", "2"], &flow);
-    let v = r.expect(0, "alive");
-    assert_alive_by_probe(&v, &r);
+    probe_alive_or_dead(&lab, &flow, false);
     assert_still_carries_data(&client, &server);
-}
-
-fn carrier_loss_v4() {
-    if require() {
-        carrier_loss(false, 9071, 40071);
-    }
-}
-fn carrier_loss_v6() {
-    if require() {
-        carrier_loss(true, 9072, 40072);
-    }
 }
 
 // ------------------------------------------------------------------ 9. a borrowed answer
@@ -1348,82 +996,92 @@ fn borrowed(v6: bool, blackhole: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-fn borrowed_answer_alive_v4() {
-    if require() {
-        borrowed(false, false, 9073, 40073);
-    }
-}
-fn borrowed_answer_alive_v6() {
-    if require() {
-        borrowed(true, false, 9074, 40074);
-    }
-}
-fn borrowed_answer_blackholed_v4() {
-    if require() {
-        borrowed(false, true, 9075, 40075);
-    }
-}
-
 crate::tests!(
-    policy_main_elsewhere_alive_v4,
-    policy_main_elsewhere_alive_v6,
-    policy_main_elsewhere_blackholed_v4,
-    policy_main_elsewhere_blackholed_v6,
-    policy_main_none_alive_v4,
-    policy_main_none_alive_v6,
-    policy_main_none_blackholed_v4,
-    policy_main_prohibit_alive_v4,
-    policy_main_prohibit_alive_v6,
-    policy_main_prohibit_blackholed_v6,
-    bound_device_alive_v4,
-    bound_device_alive_v6,
-    bound_device_blackholed_v4,
-    bound_device_blackholed_v6,
-    vrf_member_alive_v4,
-    vrf_member_alive_v6,
-    vrf_member_blackholed_v4,
-    link_local_alive_v6,
-    link_local_blackholed_v6,
-    dual_stack_mapped_flow_alive,
-    dual_stack_mapped_flow_blackholed,
-    zero_window_alive_v4,
-    zero_window_alive_v6,
-    zero_window_blackholed_v4,
-    zero_window_blackholed_v6,
-    sweep_with_zero_window_v4,
-    sweep_with_zero_window_v6,
-    bulk_in_flight_alive_v4,
-    bulk_in_flight_alive_v6,
-    bulk_in_flight_peer_vanishes_v4,
-    bulk_in_flight_peer_vanishes_v6,
-    intvl_zero_alive_v4,
-    intvl_zero_alive_v6,
-    intvl_zero_blackholed_v4,
-    intvl_zero_blackholed_v6,
-    watch_intvl_zero_kill_spares_healthy_v4,
-    watch_intvl_zero_kill_spares_healthy_v6,
-    refused_prohibit_route_v4,
-    refused_prohibit_route_v6,
-    refused_unreachable_route_v4,
-    refused_unreachable_route_v6,
-    refused_no_route_v4,
-    refused_no_route_v6,
-    refused_firewall_all_v4,
-    refused_firewall_all_v6,
-    refused_firewall_probe_only_v4,
-    refused_firewall_probe_only_v6,
-    sweep_with_refusals_v4,
-    sweep_with_refusals_v6,
-    md5_probe_refused_v4,
-    md5_probe_refused_v6,
-    md5_probe_refused_blackholed_v4,
-    md5_sweep_shows_signed_v4,
-    md5_sweep_shows_signed_v6,
+    [crate::cases!(common::require_lab;
+        // 1. policy routing (SO_MARK)
+        policy_main_elsewhere_alive_v4 => policy(false, "elsewhere", false, 9001, 40001),
+        policy_main_elsewhere_alive_v6 => policy(true, "elsewhere", false, 9002, 40002),
+        policy_main_elsewhere_blackholed_v4 => policy(false, "elsewhere", true, 9003, 40003),
+        policy_main_elsewhere_blackholed_v6 => policy(true, "elsewhere", true, 9004, 40004),
+        policy_main_none_alive_v4 => policy(false, "none", false, 9005, 40005),
+        policy_main_none_alive_v6 => policy(true, "none", false, 9006, 40006),
+        policy_main_none_blackholed_v4 => policy(false, "none", true, 9007, 40007),
+        policy_main_prohibit_alive_v4 => policy(false, "prohibit", false, 9008, 40008),
+        policy_main_prohibit_alive_v6 => policy(true, "prohibit", false, 9009, 40009),
+        policy_main_prohibit_blackholed_v6 => policy(true, "prohibit", true, 9010, 40010),
+        // 2. device-bound sockets
+        bound_device_alive_v4 => bound(&Lab::up("direct", None), false, "eth0", false, 9011, 40011),
+        bound_device_alive_v6 => bound(&Lab::up("direct", None), true, "eth0", false, 9012, 40012),
+        bound_device_blackholed_v4 =>
+            bound(&Lab::up("direct", None), false, "eth0", true, 9013, 40013),
+        bound_device_blackholed_v6 =>
+            bound(&Lab::up("direct", None), true, "eth0", true, 9014, 40014),
+        vrf_member_alive_v4 => vrf_member(false, false, 9015, 40015),
+        vrf_member_alive_v6 => vrf_member(true, false, 9016, 40016),
+        vrf_member_blackholed_v4 => vrf_member(false, true, 9017, 40017),
+        link_local_alive_v6 => link_local(false, 9018, 40018),
+        link_local_blackholed_v6 => link_local(true, 9019, 40019),
+        // 3. dual-stack listener
+        dual_stack_mapped_flow_alive => dual_stack(false, 9020, 40020),
+        dual_stack_mapped_flow_blackholed => dual_stack(true, 9021, 40021),
+        // 4. busy connections
+        zero_window_alive_v4 => zero_window(false, false, 9022, 40022),
+        zero_window_alive_v6 => zero_window(true, false, 9023, 40023),
+        zero_window_blackholed_v4 => zero_window(false, true, 9024, 40024),
+        zero_window_blackholed_v6 => zero_window(true, true, 9025, 40025),
+        sweep_with_zero_window_v4 => sweep_with_zero_window(false, 9026),
+        sweep_with_zero_window_v6 => sweep_with_zero_window(true, 9030),
+        bulk_in_flight_alive_v4 => bulk(false, false, 9034, 40034),
+        bulk_in_flight_alive_v6 => bulk(true, false, 9035, 40035),
+        bulk_in_flight_peer_vanishes_v4 => bulk(false, true, 9036, 40036),
+        bulk_in_flight_peer_vanishes_v6 => bulk(true, true, 9037, 40037),
+        // 5. --intvl below the round trip
+        intvl_zero_alive_v4 => intvl_zero(false, false, 9038, 40038),
+        intvl_zero_alive_v6 => intvl_zero(true, false, 9039, 40039),
+        intvl_zero_blackholed_v4 => intvl_zero(false, true, 9040, 40040),
+        intvl_zero_blackholed_v6 => intvl_zero(true, true, 9041, 40041),
+        watch_intvl_zero_kill_spares_healthy_v4 => watch_intvl_zero_kill(false, 9042, 40042),
+        watch_intvl_zero_kill_spares_healthy_v6 => watch_intvl_zero_kill(true, 9043, 40043),
+        // 6. sends the local host refuses
+        refused_prohibit_route_v4 =>
+            refused(false, &["prohibit"], false, "prohibited", 9044, 40044),
+        refused_prohibit_route_v6 => refused(true, &["prohibit"], false, "prohibited", 9045, 40045),
+        refused_unreachable_route_v4 =>
+            refused(false, &["unreachable"], false, "no-route", 9046, 40046),
+        refused_unreachable_route_v6 =>
+            refused(true, &["unreachable"], false, "no-route", 9047, 40047),
+        refused_no_route_v4 => refused(false, &["noroute"], false, "no-route", 9048, 40048),
+        refused_no_route_v6 => refused(true, &["noroute"], false, "no-route", 9049, 40049),
+        refused_firewall_all_v4 =>
+            refused(false, &["firewall", "any"], false, "local-firewall", 9050, 40050),
+        refused_firewall_all_v6 =>
+            refused(true, &["firewall", "any"], false, "local-firewall", 9051, 40051),
+        refused_firewall_probe_only_v4 => {
+            let uid = APP_UID.to_string();
+            refused(false, &["firewall", "any", &uid], true, "local-firewall", 9052, 40052)
+        },
+        refused_firewall_probe_only_v6 => {
+            let uid = APP_UID.to_string();
+            refused(true, &["firewall", "any", &uid], true, "local-firewall", 9053, 40053)
+        },
+        sweep_with_refusals_v4 => sweep_with_refusals(false, 9054),
+        sweep_with_refusals_v6 => sweep_with_refusals(true, 9058),
+        // 7. TCP-MD5 (RFC 2385)
+        md5_probe_refused_v4 => md5_probe(false, false, 9062, 40062),
+        md5_probe_refused_v6 => md5_probe(true, false, 9063, 40063),
+        md5_probe_refused_blackholed_v4 => md5_probe(false, true, 9064, 40064),
+        md5_sweep_shows_signed_v4 => md5_sweep(false, 9065),
+        md5_sweep_shows_signed_v6 => md5_sweep(true, 9067),
+    )],
     md5_watch_skips_with_one_warning_v4,
     md5_watch_single_flow_not_retried_v4,
-    carrier_loss_v4,
-    carrier_loss_v6,
-    borrowed_answer_alive_v4,
-    borrowed_answer_alive_v6,
-    borrowed_answer_blackholed_v4,
+    [crate::cases!(common::require_lab;
+        // 8. carrier loss
+        carrier_loss_v4 => carrier_loss(false, 9071, 40071),
+        carrier_loss_v6 => carrier_loss(true, 9072, 40072),
+        // 9. a borrowed answer
+        borrowed_answer_alive_v4 => borrowed(false, false, 9073, 40073),
+        borrowed_answer_alive_v6 => borrowed(true, false, 9074, 40074),
+        borrowed_answer_blackholed_v4 => borrowed(false, true, 9075, 40075),
+    )],
 );

@@ -59,12 +59,21 @@ fn probe(lab: &Lab, f: &str, extra: &[&str]) -> (i32, serde_json::Value, String)
     (code, v, err)
 }
 
+/// `probe FLOW` and `sweep --port P` (the server's port) both find the connection alive.
+fn alive_by_probe_and_sweep(lab: &Lab, client: SocketAddr, server: SocketAddr) {
+    let (code, v, err) = probe(lab, &flow(client, server), &[]);
+    assert_eq!(code, 0, "{}", describe(code, &v.to_string(), &err));
+    assert_verdict_fields(&v, client, server, "alive");
+
+    let port = server.port().to_string();
+    let (code, out, err, _) = run_kaprobe(lab, &["sweep", "--port", &port]);
+    assert_eq!(code, 0, "{}", describe(code, &out, &err));
+    assert!(out.contains(r#""verdict":"alive""#), "{out}");
+}
+
 /// A's main table sends B's address into a blackhole; only packets marked 0x42 reach B,
 /// through table 100. The connection's socket has the mark: its probes must too.
 fn policy_routing(v6: bool) {
-    if !require_lab() {
-        return;
-    }
     let lab = Lab::up("direct", None);
     let b_ip = lab.b_addr(v6).to_string();
     let (fam, host) = if v6 { ("-6", "/128") } else { ("-4", "/32") };
@@ -89,37 +98,19 @@ fn policy_routing(v6: bool) {
         ..Default::default()
     };
     let _c = connect(&lab, client, marked, server, SockOpts::default());
-    let f = flow(client, server);
-
-    let (code, v, err) = probe(&lab, &f, &[]);
-    assert_eq!(code, 0, "{}", describe(code, &v.to_string(), &err));
-    assert_verdict_fields(&v, client, server, "alive");
-
-    let (code, out, err, _) = run_kaprobe(&lab, &["sweep", "--port", "9101"]);
-    assert_eq!(code, 0, "{}", describe(code, &out, &err));
-    assert!(out.contains(r#""verdict":"alive""#), "{out}");
+    alive_by_probe_and_sweep(&lab, client, server);
 
     lab.fault(&["blackhole"]);
+    let f = flow(client, server);
     let (code, v, err) = probe(&lab, &f, &["--intvl", "500ms", "--probes", "2"]);
     assert_eq!(code, 1, "{}", describe(code, &v.to_string(), &err));
     assert_verdict_fields(&v, client, server, "dead");
     assert_eq!(v["probes_sent"], 2, "{v}");
 }
 
-fn marked_connection_under_policy_routing_v4() {
-    policy_routing(false);
-}
-
-fn marked_connection_under_policy_routing_v6() {
-    policy_routing(true);
-}
-
 /// SO_BINDTODEVICE: the exact lookup without the device finds nothing; kaprobe still
 /// finds the socket, and its SYN and probes leave bound to the same device.
 fn bound_socket(v6: bool) {
-    if !require_lab() {
-        return;
-    }
     let lab = Lab::up("direct", None);
     let client = SocketAddr::new(lab.a_addr(v6), 41002);
     let server = SocketAddr::new(lab.b_addr(v6), 9102);
@@ -128,23 +119,8 @@ fn bound_socket(v6: bool) {
         ..Default::default()
     };
     let _c = connect(&lab, client, bound, server, SockOpts::default());
-    let f = flow(client, server);
-    let (code, v, err) = probe(&lab, &f, &[]);
-    assert_eq!(code, 0, "{}", describe(code, &v.to_string(), &err));
-    assert_verdict_fields(&v, client, server, "alive");
-
     // The sweep's later lookups name the device, so it does not see the socket as closed.
-    let (code, out, err, _) = run_kaprobe(&lab, &["sweep", "--port", "9102"]);
-    assert_eq!(code, 0, "{}", describe(code, &out, &err));
-    assert!(out.contains(r#""verdict":"alive""#), "{out}");
-}
-
-fn device_bound_socket_is_found_and_alive_v4() {
-    bound_socket(false);
-}
-
-fn device_bound_socket_is_found_and_alive_v6() {
-    bound_socket(true);
+    alive_by_probe_and_sweep(&lab, client, server);
 }
 
 fn link_local(ns: &str) -> std::net::Ipv6Addr {
@@ -165,10 +141,7 @@ fn link_local(ns: &str) -> std::net::Ipv6Addr {
 
 /// A link-local connection, written with its zone by name and by index, and without.
 fn link_local_flow_with_a_zone_is_alive() {
-    if !require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (la, lb) = (link_local(&lab.ns('a')), link_local(&lab.ns('b')));
     // lab.sh gives A's eth0 index 10 and B's 13.
     let client = SocketAddr::V6(SocketAddrV6::new(la, 41003, 0, 10));
@@ -204,10 +177,7 @@ fn link_local_flow_with_a_zone_is_alive() {
 
 /// A dual-stack `[::]` server: ss prints its IPv4 connection with mapped addresses.
 fn mapped_flow_of_a_dual_stack_server_is_alive() {
-    if !require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let client = SocketAddr::new(lab.a_addr(false), 41004);
     let any6 = SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 9104);
     let dual = SockOpts {
@@ -237,9 +207,6 @@ fn mapped_flow_of_a_dual_stack_server_is_alive() {
 
 /// TCP-MD5 on both ends: refused before anything is sent, exit 7 naming the option.
 fn md5(v6: bool) {
-    if !require_lab() {
-        return;
-    }
     let lab = Lab::up("direct", None);
     let client = SocketAddr::new(lab.a_addr(v6), 41005);
     let server = SocketAddr::new(lab.b_addr(v6), 9105);
@@ -278,21 +245,17 @@ fn md5(v6: bool) {
     assert!(out.contains(r#""signature":"tcp-md5""#), "{out}");
 }
 
-fn md5_connection_is_refused_v4() {
-    md5(false);
-}
-
-fn md5_connection_is_refused_v6() {
-    md5(true);
-}
-
 crate::tests!(
-    marked_connection_under_policy_routing_v4,
-    marked_connection_under_policy_routing_v6,
-    device_bound_socket_is_found_and_alive_v4,
-    device_bound_socket_is_found_and_alive_v6,
+    [crate::cases!(require_lab;
+        marked_connection_under_policy_routing_v4 => policy_routing(false),
+        marked_connection_under_policy_routing_v6 => policy_routing(true),
+        device_bound_socket_is_found_and_alive_v4 => bound_socket(false),
+        device_bound_socket_is_found_and_alive_v6 => bound_socket(true),
+    )],
     link_local_flow_with_a_zone_is_alive,
     mapped_flow_of_a_dual_stack_server_is_alive,
-    md5_connection_is_refused_v4,
-    md5_connection_is_refused_v6,
+    [crate::cases!(require_lab;
+        md5_connection_is_refused_v4 => md5(false),
+        md5_connection_is_refused_v6 => md5(true),
+    )],
 );

@@ -42,20 +42,6 @@ fn direct_alive(v6: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-fn direct_alive_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    direct_alive(false, 9101, 41101);
-}
-
-fn direct_alive_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    direct_alive(true, 9102, 41102);
-}
-
 // ------------------------------------------------------------------ 2. crash + restart, reset
 
 fn restart_reset(v6: bool, server_port: u16, client_port: u16) {
@@ -73,20 +59,6 @@ fn restart_reset(v6: bool, server_port: u16, client_port: u16) {
     let v = verdict_json(&out);
     assert_verdict_fields(&v, local, remote, "reset");
     drop(client);
-}
-
-fn restart_reset_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    restart_reset(false, 9201, 41201);
-}
-
-fn restart_reset_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    restart_reset(true, 9202, 41202);
 }
 
 // ------------------------------------------------------------------ 3. crash, no restart: dead
@@ -110,20 +82,6 @@ fn blackhole_dead(v6: bool, server_port: u16, client_port: u16) {
     assert_within(&v, 1500.0, 0.2);
 }
 
-fn blackhole_dead_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    blackhole_dead(false, 9301, 41301);
-}
-
-fn blackhole_dead_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    blackhole_dead(true, 9302, 41302);
-}
-
 fn blackhole_dead_after_idle_time(v6: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     // Fresh connection: idle is about 0 when kaprobe starts, so it waits ~1 s first.
@@ -144,20 +102,6 @@ fn blackhole_dead_after_idle_time(v6: bool, server_port: u16, client_port: u16) 
     assert_eq!(v["probes_sent"], 3, "{v}");
     // time + probes x intvl = 1000 + 3 x 500 ms
     assert_within(&v, 2500.0, 0.2);
-}
-
-fn blackhole_dead_after_idle_time_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    blackhole_dead_after_idle_time(false, 9311, 41311);
-}
-
-fn blackhole_dead_after_idle_time_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    blackhole_dead_after_idle_time(true, 9312, 41312);
 }
 
 // ------------------------------------------------------------------ 4. NAT timeout
@@ -185,20 +129,6 @@ fn nat_within_timeout_alive(v6: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-fn nat_within_timeout_alive_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_within_timeout_alive(false, 9401, 41401);
-}
-
-fn nat_within_timeout_alive_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_within_timeout_alive(true, 9402, 41402);
-}
-
 fn nat_idle_past_timeout_dead(v6: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("nat", Some(NAT_CT_TIMEOUT));
     let (_client, _server) = lab.connect(v6, server_port, client_port);
@@ -220,20 +150,6 @@ fn nat_idle_past_timeout_dead(v6: bool, server_port: u16, client_port: u16) {
     let v = verdict_json(&out);
     assert_verdict_fields(&v, local, remote, "dead");
     assert_eq!(v["probes_sent"], 2, "{v}");
-}
-
-fn nat_idle_past_timeout_dead_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_idle_past_timeout_dead(false, 9411, 41411);
-}
-
-fn nat_idle_past_timeout_dead_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_idle_past_timeout_dead(true, 9412, 41412);
 }
 
 // ------------------------------------------------------------------ 5. ICMP from a router
@@ -276,34 +192,6 @@ fn reject_unreachable(v6: bool, what: &str, server_port: u16, client_port: u16) 
     assert_eq!(from, lab.r_addr(v6), "the error comes from the router: {v}");
 }
 
-fn reject_host_unreachable_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    reject_unreachable(false, "host-unreachable", 9501, 41501);
-}
-
-fn reject_host_unreachable_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    reject_unreachable(true, "host-unreachable", 9502, 41502);
-}
-
-fn reject_admin_prohibited_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    reject_unreachable(false, "admin-prohibited", 9511, 41511);
-}
-
-fn reject_admin_prohibited_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    reject_unreachable(true, "admin-prohibited", 9512, 41512);
-}
-
 // ------------------------------------------------------------------ 6. errors
 
 fn no_such_connection(v6: bool, server_port: u16, client_port: u16) {
@@ -321,20 +209,6 @@ fn no_such_connection(v6: bool, server_port: u16, client_port: u16) {
     assert!(!err.contains("panicked"), "no panic: {err}");
 }
 
-fn no_such_connection_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    no_such_connection(false, 9601, 41601);
-}
-
-fn no_such_connection_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    no_such_connection(true, 9611, 41611);
-}
-
 /// Needs no lab and no privilege: the flow is rejected before anything else.
 fn bad_flow_exits_2() {
     let (code, out, err, _) = common::run_kaprobe_bare(&["probe", "1.2.3.4:0-198.18.0.2:9000"]);
@@ -349,23 +223,25 @@ fn bad_flow_exits_2() {
 }
 
 crate::tests!(
-    direct_alive_v4,
-    direct_alive_v6,
-    restart_reset_v4,
-    restart_reset_v6,
-    blackhole_dead_v4,
-    blackhole_dead_v6,
-    blackhole_dead_after_idle_time_v4,
-    blackhole_dead_after_idle_time_v6,
-    nat_within_timeout_alive_v4,
-    nat_within_timeout_alive_v6,
-    nat_idle_past_timeout_dead_v4,
-    nat_idle_past_timeout_dead_v6,
-    reject_host_unreachable_v4,
-    reject_host_unreachable_v6,
-    reject_admin_prohibited_v4,
-    reject_admin_prohibited_v6,
-    no_such_connection_v4,
-    no_such_connection_v6,
+    [crate::cases!(common::require_lab;
+        direct_alive_v4 => direct_alive(false, 9101, 41101),
+        direct_alive_v6 => direct_alive(true, 9102, 41102),
+        restart_reset_v4 => restart_reset(false, 9201, 41201),
+        restart_reset_v6 => restart_reset(true, 9202, 41202),
+        blackhole_dead_v4 => blackhole_dead(false, 9301, 41301),
+        blackhole_dead_v6 => blackhole_dead(true, 9302, 41302),
+        blackhole_dead_after_idle_time_v4 => blackhole_dead_after_idle_time(false, 9311, 41311),
+        blackhole_dead_after_idle_time_v6 => blackhole_dead_after_idle_time(true, 9312, 41312),
+        nat_within_timeout_alive_v4 => nat_within_timeout_alive(false, 9401, 41401),
+        nat_within_timeout_alive_v6 => nat_within_timeout_alive(true, 9402, 41402),
+        nat_idle_past_timeout_dead_v4 => nat_idle_past_timeout_dead(false, 9411, 41411),
+        nat_idle_past_timeout_dead_v6 => nat_idle_past_timeout_dead(true, 9412, 41412),
+        reject_host_unreachable_v4 => reject_unreachable(false, "host-unreachable", 9501, 41501),
+        reject_host_unreachable_v6 => reject_unreachable(true, "host-unreachable", 9502, 41502),
+        reject_admin_prohibited_v4 => reject_unreachable(false, "admin-prohibited", 9511, 41511),
+        reject_admin_prohibited_v6 => reject_unreachable(true, "admin-prohibited", 9512, 41512),
+        no_such_connection_v4 => no_such_connection(false, 9601, 41601),
+        no_such_connection_v6 => no_such_connection(true, 9611, 41611),
+    )],
     bad_flow_exits_2,
 );

@@ -33,53 +33,28 @@ fn check_topologies(v6: bool) {
     }
 }
 
-fn topologies_carry_data_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    check_topologies(false);
-}
-
-fn topologies_carry_data_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    check_topologies(true);
-}
-
-fn restart_resets(v6: bool, kind: &str, port: u16) {
+/// A `kind` lab with a connection from A to B whose peer dies without a word (B frozen, the
+/// server socket closed) and comes back empty (`restart`); then the client in A writes one byte
+/// and reads for up to `wait`. What that read returned.
+fn write_after_restart(kind: &str, v6: bool, port: u16, wait: Duration) -> std::io::Result<usize> {
     let lab = Lab::up(kind, None);
     let (client, server) = lab.connect(v6, port, port + 30000);
     lab.fault(&["freeze"]);
     drop(server);
     lab.fault(&["restart"]);
-    // The established socket in A survived the restart...
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    // ...and the new peer answers its next segment with RST.
+    client.set_read_timeout(Some(wait)).unwrap();
     (&client).write_all(b"x").unwrap();
     let mut buf = [0u8; 1];
-    match (&client).read(&mut buf) {
+    (&client).read(&mut buf)
+}
+
+fn restart_resets(v6: bool, kind: &str, port: u16) {
+    // The established socket in A survived the restart, and the new peer answers its next
+    // segment with RST.
+    match write_after_restart(kind, v6, port, Duration::from_secs(5)) {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => panic!("expected ECONNRESET from the restarted peer, got {other:?}"),
     }
-}
-
-fn restart_resets_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    restart_resets(false, "direct", 9710);
-    restart_resets(false, "routed", 9711);
-}
-
-fn restart_resets_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    restart_resets(true, "direct", 9712);
-    restart_resets(true, "routed", 9713);
 }
 
 /// Masquerade forgets every flow it translated out of an interface when that
@@ -91,17 +66,7 @@ fn restart_behind_nat_is_silent() {
         return;
     }
     for (v6, port) in [(false, 9714), (true, 9715)] {
-        let lab = Lab::up("nat", None);
-        let (client, server) = lab.connect(v6, port, port + 30000);
-        lab.fault(&["freeze"]);
-        drop(server);
-        lab.fault(&["restart"]);
-        client
-            .set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
-        (&client).write_all(b"x").unwrap();
-        let mut buf = [0u8; 1];
-        match (&client).read(&mut buf) {
+        match write_after_restart("nat", v6, port, Duration::from_millis(1500)) {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             other => panic!("expected silence behind the NAT, got {other:?}"),
         }
@@ -128,20 +93,6 @@ fn blackhole_silences(v6: bool, port: u16) {
         .expect("retransmission after unblackhole");
 }
 
-fn blackhole_silences_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    blackhole_silences(false, 9720);
-}
-
-fn blackhole_silences_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    blackhole_silences(true, 9721);
-}
-
 fn nat_forgets_idle_flow(v6: bool, port: u16) {
     let lab = Lab::up("nat", Some(2));
     let (client, server) = lab.connect(v6, port, port + 30000);
@@ -155,20 +106,6 @@ fn nat_forgets_idle_flow(v6: bool, port: u16) {
     );
 }
 
-fn nat_forgets_idle_flow_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_forgets_idle_flow(false, 9730);
-}
-
-fn nat_forgets_idle_flow_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_forgets_idle_flow(true, 9731);
-}
-
 fn nat_expire_forgets(v6: bool, port: u16) {
     let lab = Lab::up("nat", None);
     let (client, server) = lab.connect(v6, port, port + 30000);
@@ -180,25 +117,8 @@ fn nat_expire_forgets(v6: bool, port: u16) {
     ));
 }
 
-fn nat_expire_forgets_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_expire_forgets(false, 9740);
-}
-
-fn nat_expire_forgets_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    nat_expire_forgets(true, 9741);
-}
-
 fn labs_are_removed_on_drop() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("routed", None);
+    let lab = Lab::up_or_skip("routed", None);
     let names: Vec<String> = ['a', 'b', 'r'].iter().map(|&c| lab.ns(c)).collect();
     for n in &names {
         assert!(std::path::Path::new(&format!("/run/netns/{n}")).exists());
@@ -213,16 +133,26 @@ fn labs_are_removed_on_drop() {
 }
 
 crate::tests!(
-    topologies_carry_data_v4,
-    topologies_carry_data_v6,
-    restart_resets_v4,
-    restart_resets_v6,
+    [crate::cases!(common::require_lab;
+        topologies_carry_data_v4 => check_topologies(false),
+        topologies_carry_data_v6 => check_topologies(true),
+        restart_resets_v4 => {
+            restart_resets(false, "direct", 9710);
+            restart_resets(false, "routed", 9711);
+        },
+        restart_resets_v6 => {
+            restart_resets(true, "direct", 9712);
+            restart_resets(true, "routed", 9713);
+        },
+    )],
     restart_behind_nat_is_silent,
-    blackhole_silences_v4,
-    blackhole_silences_v6,
-    nat_forgets_idle_flow_v4,
-    nat_forgets_idle_flow_v6,
-    nat_expire_forgets_v4,
-    nat_expire_forgets_v6,
+    [crate::cases!(common::require_lab;
+        blackhole_silences_v4 => blackhole_silences(false, 9720),
+        blackhole_silences_v6 => blackhole_silences(true, 9721),
+        nat_forgets_idle_flow_v4 => nat_forgets_idle_flow(false, 9730),
+        nat_forgets_idle_flow_v6 => nat_forgets_idle_flow(true, 9731),
+        nat_expire_forgets_v4 => nat_expire_forgets(false, 9740),
+        nat_expire_forgets_v6 => nat_expire_forgets(true, 9741),
+    )],
     labs_are_removed_on_drop,
 );

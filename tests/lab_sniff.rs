@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -87,16 +87,7 @@ fn events<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
 }
 
 fn set_int(fd: i32, level: i32, opt: i32, value: i32) {
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+    common::set_sockopt(&fd, level, opt, &value).unwrap_or_else(|e| panic!("setsockopt: {e}"));
 }
 
 /// Kernel keepalive: idle 1 s, interval 1 s, 5 probes. The timings first, so the timer
@@ -110,16 +101,10 @@ fn enable_kernel_keepalive(s: &TcpStream) {
 }
 
 fn kernel_keepalive_is_reported_about_one_second_apart(v6: bool) {
-    if !common::require_lab() {
-        return;
-    }
     let lab = Lab::up("direct", None);
     let (port_s, port_c) = (9711, 44711);
     let (client, server) = lab.connect(v6, port_s, port_c);
-    let (a, b) = (
-        SocketAddr::new(lab.a_addr(v6), port_c),
-        SocketAddr::new(lab.b_addr(v6), port_s),
-    );
+    let (a, b) = lab.ends(v6, port_s, port_c);
     let flow = common::flow(a, b);
     let sniff = start_sniff(&lab, &["--duration", "4.5s", &flow]);
     enable_kernel_keepalive(&client);
@@ -163,16 +148,10 @@ fn kernel_keepalive_is_reported_about_one_second_apart(v6: bool) {
 }
 
 fn kaprobe_probes_are_recognised(v6: bool) {
-    if !common::require_lab() {
-        return;
-    }
     let lab = Lab::up("direct", None);
     let (port_s, port_c) = (9712, 44712);
     let (client, server) = lab.connect(v6, port_s, port_c);
-    let (a, b) = (
-        SocketAddr::new(lab.a_addr(v6), port_c),
-        SocketAddr::new(lab.b_addr(v6), port_s),
-    );
+    let (a, b) = lab.ends(v6, port_s, port_c);
     let flow = common::flow(a, b);
     // Two probes and their answers end the run; --duration bounds it otherwise.
     let sniff = start_sniff(&lab, &["--count", "2", "--duration", "8s", &flow]);
@@ -211,25 +190,13 @@ fn kaprobe_probes_are_recognised(v6: bool) {
     drop((client, server));
 }
 
-fn sniff_reports_kernel_keepalive_v4() {
-    kernel_keepalive_is_reported_about_one_second_apart(false);
+fn main() {
+    common::run_tests(crate::cases!(common::require_lab;
+        sniff_reports_kernel_keepalive_v4 =>
+            kernel_keepalive_is_reported_about_one_second_apart(false),
+        sniff_reports_kernel_keepalive_v6 =>
+            kernel_keepalive_is_reported_about_one_second_apart(true),
+        sniff_recognises_kaprobe_probes_v4 => kaprobe_probes_are_recognised(false),
+        sniff_recognises_kaprobe_probes_v6 => kaprobe_probes_are_recognised(true),
+    ))
 }
-
-fn sniff_reports_kernel_keepalive_v6() {
-    kernel_keepalive_is_reported_about_one_second_apart(true);
-}
-
-fn sniff_recognises_kaprobe_probes_v4() {
-    kaprobe_probes_are_recognised(false);
-}
-
-fn sniff_recognises_kaprobe_probes_v6() {
-    kaprobe_probes_are_recognised(true);
-}
-
-crate::tests!(
-    sniff_reports_kernel_keepalive_v4,
-    sniff_reports_kernel_keepalive_v6,
-    sniff_recognises_kaprobe_probes_v4,
-    sniff_recognises_kaprobe_probes_v6,
-);

@@ -445,20 +445,6 @@ fn smoltcp_peer(v6: bool, server_port: u16, client_port: u16) {
     );
 }
 
-fn smoltcp_peer_alive_then_reset_v4() {
-    if !ready() {
-        return;
-    }
-    smoltcp_peer(false, 9701, 41701);
-}
-
-fn smoltcp_peer_alive_then_reset_v6() {
-    if !ready() {
-        return;
-    }
-    smoltcp_peer(true, 9702, 41702);
-}
-
 // ------------------------------------------------------------------ 2. Wireshark's dissector
 
 /// Sets SO_KEEPALIVE with TCP_KEEPIDLE = TCP_KEEPINTVL = 1 s.
@@ -670,23 +656,13 @@ fn wireshark_labels(v6: bool, server_port: u16, probed_port: u16, twin_port: u16
     drop((c1, s1, c2, s2));
 }
 
-fn wireshark_labels_probes_like_kernel_keepalive_v4() {
-    if !ready() {
-        return;
-    }
-    wireshark_labels(false, 9711, 41711, 41712);
+fn main() {
+    common::run_tests(crate::cases!(ready;
+        smoltcp_peer_alive_then_reset_v4 => smoltcp_peer(false, 9701, 41701),
+        smoltcp_peer_alive_then_reset_v6 => smoltcp_peer(true, 9702, 41702),
+        wireshark_labels_probes_like_kernel_keepalive_v4 =>
+            wireshark_labels(false, 9711, 41711, 41712),
+        wireshark_labels_probes_like_kernel_keepalive_v6 =>
+            wireshark_labels(true, 9712, 41713, 41714),
+    ))
 }
-
-fn wireshark_labels_probes_like_kernel_keepalive_v6() {
-    if !ready() {
-        return;
-    }
-    wireshark_labels(true, 9712, 41713, 41714);
-}
-
-crate::tests!(
-    smoltcp_peer_alive_then_reset_v4,
-    smoltcp_peer_alive_then_reset_v6,
-    wireshark_labels_probes_like_kernel_keepalive_v4,
-    wireshark_labels_probes_like_kernel_keepalive_v6,
-);

@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::{Lab, describe, in_netns, run_kaprobe};
@@ -16,16 +15,8 @@ fn vanish(stream: TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    common::set_sockopt(&stream, libc::SOL_SOCKET, libc::SO_LINGER, &linger)
+        .unwrap_or_else(|e| panic!("SO_LINGER: {e}"));
     drop(stream);
 }
 
@@ -136,25 +127,8 @@ fn mixed_verdicts(v6: bool, base: u16) {
     drop((keep, reset_client));
 }
 
-fn sweep_mixed_verdicts_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    mixed_verdicts(false, 9300);
-}
-
-fn sweep_mixed_verdicts_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    mixed_verdicts(true, 9320);
-}
-
 fn sweep_filters_select_connections() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let _c1 = lab.connect(false, 9401, 43401);
     let _c2 = lab.connect(false, 9402, 43402);
     let _c3 = lab.connect(true, 9401, 43403);
@@ -258,8 +232,10 @@ fn sweep_2000_connections_no_false_dead() {
 }
 
 crate::tests!(
-    sweep_mixed_verdicts_v4,
-    sweep_mixed_verdicts_v6,
+    [crate::cases!(common::require_lab;
+        sweep_mixed_verdicts_v4 => mixed_verdicts(false, 9300),
+        sweep_mixed_verdicts_v6 => mixed_verdicts(true, 9320),
+    )],
     sweep_filters_select_connections,
     sweep_2000_connections_no_false_dead,
 );

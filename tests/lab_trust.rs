@@ -111,17 +111,8 @@ fn packet_socket() -> OwnedFd {
         tv_sec: 0,
         tv_usec: 200_000,
     };
-    // SAFETY: a timeval option of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    common::set_sockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+        .unwrap_or_else(|e| panic!("SO_RCVTIMEO: {e}"));
     fd
 }
 
@@ -420,20 +411,6 @@ fn forged_answers(v6: bool, server_port: u16, client_port: u16) {
     );
 }
 
-fn forged_answers_do_not_change_dead_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    forged_answers(false, 9601, 41601);
-}
-
-fn forged_answers_do_not_change_dead_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    forged_answers(true, 9602, 41602);
-}
-
 // ------------------------------------------------------------------ no harm
 
 const MIB: usize = 1 << 20;
@@ -719,23 +696,11 @@ fn no_harm(v6: bool, server_port: u16, client_port: u16) {
     common::assert_still_carries_data(&client, &server);
 }
 
-fn probing_during_bulk_transfer_does_no_harm_v4() {
-    if !common::require_lab() {
-        return;
-    }
-    no_harm(false, 9611, 41611);
+fn main() {
+    common::run_tests(crate::cases!(common::require_lab;
+        forged_answers_do_not_change_dead_v4 => forged_answers(false, 9601, 41601),
+        forged_answers_do_not_change_dead_v6 => forged_answers(true, 9602, 41602),
+        probing_during_bulk_transfer_does_no_harm_v4 => no_harm(false, 9611, 41611),
+        probing_during_bulk_transfer_does_no_harm_v6 => no_harm(true, 9612, 41612),
+    ))
 }
-
-fn probing_during_bulk_transfer_does_no_harm_v6() {
-    if !common::require_lab() {
-        return;
-    }
-    no_harm(true, 9612, 41612);
-}
-
-crate::tests!(
-    forged_answers_do_not_change_dead_v4,
-    forged_answers_do_not_change_dead_v6,
-    probing_during_bulk_transfer_does_no_harm_v4,
-    probing_during_bulk_transfer_does_no_harm_v6,
-);

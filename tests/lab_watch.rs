@@ -60,10 +60,7 @@ fn states(out: &str) -> Vec<serde_json::Value> {
 }
 
 fn watch_keeps_an_idle_flow_through_a_nat_that_forgets() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("nat", Some(3));
+    let lab = Lab::up_or_skip("nat", Some(3));
     let (watched_c, watched_s) = lab.connect(false, 9601, 44601);
     let (idle_c, idle_s) = lab.connect(false, 9602, 44602);
     let flow = common::flow(
@@ -112,10 +109,7 @@ fn watch_keeps_an_idle_flow_through_a_nat_that_forgets() {
 }
 
 fn watch_on_dead_kill_wakes_the_blocked_application() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (client, _server) = lab.connect(false, 9611, 44611);
     let flow = common::flow(
         SocketAddr::new(lab.a_addr(false), 44611),
@@ -188,10 +182,7 @@ fn watch_on_dead_kill_wakes_the_blocked_application() {
 }
 
 fn watch_on_dead_exec_gets_the_flow_in_its_environment() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let (_c, _s) = lab.connect(true, 9621, 44621);
     let local = SocketAddr::new(lab.a_addr(true), 44621);
     let remote = SocketAddr::new(lab.b_addr(true), 9621);
@@ -239,10 +230,7 @@ fn watch_on_dead_exec_gets_the_flow_in_its_environment() {
 }
 
 fn watch_with_filters_picks_up_new_connections() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let watch = spawn_watch(
         &lab,
         &[

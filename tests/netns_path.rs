@@ -68,19 +68,13 @@ fn alive_with(global: &[&str], lab: &Lab, server_port: u16, client_port: u16) {
 }
 
 fn netns_given_as_a_path_alive() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let path = format!("/run/netns/{}", lab.ns('a'));
     alive_with(&["--netns", &path], &lab, 9301, 41301);
 }
 
 fn netns_of_a_process_by_proc_path_and_by_pid_alive() {
-    if !common::require_lab() {
-        return;
-    }
-    let lab = Lab::up("direct", None);
+    let lab = Lab::up_or_skip("direct", None);
     let proc = InNetns::start(&lab.ns('a'));
     let pid = proc.pid().to_string();
     let path = format!("/proc/{pid}/ns/net");

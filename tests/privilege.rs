@@ -147,20 +147,6 @@ fn file_caps_alive(v6: bool, server_port: u16, client_port: u16) {
     assert_still_carries_data(&client, &server);
 }
 
-fn file_capabilities_suffice_and_are_dropped_v4() {
-    if !require_setcap() {
-        return;
-    }
-    file_caps_alive(false, 9701, 41701);
-}
-
-fn file_capabilities_suffice_and_are_dropped_v6() {
-    if !require_setcap() {
-        return;
-    }
-    file_caps_alive(true, 9702, 41702);
-}
-
 fn without_capabilities_exit_6_names_cap_net_raw() {
     if !require_setcap() {
         return;
@@ -192,7 +178,9 @@ fn without_capabilities_exit_6_names_cap_net_raw() {
 }
 
 crate::tests!(
-    file_capabilities_suffice_and_are_dropped_v4,
-    file_capabilities_suffice_and_are_dropped_v6,
+    [crate::cases!(require_setcap;
+        file_capabilities_suffice_and_are_dropped_v4 => file_caps_alive(false, 9701, 41701),
+        file_capabilities_suffice_and_are_dropped_v6 => file_caps_alive(true, 9702, 41702),
+    )],
     without_capabilities_exit_6_names_cap_net_raw,
 );

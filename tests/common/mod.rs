@@ -114,6 +114,13 @@ impl Lab {
         lab
     }
 
+    /// The first line of a lab test: `require_lab()`, which ends the test as skipped (or, with
+    /// KAPROBE_REQUIRE_NETNS=1, failed) where no lab can be built, then `Lab::up`.
+    pub fn up_or_skip(kind: &str, ct_timeout: Option<u32>) -> Lab {
+        require_lab();
+        Lab::up(kind, ct_timeout)
+    }
+
     /// Namespace name for 'a', 'b' or 'r'.
     pub fn ns(&self, which: char) -> String {
         assert!(matches!(which, 'a' | 'b' | 'r'), "no namespace {which:?}");
@@ -329,18 +336,7 @@ pub fn connect_from(local: SocketAddr, remote: SocketAddr) -> std::io::Result<Tc
     // Owned from here on: closed on every error path.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
     let one: libc::c_int = 1;
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of_val(&one) as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    set_sockopt(&stream, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one)?;
     let (sa, len) = sockaddr_of(local);
     if unsafe { libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -506,13 +502,25 @@ fn set_md5_key(sock: &socket2::Socket, peer: IpAddr, key: &[u8]) -> std::io::Res
             (sa.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>()),
         );
     }
+    set_sockopt(sock, libc::IPPROTO_TCP, libc::TCP_MD5SIG, &sig)
+}
+
+/// setsockopt(2): the option `name` at `level` set to `value`, passed as its bytes (a C int,
+/// or a `#[repr(C)]` struct the kernel defines for the option).
+pub fn set_sockopt<T>(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    // SAFETY: `value` points to a live T and the length given is exactly its size.
     let rc = unsafe {
         libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_MD5SIG,
-            &sig as *const _ as *const libc::c_void,
-            std::mem::size_of::<TcpMd5Sig>() as libc::socklen_t,
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc != 0 {
@@ -1126,10 +1134,26 @@ pub fn tshark_fields(file: &std::path::Path, filter: &str, fields: &[&str]) -> V
 /// test as ignored, with the reason, instead of passed.
 pub struct LabSkip(pub String);
 
+/// One test of a binary: its name (as `--list` shows it and filters match it) and its body.
+pub struct Test {
+    name: String,
+    body: Box<dyn FnOnce() + Send>,
+}
+
+impl Test {
+    pub fn new(name: impl Into<String>, body: impl FnOnce() + Send + 'static) -> Test {
+        Test {
+            name: name.into(),
+            body: Box::new(body),
+        }
+    }
+}
+
 /// The `main` of every test binary under `tests/` (`harness = false`, libtest-mimic): a test
 /// whose `require_lab()` finds no lab is reported as ignored with the reason.
-pub fn run_tests(tests: Vec<(&'static str, fn())>) -> ! {
+pub fn run_tests(tests: Vec<Test>) -> ! {
     use libtest_mimic::{Arguments, Completion, Trial};
+    use std::panic::AssertUnwindSafe;
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if info.payload().downcast_ref::<LabSkip>().is_none() {
@@ -1139,26 +1163,52 @@ pub fn run_tests(tests: Vec<(&'static str, fn())>) -> ! {
     let args = Arguments::from_args();
     let trials = tests
         .into_iter()
-        .map(|(name, f)| {
-            Trial::ignorable_test(name, move || match std::panic::catch_unwind(f) {
-                Ok(()) => Ok(Completion::Completed),
-                Err(payload) => match payload.downcast::<LabSkip>() {
-                    Ok(skip) => Ok(Completion::ignored_with(skip.0)),
-                    Err(other) => std::panic::resume_unwind(other),
-                },
+        .map(|Test { name, body }| {
+            // A test's body is dropped after its panic: nothing observes a broken invariant.
+            Trial::ignorable_test(name, move || {
+                match std::panic::catch_unwind(AssertUnwindSafe(body)) {
+                    Ok(()) => Ok(Completion::Completed),
+                    Err(payload) => match payload.downcast::<LabSkip>() {
+                        Ok(skip) => Ok(Completion::ignored_with(skip.0)),
+                        Err(other) => std::panic::resume_unwind(other),
+                    },
+                }
             })
         })
         .collect();
     libtest_mimic::run(&args, trials).exit()
 }
 
-/// `tests!(a, b, c)` is the test binary's `main` (see `run_tests`).
+/// `tests!(a, b, [more], c)` is the test binary's `main` (see `run_tests`), with its tests in
+/// this order: each name is a `fn()` test of that name, each `[expr]` a `Vec<Test>` (e.g. from
+/// `cases!`).
 #[macro_export]
 macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
+    (@group [$more:expr]) => {
+        $more
+    };
+    (@group $name:ident) => {
+        vec![common::Test::new(stringify!($name), $name as fn())]
+    };
+    ($($item:tt),* $(,)?) => {
         fn main() {
-            common::run_tests(vec![$((stringify!($name), $name as fn())),*])
+            let groups: Vec<Vec<common::Test>> = vec![$($crate::tests!(@group $item)),*];
+            common::run_tests(groups.into_iter().flatten().collect())
         }
+    };
+}
+
+/// Table-driven tests: `cases!(guard; name => body, ...)` is a `Vec<Test>` with one test per
+/// row, named `name`, that runs `body` when `guard()` is true (`require_lab`, or a file's own
+/// guard, which returns false or calls `skip` where the test cannot run).
+#[macro_export]
+macro_rules! cases {
+    ($guard:path; $($name:ident => $body:expr),* $(,)?) => {
+        vec![$(common::Test::new(stringify!($name), || {
+            if $guard() {
+                $body;
+            }
+        })),*]
     };
 }
 
