@@ -1,4 +1,4 @@
-//! Verdicts on hosts set up the way real servers are (SPEC "Real hosts"; issue 10 "Proof"):
+//! Verdicts on hosts set up the way real servers are (README "Tests", "Verdicts and timing"):
 //! policy routing with SO_MARK, device-bound and link-local sockets, a dual-stack listener,
 //! busy connections, `--intvl` below the round trip, sends the local host refuses, TCP-MD5,
 //! carrier loss, and an answer borrowed from the kernel's own keepalive. IPv4 and IPv6 where
@@ -335,7 +335,7 @@ fn link_local(blackhole: bool, server_port: u16, client_port: u16) {
 
 /// A's `[::]` listener (IPV6_V6ONLY off) accepts B's IPv4 connection; kaprobe in A is given
 /// the flow as `ss` prints it, with IPv4-mapped addresses (`LOCAL REMOTE` as two arguments
-/// is issue 11's, not tested here).
+/// is tested in `cli_lab.rs`).
 fn dual_stack(blackhole: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
     let listen: SocketAddr = format!("[::]:{server_port}").parse().unwrap();

@@ -239,7 +239,7 @@ def main():
             and kabs <= nabs and kworst <= nworst))
 
     if targets:
-        w("#### Targets (issue 7)")
+        w("#### Targets")
         w("")
         w("| target | measured | |")
         w("|---|---|---|")

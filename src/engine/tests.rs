@@ -563,7 +563,7 @@ fn short_intervals_warn_about_the_peer_rate_limit() {
         .warning()
         .is_none()
     );
-    // Issue 10: whatever `probes` is (one probe below the peer's rate limit used to pass).
+    // Whatever `probes` is (one probe below the peer's rate limit used to pass unwarned).
     assert!(
         Timing {
             time: ms(0),
@@ -615,7 +615,7 @@ fn a_segment_the_kernel_accepted_after_the_first_probe_means_alive() {
     assert_eq!(v.rtt, None);
 }
 
-// ---- regressions found by tests/lab_trust.rs and the engine_packets fuzz target (issue 3)
+// ---- regressions found by tests/lab_trust.rs and the engine_packets fuzz target
 
 /// tests/lab_trust.rs no_harm: with --probes 1, the peer answered while its own data was
 /// moving the numbers on; the answer did not match the learned pair, and the last probe's
@@ -667,7 +667,7 @@ fn a_forged_segment_claiming_the_local_address_teaches_nothing() {
     assert_eq!(verdict(&drain(&mut e, ms(2))).kind, VerdictKind::Alive);
 }
 
-// ---- issue 10: real hosts (README "Verdicts and timing")
+// ---- real hosts (README "Verdicts and timing")
 
 /// A connection view with the kernel's RTO and ACK clock filled in.
 fn view_rto(idle: u64, since_ack: u64, rto: u64, busy: bool) -> ConnView {
