@@ -21,19 +21,6 @@ fn ready() -> bool {
         && common::require_tool("dumpcap", "tshark")
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("cannot run ip");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn now_epoch() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -221,25 +208,26 @@ const SMOL_MAC: &str = "02:6b:70:00:00:02";
 /// kernel in B keeps no address, so it never answers for B's addresses; smoltcp behind the
 /// TAP owns them.
 fn bridge_to_tap(lab: &Lab) {
-    let b = lab.ns('b');
-    ip(&["-n", &b, "addr", "flush", "dev", "eth0"]);
-    ip(&[
-        "-n",
-        &b,
-        "link",
-        "add",
-        "br0",
-        "type",
-        "bridge",
-        "mcast_snooping",
-        "0",
-    ]);
-    ip(&["-n", &b, "link", "set", "eth0", "master", "br0"]);
+    lab.exec('b', &["ip", "addr", "flush", "dev", "eth0"]);
+    lab.exec(
+        'b',
+        &[
+            "ip",
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ],
+    );
+    lab.exec('b', &["ip", "link", "set", "eth0", "master", "br0"]);
     // Persistent, so it keeps its place in the bridge while the peer is down.
-    ip(&["-n", &b, "tuntap", "add", "dev", "tap0", "mode", "tap"]);
-    ip(&["-n", &b, "link", "set", "tap0", "master", "br0"]);
-    ip(&["-n", &b, "link", "set", "tap0", "up"]);
-    ip(&["-n", &b, "link", "set", "br0", "up"]);
+    lab.exec('b', &["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    lab.exec('b', &["ip", "link", "set", "tap0", "master", "br0"]);
+    lab.exec('b', &["ip", "link", "set", "tap0", "up"]);
+    lab.exec('b', &["ip", "link", "set", "br0", "up"]);
 }
 
 /// The smoltcp peer process in B. Dropping it kills it.
