@@ -11,8 +11,10 @@
 mod common;
 mod prom;
 
+use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -338,13 +340,14 @@ fn collect(sock: &UnixDatagram, limit: Duration, stop: impl Fn(&[String]) -> boo
     got
 }
 
-/// Starts `kaprobe --netns A watch ARGS` with `env`, stdout and stderr to files in `dir`.
+/// Starts `kaprobe --netns A watch ARGS` with `env` (systemd's variables otherwise unset),
+/// its stdout and stderr to these files.
 fn watch_with_env(
     lab: &Lab,
     args: &[&str],
     env: &[(&str, String)],
-    dir: &ScratchDir,
-) -> std::process::Child {
+    (stdout, stderr): (File, File),
+) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaprobe"));
     cmd.args(["--netns", &lab.ns('a'), "watch"])
         .args(args)
@@ -353,33 +356,43 @@ fn watch_with_env(
         .env_remove("WATCHDOG_PID")
         .env_remove("JOURNAL_STREAM")
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.0.join("out")).unwrap())
-        .stderr(std::fs::File::create(dir.0.join("err")).unwrap());
+        .stdout(stdout)
+        .stderr(stderr);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("start kaprobe watch")
+    Running(Some(cmd.spawn().expect("start kaprobe watch")))
 }
 
-/// SIGTERM, then the exit code (bounded wait).
-fn term(mut child: std::process::Child) -> i32 {
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("watch did not end within 5 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Files `out` and `err` in `dir`, for a child's stdout and stderr.
+fn out_err(dir: &ScratchDir) -> (File, File) {
+    (
+        File::create(dir.join("out")).unwrap(),
+        File::create(dir.join("err")).unwrap(),
+    )
+}
+
+/// Waits (bounded) until the file at `path` contains `text`; its contents.
+fn wait_file(path: &Path, text: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    while !read().contains(text) {
+        assert!(Instant::now() < deadline, "no {text:?} in:\n{}", read());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    read()
+}
+
+/// The watch; killed if the test fails before it is stopped.
+struct Running(Option<std::process::Child>);
+
+impl Running {
+    /// SIGTERM, then the exit code (bounded wait).
+    fn term(mut self) -> i32 {
+        let mut child = self.0.take().expect("running");
+        common::terminate(&mut child).code().unwrap_or(-1)
     }
 }
-
-/// Kills the child if the test fails before it is stopped.
-struct Running(Option<std::process::Child>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -399,15 +412,15 @@ fn watch_tells_systemd_ready_watchdog_and_stopping() {
     let flow = "198.18.0.2:44771-198.51.100.2:9771";
 
     // WatchdogSec=1s: a ping at least every 500 ms.
-    let mut running = Running(Some(watch_with_env(
+    let running = watch_with_env(
         &lab,
         &["--time", "1s", "--intvl", "500ms", flow],
         &[
             ("NOTIFY_SOCKET", path.to_str().unwrap().to_string()),
             ("WATCHDOG_USEC", "1000000".into()),
         ],
-        &dir,
-    )));
+        out_err(&dir),
+    );
     let got = collect(&sock, Duration::from_secs(10), |g| {
         g.iter().any(|m| m.contains("READY=1"))
     });
@@ -427,7 +440,7 @@ fn watch_tells_systemd_ready_watchdog_and_stopping() {
         "{n} pings in {:?} (every 500 ms): {pings:?}",
         t.elapsed()
     );
-    let code = term(running.0.take().unwrap());
+    let code = running.term();
     assert_eq!(code, 0, "{}", err());
     let rest = collect(&sock, Duration::from_secs(2), |g| {
         g.iter().any(|m| m.contains("STOPPING=1"))
@@ -435,7 +448,7 @@ fn watch_tells_systemd_ready_watchdog_and_stopping() {
     assert!(rest.iter().any(|m| m == "STOPPING=1\n"), "{rest:?}");
 
     // The watchdog is another process's (WATCHDOG_PID): ready, but no pings.
-    let mut running = Running(Some(watch_with_env(
+    let running = watch_with_env(
         &lab,
         &["--time", "1s", "--intvl", "500ms", flow],
         &[
@@ -443,8 +456,8 @@ fn watch_tells_systemd_ready_watchdog_and_stopping() {
             ("WATCHDOG_USEC", "1000000".into()),
             ("WATCHDOG_PID", "1".into()),
         ],
-        &dir,
-    )));
+        out_err(&dir),
+    );
     let got = collect(&sock, Duration::from_secs(10), |g| {
         g.iter().any(|m| m.contains("READY=1"))
     });
@@ -454,7 +467,7 @@ fn watch_tells_systemd_ready_watchdog_and_stopping() {
         !more.iter().chain(&got).any(|m| m.contains("WATCHDOG=1")),
         "{got:?} {more:?}"
     );
-    assert_eq!(term(running.0.take().unwrap()), 0);
+    assert_eq!(running.term(), 0);
 }
 
 fn on_the_journal_lines_carry_a_priority_and_no_timestamp() {
@@ -465,28 +478,21 @@ fn on_the_journal_lines_carry_a_priority_and_no_timestamp() {
 
     // As systemd starts it: stdout and stderr one stream, named by JOURNAL_STREAM.
     let dir = ScratchDir::new("lab-journal");
-    let file = std::fs::File::create(dir.0.join("journal")).unwrap();
+    let path = dir.join("journal");
+    let file = File::create(&path).unwrap();
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().unwrap();
     let stream = format!("{}:{}", meta.dev(), meta.ino());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaprobe"));
-    cmd.args(["--netns", &lab.ns('a'), "watch"])
-        .args(args)
-        .env("JOURNAL_STREAM", &stream)
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file);
-    let running = Running(Some(cmd.spawn().unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let read = || std::fs::read_to_string(dir.0.join("journal")).unwrap_or_default();
-    while !read().contains(" alive") {
-        assert!(Instant::now() < deadline, "no alive line:\n{}", read());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut running = running;
-    assert_eq!(term(running.0.take().unwrap()), 0, "{}", read());
-    let text = read();
+    let journal = [("JOURNAL_STREAM", stream)];
+    let running = watch_with_env(&lab, &args, &journal, (file.try_clone().unwrap(), file));
+    wait_file(&path, " alive", Duration::from_secs(10));
+    assert_eq!(
+        running.term(),
+        0,
+        "{}",
+        std::fs::read_to_string(&path).unwrap()
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
     assert!(
         text.lines()
             .any(|l| l.starts_with(&format!("<6>kaprobe: {flow}: watching"))),
@@ -504,25 +510,11 @@ fn on_the_journal_lines_carry_a_priority_and_no_timestamp() {
 
     // stderr elsewhere: JOURNAL_STREAM does not name it, so no priorities, and the state
     // line keeps its timestamp.
-    let (code, out, err, _) = {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaprobe"));
-        cmd.args(["--netns", &lab.ns('a'), "watch"])
-            .args(args)
-            .env("JOURNAL_STREAM", &stream)
-            .env_remove("NOTIFY_SOCKET");
-        let mut child = Running(Some(
-            cmd.stdin(Stdio::null())
-                .stdout(std::fs::File::create(dir.0.join("out2")).unwrap())
-                .stderr(std::fs::File::create(dir.0.join("err2")).unwrap())
-                .spawn()
-                .unwrap(),
-        ));
-        std::thread::sleep(Duration::from_millis(2500));
-        let code = term(child.0.take().unwrap());
-        let out = std::fs::read_to_string(dir.0.join("out2")).unwrap();
-        let err = std::fs::read_to_string(dir.0.join("err2")).unwrap();
-        (code, out, err, ())
-    };
+    let running = watch_with_env(&lab, &args, &journal, out_err(&dir));
+    wait_file(&dir.join("out"), " alive", Duration::from_secs(10));
+    let code = running.term();
+    let out = std::fs::read_to_string(dir.join("out")).unwrap();
+    let err = std::fs::read_to_string(dir.join("err")).unwrap();
     assert_eq!(code, 0);
     assert!(
         err.lines()

@@ -876,21 +876,7 @@ impl Background {
     /// SIGTERM (unless it already ended), a bounded wait, then (exit code, all stdout, stderr).
     pub fn stop(mut self) -> (i32, String, String) {
         let mut child = self.child.take().expect("running");
-        if let Ok(None) = child.try_wait() {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("kaprobe did not end within 5 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = terminate(&mut child);
         while let Ok((_, line)) = self.lines.recv_timeout(Duration::from_millis(500)) {
             self.seen.push(line);
         }
@@ -902,6 +888,26 @@ impl Background {
         let mut out = self.seen.join("\n");
         out.push('\n');
         (status.code().unwrap_or(-1), out, err)
+    }
+}
+
+/// SIGTERM (unless the child already ended), then its status; the test fails (and the child
+/// is killed) if it has not ended 5 s later.
+pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    if let Ok(None) = child.try_wait() {
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kaprobe did not end within 5 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
