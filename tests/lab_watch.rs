@@ -6,50 +6,16 @@ mod common;
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Lab;
+use common::{Background, Lab};
 
-fn spawn_watch(lab: &Lab, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kaprobe"))
-        .args(["--netns", &lab.ns('a'), "--json", "watch"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kaprobe watch")
-}
-
-/// SIGTERM, then the exit code and everything it printed (bounded).
-fn stop(mut child: Child) -> (i32, String, String) {
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("watch did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code().unwrap_or(-1), out, err)
+/// `kaprobe --netns A --json watch ARGS...` in the background.
+fn spawn_watch(lab: &Lab, args: &[&str]) -> Background {
+    let full: Vec<&str> = std::iter::once("watch")
+        .chain(args.iter().copied())
+        .collect();
+    Background::start(lab, &full)
 }
 
 fn states(out: &str) -> Vec<serde_json::Value> {
@@ -84,7 +50,7 @@ fn watch_keeps_an_idle_flow_through_a_nat_that_forgets() {
         "unwatched flow still passed the NAT"
     );
 
-    let (code, out, err) = stop(watch);
+    let (code, out, err) = watch.stop();
     assert_eq!(code, 0, "watch ends cleanly on SIGTERM\n{out}\n{err}");
     let s = states(&out);
     assert_eq!(
@@ -156,28 +122,16 @@ fn watch_on_dead_kill_wakes_the_blocked_application() {
         "recv failed too early: {woke:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(s) = watch.try_wait().unwrap() {
-            break s;
-        }
+    while watch.exited().is_none() {
         assert!(
             Instant::now() < deadline,
             "watch of one dead flow did not end"
         );
         std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut out = String::new();
-    watch
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert_eq!(
-        status.code(),
-        Some(1),
-        "a single watched flow that died exits 1\n{out}"
-    );
+    }
+    // It has ended: stop sends no signal, it collects what it printed.
+    let (code, out, _) = watch.stop();
+    assert_eq!(code, 1, "a single watched flow that died exits 1\n{out}");
     assert!(states(&out).iter().any(|v| v["state"] == "dead"), "{out}");
 }
 
@@ -213,7 +167,7 @@ fn watch_on_dead_exec_gets_the_flow_in_its_environment() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(100));
-    let (code, out, _) = stop(watch);
+    let (code, out, _) = watch.stop();
     let got = std::fs::read_to_string(&file).unwrap();
     let _ = std::fs::remove_file(&file);
     assert_eq!(
@@ -231,24 +185,31 @@ fn watch_on_dead_exec_gets_the_flow_in_its_environment() {
 
 fn watch_with_filters_picks_up_new_connections() {
     let lab = Lab::up_or_skip("direct", None);
-    let watch = spawn_watch(
+    let mut watch = spawn_watch(
         &lab,
         &[
             "--port", "9631", "--time", "300ms", "--intvl", "300ms", "--rescan", "200ms",
         ],
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let (c, s) = lab.connect(false, 9631, 44631);
-    std::thread::sleep(Duration::from_millis(1500));
-    drop((c, s));
-    std::thread::sleep(Duration::from_millis(700));
-    let (code, out, err) = stop(watch);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let s = states(&out);
     let flow = common::flow(
         SocketAddr::new(lab.a_addr(false), 44631),
         SocketAddr::new(lab.b_addr(false), 9631),
     );
+    let state_of_flow = |state: &'static str| {
+        let flow = flow.as_str();
+        move |v: &serde_json::Value| {
+            v["event"] == "state" && v["flow"] == flow && v["state"] == state
+        }
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (c, s) = lab.connect(false, 9631, 44631);
+    // As long as the fixed waits these were; the assertions below judge what came.
+    let _ = watch.wait_json(Duration::from_millis(1500), state_of_flow("alive"));
+    drop((c, s));
+    let _ = watch.wait_json(Duration::from_millis(700), state_of_flow("closed"));
+    let (code, out, err) = watch.stop();
+    assert_eq!(code, 0, "{out}\n{err}");
+    let s = states(&out);
     assert!(
         s.iter().any(|v| v["flow"] == flow && v["state"] == "alive"),
         "new connection watched: {out}"
