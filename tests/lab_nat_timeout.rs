@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Lab, in_netns};
+use common::{Lab, in_netns, run_kaprobe_for};
 
 /// A listener in B that accepts and holds everything, for as long as the guard lives.
 fn serve(lab: &Lab, addr: &str) -> std::thread::JoinHandle<()> {
@@ -27,35 +26,16 @@ fn serve(lab: &Lab, addr: &str) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// `kaprobe --netns A --json nat-timeout ARGS...` (killed, and the test failed, after 90 s):
+/// it must succeed; its JSON object and how long it took.
 fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, Duration) {
-    let start = Instant::now();
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_kaprobe"))
-        .args(["--netns", &lab.ns('a'), "--json", "nat-timeout"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(90) {
-            let _ = child.kill();
-            panic!("nat-timeout ran over 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        status.success(),
-        "exit {status}\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut full = vec!["nat-timeout"];
+    full.extend_from_slice(args);
+    let (code, stdout, stderr, took) = run_kaprobe_for(lab, &full, Duration::from_secs(90));
+    assert_eq!(code, 0, "exit {code}\n{stdout}\n{stderr}");
     let v: serde_json::Value =
         serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    (v, start.elapsed())
+    (v, took)
 }
 
 fn nat_timeout_brackets_the_conntrack_timeout() {
