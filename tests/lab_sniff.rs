@@ -4,20 +4,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Lab;
+use common::{Lab, LineReader};
 use serde_json::Value;
 
 /// A sniff run in the background, started and known to be capturing.
 struct Sniff {
     child: Child,
-    stderr: mpsc::Receiver<String>,
+    stderr: LineReader,
 }
 
 /// Starts `kaprobe --netns A --json -v sniff ARGS` and waits (bounded) until it captures.
@@ -31,42 +30,18 @@ fn start_sniff(lab: &Lab, args: &[&str]) -> Sniff {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start kaprobe sniff");
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().expect("stderr pipe");
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains("sniffing") => break,
-            Ok(_) => {}
-            Err(e) => {
-                let _ = child.kill();
-                panic!("sniff did not start capturing: {e}");
-            }
-        }
+    let mut stderr = LineReader::new(child.stderr.take().expect("stderr pipe"));
+    if !stderr.wait_for("sniffing", Duration::from_secs(5)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("sniff did not start capturing: {:?}", stderr.seen);
     }
-    Sniff { child, stderr: rx }
+    Sniff { child, stderr }
 }
 
 /// Waits for the run to end by itself (bounded); its exit code and JSON objects.
 fn finish(mut s: Sniff, within: Duration) -> (i32, Vec<Value>, String) {
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(st) = s.child.try_wait().expect("wait for sniff") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = s.child.kill();
-            let _ = s.child.wait();
-            panic!("sniff ran longer than {within:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_within(&mut s.child, within, "sniff");
     let mut out = String::new();
     s.child
         .stdout
@@ -74,7 +49,7 @@ fn finish(mut s: Sniff, within: Duration) -> (i32, Vec<Value>, String) {
         .expect("stdout pipe")
         .read_to_string(&mut out)
         .expect("read sniff stdout");
-    let err: Vec<String> = s.stderr.try_iter().collect();
+    let err = s.stderr.until_end(Duration::from_secs(1));
     let objects = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{out}")))

@@ -897,7 +897,17 @@ pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
     if let Ok(None) = child.try_wait() {
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    wait_within(child, Duration::from_secs(5), "kaprobe after SIGTERM")
+}
+
+/// The child's status once it ends by itself; the test fails (and the child is killed) if it
+/// has not ended within `limit`. `what` names it in the failure.
+pub fn wait_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(s) = child.try_wait().expect("wait") {
             return s;
@@ -905,7 +915,7 @@ pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("kaprobe did not end within 5 s of SIGTERM");
+            panic!("{what} did not end within {limit:?}; killed");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1015,6 +1025,18 @@ impl LineReader {
             rx,
             seen: Vec::new(),
         }
+    }
+
+    /// Every line: those seen, then the rest until the pipe ends (bounded by `limit`).
+    pub fn until_end(mut self, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        while let Ok(line) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line);
+        }
+        self.seen
     }
 
     /// True once a line containing `text` arrived within `limit`.
