@@ -197,6 +197,17 @@ fn probe_alive_or_dead(lab: &Lab, flow: &str, blackhole: bool) -> Value {
     }
 }
 
+/// `sweep --remote B --intvl INTVL --probes PROBES`: every connection to B's address.
+fn sweep_b(lab: &Lab, v6: bool, intvl: &str, probes: &str) -> Run {
+    let remote = filter_addr(lab.b_addr(v6));
+    kaprobe(
+        lab,
+        &[
+            "sweep", "--remote", &remote, "--intvl", intvl, "--probes", probes,
+        ],
+    )
+}
+
 /// `sweep ARGS...` finds exactly one connection, with this exit code and verdict.
 fn sweep_one(lab: &Lab, args: &[&str], code: i32, verdict: &str) {
     let mut full = vec!["sweep"];
@@ -474,13 +485,7 @@ fn sweep_with_zero_window(v6: bool, base: u16) {
     let _idle1 = lab.connect(v6, base + 1, 41001 + base % 1000);
     let _idle2 = lab.connect(v6, base + 2, 41002 + base % 1000);
     fill_until_zero_window(&busy);
-    let remote = filter_addr(lab.b_addr(v6));
-    let r = kaprobe(
-        &lab,
-        &[
-            "sweep", "--remote", &remote, "--intvl", "1s", "--probes", "3",
-        ],
-    );
+    let r = sweep_b(&lab, v6, "1s", "3");
     let bound = 3000.0 + rto_ms(&busy) + SLACK_MS + 500.0;
     assert!(
         r.wall.as_secs_f64() * 1000.0 <= bound,
@@ -734,13 +739,7 @@ fn sweep_with_refusals(v6: bool, base: u16) {
     let uid = APP_UID.to_string();
     lab.fault(&["refuse", "firewall", &probe_only.to_string(), &uid]);
     lab.fault(&["refuse", "firewall", &all.to_string()]);
-    let remote = filter_addr(lab.b_addr(v6));
-    let r = kaprobe(
-        &lab,
-        &[
-            "sweep", "--remote", &remote, "--intvl", "500ms", "--probes", "2",
-        ],
-    );
+    let r = sweep_b(&lab, v6, "500ms", "2");
     assert_ne!(r.code, 6, "not a missing capability\n{}", r.describe());
     assert_eq!(r.code, 4, "worst verdict unreachable\n{}", r.describe());
     let rows = r.rows();
@@ -828,13 +827,7 @@ fn md5_sweep(v6: bool, base: u16) {
     let lab = Lab::up("direct", None);
     let _signed = md5_connect(&lab, v6, base, 41000 + base % 1000);
     let _plain = lab.connect(v6, base + 1, 41001 + base % 1000);
-    let remote = filter_addr(lab.b_addr(v6));
-    let r = kaprobe(
-        &lab,
-        &[
-            "sweep", "--remote", &remote, "--intvl", "500ms", "--probes", "2",
-        ],
-    );
+    let r = sweep_b(&lab, v6, "500ms", "2");
     assert_eq!(r.code, 0, "the worst verdict is alive\n{}", r.describe());
     let rows = r.rows();
     assert_eq!(rows.len(), 2, "{}", r.describe());
