@@ -629,15 +629,9 @@ fn a_and_b_have_the_same_addresses_in_every_topology() {
     }
     for kind in ["direct", "routed", "nat"] {
         let lab = Lab::up(kind, None);
-        let addrs = |ns: &str| {
-            let out = Command::new("ip")
-                .args(["-n", ns, "-o", "addr", "show", "dev", "eth0"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        let a = addrs(&lab.ns('a'));
-        let b = addrs(&lab.ns('b'));
+        let addrs = |which| lab.exec(which, &["ip", "-o", "addr", "show", "dev", "eth0"]);
+        let a = addrs('a');
+        let b = addrs('b');
         for want in ["198.18.0.2/24", "2001:db8:18::2/64"] {
             assert!(a.contains(want), "{kind}: A lacks {want}: {a}");
         }

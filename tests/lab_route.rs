@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, TcpListener, TcpStream};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -123,26 +122,26 @@ fn bound_socket(v6: bool) {
     alive_by_probe_and_sweep(&lab, client, server);
 }
 
-fn link_local(ns: &str) -> std::net::Ipv6Addr {
-    let out = Command::new("ip")
-        .args([
-            "-n", ns, "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
-        ])
-        .output()
-        .expect("ip addr");
-    let text = String::from_utf8_lossy(&out.stdout);
+/// The link-local address of eth0 in namespace `which` of the lab.
+fn link_local(lab: &Lab, which: char) -> std::net::Ipv6Addr {
+    let text = lab.exec(
+        which,
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+        ],
+    );
     let word = text
         .split_whitespace()
         .skip_while(|w| *w != "inet6")
         .nth(1)
-        .unwrap_or_else(|| panic!("no link-local address on eth0 in {ns}: {text}"));
+        .unwrap_or_else(|| panic!("no link-local address on eth0 in {}: {text}", lab.ns(which)));
     word.split('/').next().unwrap().parse().unwrap()
 }
 
 /// A link-local connection, written with its zone by name and by index, and without.
 fn link_local_flow_with_a_zone_is_alive() {
     let lab = Lab::up_or_skip("direct", None);
-    let (la, lb) = (link_local(&lab.ns('a')), link_local(&lab.ns('b')));
+    let (la, lb) = (link_local(&lab, 'a'), link_local(&lab, 'b'));
     // lab.sh gives A's eth0 index 10 and B's 13.
     let client = SocketAddr::V6(SocketAddrV6::new(la, 41003, 0, 10));
     let server_bind = SocketAddr::V6(SocketAddrV6::new(lb, 9103, 0, 13));
