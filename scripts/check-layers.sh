@@ -8,9 +8,9 @@
 #   2  engine                   the pure time/intvl/probes state machine
 #   3  exit error               the one exit status and the error type
 #   4  sys filter               sockets, netlink, namespaces, capabilities; connection filters
-#   5  fleet prober             the I/O loop over narrow traits; one connection resolved and probed
+#   5  fleet                    the I/O loop over narrow traits
 #   6  output metrics           rendering of events and verdicts; Prometheus families
-#   7  cmd                      one module per subcommand
+#   7  cmd                      one module per subcommand; one connection resolved and probed (cmd::prober)
 #   8  cli                      the command line
 #
 # Besides, `sys` names nothing of `engine`: the edges do not know the pure state machine's
@@ -37,7 +37,7 @@ declare -A rank=(
     [engine]=2
     [exit]=3 [error]=3
     [sys]=4 [filter]=4
-    [fleet]=5 [prober]=5
+    [fleet]=5
     [output]=6 [metrics]=6
     [cmd]=7
     [cli]=8
