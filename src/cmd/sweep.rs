@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::args::{ProbeStyle, RateArgs, TimingArgs};
+use crate::cmd::prober;
 use crate::engine::{Config, Outcome, SeqSource, Timing, Verdict, VerdictKind};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
@@ -340,8 +341,6 @@ fn finish(
 /// Sweeps smaller than this run on one thread.
 const PARALLEL_FROM: usize = 2000;
 const MAX_WORKERS: usize = 4;
-/// The longest a worker waits before it looks at the stop flag again.
-const TURN: Duration = Duration::from_millis(250);
 
 /// Runs every fleet on a thread of its own; each shows its own progress. Rows arrive here as
 /// they are decided and, with JSON, are printed at once. A failed write stops the workers;
@@ -387,9 +386,8 @@ fn run_fleets(
 /// Drives one fleet until every connection in it has an outcome, or a stop is requested.
 fn run_fleet(mut fleet: Fleet, reporter: Reporter, tx: mpsc::Sender<(Flow, Row)>) -> Result<Fleet> {
     while fleet.active() > 0 && !stop_requested() {
-        let step = output::check().and_then(|()| fleet.step(TURN));
-        let outcomes = match step {
-            Ok(events) => reporter.outcomes(events),
+        let outcomes = match prober::turn(&mut fleet, reporter, prober::TURN) {
+            Ok(outcomes) => outcomes,
             Err(e) => {
                 // The other workers have nothing left to report to.
                 request_stop();

@@ -98,10 +98,6 @@ fn on_dead(arg: &str) -> Result<OnDead> {
 /// could not be learned, whatever `--time` and `--intvl` say: never a tight loop.
 const RETRY_FLOOR: Duration = Duration::from_secs(1);
 
-/// The longest wait in one turn of the loop: how soon a stop request or a closed stdout
-/// is noticed.
-const TURN: Duration = Duration::from_millis(250);
-
 /// With filters, the longest time between two listings of every socket when the kernel's
 /// TCP counters have not moved (README "kaprobe watch"), unless `--rescan` is longer.
 const QUIET_RESCAN: Duration = Duration::from_secs(60);
@@ -362,7 +358,7 @@ impl Watch<'_> {
         let mut next_rescan = fleet.now() + self.args.rescan;
         while !stop_requested() {
             let now = Instant::now();
-            let mut turn = TURN;
+            let mut turn = prober::TURN;
             if let Some(wd) = &mut watchdog {
                 wd.tick(now);
                 turn = turn.min(wd.until_due(now));
@@ -374,9 +370,8 @@ impl Watch<'_> {
                 }
                 status = (now + STATUS_EVERY, line);
             }
-            // A closed stdout ends the watch at its next write (README "Pipes, signals and
+            // A closed stdout ends the watch at the next turn (README "Pipes, signals and
             // limits").
-            output::check()?;
             self.turn(fleet, turn)?;
             if let Some(flow) = single {
                 if !self.tracks.contains_key(&flow) {
@@ -393,7 +388,7 @@ impl Watch<'_> {
     /// One turn of the loop: waits up to `wait` for outcomes, acts on them, restarts the
     /// connections due again and reaps `--on-dead exec` children.
     fn turn(&mut self, fleet: &mut Fleet, wait: Duration) -> Result<()> {
-        let outcomes = self.reporter.outcomes(fleet.step(wait)?);
+        let outcomes = prober::turn(fleet, self.reporter, wait)?;
         self.count_probes(fleet);
         for (flow, outcome, ignored) in outcomes {
             if let Some(m) = &self.metrics {
