@@ -405,13 +405,9 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         self.ready.push(idx);
     }
 
-    /// Stops probing a connection (no outcome is reported for it).
+    /// Stops probing a connection and frees its slot for the next one added (no outcome is
+    /// reported for it here).
     pub fn remove(&mut self, flow: &Flow) {
-        self.release(flow);
-    }
-
-    /// Frees the connection's slot for the next one added.
-    fn release(&mut self, flow: &Flow) {
         if let Some(idx) = self.by_tuple.remove(&(flow.local, flow.remote)) {
             self.slots[idx] = None;
             self.free.push(idx);
@@ -554,7 +550,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                     outcome,
                     ignored,
                 });
-                self.release(&flow);
+                self.remove(&flow);
                 return Ok(false);
             }
         }
