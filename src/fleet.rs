@@ -66,17 +66,6 @@ pub enum Event {
     },
 }
 
-impl Event {
-    /// The connection the event is about.
-    pub fn flow(&self) -> Flow {
-        match self {
-            Event::Sent { flow, .. } | Event::Note { flow, .. } | Event::Finished { flow, .. } => {
-                *flow
-            }
-        }
-    }
-}
-
 /// Sends per second, with a burst of a tenth of a second.
 struct RateCap {
     per_sec: f64,
