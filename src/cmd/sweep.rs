@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 use super::Ctx;
 use super::args::{ProbeStyle, RateArgs, TimingArgs};
 use crate::cmd::prober;
-use crate::engine::{Config, Outcome, SeqSource, Timing, Verdict, VerdictKind};
+use crate::engine::{Config, Outcome, SeqSource, Timing, Verdict};
 use crate::error::{Error, Result};
-use crate::exit::ExitStatus;
+use crate::exit::{self, ExitStatus};
 use crate::filter::FilterArgs;
 use crate::fleet::{Fleet, conn_view};
 use crate::flow::{Flow, Signature};
@@ -69,15 +69,11 @@ impl Row {
         }
     }
 
-    /// Sort key: alive first, problems last (next to the summary on a terminal).
+    /// Sort key: alive first, problems last (next to the summary on a terminal), verdicts
+    /// in the order of their exit status.
     fn rank(&self) -> u8 {
         match self {
-            Row::Verdict(v, _) => match v.kind {
-                VerdictKind::Alive => 0,
-                VerdictKind::Reset => 1,
-                VerdictKind::Unreachable => 2,
-                VerdictKind::Dead => 3,
-            },
+            Row::Verdict(v, _) => exit::severity(v.kind),
             Row::Signed(_) => 9,
             Row::Closed(_) => 10,
             Row::Failed(_) => 11,
@@ -503,6 +499,7 @@ fn status(rows: &[(Flow, Row)]) -> ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::VerdictKind;
 
     fn row(kind: VerdictKind) -> Row {
         Row::Verdict(
