@@ -338,15 +338,6 @@ fn listing_due(
     }
 }
 
-fn severity(state: &str) -> u8 {
-    match state {
-        "dead" => 3,
-        "reset" => 2,
-        "closed" => 1,
-        _ => 0,
-    }
-}
-
 impl Watch<'_> {
     /// The loop, until a stop signal or, for a single connection, until it is gone; returns
     /// the exit status. Under systemd (Type=notify): ready once the sockets are open and
@@ -412,18 +403,15 @@ impl Watch<'_> {
     }
 
     /// The exit status once the single connection watched is gone: by the worst state it
-    /// reached.
+    /// reached, dead before reset, else it closed.
     fn single_exit(&self) -> ExitStatus {
-        match self
-            .tally
-            .changes
-            .keys()
-            .copied()
-            .max_by_key(|s| severity(s))
-        {
-            Some("dead") => ExitStatus::Dead,
-            Some("reset") => ExitStatus::Reset,
-            _ => ExitStatus::NoConnection,
+        let reached = |state| self.tally.changes.contains_key(state);
+        if reached("dead") {
+            ExitStatus::Dead
+        } else if reached("reset") {
+            ExitStatus::Reset
+        } else {
+            ExitStatus::NoConnection
         }
     }
 
