@@ -74,6 +74,16 @@ pub fn resolve_conn(spec: FlowSpec, diag: &mut Diag) -> Result<Conn> {
     }
 }
 
+/// [`resolve_conn`] for a command that probes the connection: a signed one is refused
+/// (exit 7, README "Policy routing, VRFs, bound sockets") before anything is sent.
+pub fn resolve_probeable(spec: FlowSpec, diag: &mut Diag) -> Result<Conn> {
+    let conn = resolve_conn(spec, diag)?;
+    match conn.signature {
+        Some(sig) => Err(Error::signed(&conn.flow, sig)),
+        None => Ok(conn),
+    }
+}
+
 /// `; FLOW reversed is: LOCAL comes first` when the other orientation is established.
 fn reversed_hint(diag: &mut Diag, flow: &Flow) -> Result<String> {
     let reversed = Flow {

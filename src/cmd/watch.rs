@@ -211,13 +211,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
 /// skipped with a warning).
 fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
     let single = match args.flow.spec()? {
-        Some(spec) => {
-            let c = prober::resolve_conn(spec, diag)?;
-            if let Some(sig) = c.signature {
-                return Err(Error::signed(&c.flow, sig));
-            }
-            Some(c)
-        }
+        Some(spec) => Some(prober::resolve_probeable(spec, diag)?),
         None => None,
     };
     let mut skipped = HashSet::new();
