@@ -192,7 +192,7 @@ fn established(
 fn open_fleets(
     args: &SweepArgs,
     conns: &[Conn],
-    mut diag: Diag,
+    diag: Diag,
     timing: Timing,
     source: SeqSource,
 ) -> Result<Vec<Fleet>> {
@@ -209,12 +209,13 @@ fn open_fleets(
     let per = conns.len().div_ceil(workers);
     let rate = (args.rate.rate / workers as u32).max(1);
     let mut fleets = Vec::with_capacity(workers);
-    for (i, slice) in conns.chunks(per.max(1)).enumerate() {
+    // The first fleet gets the socket the connections were listed with, the others new ones.
+    let mut diag = Some(diag);
+    for slice in conns.chunks(per.max(1)) {
         let flows: Vec<Flow> = slice.iter().map(|c| c.flow).collect();
-        let d = if i == 0 {
-            std::mem::replace(&mut diag, Diag::open()?)
-        } else {
-            Diag::open()?
+        let d = match diag.take() {
+            Some(d) => d,
+            None => Diag::open()?,
         };
         let mut fleet = Fleet::open(&flows, d, rate)?;
         for c in slice {
@@ -230,7 +231,6 @@ fn open_fleets(
         }
         fleets.push(fleet);
     }
-    drop(diag);
     // Capabilities are per thread: drop them before any worker starts.
     for f in &mut fleets {
         f.open_all_families()?;
