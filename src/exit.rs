@@ -81,8 +81,8 @@ impl ExitStatus {
 }
 
 /// How bad a verdict is, written out rather than taken from the declaration order of
-/// `VerdictKind`.
-fn severity(kind: VerdictKind) -> u8 {
+/// `VerdictKind`: alive 0, reset 1, unreachable 2, dead 3.
+pub fn severity(kind: VerdictKind) -> u8 {
     match kind {
         VerdictKind::Alive => 0,
         VerdictKind::Reset => 1,

@@ -66,17 +66,6 @@ pub enum Event {
     },
 }
 
-impl Event {
-    /// The connection the event is about.
-    pub fn flow(&self) -> Flow {
-        match self {
-            Event::Sent { flow, .. } | Event::Note { flow, .. } | Event::Finished { flow, .. } => {
-                *flow
-            }
-        }
-    }
-}
-
 /// Sends per second, with a burst of a tenth of a second.
 struct RateCap {
     per_sec: f64,
@@ -405,13 +394,9 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         self.ready.push(idx);
     }
 
-    /// Stops probing a connection (no outcome is reported for it).
+    /// Stops probing a connection and frees its slot for the next one added (no outcome is
+    /// reported for it here).
     pub fn remove(&mut self, flow: &Flow) {
-        self.release(flow);
-    }
-
-    /// Frees the connection's slot for the next one added.
-    fn release(&mut self, flow: &Flow) {
         if let Some(idx) = self.by_tuple.remove(&(flow.local, flow.remote)) {
             self.slots[idx] = None;
             self.free.push(idx);
@@ -554,7 +539,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                     outcome,
                     ignored,
                 });
-                self.release(&flow);
+                self.remove(&flow);
                 return Ok(false);
             }
         }

@@ -30,10 +30,7 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
     }
     let source = args.style.seq_source.source();
     let mut diag = Diag::open()?;
-    let conn = prober::resolve_conn(args.flow.spec()?, &mut diag)?;
-    if let Some(sig) = conn.signature {
-        return Err(Error::signed(&conn.flow, sig));
-    }
+    let conn = prober::resolve_probeable(args.flow.spec()?, &mut diag)?;
     let flow = conn.flow;
     if conn.route.is_set() {
         log::info!(

@@ -1,6 +1,7 @@
 //! One connection, as the user names it: what was typed resolved to an established
 //! connection (with a hint when only the reverse or the local side matches), and that
-//! connection probed to its outcome through a one-connection `Fleet` (the I/O loop).
+//! connection probed to its outcome through a one-connection `Fleet` (the I/O loop); and the
+//! turn of that loop every probing command takes.
 
 use std::time::Duration;
 
@@ -73,6 +74,16 @@ pub fn resolve_conn(spec: FlowSpec, diag: &mut Diag) -> Result<Conn> {
     }
 }
 
+/// [`resolve_conn`] for a command that probes the connection: a signed one is refused
+/// (exit 7, README "Policy routing, VRFs, bound sockets") before anything is sent.
+pub fn resolve_probeable(spec: FlowSpec, diag: &mut Diag) -> Result<Conn> {
+    let conn = resolve_conn(spec, diag)?;
+    match conn.signature {
+        Some(sig) => Err(Error::signed(&conn.flow, sig)),
+        None => Ok(conn),
+    }
+}
+
 /// `; FLOW reversed is: LOCAL comes first` when the other orientation is established.
 fn reversed_hint(diag: &mut Diag, flow: &Flow) -> Result<String> {
     let reversed = Flow {
@@ -129,6 +140,22 @@ fn state_name(c: &Conn) -> &'static str {
     }
 }
 
+/// The longest wait in one turn of a command's loop: how soon a stop request or a closed
+/// standard output is noticed.
+pub const TURN: Duration = Duration::from_millis(250);
+
+/// One turn of a command's loop over `fleet`: `Err` once standard output has failed or its
+/// reader has gone away (README "Pipes, signals and limits"), else the outcomes the fleet
+/// reached within `wait`, in order, with its progress shown by `reporter`.
+pub fn turn(
+    fleet: &mut Fleet,
+    reporter: Reporter,
+    wait: Duration,
+) -> Result<Vec<(Flow, Outcome, u64)>> {
+    crate::output::check()?;
+    Ok(reporter.outcomes(fleet.step(wait)?))
+}
+
 /// Runs the time/intvl/probes loop on one connection until it has an outcome; `None` when
 /// SIGINT/SIGTERM came first (see `sys::catch_stop_signals`).
 pub fn probe_one(cfg: Config, diag: Diag, reporter: Reporter) -> Result<Option<(Outcome, u64)>> {
@@ -141,9 +168,7 @@ pub fn probe_one(cfg: Config, diag: Diag, reporter: Reporter) -> Result<Option<(
             fleet.close();
             return Ok(None);
         }
-        crate::output::check()?;
-        let events = fleet.step(Duration::from_millis(250))?;
-        if let Some((_, outcome, ignored)) = reporter.outcomes(events).pop() {
+        if let Some((_, outcome, ignored)) = turn(&mut fleet, reporter, TURN)?.pop() {
             fleet.close();
             return Ok(Some((outcome, ignored)));
         }

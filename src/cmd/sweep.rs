@@ -16,9 +16,10 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::args::{ProbeStyle, RateArgs, TimingArgs};
-use crate::engine::{Config, Outcome, SeqSource, Timing, Verdict, VerdictKind};
+use crate::cmd::prober;
+use crate::engine::{Config, Outcome, SeqSource, Timing, Verdict};
 use crate::error::{Error, Result};
-use crate::exit::ExitStatus;
+use crate::exit::{self, ExitStatus};
 use crate::filter::FilterArgs;
 use crate::fleet::{Fleet, conn_view};
 use crate::flow::{Flow, Signature};
@@ -68,15 +69,11 @@ impl Row {
         }
     }
 
-    /// Sort key: alive first, problems last (next to the summary on a terminal).
+    /// Sort key: alive first, problems last (next to the summary on a terminal), verdicts
+    /// in the order of their exit status.
     fn rank(&self) -> u8 {
         match self {
-            Row::Verdict(v, _) => match v.kind {
-                VerdictKind::Alive => 0,
-                VerdictKind::Reset => 1,
-                VerdictKind::Unreachable => 2,
-                VerdictKind::Dead => 3,
-            },
+            Row::Verdict(v, _) => exit::severity(v.kind),
             Row::Signed(_) => 9,
             Row::Closed(_) => 10,
             Row::Failed(_) => 11,
@@ -195,7 +192,7 @@ fn established(
 fn open_fleets(
     args: &SweepArgs,
     conns: &[Conn],
-    mut diag: Diag,
+    diag: Diag,
     timing: Timing,
     source: SeqSource,
 ) -> Result<Vec<Fleet>> {
@@ -212,12 +209,13 @@ fn open_fleets(
     let per = conns.len().div_ceil(workers);
     let rate = (args.rate.rate / workers as u32).max(1);
     let mut fleets = Vec::with_capacity(workers);
-    for (i, slice) in conns.chunks(per.max(1)).enumerate() {
+    // The first fleet gets the socket the connections were listed with, the others new ones.
+    let mut diag = Some(diag);
+    for slice in conns.chunks(per.max(1)) {
         let flows: Vec<Flow> = slice.iter().map(|c| c.flow).collect();
-        let d = if i == 0 {
-            std::mem::replace(&mut diag, Diag::open()?)
-        } else {
-            Diag::open()?
+        let d = match diag.take() {
+            Some(d) => d,
+            None => Diag::open()?,
         };
         let mut fleet = Fleet::open(&flows, d, rate)?;
         for c in slice {
@@ -233,7 +231,6 @@ fn open_fleets(
         }
         fleets.push(fleet);
     }
-    drop(diag);
     // Capabilities are per thread: drop them before any worker starts.
     for f in &mut fleets {
         f.open_all_families()?;
@@ -340,8 +337,6 @@ fn finish(
 /// Sweeps smaller than this run on one thread.
 const PARALLEL_FROM: usize = 2000;
 const MAX_WORKERS: usize = 4;
-/// The longest a worker waits before it looks at the stop flag again.
-const TURN: Duration = Duration::from_millis(250);
 
 /// Runs every fleet on a thread of its own; each shows its own progress. Rows arrive here as
 /// they are decided and, with JSON, are printed at once. A failed write stops the workers;
@@ -387,9 +382,8 @@ fn run_fleets(
 /// Drives one fleet until every connection in it has an outcome, or a stop is requested.
 fn run_fleet(mut fleet: Fleet, reporter: Reporter, tx: mpsc::Sender<(Flow, Row)>) -> Result<Fleet> {
     while fleet.active() > 0 && !stop_requested() {
-        let step = output::check().and_then(|()| fleet.step(TURN));
-        let outcomes = match step {
-            Ok(events) => reporter.outcomes(events),
+        let outcomes = match prober::turn(&mut fleet, reporter, prober::TURN) {
+            Ok(outcomes) => outcomes,
             Err(e) => {
                 // The other workers have nothing left to report to.
                 request_stop();
@@ -505,6 +499,7 @@ fn status(rows: &[(Flow, Row)]) -> ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::VerdictKind;
 
     fn row(kind: VerdictKind) -> Row {
         Row::Verdict(

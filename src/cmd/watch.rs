@@ -98,10 +98,6 @@ fn on_dead(arg: &str) -> Result<OnDead> {
 /// could not be learned, whatever `--time` and `--intvl` say: never a tight loop.
 const RETRY_FLOOR: Duration = Duration::from_secs(1);
 
-/// The longest wait in one turn of the loop: how soon a stop request or a closed stdout
-/// is noticed.
-const TURN: Duration = Duration::from_millis(250);
-
 /// With filters, the longest time between two listings of every socket when the kernel's
 /// TCP counters have not moved (README "kaprobe watch"), unless `--rescan` is longer.
 const QUIET_RESCAN: Duration = Duration::from_secs(60);
@@ -215,13 +211,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
 /// skipped with a warning).
 fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
     let single = match args.flow.spec()? {
-        Some(spec) => {
-            let c = prober::resolve_conn(spec, diag)?;
-            if let Some(sig) = c.signature {
-                return Err(Error::signed(&c.flow, sig));
-            }
-            Some(c)
-        }
+        Some(spec) => Some(prober::resolve_probeable(spec, diag)?),
         None => None,
     };
     let mut skipped = HashSet::new();
@@ -342,15 +332,6 @@ fn listing_due(
     }
 }
 
-fn severity(state: &str) -> u8 {
-    match state {
-        "dead" => 3,
-        "reset" => 2,
-        "closed" => 1,
-        _ => 0,
-    }
-}
-
 impl Watch<'_> {
     /// The loop, until a stop signal or, for a single connection, until it is gone; returns
     /// the exit status. Under systemd (Type=notify): ready once the sockets are open and
@@ -362,7 +343,7 @@ impl Watch<'_> {
         let mut next_rescan = fleet.now() + self.args.rescan;
         while !stop_requested() {
             let now = Instant::now();
-            let mut turn = TURN;
+            let mut turn = prober::TURN;
             if let Some(wd) = &mut watchdog {
                 wd.tick(now);
                 turn = turn.min(wd.until_due(now));
@@ -374,9 +355,8 @@ impl Watch<'_> {
                 }
                 status = (now + STATUS_EVERY, line);
             }
-            // A closed stdout ends the watch at its next write (README "Pipes, signals and
+            // A closed stdout ends the watch at the next turn (README "Pipes, signals and
             // limits").
-            output::check()?;
             self.turn(fleet, turn)?;
             if let Some(flow) = single {
                 if !self.tracks.contains_key(&flow) {
@@ -393,7 +373,7 @@ impl Watch<'_> {
     /// One turn of the loop: waits up to `wait` for outcomes, acts on them, restarts the
     /// connections due again and reaps `--on-dead exec` children.
     fn turn(&mut self, fleet: &mut Fleet, wait: Duration) -> Result<()> {
-        let outcomes = self.reporter.outcomes(fleet.step(wait)?);
+        let outcomes = prober::turn(fleet, self.reporter, wait)?;
         self.count_probes(fleet);
         for (flow, outcome, ignored) in outcomes {
             if let Some(m) = &self.metrics {
@@ -417,18 +397,15 @@ impl Watch<'_> {
     }
 
     /// The exit status once the single connection watched is gone: by the worst state it
-    /// reached.
+    /// reached, dead before reset, else it closed.
     fn single_exit(&self) -> ExitStatus {
-        match self
-            .tally
-            .changes
-            .keys()
-            .copied()
-            .max_by_key(|s| severity(s))
-        {
-            Some("dead") => ExitStatus::Dead,
-            Some("reset") => ExitStatus::Reset,
-            _ => ExitStatus::NoConnection,
+        let reached = |state| self.tally.changes.contains_key(state);
+        if reached("dead") {
+            ExitStatus::Dead
+        } else if reached("reset") {
+            ExitStatus::Reset
+        } else {
+            ExitStatus::NoConnection
         }
     }
 
