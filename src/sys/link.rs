@@ -6,7 +6,7 @@
 //! Nothing here needs a privilege: route lookups and interface flags are open to everyone, so
 //! the check still works after the capabilities are gone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -85,6 +85,15 @@ pub fn all_link_flags() -> HashMap<u32, LinkFlags> {
             };
             (i.index, flags)
         })
+        .collect()
+}
+
+/// The addresses of this network namespace's interfaces, from the same listing.
+pub fn local_addresses() -> HashSet<IpAddr> {
+    pnet_datalink::interfaces()
+        .into_iter()
+        .flat_map(|i| i.ips)
+        .map(|net| net.ip())
         .collect()
 }
 
@@ -305,6 +314,15 @@ mod tests {
         );
 
         assert!(parse_answer(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn local_addresses_include_loopback_when_lo_is_up() {
+        // A fresh network namespace's `lo` is down and has no address yet.
+        if link_flags(1).is_some_and(|lo| lo.up) {
+            let locals = local_addresses();
+            assert!(locals.contains(&IpAddr::from([127, 0, 0, 1])), "{locals:?}");
+        }
     }
 
     #[test]
