@@ -11,7 +11,7 @@ use std::io;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::route::{RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
@@ -176,15 +176,10 @@ impl Links {
         }
         // `ip rule uidrange` policies see the socket's owner, not kaprobe (RTA_UID).
         msg.attributes.push(RouteAttribute::Uid(route.uid));
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST;
-        let mut req = NetlinkMessage::new(
-            header,
+        let bytes = super::netlink_request(
+            NLM_F_REQUEST,
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetRoute(msg)),
         );
-        req.finalize();
-        let mut bytes = vec![0; req.buffer_len()];
-        req.serialize(&mut bytes);
 
         let socket = match &mut self.socket {
             Some(s) => s,
@@ -290,24 +285,15 @@ mod tests {
         let mut r = RouteMessage::default();
         r.header.address_family = AddressFamily::Inet;
         r.attributes.push(RouteAttribute::Oif(7));
-        let mut m = NetlinkMessage::new(
-            NetlinkHeader::default(),
+        let b = crate::sys::netlink_request(
+            0,
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)),
         );
-        m.finalize();
-        let mut b = vec![0; m.buffer_len()];
-        m.serialize(&mut b);
         assert_eq!(parse_answer(&b).unwrap(), RouteAnswer::Egress(7));
 
         let mut e = netlink_packet_core::ErrorMessage::default();
         e.code = std::num::NonZeroI32::new(-libc::EACCES);
-        let mut m = NetlinkMessage::<RouteNetlinkMessage>::new(
-            NetlinkHeader::default(),
-            NetlinkPayload::Error(e),
-        );
-        m.finalize();
-        let mut b = vec![0; m.buffer_len()];
-        m.serialize(&mut b);
+        let b = crate::sys::netlink_request::<RouteNetlinkMessage>(0, NetlinkPayload::Error(e));
         assert_eq!(
             parse_answer(&b).unwrap(),
             RouteAnswer::Refused(libc::EACCES)
