@@ -48,15 +48,6 @@ fn parse_mac(s: &str) -> Option<EthernetAddress> {
     mac.is_unicast().then_some(mac)
 }
 
-/// A different seed on every start, so a restarted peer picks new initial sequence numbers
-/// (RFC 6528), as a rebooted host would.
-fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !(4..=7).contains(&args.len()) {
@@ -75,7 +66,9 @@ fn main() {
     let fd = device.as_raw_fd();
 
     let mut config = Config::new(HardwareAddress::Ethernet(mac));
-    config.random_seed = seed();
+    // A different seed on every start, so a restarted peer picks new initial sequence
+    // numbers (RFC 6528), as a rebooted host would.
+    config.random_seed = kaprobe::sys::random_seed();
     let mut iface = Interface::new(config, &mut device, Instant::now());
     iface.update_ip_addrs(|addrs| {
         for c in &cidrs {

@@ -96,24 +96,12 @@ struct CompletionsArgs {
     shell: Shell,
 }
 
-/// Subcommands that have a page of their own (`kaprobe man probe`).
-const PAGES: [&str; 10] = [
-    "probe",
-    "sweep",
-    "watch",
-    "nat-timeout",
-    "sniff",
-    "list",
-    "enable",
-    "config",
-    "completions",
-    "man",
-];
-
+// The possible values of SUBCOMMAND, every subcommand, are set in `command()` from the
+// subcommands themselves.
 #[derive(Args, Debug)]
 struct ManArgs {
     /// The subcommand whose page to print (default: kaprobe's own page)
-    #[arg(value_name = "SUBCOMMAND", value_parser = clap::builder::PossibleValuesParser::new(PAGES))]
+    #[arg(value_name = "SUBCOMMAND")]
     subcommand: Option<String>,
 }
 
@@ -310,6 +298,16 @@ pub fn command() -> clap::Command {
             .unwrap_or_else(|| clap::Arg::new(id))
     };
     let (verbose, quiet) = (global("verbose"), global("quiet"));
+    // Every subcommand has a page of its own (`kaprobe man probe`).
+    let pages: Vec<String> = cmd
+        .get_subcommands()
+        .map(|sc| sc.get_name().to_string())
+        .collect();
+    cmd = cmd.mut_subcommand("man", |man| {
+        man.mut_arg("subcommand", |a| {
+            a.value_parser(clap::builder::PossibleValuesParser::new(pages))
+        })
+    });
     for d in &DETAILS {
         // A subcommand's own copy of a global option is kept when clap propagates the
         // global ones; its value still reaches the top-level field.
@@ -518,8 +516,17 @@ mod tests {
             .map(|s| s.get_name())
             .filter(|&n| n != "help")
             .collect();
-        assert_eq!(names, PAGES);
-        assert_eq!(DETAILS.map(|d| d.name), PAGES);
+        let man = cmd.find_subcommand("man").expect("man");
+        let pages: Vec<String> = man
+            .get_arguments()
+            .find(|a| a.get_id() == "subcommand")
+            .expect("man SUBCOMMAND")
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_string())
+            .collect();
+        assert_eq!(pages, names);
+        assert_eq!(DETAILS.map(|d| d.name), names[..]);
         for d in &DETAILS {
             assert!(d.after.contains("Exit status:\n"), "{}", d.name);
             let examples = d.after.split("Examples:\n").nth(1).expect(d.name);

@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::flow::Flow;
 use crate::output::owners_json;
-use crate::sys::diag::Diag;
+use crate::sys::diag::{Conn, Diag};
 use crate::sys::keepalive::Keepalive;
 use crate::sys::owner::{Owner, Owners};
 use crate::sys::pidfd::PidFd;
@@ -188,8 +188,9 @@ fn apply(sock: &OwnedFd, want: Want) -> std::io::Result<()> {
 pub fn run(args: &EnableArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let want = args.want();
     let mut diag = Diag::open()?;
-    let flow = prober::resolve(args.flow.spec()?, &mut diag)?;
-    let inode = inode_of(&mut diag, &flow)?;
+    let conn = prober::resolve_conn(args.flow.spec()?, &mut diag)?;
+    let flow = conn.flow;
+    let inode = inode_of(&conn)?;
     let owners = Owners::scan(&HashSet::from([inode]));
     let holders = owners.of(inode);
     if holders.is_empty() {
@@ -223,10 +224,8 @@ pub fn run(args: &EnableArgs, ctx: &Ctx) -> Result<ExitStatus> {
 }
 
 /// The inode of the connection's socket; 0 means no process can hold it.
-fn inode_of(diag: &mut Diag, flow: &Flow) -> Result<u32> {
-    let conn = diag
-        .lookup(flow)?
-        .ok_or_else(|| Error::NoConnection(format!("no established TCP connection {flow}")))?;
+fn inode_of(conn: &Conn) -> Result<u32> {
+    let flow = conn.flow;
     if conn.inode == 0 {
         return Err(Error::Runtime(format!(
             "{flow} has no socket file (inode 0): the kernel holds it (e.g. an in-kernel \

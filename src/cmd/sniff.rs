@@ -193,7 +193,7 @@ pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let selector = Selector {
         spec,
         filter: args.filter.clone(),
-        locals: local_addresses(),
+        locals: crate::sys::link::local_addresses(),
     };
     // One connection on all interfaces: the kernel can drop everything else.
     let filter = match (spec, ifindex) {
@@ -421,51 +421,6 @@ fn interface_index(name: &str) -> Result<u32> {
     match unsafe { libc::if_nametoindex(c.as_ptr()) } {
         0 => Err(Error::Usage(format!("no interface named {name:?}"))),
         n => Ok(n),
-    }
-}
-
-/// The addresses of this network namespace's interfaces.
-fn local_addresses() -> HashSet<IpAddr> {
-    let mut set = HashSet::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we walk read-only and free once.
-    unsafe {
-        if libc::getifaddrs(&mut head) != 0 {
-            return set;
-        }
-        let mut cur = head;
-        while !cur.is_null() {
-            if let Some(ip) = sockaddr_ip((*cur).ifa_addr) {
-                set.insert(ip);
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(head);
-    }
-    set
-}
-
-/// # Safety
-/// `sa` is null or points to a sockaddr of the size its family implies.
-unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
-    if sa.is_null() {
-        return None;
-    }
-    // SAFETY: per the contract, the family tells the real type.
-    unsafe {
-        match i32::from((*sa).sa_family) {
-            libc::AF_INET => {
-                let sin = &*(sa as *const libc::sockaddr_in);
-                Some(IpAddr::from(
-                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                ))
-            }
-            libc::AF_INET6 => {
-                let sin6 = &*(sa as *const libc::sockaddr_in6);
-                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
-            }
-            _ => None,
-        }
     }
 }
 

@@ -324,10 +324,7 @@ impl Metrics {
             return;
         }
         if let Some(old) = old {
-            self.gauge(old).dec();
-            if let Some(f) = &self.per_connection {
-                f.remove(&ConnLabels::new(flow, old));
-            }
+            self.leave(flow, old);
         }
         self.gauge(state).inc();
         if let Some(f) = &self.per_connection {
@@ -340,10 +337,15 @@ impl Metrics {
     pub fn forget(&self, flow: &Flow) {
         let mut states = self.states();
         if let Some(old) = states.remove(flow) {
-            self.gauge(old).dec();
-            if let Some(f) = &self.per_connection {
-                f.remove(&ConnLabels::new(flow, old));
-            }
+            self.leave(flow, old);
+        }
+    }
+
+    /// Takes `flow` out of the series of the state it was in (under the `states` lock).
+    fn leave(&self, flow: &Flow, old: ConnState) {
+        self.gauge(old).dec();
+        if let Some(f) = &self.per_connection {
+            f.remove(&ConnLabels::new(flow, old));
         }
     }
 

@@ -46,22 +46,18 @@ pub fn check_textfile_path(path: &Path) -> Result<()> {
 pub fn check_writable(path: &Path) -> Result<()> {
     check_textfile_path(path)?;
     let tmp = temp_path(path);
-    let created = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)
-        .or_else(|e| match e.kind() {
-            // Left by a kaprobe that was killed with our PID: ours to replace.
-            io::ErrorKind::AlreadyExists => fs::remove_file(&tmp).and_then(|()| {
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o644)
-                    .open(&tmp)
-            }),
-            _ => Err(e),
-        });
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+    };
+    let created = create().or_else(|e| match e.kind() {
+        // Left by a kaprobe that was killed with our PID: ours to replace.
+        io::ErrorKind::AlreadyExists => fs::remove_file(&tmp).and_then(|()| create()),
+        _ => Err(e),
+    });
     match created {
         Ok(_) => {
             let _ = fs::remove_file(&tmp);

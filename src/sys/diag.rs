@@ -10,8 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use caps::Capability;
 use netlink_packet_core::{
-    ErrorMessage, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, NetlinkSerializable, Nla as _,
+    ErrorMessage, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable, Nla as _,
 };
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::nlas::{Nla, TcpInfo};
@@ -250,14 +250,8 @@ impl Diag {
         payload: NetlinkPayload<I>,
         what: &str,
     ) -> Result<()> {
-        let mut header = NetlinkHeader::default();
-        header.flags = flags;
-        let mut msg = NetlinkMessage::new(header, payload);
-        msg.finalize();
-        let mut req = vec![0; msg.buffer_len()];
-        msg.serialize(&mut req);
         self.socket
-            .send(&req, 0)
+            .send(&super::netlink_request(flags, payload), 0)
             .map_err(|e| Error::sys(what, Capability::CAP_NET_ADMIN, e))?;
         Ok(())
     }

@@ -6,12 +6,12 @@
 //! Nothing here needs a privilege: route lookups and interface flags are open to everyone, so
 //! the check still works after the capabilities are gone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::route::{RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
@@ -85,6 +85,15 @@ pub fn all_link_flags() -> HashMap<u32, LinkFlags> {
             };
             (i.index, flags)
         })
+        .collect()
+}
+
+/// The addresses of this network namespace's interfaces, from the same listing.
+pub fn local_addresses() -> HashSet<IpAddr> {
+    pnet_datalink::interfaces()
+        .into_iter()
+        .flat_map(|i| i.ips)
+        .map(|net| net.ip())
         .collect()
 }
 
@@ -167,15 +176,10 @@ impl Links {
         }
         // `ip rule uidrange` policies see the socket's owner, not kaprobe (RTA_UID).
         msg.attributes.push(RouteAttribute::Uid(route.uid));
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST;
-        let mut req = NetlinkMessage::new(
-            header,
+        let bytes = super::netlink_request(
+            NLM_F_REQUEST,
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetRoute(msg)),
         );
-        req.finalize();
-        let mut bytes = vec![0; req.buffer_len()];
-        req.serialize(&mut bytes);
 
         let socket = match &mut self.socket {
             Some(s) => s,
@@ -281,30 +285,30 @@ mod tests {
         let mut r = RouteMessage::default();
         r.header.address_family = AddressFamily::Inet;
         r.attributes.push(RouteAttribute::Oif(7));
-        let mut m = NetlinkMessage::new(
-            NetlinkHeader::default(),
+        let b = crate::sys::netlink_request(
+            0,
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)),
         );
-        m.finalize();
-        let mut b = vec![0; m.buffer_len()];
-        m.serialize(&mut b);
         assert_eq!(parse_answer(&b).unwrap(), RouteAnswer::Egress(7));
 
         let mut e = netlink_packet_core::ErrorMessage::default();
         e.code = std::num::NonZeroI32::new(-libc::EACCES);
-        let mut m = NetlinkMessage::<RouteNetlinkMessage>::new(
-            NetlinkHeader::default(),
-            NetlinkPayload::Error(e),
-        );
-        m.finalize();
-        let mut b = vec![0; m.buffer_len()];
-        m.serialize(&mut b);
+        let b = crate::sys::netlink_request::<RouteNetlinkMessage>(0, NetlinkPayload::Error(e));
         assert_eq!(
             parse_answer(&b).unwrap(),
             RouteAnswer::Refused(libc::EACCES)
         );
 
         assert!(parse_answer(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn local_addresses_include_loopback_when_lo_is_up() {
+        // A fresh network namespace's `lo` is down and has no address yet.
+        if link_flags(1).is_some_and(|lo| lo.up) {
+            let locals = local_addresses();
+            assert!(locals.contains(&IpAddr::from([127, 0, 0, 1])), "{locals:?}");
+        }
     }
 
     #[test]

@@ -18,6 +18,21 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+/// One netlink request as bytes to send: `payload` under a header with `flags` (sequence
+/// number and port 0: each socket here has one request in flight at a time).
+pub fn netlink_request<I: netlink_packet_core::NetlinkSerializable>(
+    flags: u16,
+    payload: netlink_packet_core::NetlinkPayload<I>,
+) -> Vec<u8> {
+    let mut header = netlink_packet_core::NetlinkHeader::default();
+    header.flags = flags;
+    let mut msg = netlink_packet_core::NetlinkMessage::new(header, payload);
+    msg.finalize();
+    let mut bytes = vec![0; msg.buffer_len()];
+    msg.serialize(&mut bytes);
+    bytes
+}
+
 /// Sets an integer socket option that `socket2` has no setter for.
 pub fn setsockopt_int(
     fd: RawFd,

@@ -85,16 +85,6 @@ pub fn enter_from_args(netns: Option<&str>, pid: Option<u32>) -> Result<()> {
     }
 }
 
-/// `--netns NAME|PATH`.
-pub fn enter(value: &str) -> Result<()> {
-    enter_target(&Target::from_netns_arg(value)?)
-}
-
-/// `--pid PID`.
-pub fn enter_pid(pid: u32) -> Result<()> {
-    enter_target(&Target::from_pid(pid)?)
-}
-
 /// Opens the target's namespace file and moves the calling thread into it. Call it while the
 /// process has one thread: setns moves only the calling thread.
 pub fn enter_target(target: &Target) -> Result<()> {
@@ -278,8 +268,7 @@ mod tests {
         }
         let pid = std::process::id();
         // The thread ends right after: nothing else runs in the namespace it entered.
-        on_thread(move || enter_pid(pid)).expect("enter by --pid");
-        on_thread(|| enter("/proc/self/ns/net")).expect("enter by path");
-        on_thread(move || enter_from_args(None, Some(pid))).expect("from args");
+        on_thread(move || enter_from_args(None, Some(pid))).expect("enter by --pid");
+        on_thread(|| enter_from_args(Some("/proc/self/ns/net"), None)).expect("enter by path");
     }
 }
