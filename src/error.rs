@@ -58,11 +58,17 @@ impl Error {
     /// Wraps a failed system call: permission errors become `Privilege` naming `cap`.
     pub fn sys(context: impl Into<String>, cap: Capability, source: io::Error) -> Error {
         let context = context.into();
-        match source.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => Error::Privilege { what: context, cap },
-            _ => Error::Io { context, source },
+        if is_permission(&source) {
+            Error::Privilege { what: context, cap }
+        } else {
+            Error::Io { context, source }
         }
     }
+}
+
+/// Whether a system call was refused for want of privilege (EPERM, EACCES).
+pub fn is_permission(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
 }
 
 /// How to get `cap`, after the message that names it.

@@ -32,7 +32,7 @@ use socket2::{SockRef, TcpKeepalive};
 use super::Ctx;
 use super::args::FlowArg;
 use crate::cmd::prober;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_permission};
 use crate::exit::ExitStatus;
 use crate::flow::Flow;
 use crate::output::owners_json;
@@ -285,10 +285,6 @@ fn same_inode(fd: &OwnedFd, inode: u32) -> bool {
     std::fs::File::from(clone)
         .metadata()
         .is_ok_and(|m| m.ino() == u64::from(inode))
-}
-
-fn is_permission(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
 }
 
 fn ptrace_refused(owner: &Owner, e: &std::io::Error) -> Error {

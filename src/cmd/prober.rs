@@ -15,11 +15,6 @@ use crate::sys::privilege::Bounding;
 use crate::sys::raw;
 use crate::sys::stop_requested;
 
-/// Turns what the user named into one established connection.
-pub fn resolve(spec: FlowSpec, diag: &mut Diag) -> Result<Flow> {
-    resolve_conn(spec, diag).map(|c| c.flow)
-}
-
 /// Turns what the user named into one established connection, as sock_diag reports it
 /// (with its mark, bound device and signature). A zone (`%eth0`) is resolved here, inside
 /// the network namespace the command runs in.
