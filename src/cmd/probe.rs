@@ -9,7 +9,8 @@ use crate::engine::{Config, Outcome, SeqSource};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::flow::Flow;
-use crate::sys::diag::{Diag, SignatureDrops};
+use crate::sys::diag::Diag;
+use crate::sys::snmp::SignatureDrops;
 
 #[derive(Args, Debug)]
 pub struct ProbeArgs {

@@ -5,9 +5,12 @@
 //!
 //! Reading them costs one small file read where listing the sockets costs a sock_diag dump
 //! of every one of them: `watch` reads them to tell whether a connection can have been
-//! established since its last dump (README "kaprobe watch").
+//! established since its last dump (README "kaprobe watch"). Also the `TcpExt` counts of
+//! segments dropped for a missing TCP-MD5 or TCP-AO signature (`/proc/net/netstat`).
 
 use std::io;
+
+use crate::flow::Signature;
 
 /// The counters, compared as a whole: equal counters mean no connection was opened and
 /// none entered ESTABLISHED in between (short of one closing at the same moment, which
@@ -64,6 +67,46 @@ pub fn parse(text: &str) -> Option<TcpOpens> {
     })
 }
 
+/// This network namespace's counts of segments the TCP stack dropped for a missing
+/// signature (`TcpExt` in `/proc/net/netstat`): TCP-MD5 (`TCPMD5NotFound`) and TCP-AO
+/// (`TCPAORequired`, Linux 6.7+). TCP-AO is invisible to sock_diag, so a rise across a
+/// failed learn step (whose injected SYNs are unsigned) is how kaprobe can name it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignatureDrops {
+    pub md5: u64,
+    pub ao: u64,
+}
+
+impl SignatureDrops {
+    /// The current counts; `None` if `/proc` does not tell.
+    pub fn read() -> Option<SignatureDrops> {
+        let text = std::fs::read_to_string("/proc/thread-self/net/netstat")
+            .or_else(|_| std::fs::read_to_string("/proc/self/net/netstat"))
+            .ok()?;
+        SignatureDrops::parse(&text)
+    }
+
+    /// Parses the text of `/proc/net/netstat` (a header line of names, then a line of
+    /// values, per group). A kernel without TCP-AO has no `TCPAORequired`: 0.
+    pub fn parse(text: &str) -> Option<SignatureDrops> {
+        let ext = group(text, "TcpExt:")?;
+        let count = |name| ext.iter().find(|(n, _)| *n == name).map(|(_, v)| v.parse());
+        Some(SignatureDrops {
+            md5: count("TCPMD5NotFound")?.ok()?,
+            ao: count("TCPAORequired").transpose().ok()?.unwrap_or(0),
+        })
+    }
+
+    /// The signature whose drop count rose since `before`, if exactly one did.
+    pub fn rose_since(&self, before: &SignatureDrops) -> Option<Signature> {
+        match (self.md5 > before.md5, self.ao > before.ao) {
+            (true, false) => Some(Signature::Md5),
+            (false, true) => Some(Signature::Ao),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +150,28 @@ Udp: 5 0
         let after = tcp_opens().unwrap();
         assert!(after.active > before.active, "{before:?} {after:?}");
         assert!(after.passive > before.passive, "{before:?} {after:?}");
+    }
+
+    #[test]
+    fn signature_drop_counters_are_read_from_tcpext() {
+        let text = "TcpExt: SyncookiesSent TCPMD5NotFound TCPMD5Unexpected TCPAORequired\n\
+                    TcpExt: 0 7 1 3\n\
+                    IpExt: InNoRoutes\n\
+                    IpExt: 0\n";
+        let d = SignatureDrops::parse(text).unwrap();
+        assert_eq!(d, SignatureDrops { md5: 7, ao: 3 });
+        let after = SignatureDrops { md5: 7, ao: 6 };
+        assert_eq!(after.rose_since(&d), Some(Signature::Ao));
+        let after = SignatureDrops { md5: 9, ao: 3 };
+        assert_eq!(after.rose_since(&d), Some(Signature::Md5));
+        assert_eq!(d.rose_since(&d), None);
+        // Older kernels: no TCPAORequired.
+        let old = "TcpExt: TCPMD5NotFound\nTcpExt: 2\n";
+        assert_eq!(
+            SignatureDrops::parse(old),
+            Some(SignatureDrops { md5: 2, ao: 0 })
+        );
+        assert_eq!(SignatureDrops::parse("IpExt: A\nIpExt: 1\n"), None);
+        assert!(SignatureDrops::read().is_some());
     }
 }
