@@ -176,8 +176,7 @@ impl Side {
 
 /// The sequence number after the segment: seq + payload, SYN and FIN counting one each.
 fn end(seg: &Segment) -> SeqNumber {
-    let ctl = u32::from(seg.has(SYN)) + u32::from(seg.has(FIN));
-    seg.seq + (seg.payload_len as u32).wrapping_add(ctl)
+    seg.seq + seg.seq_len()
 }
 
 /// A connection's two endpoints, lower first: both directions map to one key.
