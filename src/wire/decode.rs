@@ -199,7 +199,7 @@ fn quoted_tcp(
 }
 
 /// The big-endian 16 bits at `at`; the caller has checked the length.
-fn be16(b: &[u8], at: usize) -> u16 {
+pub(super) fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
@@ -214,7 +214,7 @@ fn ipv4_addr(b: &[u8], at: usize) -> Ipv4Addr {
 }
 
 /// The IPv6 address at `at`; the caller has checked the length.
-fn ipv6_addr(b: &[u8], at: usize) -> Ipv6Addr {
+pub(super) fn ipv6_addr(b: &[u8], at: usize) -> Ipv6Addr {
     let mut a = [0u8; 16];
     a.copy_from_slice(&b[at..at + 16]);
     Ipv6Addr::from(a)
