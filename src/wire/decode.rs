@@ -321,12 +321,9 @@ fn find_timestamps(mut opts: &[u8]) -> Result<Option<Timestamps>, DecodeError> {
                     if len != 10 {
                         return Err(DecodeError::Malformed);
                     }
-                    let v = |i: usize| {
-                        u32::from_be_bytes([opts[i], opts[i + 1], opts[i + 2], opts[i + 3]])
-                    };
                     found = Some(Timestamps {
-                        tsval: v(2),
-                        tsecr: v(6),
+                        tsval: be32(opts, 2),
+                        tsecr: be32(opts, 6),
                     });
                 }
                 opts = &opts[len..];
