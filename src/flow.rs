@@ -330,17 +330,14 @@ pub fn parse_parts(s: &str) -> Result<AddrParts, String> {
 
 /// `A[%Z][/LEN][:P]` with an IPv4 address.
 fn parse_v4(s: &str) -> Result<AddrParts, String> {
-    let (host, port) = match s.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    };
+    // `after` is `:PORT` from the first ':' on, or empty, as `finish` takes it.
+    let (host, after) = s.split_at(s.find(':').unwrap_or(s.len()));
     let (host, prefix) = split_prefix(host)?;
     let (host, scope) = split_scope(host)?;
     let ip = host
         .parse::<Ipv4Addr>()
         .map_err(|_| format!("'{host}' is not an IPv4 address"))?;
-    let after = port.map_or(String::new(), |p| format!(":{p}"));
-    finish(s, IpAddr::V4(ip), prefix, scope, &after)
+    finish(s, IpAddr::V4(ip), prefix, scope, after)
 }
 
 /// `[A[%Z][/LEN]][%Z][/LEN][:P]` with an IPv6 address; `rest` is `s` after its `[`.
