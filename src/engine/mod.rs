@@ -34,7 +34,6 @@ pub use crate::wire::Origin;
 pub use action::{Action, Note, PollAt};
 pub use config::{Config, PEER_RATELIMIT, Timing};
 pub use kernel::{BUSY_RECHECK, ConnView, RTO_MAX, TRAFFIC_SLACK};
-pub use rtt::SAME_PACKET_WINDOW;
 pub use source::{LEARN_RETRY, LEARN_TRIES, Numbers, SeqSource};
 pub use verdict::{Evidence, IcmpInfo, Outcome, Verdict, VerdictKind};
 
