@@ -151,10 +151,7 @@ impl fmt::Display for Scope {
 
 /// fe80::/10, where a zone is needed to know which link is meant.
 pub fn is_link_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
-        IpAddr::V4(_) => false,
-    }
+    matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
 }
 
 /// What the user named on the command line. The scope, when given, says which interface a
