@@ -151,10 +151,7 @@ impl fmt::Display for Scope {
 
 /// fe80::/10, where a zone is needed to know which link is meant.
 pub fn is_link_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
-        IpAddr::V4(_) => false,
-    }
+    matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
 }
 
 /// What the user named on the command line. The scope, when given, says which interface a
@@ -330,17 +327,14 @@ pub fn parse_parts(s: &str) -> Result<AddrParts, String> {
 
 /// `A[%Z][/LEN][:P]` with an IPv4 address.
 fn parse_v4(s: &str) -> Result<AddrParts, String> {
-    let (host, port) = match s.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    };
+    // `after` is `:PORT` from the first ':' on, or empty, as `finish` takes it.
+    let (host, after) = s.split_at(s.find(':').unwrap_or(s.len()));
     let (host, prefix) = split_prefix(host)?;
     let (host, scope) = split_scope(host)?;
     let ip = host
         .parse::<Ipv4Addr>()
         .map_err(|_| format!("'{host}' is not an IPv4 address"))?;
-    let after = port.map_or(String::new(), |p| format!(":{p}"));
-    finish(s, IpAddr::V4(ip), prefix, scope, &after)
+    finish(s, IpAddr::V4(ip), prefix, scope, after)
 }
 
 /// `[A[%Z][/LEN]][%Z][/LEN][:P]` with an IPv6 address; `rest` is `s` after its `[`.

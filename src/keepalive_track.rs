@@ -29,8 +29,9 @@
 //! - A SYN without ACK on a known connection changes nothing (kaprobe injects such SYNs into
 //!   the local stack to learn sequence numbers); a SYN-ACK starts the connection afresh; an
 //!   RST forgets it.
-//! - A segment identical to the previous one of its direction within [`COPY_WINDOW`] is the
-//!   same packet seen on a second interface (a forwarding host sees it twice) and is skipped.
+//! - A segment identical to the previous one of its direction within [`SAME_PACKET_WINDOW`]
+//!   is the same packet seen on a second interface (a forwarding host sees it twice) and is
+//!   skipped.
 //! - Memory is bounded: at most `max_connections` connections are tracked; the least
 //!   recently seen one is forgotten to make room.
 
@@ -39,14 +40,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::seq::SeqNumber;
-use crate::wire::{ACK, FIN, RST, SYN, Segment, Timestamps};
+use crate::wire::{ACK, FIN, RST, SAME_PACKET_WINDOW, SYN, Segment, Timestamps};
 
 /// Default cap on tracked connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
 /// How long after a probe its answer is expected.
 pub const ACK_WINDOW: Duration = Duration::from_secs(1);
-/// Two identical segments of one direction closer than this are one packet seen twice.
-pub const COPY_WINDOW: Duration = Duration::from_millis(2);
 
 /// A keepalive probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,14 +169,13 @@ impl Side {
     }
 
     fn is_copy(&self, now: Duration, fp: &Fingerprint) -> bool {
-        matches!(self.last, Some((t, f)) if f == *fp && now.saturating_sub(t) < COPY_WINDOW)
+        matches!(self.last, Some((t, f)) if f == *fp && now.saturating_sub(t) < SAME_PACKET_WINDOW)
     }
 }
 
 /// The sequence number after the segment: seq + payload, SYN and FIN counting one each.
 fn end(seg: &Segment) -> SeqNumber {
-    let ctl = u32::from(seg.has(SYN)) + u32::from(seg.has(FIN));
-    seg.seq + (seg.payload_len as u32).wrapping_add(ctl)
+    seg.seq + seg.seq_len()
 }
 
 /// A connection's two endpoints, lower first: both directions map to one key.

@@ -90,7 +90,7 @@ impl Engine {
     /// restarted): the peer is there, as the kernel's own keepalive would conclude. Forged
     /// segments with wrong numbers never reach that clock.
     fn received_since_first_probe(&self, now: Duration, idle: Duration) -> bool {
-        self.first_probe_at
+        self.first_probe_at()
             .is_some_and(|first| idle + TRAFFIC_SLACK < now.saturating_sub(first))
     }
 
@@ -103,7 +103,7 @@ impl Engine {
     /// Every probe is out and none was answered: `dead`, but never before the last probe's
     /// RTO has passed, even if the RTO grew since it left (README "Verdicts and timing").
     fn judge_last_probe(&mut self, now: Duration) {
-        if let Some(last) = self.last_probe_at
+        if let Some(last) = self.last_probe_at()
             && now < last + self.rto
         {
             self.phase = Phase::Awaiting {

@@ -34,7 +34,6 @@ pub use crate::wire::Origin;
 pub use action::{Action, Note, PollAt};
 pub use config::{Config, PEER_RATELIMIT, Timing};
 pub use kernel::{BUSY_RECHECK, ConnView, RTO_MAX, TRAFFIC_SLACK};
-pub use rtt::SAME_PACKET_WINDOW;
 pub use source::{LEARN_RETRY, LEARN_TRIES, Numbers, SeqSource};
 pub use verdict::{Evidence, IcmpInfo, Outcome, Verdict, VerdictKind};
 
@@ -71,10 +70,9 @@ pub struct Engine {
     last_progress: (u64, u64),
     stale: bool,
     probes_sent: u8,
-    last_probe_at: Option<Duration>,
-    first_probe_at: Option<Duration>,
-    /// Every probe sent: to match ICMP quotes and RST numbers, and to tell our own probes
-    /// from the local kernel's segments on the capture.
+    /// Every probe sent, oldest first: to match ICMP quotes and RST numbers, to tell our own
+    /// probes from the local kernel's segments on the capture, and when the first and the
+    /// last left.
     sent: Vec<SentProbe>,
     /// Outgoing segments of the connection seen on the capture, ours included, double
     /// appearances merged (at most `MAX_COPIES`, newest last).
@@ -101,8 +99,6 @@ impl Engine {
             last_progress: (0, 0),
             stale: false,
             probes_sent: 0,
-            last_probe_at: None,
-            first_probe_at: None,
             sent: Vec::new(),
             copies: VecDeque::new(),
             rto: Duration::ZERO,
@@ -186,8 +182,6 @@ impl Engine {
             ack: probe.ack,
             at: now,
         });
-        self.last_probe_at = Some(now);
-        self.first_probe_at.get_or_insert(now);
         let t = self.cfg.timing;
         // Probes follow each other every intvl; the last one is judged unanswered only once
         // the connection's RTO has passed since it left (README "Verdicts and timing"), so a
@@ -222,13 +216,23 @@ impl Engine {
             probes_sent: self.probes_sent,
             rtt: match kind {
                 VerdictKind::Dead => None,
-                _ => self.last_probe_at.map(|t| now.saturating_sub(t)),
+                _ => self.last_probe_at().map(|t| now.saturating_sub(t)),
             },
             elapsed: now.saturating_sub(self.start),
             icmp,
             cause: None,
             evidence: Evidence::Probe,
         }
+    }
+
+    /// When the first probe left.
+    fn first_probe_at(&self) -> Option<Duration> {
+        self.sent.first().map(|p| p.at)
+    }
+
+    /// When the last probe left.
+    fn last_probe_at(&self) -> Option<Duration> {
+        self.sent.last().map(|p| p.at)
     }
 
     /// A verdict not decided by an answer to a probe: it has no RTT.

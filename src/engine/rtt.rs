@@ -5,12 +5,8 @@ use std::time::Duration;
 
 use super::{Engine, Note, VerdictKind};
 use crate::seq::SeqNumber;
+use crate::wire::SAME_PACKET_WINDOW;
 
-/// Two copies of one segment closer than this, with the same timestamp option, are one packet
-/// seen on two interfaces (a bridge and its port, a VLAN and its parent device), not two
-/// probes. The timestamp tells our probe (the TSval learned from the challenge ACK) from the
-/// kernel's own keepalive sent in the same instant (its current TSval).
-pub const SAME_PACKET_WINDOW: Duration = Duration::from_millis(2);
 /// Outgoing segments of the connection remembered to tell our probes' copies from someone
 /// else's identical probe: a few kernel keepalives and retransmissions per probe round. When
 /// more pass, the oldest go, and an answer then has no RTT rather than a wrong one.
@@ -43,6 +39,9 @@ impl Engine {
         ack: SeqNumber,
         tsval: Option<u32>,
     ) {
+        // Two copies within `SAME_PACKET_WINDOW` with the same timestamp option are one packet,
+        // not two probes. The timestamp tells our probe (the TSval learned from the challenge
+        // ACK) from the kernel's own keepalive sent in the same instant (its current TSval).
         let again = self.copies.iter().rev().any(|c| {
             (c.seq, c.ack, c.tsval) == (seq, ack, tsval)
                 && now.saturating_sub(c.at) < SAME_PACKET_WINDOW

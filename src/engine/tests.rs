@@ -1105,14 +1105,7 @@ mod golden_answers {
         };
         let cfg = Config {
             flow,
-            route: Default::default(),
-            timing: Timing {
-                time: Duration::ZERO,
-                intvl: Duration::from_secs(1),
-                probes: 3,
-            },
-            source: SeqSource::Local,
-            garbage_octet: false,
+            ..cfg(0, 1000, 3, SeqSource::Local)
         };
         let now = Duration::from_secs(1);
         let mut e = Engine::new(cfg, now, 1);
@@ -1128,11 +1121,8 @@ mod golden_answers {
                 Some(Action::QueryConnection) => e.on_connection(
                     now,
                     Some(ConnView {
-                        idle: Duration::from_secs(60),
-                        busy: false,
-                        since_ack: Duration::ZERO,
-                        rto: Duration::ZERO,
                         progress: (1, 1),
+                        ..view(60_000)
                     }),
                 ),
                 Some(Action::InjectSyn(syn)) => {

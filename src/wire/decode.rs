@@ -199,7 +199,7 @@ fn quoted_tcp(
 }
 
 /// The big-endian 16 bits at `at`; the caller has checked the length.
-fn be16(b: &[u8], at: usize) -> u16 {
+pub(super) fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
@@ -214,7 +214,7 @@ fn ipv4_addr(b: &[u8], at: usize) -> Ipv4Addr {
 }
 
 /// The IPv6 address at `at`; the caller has checked the length.
-fn ipv6_addr(b: &[u8], at: usize) -> Ipv6Addr {
+pub(super) fn ipv6_addr(b: &[u8], at: usize) -> Ipv6Addr {
     let mut a = [0u8; 16];
     a.copy_from_slice(&b[at..at + 16]);
     Ipv6Addr::from(a)
@@ -321,12 +321,9 @@ fn find_timestamps(mut opts: &[u8]) -> Result<Option<Timestamps>, DecodeError> {
                     if len != 10 {
                         return Err(DecodeError::Malformed);
                     }
-                    let v = |i: usize| {
-                        u32::from_be_bytes([opts[i], opts[i + 1], opts[i + 2], opts[i + 3]])
-                    };
                     found = Some(Timestamps {
-                        tsval: v(2),
-                        tsecr: v(6),
+                        tsval: be32(opts, 2),
+                        tsecr: be32(opts, 6),
                     });
                 }
                 opts = &opts[len..];

@@ -3,6 +3,8 @@
 //! Untrusted bytes are length-checked before any field is read (`decode`); probes are
 //! emitted from the same `Segment` type into a buffer of exactly `buffer_len()` bytes.
 
+use std::time::Duration;
+
 mod decode;
 mod segment;
 
@@ -85,6 +87,11 @@ pub enum Origin {
     /// On loopback, where both ends are local: only the addresses tell.
     Loopback,
 }
+
+/// Two captures of one segment closer than this are one packet seen on two interfaces (a
+/// bridge and its port, a VLAN and its parent device), counted once (README "Verdicts and
+/// timing"): by the engine among its probes' copies, and by the passive keepalive tracker.
+pub const SAME_PACKET_WINDOW: Duration = Duration::from_millis(2);
 
 /// The TCP timestamp option (RFC 7323).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use pnet_packet::ipv4::{self, MutableIpv4Packet};
 use pnet_packet::ipv6::MutableIpv6Packet;
 use pnet_packet::tcp::{self, MutableTcpPacket, TcpPacket};
 
-use super::{IPV4_HEADER_LEN, IPV6_HEADER_LEN, IpMeta, TCP_HEADER_LEN, Timestamps};
+use super::{FIN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, IpMeta, SYN, TCP_HEADER_LEN, Timestamps};
 use crate::seq::SeqNumber;
 
 /// NOP, NOP, kind 8, length 10, TSval, TSecr: the layout Linux uses.
@@ -55,6 +55,13 @@ impl Segment {
 
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
+    }
+
+    /// The sequence space the segment occupies, SEG.LEN (RFC 9293, 3.4): its data, and one
+    /// each for SYN and FIN. The next segment of its sender starts at `seq + seq_len()`.
+    pub fn seq_len(&self) -> u32 {
+        let ctl = u32::from(self.has(SYN)) + u32::from(self.has(FIN));
+        (self.payload_len as u32).wrapping_add(ctl)
     }
 
     fn tcp_len(&self) -> usize {

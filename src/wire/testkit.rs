@@ -9,6 +9,7 @@ use pnet_packet::icmp::{self, IcmpPacket};
 use pnet_packet::icmpv6::{self, Icmpv6Packet};
 use pnet_packet::ipv4::{self, Ipv4Packet};
 
+use super::decode::{be16, ipv6_addr};
 use super::*;
 use crate::seq::SeqNumber;
 
@@ -155,17 +156,23 @@ pub fn repair_checksums(b: &mut [u8]) {
     }
 }
 
+// pnet's sums skip the checksum field itself (that is how `decode` compares them with it),
+// so the old value need not be cleared first.
+
 /// Recomputes the IPv4 header checksum, if the whole header is there.
 pub fn fix_ipv4_checksum(b: &mut [u8]) {
     let Some(ihl) = ipv4_header_len(b) else {
         return;
     };
-    let at = IPV4_CHECKSUM_OFFSET;
-    b[at..at + 2].fill(0);
     if let Some(p) = Ipv4Packet::new(&b[..ihl]) {
         let sum = ipv4::checksum(&p);
-        b[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+        put16(b, IPV4_CHECKSUM_OFFSET, sum);
     }
+}
+
+/// Writes `v` big-endian at `at`; the caller has checked the length.
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
 /// The IPv4 header length the IHL nibble gives, if it is valid and the bytes hold it.
@@ -182,17 +189,14 @@ fn repair_icmp4(b: &mut [u8]) {
     if b[IPV4_PROTOCOL_OFFSET] != IPPROTO_ICMP {
         return;
     }
-    let at = IPV4_TOTAL_LEN_OFFSET;
-    let total = usize::from(u16::from_be_bytes([b[at], b[at + 1]])).min(b.len());
+    let total = usize::from(be16(b, IPV4_TOTAL_LEN_OFFSET)).min(b.len());
     if total < ihl + ICMP_HEADER_LEN {
         return;
     }
     let msg = &mut b[ihl..total];
-    let at = ICMP_CHECKSUM_OFFSET;
-    msg[at..at + 2].fill(0);
     if let Some(p) = IcmpPacket::new(msg) {
         let sum = icmp::checksum(&p);
-        msg[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+        put16(msg, ICMP_CHECKSUM_OFFSET, sum);
     }
 }
 
@@ -202,23 +206,15 @@ fn repair_icmp6(b: &mut [u8]) {
     if b.len() < min || b[IPV6_NEXT_HEADER_OFFSET] != IPPROTO_ICMPV6 {
         return;
     }
-    let at = IPV6_PAYLOAD_LEN_OFFSET;
-    let payload = usize::from(u16::from_be_bytes([b[at], b[at + 1]]));
+    let payload = usize::from(be16(b, IPV6_PAYLOAD_LEN_OFFSET));
     let end = (IPV6_HEADER_LEN + payload).min(b.len());
     if end < min {
         return;
     }
-    let addr = |at: usize| {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(&b[at..at + 16]);
-        std::net::Ipv6Addr::from(a)
-    };
-    let (src, dst) = (addr(IPV6_SRC_OFFSET), addr(IPV6_DST_OFFSET));
+    let (src, dst) = (ipv6_addr(b, IPV6_SRC_OFFSET), ipv6_addr(b, IPV6_DST_OFFSET));
     let msg = &mut b[IPV6_HEADER_LEN..end];
-    let at = ICMP_CHECKSUM_OFFSET;
-    msg[at..at + 2].fill(0);
     if let Some(p) = Icmpv6Packet::new(msg) {
         let sum = icmpv6::checksum(&p, &src, &dst);
-        msg[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+        put16(msg, ICMP_CHECKSUM_OFFSET, sum);
     }
 }

@@ -190,16 +190,11 @@ pub(super) fn is_plain(seg: &Segment) -> bool {
     !seg.has(wire::SYN) && !seg.has(wire::RST) && seg.has(wire::ACK)
 }
 
-/// The sequence space a segment occupies: its data, and one for a FIN (RFC 9293, 3.4).
-fn seq_len(seg: &Segment) -> u32 {
-    seg.payload_len as u32 + u32::from(seg.has(wire::FIN))
-}
-
 /// The numbers an outgoing segment of the local socket announces: SND.NXT past its data and
 /// FIN, RCV.NXT in its ACK field, the window and options as the local kernel writes them.
 fn announced(seg: &Segment) -> Numbers {
     Numbers {
-        snd_nxt: seg.seq + seq_len(seg),
+        snd_nxt: seg.seq + seg.seq_len(),
         rcv_nxt: seg.ack,
         window: seg.window,
         ts: seg.ts,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Direction, Heard, Numbers, Step, announced, is_plain, seq_len};
+use super::{Direction, Heard, Numbers, Step, announced, is_plain};
 use crate::engine::{PollAt, Timing};
 use crate::wire::{IpMeta, Segment};
 
@@ -52,7 +52,7 @@ impl SniffRound {
 fn from_peer(seg: &Segment) -> Numbers {
     Numbers {
         snd_nxt: seg.ack,
-        rcv_nxt: seg.seq + seq_len(seg),
+        rcv_nxt: seg.seq + seg.seq_len(),
         window: SNIFF_WINDOW,
         ts: None,
         ip: IpMeta::default(),
