@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::flow::{Flow, parse_parts, parse_port};
+use crate::flow::{Flow, masked, parse_parts, parse_port};
 use crate::sys::diag::{Conn, Diag};
 
 /// `A`, `A/LEN`, each with an optional `:P` (`[A6]`, `[A6]/LEN`, `[A6]:P`, `[A6]/LEN:P`).
@@ -39,28 +39,7 @@ impl AddrMatch {
             },
             _ => ip,
         };
-        masked(ip, self.len) == self.ip
-    }
-}
-
-/// `ip` with the bits past `len` cleared (`None`: all bits kept).
-fn masked(ip: IpAddr, len: Option<u8>) -> IpAddr {
-    let Some(len) = len else {
-        return ip;
-    };
-    match ip {
-        IpAddr::V4(a) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
-            IpAddr::V4((u32::from(a) & mask).into())
-        }
-        IpAddr::V6(a) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
-            IpAddr::V6((u128::from(a) & mask).into())
-        }
+        self.len.map_or(ip, |len| masked(ip, len)) == self.ip
     }
 }
 
@@ -74,7 +53,7 @@ impl std::str::FromStr for AddrMatch {
             ));
         }
         Ok(AddrMatch {
-            ip: masked(p.ip, p.prefix),
+            ip: p.prefix.map_or(p.ip, |len| masked(p.ip, len)),
             len: p.prefix,
             port: p.port,
         })

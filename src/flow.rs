@@ -420,6 +420,24 @@ fn finish(
     })
 }
 
+/// `ip` with the bits past the first `len` cleared (a `len` beyond the address keeps them all).
+pub fn masked(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+    }
+}
+
 fn split_prefix(s: &str) -> Result<(&str, Option<u8>), String> {
     match s.split_once('/') {
         Some((a, l)) => Ok((a, Some(parse_len(l)?))),

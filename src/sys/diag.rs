@@ -23,7 +23,7 @@ use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr as NlAddr};
 
 use crate::error::{Error, Result};
-use crate::flow::{Flow, Route, Signature};
+use crate::flow::{Flow, Route, Signature, masked};
 
 const TCP_ESTABLISHED: u8 = 1;
 /// `INET_DIAG_MD5SIG`: an array of `struct tcp_diag_md5sig`, one per key on the socket.
@@ -332,10 +332,15 @@ fn conn_from(r: &InetResponse) -> Conn {
             _ => {}
         }
     }
+    // An AF_INET6 socket carrying IPv4 shows ::ffff:a.b.c.d (RFC 4291, 2.5.5.2); on the wire
+    // it is IPv4: `to_canonical` gives that.
     let flow = Flow {
-        local: SocketAddr::new(unmap(h.socket_id.source_address), h.socket_id.source_port),
+        local: SocketAddr::new(
+            h.socket_id.source_address.to_canonical(),
+            h.socket_id.source_port,
+        ),
         remote: SocketAddr::new(
-            unmap(h.socket_id.destination_address),
+            h.socket_id.destination_address.to_canonical(),
             h.socket_id.destination_port,
         ),
     };
@@ -372,7 +377,7 @@ fn md5_signs(keys: &[u8], peer: IpAddr) -> bool {
     }
     keys.chunks_exact(MD5SIG_ENTRY_LEN).any(|k| {
         let family = k[0];
-        let prefix = u32::from(k[1]);
+        let prefix = k[1];
         let addr = &k[4..20];
         let key_ip = match u16::from(family) {
             f if f == AF_INET as u16 => {
@@ -381,7 +386,7 @@ fn md5_signs(keys: &[u8], peer: IpAddr) -> bool {
             f if f == AF_INET6 as u16 => {
                 let mut b = [0u8; 16];
                 b.copy_from_slice(addr);
-                unmap(IpAddr::V6(std::net::Ipv6Addr::from(b)))
+                IpAddr::V6(std::net::Ipv6Addr::from(b)).to_canonical()
             }
             _ => return true,
         };
@@ -390,26 +395,8 @@ fn md5_signs(keys: &[u8], peer: IpAddr) -> bool {
 }
 
 /// Whether `net/len` contains `ip` (families must agree).
-fn prefix_covers(net: IpAddr, len: u32, ip: IpAddr) -> bool {
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = u128::MAX.checked_shl(128 - len.min(128)).unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
-}
-
-/// An AF_INET6 socket carrying IPv4 shows `::ffff:a.b.c.d`; on the wire it is IPv4.
-fn unmap(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
+fn prefix_covers(net: IpAddr, len: u8, ip: IpAddr) -> bool {
+    net.is_ipv4() == ip.is_ipv4() && masked(net, len) == masked(ip, len)
 }
 
 #[cfg(test)]
