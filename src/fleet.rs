@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use caps::Capability;
 
 use crate::engine::{
-    Action, Cause, Config, ConnView, Engine, Evidence, Note, Origin, Outcome, PollAt, Verdict,
-    VerdictKind,
+    Action, Cause, Config, ConnView, Engine, Evidence, Note, Origin, Outcome, PollAt, VerdictKind,
 };
 use crate::error::{Error, Result};
 use crate::flow::{Flow, Route};
@@ -226,8 +225,6 @@ struct Slot {
     prefetched: Option<ConnView>,
     /// The deadline the timer heap holds for this slot; other heap entries are stale.
     scheduled: Option<Duration>,
-    /// When the connection was added: the elapsed time of a verdict the fleet makes itself.
-    started: Duration,
 }
 
 impl Slot {
@@ -378,7 +375,6 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             engine: Engine::new(cfg, now, self.seed),
             prefetched: view,
             scheduled: None,
-            started: now,
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -687,15 +683,7 @@ fn explain<T: LinkState>(table: &mut T, slot: &Slot, outcome: Outcome, now: Dura
     );
     let mut v = match outcome {
         Outcome::Verdict(v) => v,
-        _ => Verdict {
-            kind: VerdictKind::Unreachable,
-            probes_sent: slot.engine.probes_sent(),
-            rtt: None,
-            elapsed: now.saturating_sub(slot.started),
-            icmp: None,
-            cause: None,
-            evidence: Evidence::Probe,
-        },
+        _ => slot.engine.refused(now, cause),
     };
     v.kind = VerdictKind::Unreachable;
     v.cause = Some(cause);

@@ -7,7 +7,7 @@ use std::io;
 use std::rc::Rc;
 
 use super::*;
-use crate::engine::{SeqSource, Timing};
+use crate::engine::{SeqSource, Timing, Verdict};
 use crate::seq::SeqNumber;
 use crate::sys::raw::refusal_cause;
 use crate::wire::{ACK, IpMeta, SYN};

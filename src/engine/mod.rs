@@ -204,10 +204,17 @@ impl Engine {
         if self.phase == Phase::Done {
             return;
         }
+        let v = self.refused(now, cause);
+        self.conclude(v);
+    }
+
+    /// The verdict for a local cause as of `now`: `unreachable` with that cause, no RTT. The
+    /// I/O loop also gives it to silence it finds explained by the path out.
+    pub fn refused(&self, now: Duration, cause: Cause) -> Verdict {
         let mut v = self.verdict(now, VerdictKind::Unreachable, None);
         v.cause = Some(cause);
         v.rtt = None;
-        self.conclude(v);
+        v
     }
 
     fn verdict(&self, now: Duration, kind: VerdictKind, icmp: Option<IcmpInfo>) -> Verdict {
