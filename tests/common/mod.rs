@@ -190,14 +190,21 @@ impl Lab {
 
         let listener: TcpListener = in_netns(&self.ns('b'), move || {
             // std sets SO_REUSEADDR on listening sockets on Unix. An address can be briefly
-            // unavailable right after the lab comes up: retry for a bounded time.
+            // unavailable right after the lab comes up; and the listener of an earlier
+            // connect on the same port, though dropped, can stay open for a moment in a child
+            // another test thread is spawning (its copy of the descriptor table lives until
+            // exec). Retry both for a bounded time.
             let deadline = Instant::now() + Duration::from_secs(3);
             loop {
                 match TcpListener::bind(server_addr) {
                     Ok(l) => break l,
                     Err(e)
                         if Instant::now() < deadline
-                            && e.kind() == std::io::ErrorKind::AddrNotAvailable =>
+                            && matches!(
+                                e.kind(),
+                                std::io::ErrorKind::AddrNotAvailable
+                                    | std::io::ErrorKind::AddrInUse
+                            ) =>
                     {
                         std::thread::sleep(Duration::from_millis(20));
                     }
