@@ -167,6 +167,7 @@ pub fn conn_view(c: &Conn) -> ConnView {
             since_ack: Duration::from_millis(u64::from(i.last_ack_recv)),
             rto: Duration::from_micros(u64::from(i.rto)),
             progress: (i.bytes_acked, i.bytes_received),
+            numbers: None,
         },
         None => ConnView {
             idle: Duration::ZERO,
@@ -174,6 +175,7 @@ pub fn conn_view(c: &Conn) -> ConnView {
             since_ack: Duration::ZERO,
             rto: Duration::ZERO,
             progress: (0, 0),
+            numbers: None,
         },
     }
 }
@@ -513,9 +515,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                 };
                 slot.engine.on_connection(now, Some(view));
             }
-            Action::InjectSyn(p) | Action::CheckPath(p) => {
-                self.transmit(idx, p, None, now, events)?
-            }
+            Action::InjectSyn(p) => self.transmit(idx, p, None, now, events)?,
             Action::Send { probe, index } => self.transmit(idx, probe, Some(index), now, events)?,
             Action::CheckRoute => {
                 if let Some(cause) = self.table.egress_cause(&flow, route) {

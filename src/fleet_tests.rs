@@ -214,7 +214,9 @@ impl FakeTable {
             busy: c.busy,
             since_ack: idle,
             rto: ms(200),
-            progress: (0, 0),
+            // Bytes received move whenever the connection received something.
+            progress: (0, c.rx_at.as_millis() as u64),
+            numbers: None,
         }
     }
 }

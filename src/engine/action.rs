@@ -72,12 +72,6 @@ pub enum Action {
     /// SYN got no challenge ACK, and the socket's own ACK may have had nowhere to go. A cause
     /// comes back through `on_local_failure`.
     CheckRoute,
-    /// Send this out-of-window ACK toward the peer only to learn whether the local host
-    /// refuses it (a firewall OUTPUT rule): every injected SYN went unanswered, so the
-    /// socket's own challenge ACKs may have been dropped on the way out. Its answer, or
-    /// silence, proves nothing (stateful firewalls drop it), so a refusal reported through
-    /// `on_local_failure` is the only thing it can change.
-    CheckPath(Segment),
     Note(Note),
     Finish(Outcome),
 }

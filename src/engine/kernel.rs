@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Engine, Evidence, Note, Outcome, Phase, VerdictKind};
+use super::{Engine, Evidence, Note, Numbers, Outcome, Phase, SeqSource, VerdictKind};
 
 /// `tcp_info` counts idle time in milliseconds from jiffies: differences below this are noise.
 pub const TRAFFIC_SLACK: Duration = Duration::from_millis(5);
@@ -33,8 +33,11 @@ pub struct ConnView {
     /// with `backoff:7` on a reader stuck for 45 s); where it does not, the time until the
     /// kernel's pending timer fires belongs in here too.
     pub rto: Duration,
-    /// Bytes acked and bytes received: when they move, learned numbers are stale.
+    /// Bytes acked and bytes received: when they move, learned numbers are stale, and only
+    /// when they move has the connection carried traffic a blind forger could not make.
     pub progress: (u64, u64),
+    /// The connection's numbers read from the kernel with this view (`--seq-source kernel`).
+    pub numbers: Option<Numbers>,
 }
 
 impl Engine {
@@ -50,11 +53,14 @@ impl Engine {
             return;
         };
         self.last_progress = view.progress;
+        self.progress_at_start.get_or_insert(view.progress);
         self.rto = view.rto.min(RTO_MAX);
         let t = self.cfg.timing;
         if self.probes_sent == 0 && view.idle < t.time {
             self.wait_for_idle(now, view.idle);
-        } else if self.received_since_first_probe(now, view.idle) {
+        } else if self.received_since_first_probe(now, view.idle)
+            && self.progress_at_probe != Some(view.progress)
+        {
             self.alive_by_traffic(now, view.idle);
         } else if self.probes_sent >= t.probes {
             self.judge_last_probe(now);
@@ -62,7 +68,7 @@ impl Engine {
             self.judge_busy(now, &view);
         } else {
             self.busy_since = None;
-            self.next_round(now, view.progress);
+            self.next_round(now, &view);
         }
     }
 
@@ -73,7 +79,10 @@ impl Engine {
         // Waited `time` already, and the connection is not idle that long because the kernel
         // kept receiving its segments after we started: the peer is evidently there (README
         // "Verdicts and timing": the wait for idle is bounded too).
-        if elapsed >= t.time && idle + TRAFFIC_SLACK < elapsed {
+        if elapsed >= t.time
+            && idle + TRAFFIC_SLACK < elapsed
+            && self.progress_at_start != Some(self.last_progress)
+        {
             self.alive_by_traffic(now, idle);
             return;
         }
@@ -87,8 +96,9 @@ impl Engine {
     }
 
     /// Whether the kernel accepted a segment after our first probe (its idle clock
-    /// restarted): the peer is there, as the kernel's own keepalive would conclude. Forged
-    /// segments with wrong numbers never reach that clock.
+    /// restarted). The caller also asks that the byte counters moved: an in-window ACK
+    /// with a guessed sequence number restarts the idle clock too, but only a segment with
+    /// the exact numbers moves SND.UNA or RCV.NXT (README "Trust").
     fn received_since_first_probe(&self, now: Duration, idle: Duration) -> bool {
         self.first_probe_at()
             .is_some_and(|first| idle + TRAFFIC_SLACK < now.saturating_sub(first))
@@ -141,9 +151,20 @@ impl Engine {
 
     /// Idle and not yet judged: the next probe goes out, after a learning round where the
     /// numbers are unknown or stale (the connection's byte counters moved since they were
-    /// learned, or an ACK contradicted them) and the source learns before it probes.
-    fn next_round(&mut self, now: Duration, progress: (u64, u64)) {
-        let moved = self.progress_at_learn.is_some_and(|p| p != progress);
+    /// learned, or an ACK contradicted them) and the source learns before it probes. The
+    /// `kernel` source's numbers come fresh with every view.
+    fn next_round(&mut self, now: Duration, view: &ConnView) {
+        if self.cfg.source == SeqSource::Kernel {
+            match view.numbers {
+                Some(n) => self.learned(n),
+                None => {
+                    self.phase = Phase::Done;
+                    self.pending_finish = Some(Outcome::LearnFailed);
+                }
+            }
+            return;
+        }
+        let moved = self.progress_at_learn.is_some_and(|p| p != view.progress);
         if (self.numbers.is_none() || moved || self.stale)
             && let Some(round) = self.cfg.source.start_round(now, &self.cfg, &mut self.rng)
         {

@@ -34,7 +34,7 @@ pub use crate::wire::Origin;
 pub use action::{Action, Note, PollAt};
 pub use config::{Config, PEER_RATELIMIT, Timing};
 pub use kernel::{BUSY_RECHECK, ConnView, RTO_MAX, TRAFFIC_SLACK};
-pub use source::{LEARN_RETRY, LEARN_TRIES, Numbers, SeqSource};
+pub use source::{LEARN_RETRY, LEARN_TRIES, Numbers, SeqSource, TsClock};
 pub use verdict::{Evidence, IcmpInfo, Outcome, Verdict, VerdictKind};
 
 use crate::flow::{Flow, Route};
@@ -67,6 +67,10 @@ pub struct Engine {
     phase: Phase,
     numbers: Option<Numbers>,
     progress_at_learn: Option<(u64, u64)>,
+    /// The byte counters when the first probe left: `traffic` needs them to move.
+    progress_at_probe: Option<(u64, u64)>,
+    /// The byte counters at the first look at the connection.
+    progress_at_start: Option<(u64, u64)>,
     last_progress: (u64, u64),
     stale: bool,
     probes_sent: u8,
@@ -96,6 +100,8 @@ impl Engine {
             phase: Phase::Waiting { at: now },
             numbers: None,
             progress_at_learn: None,
+            progress_at_probe: None,
+            progress_at_start: None,
             last_progress: (0, 0),
             stale: false,
             probes_sent: 0,
@@ -175,7 +181,10 @@ impl Engine {
         let probe = self
             .cfg
             .source
-            .probe(self.numbers, &self.cfg, &mut self.rng);
+            .probe(self.numbers, &self.cfg, now, &mut self.rng);
+        if self.probes_sent == 0 {
+            self.progress_at_probe = Some(self.last_progress);
+        }
         self.probes_sent = self.probes_sent.saturating_add(1);
         self.sent.push(SentProbe {
             seq: probe.seq,

@@ -87,7 +87,7 @@ impl Engine {
         }
         if !self.is_our_probe(seg.seq, seg.ack)
             && let Phase::Learning(round) = &mut self.phase
-            && let Heard::Learned(lesson) = round.heard(seg, Direction::Outgoing)
+            && let Heard::Learned(lesson) = round.heard(seg, Direction::Outgoing, now)
         {
             self.learned(lesson);
         }
@@ -97,7 +97,7 @@ impl Engine {
     /// RST, or an answer.
     fn on_incoming(&mut self, now: Duration, seg: &Segment) {
         if let Phase::Learning(round) = &mut self.phase {
-            match round.heard(seg, Direction::Incoming) {
+            match round.heard(seg, Direction::Incoming, now) {
                 Heard::Learned(lesson) => return self.learned(lesson),
                 Heard::Kept => return,
                 Heard::Pass => {}
@@ -150,11 +150,17 @@ impl Engine {
         }
     }
 
-    /// A learning round is over: the next probe goes out with these numbers.
-    fn learned(&mut self, numbers: Numbers) {
+    /// A learning round is over: the next probe goes out with these numbers. Numbers read
+    /// again unchanged (the `kernel` source reads them every round) are not noted again.
+    pub(super) fn learned(&mut self, numbers: Numbers) {
+        let same = self
+            .numbers
+            .is_some_and(|n| n.snd_nxt == numbers.snd_nxt && n.rcv_nxt == numbers.rcv_nxt);
         self.numbers = Some(numbers);
         self.progress_at_learn = Some(self.last_progress);
-        self.notes.push_back(Note::Learned(numbers));
+        if !same {
+            self.notes.push_back(Note::Learned(numbers));
+        }
         self.phase = Phase::SendNow;
     }
 }

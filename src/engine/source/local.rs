@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use super::{
-    Direction, FIRST_TRY, Heard, LEARN_RETRY, LEARN_TRIES, Step, announced, is_plain,
-    out_of_window_probe,
-};
+use super::{Direction, FIRST_TRY, Heard, LEARN_RETRY, LEARN_TRIES, Step, announced, is_plain};
 use crate::engine::rng::Rng;
 use crate::engine::{Action, Note, PollAt};
 use crate::flow::Flow;
@@ -35,8 +32,9 @@ pub(in crate::engine) enum LocalRound {
     /// The first injected SYN got no challenge ACK: `CheckRoute`, then inject again (try
     /// `next`).
     RouteCheck { next: u8 },
-    /// No injected SYN got a challenge ACK, and the one `CheckPath` probe went out: give up.
-    PathChecked,
+    /// No injected SYN got a challenge ACK: give up. Nothing with random numbers goes out to
+    /// find out why (README "Do no harm").
+    Exhausted,
 }
 
 impl LocalRound {
@@ -65,7 +63,7 @@ impl LocalRound {
                 ..
             }
             | LocalRound::RouteCheck { .. }
-            | LocalRound::PathChecked => PollAt::Now,
+            | LocalRound::Exhausted => PollAt::Now,
             LocalRound::Injecting { deadline, .. } => PollAt::At(deadline),
         }
     }
@@ -91,15 +89,15 @@ impl LocalRound {
                 *self = LocalRound::inject(now, *next, flow, rng);
                 Some(Step::Act(Action::CheckRoute))
             }
-            LocalRound::PathChecked => Some(Step::GiveUp),
+            LocalRound::Exhausted => Some(Step::GiveUp),
         }
     }
 
     /// The SYN of try `tries` got no challenge ACK in time.
     fn unanswered(&mut self, now: Duration, tries: u8, flow: Flow, rng: &mut Rng) -> Step {
         if tries >= LEARN_TRIES {
-            *self = LocalRound::PathChecked;
-            return Step::Act(Action::CheckPath(out_of_window_probe(flow, rng)));
+            *self = LocalRound::Exhausted;
+            return Step::GiveUp;
         }
         let next = tries + 1;
         *self = if tries == FIRST_TRY {
@@ -112,7 +110,7 @@ impl LocalRound {
         Step::Act(Action::Note(Note::LearnRetry { next }))
     }
 
-    pub(super) fn heard(&mut self, seg: &Segment, dir: Direction) -> Heard {
+    pub(super) fn heard(&mut self, seg: &Segment, dir: Direction, now: Duration) -> Heard {
         let LocalRound::Injecting { syn, syn_seen, .. } = self else {
             return Heard::Pass;
         };
@@ -129,7 +127,7 @@ impl LocalRound {
             Direction::Outgoing
                 if *syn_seen && is_plain(seg) && !seg.has(wire::FIN) && seg.payload_len == 0 =>
             {
-                Heard::Learned(announced(seg))
+                Heard::Learned(announced(seg, now))
             }
             Direction::Outgoing => Heard::Pass,
         }

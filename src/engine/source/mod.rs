@@ -1,6 +1,8 @@
 //! Where the connection's sequence numbers come from (README "How it works"), one type for
 //! what each source keeps while it learns:
 //!
+//! - `kernel`: nothing to keep, the caller reads the numbers from the kernel with every look
+//!   at the connection ([`ConnView::numbers`](super::ConnView)); nothing is sent to learn;
 //! - `local` ([`LocalRound`], in `local.rs`): a SYN injected into the local stack, and the
 //!   challenge ACK the local socket answers it with;
 //! - `peer`: nothing to keep, it learns nothing before it probes: an out-of-window probe with
@@ -40,6 +42,8 @@ const ELICIT_WINDOW: u16 = 1024;
 /// How the connection's sequence numbers are learned (README "How it works").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeqSource {
+    /// Read from the local kernel (an eBPF socket iterator) with every look at the connection.
+    Kernel,
     /// A SYN injected into the local stack makes the local socket send a challenge ACK.
     Local,
     /// Out-of-window probes with a random ACK nonce; the peer's answer tells the numbers.
@@ -54,8 +58,42 @@ pub struct Numbers {
     pub snd_nxt: SeqNumber,
     pub rcv_nxt: SeqNumber,
     pub window: u16,
+    /// The timestamp option as the local kernel would stamp it at [`TsClock::at`], when the
+    /// clock is known; each probe then carries the TSval of the moment it leaves.
     pub ts: Option<Timestamps>,
+    pub ts_clock: Option<TsClock>,
     pub ip: IpMeta,
+}
+
+/// When `ts.tsval` was the local kernel's current TSval, and how fast its clock ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TsClock {
+    pub at: Duration,
+    /// Microsecond timestamps (the `tcp_usec_ts` route feature); milliseconds otherwise.
+    pub usec: bool,
+}
+
+impl Numbers {
+    /// The timestamp option a segment leaving at `now` carries: the TSval advanced by the
+    /// time since it was read, as the kernel stamps every segment with its clock (RFC 7323,
+    /// 5.4). A stale TSval is dropped by PAWS without an answer (Linux ≥ 6.14 `PAWSOldAck`).
+    pub fn ts_at(&self, now: Duration) -> Option<Timestamps> {
+        let ts = self.ts?;
+        let Some(clock) = self.ts_clock else {
+            return Some(ts);
+        };
+        let since = now.saturating_sub(clock.at);
+        let ticks = if clock.usec {
+            since.as_micros()
+        } else {
+            since.as_millis()
+        };
+        // TSval wraps modulo 2^32 (RFC 7323, 5.2): so does the tick count added.
+        Some(Timestamps {
+            tsval: ts.tsval.wrapping_add(ticks as u32),
+            tsecr: ts.tsecr,
+        })
+    }
 }
 
 /// Which way a segment of the connection travels.
@@ -99,6 +137,8 @@ impl SeqSource {
     /// A learning round from `now`, or `None` where the source learns nothing before it probes.
     pub(super) fn start_round(self, now: Duration, cfg: &Config, rng: &mut Rng) -> Option<Round> {
         match self {
+            // The numbers come with the look at the connection: nothing to learn.
+            SeqSource::Kernel => None,
             SeqSource::Local => Some(Round::Local(LocalRound::inject(
                 now, FIRST_TRY, cfg.flow, rng,
             ))),
@@ -108,14 +148,36 @@ impl SeqSource {
         }
     }
 
-    /// The next probe toward the peer.
-    pub(super) fn probe(self, learned: Option<Numbers>, cfg: &Config, rng: &mut Rng) -> Segment {
+    /// The next probe toward the peer, leaving at `now`.
+    pub(super) fn probe(
+        self,
+        learned: Option<Numbers>,
+        cfg: &Config,
+        now: Duration,
+        rng: &mut Rng,
+    ) -> Segment {
         match (self, learned) {
             (SeqSource::Peer, _) | (_, None) => out_of_window_probe(cfg.flow, rng),
-            (SeqSource::Local | SeqSource::Sniff, Some(n)) => {
-                keepalive_probe(cfg.flow, n, cfg.garbage_octet)
+            (SeqSource::Kernel | SeqSource::Local | SeqSource::Sniff, Some(n)) => {
+                keepalive_probe(cfg.flow, n, cfg.garbage_octet, now)
             }
         }
+    }
+
+    /// The name the command line and JSON give the source.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeqSource::Kernel => "kernel",
+            SeqSource::Local => "local",
+            SeqSource::Peer => "peer",
+            SeqSource::Sniff => "sniff",
+        }
+    }
+
+    /// Whether the source puts packets of its own on the connection's 4-tuple besides the
+    /// canonical probe (README "Do no harm"): the injected SYN, random-numbered probes.
+    pub fn injects(self) -> bool {
+        matches!(self, SeqSource::Local | SeqSource::Peer)
     }
 
     /// Whether a plain ACK from the peer, after a probe went out, answers it (README "How it
@@ -131,6 +193,7 @@ impl SeqSource {
                 rcv_nxt: seg.seq,
                 window: ELICIT_WINDOW,
                 ts: None,
+                ts_clock: None,
                 ip: IpMeta::default(),
             })),
             // The keepalive probe's SEQ = SND.NXT − 1 lies just below the peer's window, and
@@ -177,10 +240,10 @@ impl Round {
 
     /// A segment of the connection, neither one of our probes nor a contradiction of where
     /// the capture saw it.
-    pub(super) fn heard(&mut self, seg: &Segment, dir: Direction) -> Heard {
+    pub(super) fn heard(&mut self, seg: &Segment, dir: Direction, now: Duration) -> Heard {
         match self {
-            Round::Local(round) => round.heard(seg, dir),
-            Round::Sniff(round) => round.heard(seg, dir),
+            Round::Local(round) => round.heard(seg, dir, now),
+            Round::Sniff(round) => round.heard(seg, dir, now),
         }
     }
 }
@@ -190,22 +253,28 @@ pub(super) fn is_plain(seg: &Segment) -> bool {
     !seg.has(wire::SYN) && !seg.has(wire::RST) && seg.has(wire::ACK)
 }
 
-/// The numbers an outgoing segment of the local socket announces: SND.NXT past its data and
-/// FIN, RCV.NXT in its ACK field, the window and options as the local kernel writes them.
-fn announced(seg: &Segment) -> Numbers {
+/// The numbers an outgoing segment of the local socket, seen at `now`, announces: SND.NXT
+/// past its data and FIN, RCV.NXT in its ACK field, the window and options as the local
+/// kernel writes them. Its TSval was the kernel's clock at `now`, in milliseconds (Linux's
+/// default; a route with `tcp_usec_ts` is only known to the `kernel` source).
+fn announced(seg: &Segment, now: Duration) -> Numbers {
     Numbers {
         snd_nxt: seg.seq + seg.seq_len(),
         rcv_nxt: seg.ack,
         window: seg.window,
         ts: seg.ts,
+        ts_clock: seg.ts.map(|_| TsClock {
+            at: now,
+            usec: false,
+        }),
         ip: seg.ip,
     }
 }
 
 /// The keepalive probe (RFC 1122, 4.2.3.6; RFC 9293, 3.8.4): SEQ = SND.NXT − 1, ACK =
 /// RCV.NXT, the local kernel's window and options copied, and with `garbage` one
-/// already-acknowledged octet.
-fn keepalive_probe(flow: Flow, n: Numbers, garbage: bool) -> Segment {
+/// already-acknowledged octet. Its TSval is the kernel's clock at `now`, fresh on every probe.
+fn keepalive_probe(flow: Flow, n: Numbers, garbage: bool, now: Duration) -> Segment {
     Segment {
         src: flow.local,
         dst: flow.remote,
@@ -213,7 +282,7 @@ fn keepalive_probe(flow: Flow, n: Numbers, garbage: bool) -> Segment {
         ack: n.rcv_nxt,
         flags: wire::ACK,
         window: n.window,
-        ts: n.ts,
+        ts: n.ts_at(now),
         payload_len: usize::from(garbage),
         ip: n.ip,
     }

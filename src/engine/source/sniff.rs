@@ -34,9 +34,9 @@ impl SniffRound {
         (now >= self.deadline).then_some(Step::GiveUp)
     }
 
-    pub(super) fn heard(&self, seg: &Segment, dir: Direction) -> Heard {
+    pub(super) fn heard(&self, seg: &Segment, dir: Direction, now: Duration) -> Heard {
         match (dir, is_plain(seg)) {
-            (Direction::Outgoing, true) => Heard::Learned(announced(seg)),
+            (Direction::Outgoing, true) => Heard::Learned(announced(seg, now)),
             (Direction::Outgoing, false) => Heard::Pass,
             (Direction::Incoming, true) => Heard::Learned(from_peer(seg)),
             // While sniffing, the peer's segments only teach numbers: its RSTs and SYNs
@@ -55,6 +55,7 @@ fn from_peer(seg: &Segment) -> Numbers {
         rcv_nxt: seg.seq + seg.seq_len(),
         window: SNIFF_WINDOW,
         ts: None,
+        ts_clock: None,
         ip: IpMeta::default(),
     }
 }
