@@ -18,17 +18,20 @@ use std::time::{Duration, Instant};
 use caps::Capability;
 
 use crate::engine::{
-    Action, Cause, Config, ConnView, Engine, Evidence, Note, Origin, Outcome, PollAt, VerdictKind,
+    Action, Cause, Config, ConnView, Engine, Evidence, Note, Numbers, Origin, Outcome, PollAt,
+    SeqSource, TsClock, VerdictKind,
 };
 use crate::error::{Error, Result};
 use crate::flow::{Flow, Route};
 use crate::sys::capture::Capture;
+use crate::seq::SeqNumber;
 use crate::sys::diag::{Conn, Diag};
+use crate::sys::kernel_seq::{self, KernelSeq, SockNumbers};
 use crate::sys::link::Links;
 use crate::sys::privilege::Bounding;
 use crate::sys::raw::{SendError, Sender};
 use crate::sys::{bpf, random_seed, wait_readable};
-use crate::wire::{Packet, Segment, decode};
+use crate::wire::{IpMeta, Packet, Segment, Timestamps, decode};
 
 /// Connection queries are answered by exact lookups (one netlink round trip each) while they
 /// are fewer than this share of the connections a dump would return, else by one dump: a
@@ -107,12 +110,28 @@ pub trait PacketIo {
     fn set_filter(&mut self, flows: &[Flow]) -> Result<()>;
 }
 
-/// What the kernel says about connections (sock_diag).
+/// What the kernel says about connections (sock_diag, and the `kernel` sequence source).
 pub trait ConnTable {
     /// The established connection on exactly this 4-tuple (and device), if there is one.
     fn lookup(&mut self, flow: &Flow, route: Route) -> Result<Option<ConnView>>;
     /// Every established connection.
     fn established(&mut self) -> Result<Vec<(Flow, ConnView)>>;
+    /// Every established connection's numbers, read from the kernel in one pass; each TSval
+    /// is the kernel's at the moment the call returns (the caller stamps that moment into
+    /// [`TsClock::at`](crate::engine::TsClock)).
+    fn numbers(&mut self) -> Result<Vec<(Flow, Numbers)>>;
+}
+
+/// A 4-tuple as the kernel's tables compare it: addresses and ports, no IPv6 scope.
+type TupleKey = (std::net::IpAddr, u16, std::net::IpAddr, u16);
+
+fn tuple_key(local: SocketAddr, remote: SocketAddr) -> TupleKey {
+    (
+        local.ip().to_canonical(),
+        local.port(),
+        remote.ip().to_canonical(),
+        remote.port(),
+    )
 }
 
 /// Why the connection's packets cannot leave this host, asked when probes went unanswered or
@@ -185,6 +204,8 @@ pub fn conn_view(c: &Conn) -> ConnView {
 pub struct SysTable {
     diag: Diag,
     links: Links,
+    /// The `kernel` sequence source, when the fleet's engines use it.
+    kernel: Option<KernelSeq>,
 }
 
 impl ConnTable for SysTable {
@@ -203,6 +224,48 @@ impl ConnTable for SysTable {
             .into_iter()
             .map(|c| (c.flow, conn_view(&c)))
             .collect())
+    }
+
+    fn numbers(&mut self) -> Result<Vec<(Flow, Numbers)>> {
+        let Some(kernel) = self.kernel.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let read = kernel.read().map_err(|e| Error::Io {
+            context: "reading sequence numbers from the kernel (eBPF socket iterator)".into(),
+            source: e,
+        })?;
+        let now = kernel_seq::monotonic_ns();
+        Ok(read
+            .iter()
+            .map(|s| {
+                let flow = Flow {
+                    local: s.local,
+                    remote: s.remote,
+                };
+                (flow, numbers_of(s, now))
+            })
+            .collect())
+    }
+}
+
+/// What the engine needs of a socket's numbers as the kernel holds them: the probe's
+/// SEQ/ACK, the window the kernel would announce, and the timestamp option it would stamp
+/// at `now_ns` (TSecr: the peer's last TSval it accepted, as every segment echoes).
+fn numbers_of(s: &SockNumbers, now_ns: u64) -> Numbers {
+    let ts = s.tsval_at(now_ns).map(|tsval| Timestamps {
+        tsval,
+        tsecr: s.ts_recent,
+    });
+    Numbers {
+        snd_nxt: SeqNumber(s.snd_nxt),
+        rcv_nxt: SeqNumber(s.rcv_nxt),
+        window: s.window(),
+        ts,
+        ts_clock: ts.map(|_| TsClock {
+            at: Duration::ZERO,
+            usec: s.usec_ts,
+        }),
+        ip: IpMeta::default(),
     }
 }
 
@@ -223,6 +286,9 @@ impl Clock for MonotonicClock {
 
 struct Slot {
     engine: Engine,
+    /// How the peer's segments look on the wire when the flow is NAT-ed on this host
+    /// (source, destination), as conntrack's other direction says (README "Do no harm").
+    wire_incoming: Option<(SocketAddr, SocketAddr)>,
     /// A fresh view from the listing that found the connection: answers the first query.
     prefetched: Option<ConnView>,
     /// The deadline the timer heap holds for this slot; other heap entries are stale.
@@ -254,6 +320,8 @@ pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     by_tuple: HashMap<(SocketAddr, SocketAddr), usize>,
+    /// NAT-ed flows by the addresses their segments carry on the wire, both directions.
+    by_wire: HashMap<(SocketAddr, SocketAddr), usize>,
     timers: BinaryHeap<Reverse<(Duration, usize)>>,
     ready: Vec<usize>,
     queries: Vec<usize>,
@@ -269,8 +337,14 @@ pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
 }
 
 impl Fleet {
-    /// Opens the sockets for connections like `flows` (the capture filter is set from them).
-    pub fn open(flows: &[Flow], diag: Diag, rate: u32) -> Result<Fleet> {
+    /// Opens the sockets for connections like `flows` (the capture filter is set from them);
+    /// `kernel` serves engines whose numbers come from the kernel.
+    pub fn open(
+        flows: &[Flow],
+        diag: Diag,
+        kernel: Option<KernelSeq>,
+        rate: u32,
+    ) -> Result<Fleet> {
         let v6 = flows.iter().any(|f| f.is_ipv6());
         let v4 = flows.iter().any(|f| !f.is_ipv6());
         let io = SysPackets {
@@ -280,6 +354,7 @@ impl Fleet {
         let table = SysTable {
             diag,
             links: Links::new(),
+            kernel,
         };
         let clock = MonotonicClock(Instant::now());
         Ok(Fleet::new(
@@ -329,6 +404,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             slots: Vec::with_capacity(expected),
             free: Vec::new(),
             by_tuple: HashMap::with_capacity(expected),
+            by_wire: HashMap::new(),
             timers: BinaryHeap::with_capacity(expected),
             ready: Vec::new(),
             queries: Vec::new(),
@@ -375,6 +451,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         let now = self.now();
         let slot = Slot {
             engine: Engine::new(cfg, now, self.seed),
+            wire_incoming: None,
             prefetched: view,
             scheduled: None,
         };
@@ -392,10 +469,33 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         self.ready.push(idx);
     }
 
+    /// The connection's segments carry other addresses on the wire (NAT on this host): the
+    /// peer's arrive from `src` to `dst`, and ours leave the other way. Packets so addressed
+    /// are handed to its engine as the socket sees them. The capture filter must include
+    /// them (see `refilter`).
+    pub fn translate(&mut self, flow: &Flow, src: SocketAddr, dst: SocketAddr) {
+        let Some(&idx) = self.by_tuple.get(&(flow.local, flow.remote)) else {
+            return;
+        };
+        if let Some(Some(slot)) = self.slots.get_mut(idx) {
+            slot.wire_incoming = Some((src, dst));
+            self.by_wire.insert((src, dst), idx);
+            self.by_wire.insert((dst, src), idx);
+        }
+    }
+
     /// Stops probing a connection and frees its slot for the next one added (no outcome is
     /// reported for it here).
     pub fn remove(&mut self, flow: &Flow) {
         if let Some(idx) = self.by_tuple.remove(&(flow.local, flow.remote)) {
+            if let Some(Some(Slot {
+                wire_incoming: Some((src, dst)),
+                ..
+            })) = self.slots.get(idx)
+            {
+                self.by_wire.remove(&(*src, *dst));
+                self.by_wire.remove(&(*dst, *src));
+            }
             self.slots[idx] = None;
             self.free.push(idx);
         }
@@ -509,7 +609,9 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         let (flow, route) = (slot.engine.flow(), slot.engine.route());
         match action {
             Action::QueryConnection => {
-                let Some(view) = slot.prefetched.take() else {
+                // The kernel source's numbers are read for a whole batch of queries at once.
+                let batch = slot.engine.source() == SeqSource::Kernel;
+                let Some(view) = slot.prefetched.take_if(|_| !batch) else {
                     self.queries.push(idx);
                     return Ok(false);
                 };
@@ -576,27 +678,39 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         let mut queries = std::mem::take(&mut self.queries);
         queries.sort_unstable();
         queries.dedup();
+        let mut views: HashMap<Flow, ConnView> = HashMap::new();
+        let mut want_numbers = false;
         let flows: Vec<(usize, Flow, Route)> = queries
             .iter()
             .filter_map(|&i| {
-                let engine = &self.slots.get(i)?.as_ref()?.engine;
+                let slot = self.slots.get_mut(i)?.as_mut()?;
+                let engine = &slot.engine;
+                want_numbers |= engine.source() == SeqSource::Kernel;
+                if let Some(view) = slot.prefetched.take() {
+                    views.insert(engine.flow(), view);
+                }
                 Some((i, engine.flow(), engine.route()))
             })
             .collect();
+        let unknown: Vec<&(usize, Flow, Route)> =
+            flows.iter().filter(|(_, f, _)| !views.contains_key(f)).collect();
         let exact_limit = MIN_EXACT_LOOKUPS.max(self.dump_size / SOCKETS_PER_LOOKUP);
-        let views: HashMap<Flow, ConnView> = if flows.len() <= exact_limit {
-            let mut m = HashMap::new();
-            for (_, f, route) in &flows {
+        if unknown.len() <= exact_limit {
+            for (_, f, route) in unknown {
                 if let Some(view) = self.table.lookup(f, *route)? {
-                    m.insert(*f, view);
+                    views.insert(*f, view);
                 }
             }
-            m
         } else {
             let all = self.table.established()?;
             self.dump_size = all.len();
-            all.into_iter().collect()
-        };
+            for (f, view) in all {
+                views.entry(f).or_insert(view);
+            }
+        }
+        if want_numbers {
+            self.attach_numbers(&mut views)?;
+        }
         let now = self.now();
         for (idx, flow, _) in flows {
             if let Some(Some(slot)) = self.slots.get_mut(idx) {
@@ -607,18 +721,41 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         Ok(())
     }
 
+    /// One pass of the kernel source over every established socket, its numbers given to
+    /// the views of the same 4-tuple, stamped with the moment the pass returned.
+    fn attach_numbers(&mut self, views: &mut HashMap<Flow, ConnView>) -> Result<()> {
+        let read = self.table.numbers()?;
+        let at = self.now();
+        let by_tuple: HashMap<TupleKey, Numbers> = read
+            .into_iter()
+            .map(|(f, mut n)| {
+                if let Some(clock) = n.ts_clock.as_mut() {
+                    clock.at = at;
+                }
+                (tuple_key(f.local, f.remote), n)
+            })
+            .collect();
+        for (f, view) in views.iter_mut() {
+            view.numbers = by_tuple.get(&tuple_key(f.local, f.remote)).copied();
+        }
+        Ok(())
+    }
+
     fn read_packets(&mut self) -> Result<()> {
         for _ in 0..READ_BATCH {
             let Some((bytes, origin)) = self.io.next_packet()? else {
                 break;
             };
-            let packet = match decode(bytes) {
+            let mut packet = match decode(bytes) {
                 Ok(p) => p,
                 Err(e) => {
                     log::debug!("skipped a captured packet: {e}");
                     continue;
                 }
             };
+            if !self.by_wire.is_empty() {
+                untranslate(&mut packet, &self.by_wire, &self.slots);
+            }
             // Both ends of a connection on this host can be probed at once: a segment is
             // outgoing for one and incoming for the other.
             let (a, b) = match &packet {
@@ -640,6 +777,43 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             }
         }
         Ok(())
+    }
+}
+
+/// A packet of a NAT-ed flow as its socket sees it: the wire's addresses replaced by the
+/// socket's, so that its engine matches it as any other (README "Do no harm": matching on
+/// the reply tuple).
+fn untranslate(
+    packet: &mut Packet,
+    by_wire: &HashMap<(SocketAddr, SocketAddr), usize>,
+    slots: &[Option<Slot>],
+) {
+    let key = match packet {
+        Packet::Tcp(s) => (s.src, s.dst),
+        Packet::Icmp(e) => (e.quoted_src, e.quoted_dst),
+    };
+    let Some(slot) = by_wire.get(&key).and_then(|&i| slots.get(i)?.as_ref()) else {
+        return;
+    };
+    let Some(incoming) = slot.wire_incoming else {
+        return;
+    };
+    let flow = slot.engine.flow();
+    let (src, dst) = if key == incoming {
+        (flow.remote, flow.local)
+    } else {
+        (flow.local, flow.remote)
+    };
+    match packet {
+        Packet::Tcp(s) => {
+            s.src = src;
+            s.dst = dst;
+        }
+        Packet::Icmp(e) => {
+            e.quoted_src = src;
+            e.quoted_dst = dst;
+            e.to = flow.local.ip();
+        }
     }
 }
 

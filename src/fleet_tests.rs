@@ -608,6 +608,7 @@ fn only_silence_is_explained() {
         icmp: None,
         cause: None,
         evidence,
+        source: SeqSource::Local,
     };
     // The kernel's ACK clock saw the peer stop acknowledging data: not a question of links.
     let kept = Outcome::Verdict(dead(Evidence::KernelAckClock));

@@ -175,6 +175,7 @@ pub fn verdict_json(flow: &Flow, v: &Verdict, ignored: u64) -> Value {
         "elapsed_ms": millis(v.elapsed),
         "ignored": ignored,
         "evidence": v.evidence.as_str(),
+        "source": v.source.as_str(),
     });
     if let Some(cause) = v.cause {
         o["cause"] = json!(cause.as_str());
@@ -515,6 +516,7 @@ mod tests {
             icmp: None,
             cause: None,
             evidence: Evidence::Probe,
+            source: crate::engine::SeqSource::Kernel,
         }
     }
 

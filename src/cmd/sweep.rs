@@ -511,6 +511,7 @@ mod tests {
                 icmp: None,
                 cause: None,
                 evidence: crate::engine::Evidence::Probe,
+                source: crate::engine::SeqSource::Kernel,
             },
             0,
         )

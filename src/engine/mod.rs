@@ -124,6 +124,10 @@ impl Engine {
         self.cfg.route
     }
 
+    pub fn source(&self) -> SeqSource {
+        self.cfg.source
+    }
+
     pub fn probes_sent(&self) -> u8 {
         self.probes_sent
     }
@@ -238,6 +242,7 @@ impl Engine {
             icmp,
             cause: None,
             evidence: Evidence::Probe,
+            source: self.cfg.source,
         }
     }
 

@@ -67,6 +67,8 @@ pub struct Verdict {
     /// For `unreachable` without an ICMP error: the local cause.
     pub cause: Option<Cause>,
     pub evidence: Evidence,
+    /// Where the probes' numbers came from.
+    pub source: super::SeqSource,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 
 pub mod bpf;
 pub mod capture;
+pub mod conntrack;
 pub mod diag;
 pub mod keepalive;
 pub mod link;
