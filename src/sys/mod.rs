@@ -4,6 +4,7 @@ pub mod bpf;
 pub mod capture;
 pub mod diag;
 pub mod keepalive;
+pub mod kernel_seq;
 pub mod link;
 pub mod netns;
 pub mod notify;
