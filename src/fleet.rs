@@ -23,8 +23,8 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 use crate::flow::{Flow, Route};
-use crate::sys::capture::Capture;
 use crate::seq::SeqNumber;
+use crate::sys::capture::Capture;
 use crate::sys::diag::{Conn, Diag};
 use crate::sys::kernel_seq::{self, KernelSeq, SockNumbers};
 use crate::sys::link::Links;
@@ -339,12 +339,7 @@ pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
 impl Fleet {
     /// Opens the sockets for connections like `flows` (the capture filter is set from them);
     /// `kernel` serves engines whose numbers come from the kernel.
-    pub fn open(
-        flows: &[Flow],
-        diag: Diag,
-        kernel: Option<KernelSeq>,
-        rate: u32,
-    ) -> Result<Fleet> {
+    pub fn open(flows: &[Flow], diag: Diag, kernel: Option<KernelSeq>, rate: u32) -> Result<Fleet> {
         let v6 = flows.iter().any(|f| f.is_ipv6());
         let v4 = flows.iter().any(|f| !f.is_ipv6());
         let io = SysPackets {
@@ -433,9 +428,15 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         self.by_tuple.len()
     }
 
-    /// Replaces the capture filter, e.g. when connections come and go.
+    /// Replaces the capture filter, e.g. when connections come and go; the wire's addresses
+    /// of NAT-ed connections (see `translate`) are kept in it.
     pub fn refilter(&mut self, flows: &[Flow]) -> Result<()> {
-        self.io.set_filter(flows)
+        let mut all = flows.to_vec();
+        all.extend(self.by_wire.keys().map(|&(src, dst)| Flow {
+            local: dst,
+            remote: src,
+        }));
+        self.io.set_filter(&all)
     }
 
     /// Starts probing a connection; `view` is what a listing just said about it, if anything.
@@ -471,17 +472,26 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
 
     /// The connection's segments carry other addresses on the wire (NAT on this host): the
     /// peer's arrive from `src` to `dst`, and ours leave the other way. Packets so addressed
-    /// are handed to its engine as the socket sees them. The capture filter must include
-    /// them (see `refilter`).
-    pub fn translate(&mut self, flow: &Flow, src: SocketAddr, dst: SocketAddr) {
+    /// are handed to its engine as the socket sees them, and the capture filter takes them
+    /// in.
+    pub fn translate(&mut self, flow: &Flow, src: SocketAddr, dst: SocketAddr) -> Result<()> {
         let Some(&idx) = self.by_tuple.get(&(flow.local, flow.remote)) else {
-            return;
+            return Ok(());
         };
         if let Some(Some(slot)) = self.slots.get_mut(idx) {
             slot.wire_incoming = Some((src, dst));
-            self.by_wire.insert((src, dst), idx);
+            let new = self.by_wire.insert((src, dst), idx).is_none();
             self.by_wire.insert((dst, src), idx);
+            if new {
+                let flows: Vec<Flow> = self
+                    .by_tuple
+                    .keys()
+                    .map(|&(local, remote)| Flow { local, remote })
+                    .collect();
+                self.refilter(&flows)?;
+            }
         }
+        Ok(())
     }
 
     /// Stops probing a connection and frees its slot for the next one added (no outcome is
@@ -692,8 +702,10 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                 Some((i, engine.flow(), engine.route()))
             })
             .collect();
-        let unknown: Vec<&(usize, Flow, Route)> =
-            flows.iter().filter(|(_, f, _)| !views.contains_key(f)).collect();
+        let unknown: Vec<&(usize, Flow, Route)> = flows
+            .iter()
+            .filter(|(_, f, _)| !views.contains_key(f))
+            .collect();
         let exact_limit = MIN_EXACT_LOOKUPS.max(self.dump_size / SOCKETS_PER_LOOKUP);
         if unknown.len() <= exact_limit {
             for (_, f, route) in unknown {

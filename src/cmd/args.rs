@@ -138,9 +138,10 @@ impl TimingArgs {
 /// How probes are made, shared by `probe`, `sweep` and `watch`.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct ProbeStyle {
-    /// How to learn the connections' sequence numbers
-    #[arg(long, value_enum, default_value = "local", value_name = "SOURCE")]
-    pub seq_source: SeqSourceArg,
+    /// How to learn the connections' sequence numbers [default: kernel where allowed, else
+    /// local]
+    #[arg(long, value_enum, value_name = "SOURCE")]
+    pub seq_source: Option<SeqSourceArg>,
     /// Send one already-acknowledged byte in each probe, as some stacks do
     #[arg(long)]
     pub garbage_octet: bool,
@@ -162,9 +163,12 @@ pub struct RateArgs {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqSourceArg {
+    /// Read them from the kernel (eBPF socket iterator; needs CAP_BPF and CAP_PERFMON);
+    /// nothing is sent to learn them
+    Kernel,
     /// A SYN injected into the local stack makes the local socket tell its numbers
     Local,
-    /// Out-of-window first probe; stateful firewalls drop it
+    /// Out-of-window first probe with random numbers; refused on flows conntrack tracks
     Peer,
     /// Wait for a segment of the connection on the wire
     Sniff,
@@ -175,6 +179,7 @@ impl SeqSourceArg {
     /// kaprobe may wait while it learns the numbers.
     pub fn source(self) -> SeqSource {
         match self {
+            SeqSourceArg::Kernel => SeqSource::Kernel,
             SeqSourceArg::Local => {
                 let limit = crate::sys::sysctl::read_u64("net.ipv4.tcp_invalid_ratelimit")
                     .map_or("500ms by default".into(), |ms| format!("{ms}ms here"));

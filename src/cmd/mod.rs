@@ -8,6 +8,7 @@ pub mod nat_timeout;
 pub mod probe;
 pub mod prober;
 pub mod sniff;
+pub mod source;
 pub mod sweep;
 pub mod watch;
 

@@ -180,7 +180,7 @@ pub fn run(args: &NatTimeoutArgs, ctx: &Ctx) -> Result<ExitStatus> {
         }
     };
     // One capture socket for every round; test connections need no privilege to open.
-    let mut fleet = Fleet::open(&[], Diag::open()?, 1000)?;
+    let mut fleet = Fleet::open(&[], Diag::open()?, None, 1000)?;
     fleet.drop_privileges(&[], Bounding::Drop)?;
     let found = search(&mut fleet, reporter, target, args, &progress)?;
     fleet.close();

@@ -5,6 +5,7 @@ use clap::Args;
 use super::Ctx;
 use super::args::{FlowArg, ProbeStyle, TimingArgs};
 use crate::cmd::prober;
+use crate::cmd::source::{self, Guard};
 use crate::engine::{Config, Outcome, SeqSource};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
@@ -29,10 +30,19 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
     if let Some(w) = timing.warning() {
         log::warn!("{w}");
     }
-    let source = args.style.seq_source.source();
     let mut diag = Diag::open()?;
     let conn = prober::resolve_probeable(args.flow.spec()?, &mut diag)?;
     let flow = conn.flow;
+    let chosen = source::choose(args.style.seq_source)?;
+    let source = chosen.source;
+    let wire = Guard::open()?.admit(&flow, source)?;
+    if let Some((src, dst)) = wire {
+        log::info!("{flow}: NAT-ed on this host: the peer's segments arrive from {src} to {dst}");
+    }
+    log::info!(
+        "{flow}: sequence numbers from the {} source",
+        source.as_str()
+    );
     if conn.route.is_set() {
         log::info!(
             "{flow}: routed like its socket: {}",
@@ -47,7 +57,8 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
         garbage_octet: args.style.garbage_octet,
     };
     let drops_before = SignatureDrops::read();
-    let Some((outcome, ignored)) = prober::probe_one(cfg, diag, reporter)? else {
+    let Some((outcome, ignored)) = prober::probe_one(cfg, diag, chosen.kernel, wire, reporter)?
+    else {
         reporter.unfinished(&flow, "interrupted", None)?;
         return Ok(ExitStatus::Interrupted);
     };
@@ -74,6 +85,9 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
 /// `unreachable`), so what is left is the local host itself.
 fn learn_failed(flow: &Flow, source: SeqSource, drops_before: Option<SignatureDrops>) -> String {
     match source {
+        SeqSource::Kernel => format!(
+            "the kernel's socket iterator did not list {flow} although sock_diag did: it              closed, or it is not in this network namespace"
+        ),
         SeqSource::Sniff => {
             format!("no segment of {flow} seen on the wire; try --seq-source local")
         }

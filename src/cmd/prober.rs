@@ -3,7 +3,10 @@
 //! connection probed to its outcome through a one-connection `Fleet` (the I/O loop); and the
 //! turn of that loop every probing command takes.
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use caps::Capability;
 
 use crate::engine::{Config, Outcome};
 use crate::error::{Error, Result};
@@ -11,6 +14,7 @@ use crate::fleet::Fleet;
 use crate::flow::{Flow, FlowSpec};
 use crate::output::Reporter;
 use crate::sys::diag::{Conn, Diag};
+use crate::sys::kernel_seq::KernelSeq;
 use crate::sys::privilege::Bounding;
 use crate::sys::raw;
 use crate::sys::stop_requested;
@@ -135,6 +139,16 @@ fn state_name(c: &Conn) -> &'static str {
     }
 }
 
+/// The capabilities a fleet keeps after opening its sockets: each pass of the kernel
+/// source makes a new BPF iterator, which needs CAP_BPF and CAP_PERFMON.
+pub fn kernel_caps(kernel: bool) -> &'static [Capability] {
+    if kernel {
+        &[Capability::CAP_BPF, Capability::CAP_PERFMON]
+    } else {
+        &[]
+    }
+}
+
 /// The longest wait in one turn of a command's loop: how soon a stop request or a closed
 /// standard output is noticed.
 pub const TURN: Duration = Duration::from_millis(250);
@@ -152,12 +166,24 @@ pub fn turn(
 }
 
 /// Runs the time/intvl/probes loop on one connection until it has an outcome; `None` when
-/// SIGINT/SIGTERM came first (see `sys::catch_stop_signals`).
-pub fn probe_one(cfg: Config, diag: Diag, reporter: Reporter) -> Result<Option<(Outcome, u64)>> {
-    let mut fleet = Fleet::open(&[cfg.flow], diag, u32::MAX)?;
+/// SIGINT/SIGTERM came first (see `sys::catch_stop_signals`). `kernel` serves the `kernel`
+/// source; `wire` is where the peer's segments appear when the flow is NAT-ed here.
+pub fn probe_one(
+    cfg: Config,
+    diag: Diag,
+    kernel: Option<KernelSeq>,
+    wire: Option<(SocketAddr, SocketAddr)>,
+    reporter: Reporter,
+) -> Result<Option<(Outcome, u64)>> {
+    let flows = [cfg.flow];
+    let keep = kernel_caps(kernel.is_some());
+    let mut fleet = Fleet::open(&flows, diag, kernel, u32::MAX)?;
     fleet.prepare_route(cfg.flow.is_ipv6(), cfg.route)?;
-    fleet.drop_privileges(&[], Bounding::Drop)?;
+    fleet.drop_privileges(keep, Bounding::Drop)?;
     fleet.add(cfg, None);
+    if let Some((src, dst)) = wire {
+        fleet.translate(&cfg.flow, src, dst)?;
+    }
     loop {
         if stop_requested() {
             fleet.close();

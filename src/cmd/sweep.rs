@@ -6,7 +6,8 @@
 //! With `--textfile` the sweep's metrics go to a file for node_exporter at the end, after
 //! an interruption too (README "node_exporter").
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use super::Ctx;
 use super::args::{ProbeStyle, RateArgs, TimingArgs};
 use crate::cmd::prober;
+use crate::cmd::source::{self, Chosen, Guard};
 use crate::engine::{Config, Outcome, SeqSource, Timing, Verdict};
 use crate::error::{Error, Result};
 use crate::exit::{self, ExitStatus};
@@ -26,6 +28,7 @@ use crate::flow::{Flow, Signature};
 use crate::metrics::{self, ConnState, Metrics};
 use crate::output::{self, Reporter, count as plural, duration, unfinished_json, verdict_json};
 use crate::sys::diag::{Conn, Diag};
+use crate::sys::kernel_seq::KernelSeq;
 use crate::sys::privilege::Bounding;
 use crate::sys::{catch_stop_signals, request_stop, stop_requested};
 
@@ -117,7 +120,7 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
     if let Some(w) = timing.warning() {
         log::warn!("{w}");
     }
-    let source = args.style.seq_source.source();
+    let chosen = source::choose(args.style.seq_source)?;
     let started = Instant::now();
     let started_at = SystemTime::now();
     let mut diag = Diag::open()?;
@@ -129,7 +132,23 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
         .collect();
     let all: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
     conns.retain(|c| c.signature.is_none());
-    let fleets = open_fleets(args, &conns, diag, timing, source)?;
+    // Connections the source must not touch (README "Do no harm") get a failed row, and no
+    // packet; NAT-ed ones are captured with the wire's addresses.
+    let mut signed = signed;
+    let mut guard = Guard::open()?;
+    let mut wires = HashMap::new();
+    conns.retain(|c| match guard.admit(&c.flow, chosen.source) {
+        Ok(wire) => {
+            wires.extend(wire.map(|w| (c.flow, w)));
+            true
+        }
+        Err(e) => {
+            log::warn!("{e}");
+            signed.push((c.flow, Row::Failed(0)));
+            false
+        }
+    });
+    let fleets = open_fleets(args, &conns, diag, timing, chosen, &wires)?;
     let reporter = ctx.reporter();
     // Without capabilities now: can the textfile still be written? Before any probe.
     let metrics = match &args.textfile {
@@ -194,8 +213,11 @@ fn open_fleets(
     conns: &[Conn],
     diag: Diag,
     timing: Timing,
-    source: SeqSource,
+    chosen: Chosen,
+    wires: &HashMap<Flow, (SocketAddr, SocketAddr)>,
 ) -> Result<Vec<Fleet>> {
+    let source = chosen.source;
+    let mut kernel = chosen.kernel;
     // Most of a probe's cost is the kernel's: the injected SYN, the challenge ACK and the probe
     // are processed inside our send calls. Large sweeps use every core, one fleet each, on
     // contiguous slices (so each capture filter stays a few port ranges).
@@ -217,7 +239,15 @@ fn open_fleets(
             Some(d) => d,
             None => Diag::open()?,
         };
-        let mut fleet = Fleet::open(&flows, d, rate)?;
+        // Each worker's fleet reads the kernel's numbers with its own iterator.
+        let k = match kernel.take() {
+            Some(k) => Some(k),
+            None if source == SeqSource::Kernel => {
+                Some(KernelSeq::open().map_err(|e| Error::Runtime(e.to_string()))?)
+            }
+            None => None,
+        };
+        let mut fleet = Fleet::open(&flows, d, k, rate)?;
         for c in slice {
             let cfg = Config {
                 flow: c.flow,
@@ -227,6 +257,9 @@ fn open_fleets(
                 garbage_octet: args.style.garbage_octet,
             };
             fleet.add(cfg, Some(conn_view(c)));
+            if let Some(&(src, dst)) = wires.get(&c.flow) {
+                fleet.translate(&c.flow, src, dst)?;
+            }
             fleet.prepare_route(c.flow.is_ipv6(), c.route)?;
         }
         fleets.push(fleet);
@@ -235,7 +268,10 @@ fn open_fleets(
     for f in &mut fleets {
         f.open_all_families()?;
     }
-    crate::sys::privilege::drop_privileges(&[], Bounding::Drop)?;
+    crate::sys::privilege::drop_privileges(
+        crate::cmd::prober::kernel_caps(source == SeqSource::Kernel),
+        Bounding::Drop,
+    )?;
     Ok(fleets)
 }
 

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::Ctx;
 use super::args::{OptFlowArg, ProbeStyle, RateArgs, duration_in, keep_duration};
 use crate::cmd::prober;
+use crate::cmd::source::{self, Chosen, Guard};
 use crate::engine::{Config, ConnView, Outcome, SeqSource, Timing, Verdict, VerdictKind};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
@@ -143,6 +144,9 @@ struct Watch<'a> {
     journal: bool,
     /// The kernel's TCP counters before the last listing, and when it was (fleet time).
     listed: Option<(TcpOpens, Duration)>,
+    /// Conntrack, asked before every round: whether the source may touch the connection,
+    /// and where a NAT-ed one's segments appear on the wire (README "Do no harm").
+    guard: Guard,
 }
 
 /// One connection to start watching: its flow, its view when it was listed, its route.
@@ -172,8 +176,15 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
     let action = on_dead(&args.on_dead)?;
     let mut diag = Diag::open()?;
     let start = find(args, &mut diag)?;
-    let source = args.style.seq_source.source();
-    let (mut fleet, start) = open_fleet(args, diag, &action, start)?;
+    let chosen = source::choose(args.style.seq_source)?;
+    let source = chosen.source;
+    let mut guard = Guard::open()?;
+    if let Some(flow) = start.single {
+        // A connection the injecting sources must not touch is refused before anything is
+        // sent; later rounds ask again.
+        guard.admit(&flow, source)?;
+    }
+    let (mut fleet, start) = open_fleet(args, diag, chosen, &action, start)?;
     // The HTTP server's threads start only now: capabilities are per thread, and they were
     // dropped while this was the only one.
     let (metrics, server) = serve_metrics(args, listener)?;
@@ -192,6 +203,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
         probes_counted: 0,
         journal: notify::journal_output(),
         listed: None,
+        guard,
     };
     for (flow, view, route) in start.initial {
         w.start(&mut fleet, flow, view, route);
@@ -241,11 +253,14 @@ fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
 fn open_fleet(
     args: &WatchArgs,
     diag: Diag,
+    chosen: Chosen,
     action: &OnDead,
     mut start: Start,
 ) -> Result<(Fleet, Start)> {
     let flows: Vec<Flow> = start.initial.iter().map(|(f, _, _)| *f).collect();
-    let mut fleet = Fleet::open(&flows, diag, args.rate.rate)?;
+    let kernel = chosen.kernel.is_some();
+    let injects = chosen.source.injects();
+    let mut fleet = Fleet::open(&flows, diag, chosen.kernel, args.rate.rate)?;
     // Each route's raw socket is configured now, while the privileges are held.
     let mut initial_ok = Vec::with_capacity(start.initial.len());
     for (flow, view, route) in std::mem::take(&mut start.initial) {
@@ -264,14 +279,15 @@ fn open_fleet(
     // connection that appears later would be probed unmarked (a false `dead` under policy
     // routing) or, if signed, retried forever. exec'd commands run as they would from a
     // shell.
-    let keep: &[caps::Capability] = if start.single.is_none() || *action == OnDead::Kill {
-        &[CAP_NET_ADMIN]
-    } else {
-        &[]
-    };
+    // Conntrack is asked before every round (CAP_NET_ADMIN), and the kernel source makes a
+    // BPF iterator every round (CAP_BPF, CAP_PERFMON).
+    let mut keep: Vec<caps::Capability> = prober::kernel_caps(kernel).to_vec();
+    if start.single.is_none() || *action == OnDead::Kill || injects || kernel {
+        keep.push(CAP_NET_ADMIN);
+    }
     match action {
-        OnDead::Exec(_) => fleet.drop_privileges(keep, Bounding::Keep)?,
-        _ => fleet.drop_privileges(keep, Bounding::Drop)?,
+        OnDead::Exec(_) => fleet.drop_privileges(&keep, Bounding::Keep)?,
+        _ => fleet.drop_privileges(&keep, Bounding::Drop)?,
     }
     Ok((fleet, start))
 }
@@ -418,6 +434,14 @@ impl Watch<'_> {
         {
             m.set_state(&flow, ConnState::Pending);
         }
+        let wire = match self.guard.admit(&flow, self.source) {
+            Ok(wire) => wire,
+            Err(e) => {
+                // Not this round; the next rescan asks again.
+                log::warn!("{e}");
+                return;
+            }
+        };
         self.tracks.entry(flow).or_default().route = route;
         let cfg = Config {
             flow,
@@ -427,6 +451,11 @@ impl Watch<'_> {
             garbage_octet: self.args.style.garbage_octet,
         };
         fleet.add(cfg, view);
+        if let Some((src, dst)) = wire
+            && let Err(e) = fleet.translate(&flow, src, dst)
+        {
+            log::warn!("{flow}: its NAT-ed addresses cannot be captured: {e}");
+        }
     }
 
     /// Stops tracking a connection that is no longer watched (closed, reset, killed): it

@@ -148,8 +148,10 @@ impl Conntrack {
         msg: NetfilterMessage,
         keep: usize,
     ) -> io::Result<Vec<NetfilterMessage>> {
-        self.socket
-            .send(&super::netlink_request(flags, NetlinkPayload::InnerMessage(msg)), 0)?;
+        self.socket.send(
+            &super::netlink_request(flags, NetlinkPayload::InnerMessage(msg)),
+            0,
+        )?;
         let dump = flags & NLM_F_DUMP != 0;
         let mut out = Vec::new();
         loop {

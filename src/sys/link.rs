@@ -88,6 +88,14 @@ pub fn all_link_flags() -> HashMap<u32, LinkFlags> {
         .collect()
 }
 
+/// Whether this namespace's loopback device is up (the local stack's own packets, and the
+/// `local` source's injected SYN, pass through it).
+pub fn loopback_up() -> bool {
+    pnet_datalink::interfaces()
+        .into_iter()
+        .any(|i| i.is_loopback() && i.is_up())
+}
+
 /// The addresses of this network namespace's interfaces, from the same listing.
 pub fn local_addresses() -> HashSet<IpAddr> {
     pnet_datalink::interfaces()

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod conntrack;
 pub mod diag;
 pub mod keepalive;
+pub mod kernel_seq;
 pub mod link;
 pub mod netns;
 pub mod notify;
