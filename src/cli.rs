@@ -494,7 +494,6 @@ fn render_page(page: &clap::Command, w: &mut Vec<u8>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::args::SeqSourceArg;
     use crate::engine::Timing;
     use std::time::Duration;
 
@@ -620,6 +619,6 @@ mod tests {
                 probes: 3
             }
         );
-        assert_eq!(p.style.seq_source, SeqSourceArg::Local);
+        assert_eq!(p.style.seq_source, None);
     }
 }

@@ -10,7 +10,7 @@ use super::*;
 use crate::engine::{SeqSource, Timing, Verdict};
 use crate::seq::SeqNumber;
 use crate::sys::raw::refusal_cause;
-use crate::wire::{ACK, IpMeta, SYN};
+use crate::wire::{ACK, IpMeta, SYN, Timestamps};
 
 /// The fake clock starts here, so that connections can have been idle for a while at start.
 const T0: Duration = Duration::from_secs(1000);
@@ -59,6 +59,9 @@ enum Peer {
     Refuses(i32),
     /// Sending a probe fails with an error that is not a local refusal.
     Breaks,
+    /// Alive, behind NAT on this host: the answer arrives from this address (the backend
+    /// of a DNAT in OUTPUT), as the capture sees it before netfilter undoes the NAT.
+    Translated(SocketAddr),
 }
 
 #[derive(Clone)]
@@ -150,6 +153,15 @@ impl PacketIo for FakeIo {
                 )));
             }
             Peer::Alive | Peer::Silent | Peer::NoChallengeAck => {}
+            Peer::Translated(backend) => {
+                let mut out = *p;
+                out.dst = backend;
+                self.push(now, &out, Origin::Sent);
+                let answer = segment(backend, flow.local, RCV_NXT, SND_NXT);
+                self.push(now + RTT, &answer, Origin::Received);
+                self.sends.push((now, flow, p.flags));
+                return Ok(());
+            }
         }
         // A probe that left shows on the capture as outgoing, as on a real interface: the
         // engine times an answer only from its own probe seen leaving.
@@ -204,6 +216,8 @@ struct FakeTable {
     lookups: usize,
     dumps: usize,
     link_asks: usize,
+    /// Passes of the kernel source over every connection.
+    reads: usize,
 }
 
 impl FakeTable {
@@ -230,6 +244,25 @@ impl ConnTable for FakeTable {
     fn established(&mut self) -> Result<Vec<(Flow, ConnView)>> {
         self.dumps += 1;
         Ok(self.conns.iter().map(|(f, c)| (*f, self.view(c))).collect())
+    }
+
+    fn numbers(&mut self) -> Result<Vec<(Flow, Numbers)>> {
+        self.reads += 1;
+        let n = Numbers {
+            snd_nxt: SND_NXT,
+            rcv_nxt: RCV_NXT,
+            window: 502,
+            ts: Some(Timestamps {
+                tsval: 100,
+                tsecr: 7,
+            }),
+            ts_clock: Some(TsClock {
+                at: Duration::ZERO,
+                usec: false,
+            }),
+            ip: IpMeta::default(),
+        };
+        Ok(self.conns.keys().map(|f| (*f, n)).collect())
     }
 }
 
@@ -268,6 +301,7 @@ impl Lab {
             lookups: 0,
             dumps: 0,
             link_asks: 0,
+            reads: 0,
         };
         Lab {
             fleet: Fleet::new(io, table, FakeClock(now), expected, rate, 42),
@@ -599,6 +633,7 @@ fn only_silence_is_explained() {
         lookups: 0,
         dumps: 0,
         link_asks: 0,
+        reads: 0,
     };
     let dead = |evidence| Verdict {
         kind: VerdictKind::Dead,
@@ -848,4 +883,70 @@ fn probe_events_count_what_went_on_the_wire_and_outcomes_are_the_verdicts() {
             ..
         })
     ));
+}
+
+/// The kernel source: one pass over the kernel's sockets serves every connection queried in
+/// the same turn, nothing but the probes goes out, and each probe's TSval is stamped from the
+/// moment the pass returned.
+#[test]
+fn kernel_numbers_are_read_once_per_batch_and_nothing_is_injected() {
+    let mut lab = Lab::new(3, u32::MAX);
+    for i in 1..=3 {
+        lab.conn(flow(i), Peer::Alive, ms(5000));
+        let mut c = cfg(flow(i), 0, 1000, 3);
+        c.source = SeqSource::Kernel;
+        lab.fleet.add(c, None);
+    }
+    let out = lab.run(Duration::from_secs(10));
+    for i in 1..=3 {
+        assert_eq!(verdict(&out, flow(i)).kind, VerdictKind::Alive);
+        assert_eq!(verdict(&out, flow(i)).source, SeqSource::Kernel);
+    }
+    assert_eq!(lab.fleet.table.reads, 1, "one pass for the batch");
+    assert!(
+        lab.fleet
+            .io
+            .sends
+            .iter()
+            .all(|(_, _, flags)| flags & SYN == 0),
+        "nothing injected: {:?}",
+        lab.fleet.io.sends
+    );
+    assert_eq!(lab.fleet.io.sends.len(), 3);
+    let tsvals: Vec<u32> = lab
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Sent { probe, .. } => probe.ts.map(|t| t.tsval),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tsvals, vec![100, 100, 100]);
+}
+
+/// A flow NAT-ed on this host: its answer arrives from the backend's address, and is the
+/// answer all the same once the fleet knows the wire's addresses; without them it is not.
+#[test]
+fn a_nat_ed_flows_answer_is_matched_on_the_wires_addresses() {
+    let backend: SocketAddr = "198.51.100.3:9000".parse().unwrap();
+    for translated in [true, false] {
+        let mut lab = Lab::new(1, u32::MAX);
+        lab.conn(flow(1), Peer::Translated(backend), ms(5000));
+        let mut c = cfg(flow(1), 0, 500, 1);
+        c.source = SeqSource::Kernel;
+        lab.fleet.add(c, None);
+        if translated {
+            lab.fleet
+                .translate(&flow(1), backend, flow(1).local)
+                .expect("translate");
+        }
+        let out = lab.run(Duration::from_secs(10));
+        let v = verdict(&out, flow(1));
+        let want = if translated {
+            VerdictKind::Alive
+        } else {
+            VerdictKind::Dead
+        };
+        assert_eq!(v.kind, want, "translated: {translated}");
+    }
 }
