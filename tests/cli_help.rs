@@ -197,10 +197,11 @@ fn the_largest_values_are_accepted_and_nothing_overflows() {
 }
 
 fn verbose_says_why_kaprobe_may_wait_for_the_rate_limit() {
-    let (_, _, err, _) = run_kaprobe_bare(&["-v", "probe", "198.51.100.2:9"]);
+    let local = ["--seq-source", "local"];
+    let (_, _, err, _) = run_kaprobe_bare(&["-v", "probe", "198.51.100.2:9", local[0], local[1]]);
     assert!(err.contains("tcp_invalid_ratelimit"), "{err}");
     assert!(err.contains("waits 600ms"), "{err}");
-    let (_, _, err, _) = run_kaprobe_bare(&["probe", "198.51.100.2:9"]);
+    let (_, _, err, _) = run_kaprobe_bare(&["probe", "198.51.100.2:9", local[0], local[1]]);
     assert!(!err.contains("tcp_invalid_ratelimit"), "only at -v: {err}");
 }
 

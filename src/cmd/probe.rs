@@ -30,11 +30,12 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
     if let Some(w) = timing.warning() {
         log::warn!("{w}");
     }
-    let mut diag = Diag::open()?;
-    let conn = prober::resolve_probeable(args.flow.spec()?, &mut diag)?;
-    let flow = conn.flow;
+    let spec = args.flow.spec()?;
     let chosen = source::choose(args.style.seq_source)?;
     let source = chosen.source;
+    let mut diag = Diag::open()?;
+    let conn = prober::resolve_probeable(spec, &mut diag)?;
+    let flow = conn.flow;
     let wire = Guard::open()?.admit(&flow, source)?;
     if let Some((src, dst)) = wire {
         log::info!("{flow}: NAT-ed on this host: the peer's segments arrive from {src} to {dst}");
