@@ -74,7 +74,7 @@ fn compile(source: &Path, object: &Path) -> Result<(), String> {
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let first = err.lines().find(|l| l.contains("error")).unwrap_or("");
-        return Err(format!("{clang} failed: {}", first.trim()));
+        return Err(format!("{clang} failed ({}): {}", out.status, first.trim()));
     }
     Ok(())
 }

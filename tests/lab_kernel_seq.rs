@@ -73,12 +73,18 @@ fn read_idle(
     }
 }
 
-/// The cookies `ss -e` (sock_diag) shows in namespace `ns`, by local and remote address.
-fn diag_cookies(ns: &str) -> Vec<(String, String, u64)> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "ss", "-tnHe", "state", "established"])
-        .output()
-        .expect("run ss");
+/// The cookies `ss -e` (sock_diag) shows in namespace `ns` (None: this process's), by local
+/// and remote address.
+fn diag_cookies(ns: Option<&str>) -> Vec<(String, String, u64)> {
+    let ss = ["ss", "-tnHe", "state", "established"];
+    let out = match ns {
+        Some(ns) => Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(ss)
+            .output(),
+        None => Command::new(ss[0]).args(&ss[1..]).output(),
+    }
+    .expect("run ss");
     assert!(out.status.success(), "ss: {out:?}");
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -87,12 +93,20 @@ fn diag_cookies(ns: &str) -> Vec<(String, String, u64)> {
             let cookie = f.iter().find_map(|w| w.strip_prefix("sk:"))?;
             // Recv-Q Send-Q Local Peer ...
             Some((
-                f.get(2)?.to_string(),
-                f.get(3)?.to_string(),
+                without_device(f.get(2)?),
+                without_device(f.get(3)?),
                 u64::from_str_radix(cookie, 16).ok()?,
             ))
         })
         .collect()
+}
+
+/// `ss` writes a socket bound to a device as ADDR%DEV:PORT; this is ADDR:PORT.
+fn without_device(addr: &str) -> String {
+    match (addr.find('%'), addr.rfind(':')) {
+        (Some(pct), Some(colon)) if pct < colon => format!("{}{}", &addr[..pct], &addr[colon..]),
+        _ => addr.to_string(),
+    }
 }
 
 /// Whether `later` is at or after `earlier` in 32-bit timestamp space, and by how much.
@@ -120,7 +134,14 @@ fn loopback_connection_numbers_agree_and_advance() {
     let (mut k, cookies) = common::in_netns(&ns.0, move || {
         let mut k = k;
         let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        // Bound to lo, so that the client's record names a device.
+        let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        client.bind_device(Some(b"lo")).expect("SO_BINDTODEVICE lo");
+        client
+            .connect(&listener.local_addr().unwrap().into())
+            .expect("connect");
+        let mut client = TcpStream::from(client);
         let (mut server, _) = listener.accept().expect("accept");
         for s in [&client, &server] {
             s.set_read_timeout(Some(common::NET_TIMEOUT)).unwrap();
@@ -134,7 +155,7 @@ fn loopback_connection_numbers_agree_and_advance() {
         let sa = (server.local_addr().unwrap(), server.peer_addr().unwrap());
 
         // sock_diag first: it gives each socket its cookie, which the iterator must show.
-        let diag = diag_cookies(&ns_name);
+        let diag = diag_cookies(Some(&ns_name));
         let t = Instant::now();
         let all = k.read().expect("read");
         eprintln!(
@@ -163,7 +184,17 @@ fn loopback_connection_numbers_agree_and_advance() {
             a.tstamp_ok && b.tstamp_ok,
             "Linux uses timestamps on loopback"
         );
-        assert_eq!(a.ifindex, 0);
+        // Each end scales the other's window by what that end announced.
+        assert_eq!(a.rcv_wscale, b.snd_wscale, "{a:#?} {b:#?}");
+        assert_eq!(b.rcv_wscale, a.snd_wscale, "{a:#?} {b:#?}");
+        assert!(
+            a.rcv_wscale > 0,
+            "loopback's large buffers call for window scaling"
+        );
+        // Microsecond timestamps take a route feature that nothing set here.
+        assert!(!a.usec_ts && !b.usec_ts);
+        assert_eq!(a.ifindex, 1, "the first device of a new namespace, lo");
+        assert_eq!(b.ifindex, 0, "accepted from a listener bound to no device");
         assert!(a.window() > 0 && b.window() > 0);
         let now = monotonic_ns();
         assert!(a.read_ns <= now && now - a.read_ns < 5_000_000_000);
@@ -198,11 +229,20 @@ fn loopback_connection_numbers_agree_and_advance() {
     let (_server, _) = listener.accept().expect("accept");
     let t = Instant::now();
     let here = k.read().expect("read in the original namespace");
-    find(
+    let mine = find(
         &here,
         client.local_addr().unwrap(),
         client.peer_addr().unwrap(),
     );
+    // Read before sock_diag this time: the iterator gave the socket its cookie, and sock_diag
+    // shows that one.
+    let (l, r) = (mine.local.to_string(), mine.remote.to_string());
+    let diag = diag_cookies(None);
+    let listed = diag
+        .iter()
+        .find(|(dl, dr, _)| *dl == l && *dr == r)
+        .unwrap_or_else(|| panic!("ss did not list {l} -> {r}: {diag:?}"));
+    assert_eq!(mine.cookie, listed.2);
     eprintln!(
         "KernelSeq::read in the original namespace: {:?} for {} sockets",
         t.elapsed(),

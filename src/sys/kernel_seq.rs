@@ -544,32 +544,77 @@ mod tests {
         }
     }
 
+    /// Records as a little-endian kernel writes them (struct kp_tcp_seq, tcp_seq.bpf.c).
+    #[cfg(target_endian = "little")]
+    #[rustfmt::skip]
+    const GOLDEN_V4: [u8; RECORD_SIZE] = [
+        // size 104, version 1, flags tstamp_ok; AF_INET, ports 22 and 50000; wscale 7 and 9;
+        // ifindex 3
+        0x68, 0x00, 0x01, 0x01, 0x02, 0x00, 0x16, 0x00, 0x50, 0xc3, 0x07, 0x09, 0x03, 0x00, 0x00, 0x00,
+        // local 192.0.2.1, remote 198.51.100.7
+        0xc0, 0x00, 0x02, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xc6, 0x33, 0x64, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        // cookie, snd_nxt 1000, snd_una 900
+        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0xe8, 0x03, 0x00, 0x00, 0x84, 0x03, 0x00, 0x00,
+        // rcv_nxt 5000, rcv_wup 4800, rcv_wnd 65535, ts_recent 77
+        0x88, 0x13, 0x00, 0x00, 0xc0, 0x12, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x4d, 0x00, 0x00, 0x00,
+        // tsoffset 0xfffffff0, reserved, wstamp_ns 123e6
+        0xf0, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xc0, 0xd4, 0x54, 0x07, 0x00, 0x00, 0x00, 0x00,
+        // read_ns 124e6
+        0x00, 0x17, 0x64, 0x07, 0x00, 0x00, 0x00, 0x00,
+    ];
+
+    #[cfg(target_endian = "little")]
+    #[rustfmt::skip]
+    const GOLDEN_V6: [u8; RECORD_SIZE] = [
+        // size 104, version 1, flags tstamp_ok and usec_ts; AF_INET6, ports 443 and 40000
+        0x68, 0x00, 0x01, 0x03, 0x0a, 0x00, 0xbb, 0x01, 0x40, 0x9c, 0x07, 0x09, 0x03, 0x00, 0x00, 0x00,
+        // local 2001:db8::1, remote 2001:db8::2
+        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02,
+        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0xe8, 0x03, 0x00, 0x00, 0x84, 0x03, 0x00, 0x00,
+        0x88, 0x13, 0x00, 0x00, 0xc0, 0x12, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x4d, 0x00, 0x00, 0x00,
+        0xf0, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xc0, 0xd4, 0x54, 0x07, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x17, 0x64, 0x07, 0x00, 0x00, 0x00, 0x00,
+    ];
+
+    fn golden_numbers(local: &str, remote: &str, usec_ts: bool) -> SockNumbers {
+        SockNumbers {
+            cookie: 0x1122_3344_5566_7788,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            ifindex: 3,
+            snd_nxt: 1000,
+            snd_una: 900,
+            rcv_nxt: 5000,
+            rcv_wup: 4800,
+            rcv_wnd: 65535,
+            rcv_wscale: 7,
+            snd_wscale: 9,
+            tstamp_ok: true,
+            ts_recent: 77,
+            tsoffset: 0xffff_fff0,
+            usec_ts,
+            wstamp_ns: 123_000_000,
+            read_ns: 124_000_000,
+        }
+    }
+
+    #[cfg(target_endian = "little")]
     #[test]
-    fn parses_a_v4_record() {
-        let r = record(AF_INET, &[192, 0, 2, 1], &[198, 51, 100, 7], 22, 50000);
-        let got = parse_records(&r).unwrap();
+    fn parses_golden_v4_and_v6_records() {
+        let mut bytes = GOLDEN_V4.to_vec();
+        bytes.extend_from_slice(&GOLDEN_V6);
         assert_eq!(
-            got,
-            vec![SockNumbers {
-                cookie: 0x1122_3344_5566_7788,
-                local: "192.0.2.1:22".parse().unwrap(),
-                remote: "198.51.100.7:50000".parse().unwrap(),
-                ifindex: 3,
-                snd_nxt: 1000,
-                snd_una: 900,
-                rcv_nxt: 5000,
-                rcv_wup: 4800,
-                rcv_wnd: 65535,
-                rcv_wscale: 7,
-                snd_wscale: 9,
-                tstamp_ok: true,
-                ts_recent: 77,
-                tsoffset: 0xffff_fff0,
-                usec_ts: false,
-                wstamp_ns: 123_000_000,
-                read_ns: 124_000_000,
-            }]
+            parse_records(&bytes).unwrap(),
+            vec![
+                golden_numbers("192.0.2.1:22", "198.51.100.7:50000", false),
+                golden_numbers("[2001:db8::1]:443", "[2001:db8::2]:40000", true),
+            ]
         );
+        // The test helper below writes the same layout.
+        let a = record(AF_INET, &[192, 0, 2, 1], &[198, 51, 100, 7], 22, 50000);
+        assert_eq!(a, GOLDEN_V4);
     }
 
     #[test]
