@@ -622,6 +622,14 @@ fn kube(pod: bool, v6: bool, want: Want, src: Src) {
     let mut cap = Capture::start(&a, "eth0", &[], scratch.join("node.pcapng"));
     let r = probe_in(&cns, src, local, remote);
     cap.stop();
+    if want == Want::Alive {
+        // No harm first: the application still talks (checked before the verdict).
+        exchange(
+            &client,
+            &server,
+            &format!("after kaprobe (exit {})", r.code),
+        );
+    }
     match (src, pod) {
         (Src::Kernel, _) | (_, true) => {
             assert_right(&r, want, src, local, remote);
@@ -643,9 +651,6 @@ fn kube(pod: bool, v6: bool, want: Want, src: Src) {
             ),
         );
         assert!(!out.is_empty(), "no probe seen leaving toward the backend");
-    }
-    if want == Want::Alive {
-        exchange(&client, &server, "after kaprobe");
     }
 }
 
@@ -674,6 +679,7 @@ fn container_up(lab: &Lab) {
         "nsnew {c}
          ip -n {a} link add veth0 index 22 type veth peer name eth0 index 23 netns {c}
          ip -n {a} link set veth0 master br0
+         ip -n {a} link set veth0 type bridge_slave hairpin on
          ip -n {c} addr add 198.19.1.2/24 dev eth0
          ip -n {c} addr add 2001:db8:c::2/64 dev eth0 nodad
          ip -n {a} link set veth0 up
@@ -791,6 +797,14 @@ fn docker(view: Dock, v6: bool, want: Want, src: Src) {
         }
     }
     let r = probe_in(&cns, src, local, remote);
+    if want == Want::Alive {
+        // No harm first: the application still talks (checked before the verdict).
+        exchange(
+            &client,
+            &server,
+            &format!("after kaprobe (exit {})", r.code),
+        );
+    }
     let locally_natted = view == Dock::HostPublished;
     match src {
         Src::Kernel => {
@@ -803,9 +817,6 @@ fn docker(view: Dock, v6: bool, want: Want, src: Src) {
         Src::NoBpf => {
             assert_right_or_refused(&r, want, src, local, remote, &["NAT", "DNAT", "NATed"])
         }
-    }
-    if want == Want::Alive {
-        exchange(&client, &server, "after kaprobe");
     }
 }
 
@@ -837,6 +848,14 @@ fn strict(v6: bool, want: Want, src: Src) {
         Want::Reset => lab.fault(&["restart"]),
     }
     let r = probe_in(&a, src, local, remote);
+    if want == Want::Alive {
+        // No harm first: the application still talks (checked before the verdict).
+        exchange(
+            &client,
+            &server,
+            &format!("after kaprobe (exit {})", r.code),
+        );
+    }
     assert_ne!(
         r.code,
         4,
@@ -855,9 +874,6 @@ fn strict(v6: bool, want: Want, src: Src) {
             remote,
             &["conntrack", "firewall", "invalid", "nftables", "netfilter"],
         ),
-    }
-    if want == Want::Alive {
-        exchange(&client, &server, "after kaprobe");
     }
 }
 
@@ -957,15 +973,20 @@ fn ct_deleted(v6: bool, server_side: bool, want: Want, src: Src) {
         Want::Reset => lab.fault(&["restart"]),
     }
     let r = probe_in(&lab.ns('a'), src, local, remote);
+    if want == Want::Alive {
+        // No harm first: the application still talks (checked before the verdict).
+        exchange(
+            &client,
+            &server,
+            &format!("after kaprobe (exit {})", r.code),
+        );
+    }
     match src {
         Src::Kernel => {
             assert_right(&r, want, src, local, remote);
         }
         Src::Local => assert_refused(&r, &["conntrack"]),
         Src::NoBpf => assert_right_or_refused(&r, want, src, local, remote, &["conntrack"]),
-    }
-    if want == Want::Alive {
-        exchange(&client, &server, "after kaprobe probe");
     }
 }
 
@@ -1109,14 +1130,19 @@ fn lo_down(v6: bool, want: Want, src: Src) {
         Want::Reset => lab.fault(&["restart"]),
     }
     let r = probe_in(&a, src, local, remote);
+    if want == Want::Alive {
+        // No harm first: the application still talks (checked before the verdict).
+        exchange(
+            &client,
+            &server,
+            &format!("after kaprobe (exit {})", r.code),
+        );
+    }
     match src {
         Src::Kernel => {
             assert_right(&r, want, src, local, remote);
         }
         Src::Local | Src::NoBpf => assert_refused(&r, &["lo", "loopback"]),
-    }
-    if want == Want::Alive {
-        exchange(&client, &server, "after kaprobe");
     }
 }
 
@@ -1128,7 +1154,7 @@ fn synproxy(ns: &str, hook: &str) {
     nft(
         ns,
         &format!(
-            "table inet synproxy {{
+            "table inet kpsyn {{
                 chain prerouting {{
                     type filter hook prerouting priority raw; policy accept;
                     tcp dport 9000 tcp flags syn notrack
@@ -1198,6 +1224,14 @@ fn synproxy_on_server(v6: bool, from_server: bool, want: Want, src: Src) {
         Want::Reset => panic!("restart with SYNPROXY: see synproxy_on_router"),
     }
     let r = probe_in(&ns, src, local, remote);
+    if want == Want::Alive {
+        // No harm first: the application still talks (checked before the verdict).
+        exchange(
+            &client,
+            &server,
+            &format!("after kaprobe (exit {})", r.code),
+        );
+    }
     match (src, from_server) {
         (Src::Kernel, _) | (_, false) => {
             assert_right(&r, want, src, local, remote);
@@ -1206,9 +1240,6 @@ fn synproxy_on_server(v6: bool, from_server: bool, want: Want, src: Src) {
         (Src::NoBpf, true) => {
             assert_right_or_refused(&r, want, src, local, remote, &["SYNPROXY", "seqadj"])
         }
-    }
-    if want == Want::Alive {
-        exchange(&client, &server, "after kaprobe");
     }
 }
 
@@ -1226,10 +1257,15 @@ fn synproxy_on_router(v6: bool, want: Want, src: Src) {
         Want::Reset => lab.fault(&["restart"]),
     }
     let r = probe_in(&a, src, local, remote);
-    assert_right(&r, want, src, local, remote);
     if want == Want::Alive {
-        exchange(&client, &server, "after kaprobe");
+        // No harm first: the application still talks (checked before the verdict).
+        exchange(
+            &client,
+            &server,
+            &format!("after kaprobe (exit {})", r.code),
+        );
     }
+    assert_right(&r, want, src, local, remote);
 }
 
 // ------------------------------------------------------------------ 8. TPROXY
@@ -1304,6 +1340,14 @@ fn tproxy(v6: bool, want: Want, src: Src) {
     let mut cap = Capture::start(&r_ns, "eth1", &[], scratch.join("upstream.pcapng"));
     let r = probe_in(&r_ns, src, b_end, a_end);
     cap.stop();
+    if want == Want::Alive {
+        // No harm first: the application still talks (checked before the verdict).
+        exchange(
+            &client,
+            &server,
+            &format!("after kaprobe (exit {})", r.code),
+        );
+    }
     match src {
         Src::Kernel => {
             assert_right(&r, want, src, b_end, a_end);
@@ -1326,9 +1370,6 @@ fn tproxy(v6: bool, want: Want, src: Src) {
         "kaprobe's packets left toward B: {leaked:?}\n{}",
         r.describe()
     );
-    if want == Want::Alive {
-        exchange(&client, &server, "after kaprobe");
-    }
 }
 
 // ------------------------------------------------------------------ the tests
