@@ -1412,7 +1412,7 @@ crate::tests!([crate::cases!(common::require_lab;
     docker_container_out_dead_kernel_v4 => docker(Dock::ContainerOut, false, Dead, Kernel),
     docker_hairpin_alive_kernel_v4 => docker(Dock::Hairpin, false, Alive, Kernel),
     docker_hairpin_alive_kernel_v6 => docker(Dock::Hairpin, true, Alive, Kernel),
-    docker_hairpin_reset_kernel_v4 => docker(Dock::Hairpin, false, Reset, Kernel),
+    docker_outside_reset_kernel_v4 => docker(Dock::Outside, false, Reset, Kernel),
     // 3. ct state invalid drop before iif lo accept
     strict_firewall_alive_kernel_v4 => strict(false, Alive, Kernel),
     strict_firewall_alive_kernel_v6 => strict(true, Alive, Kernel),
