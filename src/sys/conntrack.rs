@@ -6,7 +6,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload, NetlinkSerializable, Nla,
 };
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Status, Tuple,
@@ -259,11 +259,20 @@ fn entry_of(msg: &NetfilterMessage, flow: &Flow) -> Option<Entry> {
         return None;
     };
     let (mut orig, mut reply, mut status) = (None, None, Status::empty());
+    let mut adjusted = false;
     for a in attrs {
         match a {
             ConntrackAttribute::CtaTupleOrig(t) => orig = tuple4(t),
             ConntrackAttribute::CtaTupleReply(t) => reply = tuple4(t),
             ConntrackAttribute::CtaStatus(s) => status = *s,
+            // The sequence-adjustment and SYNPROXY extensions show as attributes of their
+            // own even before any offset sets the status bit.
+            ConntrackAttribute::Other(nla) => {
+                adjusted |= matches!(
+                    nla.kind(),
+                    CTA_SEQ_ADJ_ORIG | CTA_SEQ_ADJ_REPLY | CTA_SYNPROXY
+                );
+            }
             _ => {}
         }
     }
@@ -279,9 +288,14 @@ fn entry_of(msg: &NetfilterMessage, flow: &Flow) -> Option<Entry> {
     Some(Entry {
         incoming,
         nat: status.intersects(Status::SrcNat | Status::DstNat),
-        seq_adjust: status.contains(Status::SeqAdjust),
+        seq_adjust: adjusted || status.contains(Status::SeqAdjust),
     })
 }
+
+/// ctnetlink attribute types (linux/netfilter/nfnetlink_conntrack.h, `enum ctattr_type`).
+const CTA_SEQ_ADJ_ORIG: u16 = 15;
+const CTA_SEQ_ADJ_REPLY: u16 = 16;
+const CTA_SYNPROXY: u16 = 24;
 
 // Keep the payload type's serialisation in view: the request helper needs it.
 const _: fn(&NetfilterMessage) -> u16 = NetlinkSerializable::message_type;

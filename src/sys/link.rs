@@ -138,6 +138,13 @@ impl Links {
             route.mark,
             route.ifindex
         );
+        // A lookup from an address this host does not have (a transparent socket, TPROXY)
+        // is refused whatever the path: it judges nothing.
+        if matches!(answer, RouteAnswer::Refused(_))
+            && !local_addresses().contains(&flow.local.ip())
+        {
+            return None;
+        }
         let egress = match answer {
             RouteAnswer::Egress(oif) => self.flags_of(oif),
             RouteAnswer::Refused(_) => None,
