@@ -365,6 +365,19 @@ mod tests {
         );
         let e = entry_of(&m, &f).unwrap();
         assert!(!e.nat && e.seq_adjust && !e.translated(&f));
+        let mut m = answer(
+            ("198.18.0.2:40000", "198.51.100.2:9000"),
+            ("198.51.100.2:9000", "198.18.0.2:40000"),
+            Status::Confirmed,
+        );
+        assert!(!entry_of(&m, &f).unwrap().seq_adjust);
+        if let NetfilterMessageInner::Conntrack(ConntrackMessage::New(attrs)) = &mut m.inner {
+            // CTA_SYNPROXY, nested, as the kernel sends it before any offset is set.
+            attrs.push(ConntrackAttribute::Other(
+                netlink_packet_core::DefaultNla::new(CTA_SYNPROXY | 0x8000, vec![0; 4]),
+            ));
+        }
+        assert!(entry_of(&m, &f).unwrap().seq_adjust, "SYNPROXY extension");
         let other = flow("198.18.0.2:40001", "198.51.100.2:9000");
         assert_eq!(entry_of(&m, &other), None);
     }
