@@ -1468,9 +1468,7 @@ crate::tests!([crate::cases!(common::require_lab;
     synproxy_server_side_alive_kernel_v4 => synproxy_on_server(false, true, Alive, Kernel),
     synproxy_server_side_alive_kernel_v6 => synproxy_on_server(true, true, Alive, Kernel),
     synproxy_server_side_dead_kernel_v4 => synproxy_on_server(false, true, Dead, Kernel),
-    // Open (issue 17): on the SYNPROXY server, conntrack's entry is not seen as adjusted, so
-    // --seq-source local injects (and reads `alive`) where it should refuse:
-    // synproxy_on_server(false, true, Alive, Local).
+    synproxy_server_side_alive_local_v4 => synproxy_on_server(false, true, Alive, Local),
     synproxy_server_side_alive_nobpf_v4 => synproxy_on_server(false, true, Alive, NoBpf),
     synproxy_client_side_alive_kernel_v4 => synproxy_on_server(false, false, Alive, Kernel),
     synproxy_client_side_alive_kernel_v6 => synproxy_on_server(true, false, Alive, Kernel),
@@ -1484,7 +1482,6 @@ crate::tests!([crate::cases!(common::require_lab;
     tproxy_alive_kernel_v4 => tproxy(false, Alive, Kernel),
     tproxy_alive_kernel_v6 => tproxy(true, Alive, Kernel),
     tproxy_dead_kernel_v4 => tproxy(false, Dead, Kernel),
-    // Open (issue 17): --seq-source local refuses a TPROXY socket (exit 7, nothing sent) but
-    // names a missing conntrack entry, not the non-local address:
-    // tproxy(false | true, Alive, Local).
+    tproxy_alive_local_v4 => tproxy(false, Alive, Local),
+    tproxy_alive_local_v6 => tproxy(true, Alive, Local),
 )],);

@@ -86,6 +86,13 @@ impl Guard {
         flow: &Flow,
         source: SeqSource,
     ) -> Result<Option<(SocketAddr, SocketAddr)>> {
+        if source.injects() && !crate::sys::link::local_addresses().contains(&flow.local.ip()) {
+            return Err(Error::Runtime(format!(
+                "{flow}: the socket's address is not this host's (a transparent, TPROXY \
+                 socket): an injected SYN would be routed off the host; {}",
+                remedy(source)
+            )));
+        }
         let tracking = self.tracking(flow)?;
         let wire = match tracking {
             Tracking::Entry(e) if e.translated(flow) => Some((e.incoming.src, e.incoming.dst)),

@@ -6,7 +6,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload, NetlinkSerializable, Nla,
+    NLA_TYPE_MASK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+    Nla,
 };
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Status, Tuple,
@@ -266,10 +267,11 @@ fn entry_of(msg: &NetfilterMessage, flow: &Flow) -> Option<Entry> {
             ConntrackAttribute::CtaTupleReply(t) => reply = tuple4(t),
             ConntrackAttribute::CtaStatus(s) => status = *s,
             // The sequence-adjustment and SYNPROXY extensions show as attributes of their
-            // own even before any offset sets the status bit.
+            // own even before any offset sets the status bit (nested ones carry
+            // NLA_F_NESTED in their kind).
             ConntrackAttribute::Other(nla) => {
                 adjusted |= matches!(
-                    nla.kind(),
+                    nla.kind() & NLA_TYPE_MASK,
                     CTA_SEQ_ADJ_ORIG | CTA_SEQ_ADJ_REPLY | CTA_SYNPROXY
                 );
             }
