@@ -7,7 +7,9 @@
 #   1b. `list` over the same connections [well under a second for 10,000]
 #   3. CPU time of 100-connection sweeps with and without >= 1 Gbit/s of unrelated TCP
 #      traffic (iperf3) through the same namespace [equal within 20 %]
-# Needs root. Installs iperf3 and GNU time from Debian if missing. SIZES overrides part 1.
+# Needs root. Installs iperf3 and GNU time from Debian if missing. SIZES overrides part 1;
+# SOURCE=kernel|local|... passes --seq-source (default: kaprobe's own default); SKIP_IPERF=1
+# leaves out part 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench-sweep: run as root" >&2; exit 1; }
@@ -18,6 +20,8 @@ if [ "${#need[@]}" -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 SIZES=${SIZES:-"1000 10000 30000"}
+source_args=()
+[ -n "${SOURCE:-}" ] && source_args=(--seq-source "$SOURCE")
 
 cargo build --release --quiet
 cargo build --release --quiet --example hold
@@ -58,7 +62,7 @@ connect() {
 measure() {
     local name=$1; shift
     sleep 0.6  # the local sockets' challenge-ACK rate limit (500 ms)
-    /usr/bin/time -f "%e %M" -o /tmp/kpbench.time "$KP" --netns "$name-a" --json sweep "$@" > /tmp/kpbench.out || true
+    /usr/bin/time -f "%e %M" -o /tmp/kpbench.time "$KP" --netns "$name-a" --json sweep "${source_args[@]}" "$@" > /tmp/kpbench.out || true
     echo "$(tail -n 1 /tmp/kpbench.time) $(grep '"summary"' /tmp/kpbench.out)"
 }
 
@@ -112,6 +116,7 @@ verdict = "met" if dead == 5000 and alive == 5000 and float(wall) < 1.5 else "NO
 print(f"wall {wall} s, peak RSS {int(rss)/1024:.1f} MiB: {alive} alive, {dead} dead -> target {verdict}")'
 scripts/lab.sh down "$name" >/dev/null
 
+[ "${SKIP_IPERF:-0}" = 1 ] && exit 0
 echo
 echo "## CPU of 20 sweeps over 100 connections, with and without iperf3 traffic"
 echo
