@@ -36,6 +36,7 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let mut diag = Diag::open()?;
     let conn = prober::resolve_probeable(spec, &mut diag)?;
     let flow = conn.flow;
+    source::require_raw()?;
     let wire = Guard::open()?.admit(&flow, source)?;
     if let Some((src, dst)) = wire {
         log::info!("{flow}: NAT-ed on this host: the peer's segments arrive from {src} to {dst}");

@@ -53,6 +53,20 @@ pub fn choose(arg: Option<SeqSourceArg>) -> Result<Chosen> {
     }
 }
 
+/// Refuses early, as opening the capture socket would, when CAP_NET_RAW is missing: without
+/// it nothing can be probed, and conntrack's own refusal would name the lesser capability.
+pub fn require_raw() -> Result<()> {
+    let has = caps::has_cap(None, caps::CapSet::Effective, Capability::CAP_NET_RAW).unwrap_or(true);
+    if has {
+        Ok(())
+    } else {
+        Err(Error::Privilege {
+            what: "opening the capture socket (AF_PACKET)".into(),
+            cap: Capability::CAP_NET_RAW,
+        })
+    }
+}
+
 /// Connection tracking as this namespace has it, asked once per connection.
 pub struct Guard {
     conntrack: Option<Conntrack>,

@@ -135,6 +135,7 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
     // Connections the source must not touch (README "Do no harm") get a failed row, and no
     // packet; NAT-ed ones are captured with the wire's addresses.
     let mut signed = signed;
+    source::require_raw()?;
     let mut guard = Guard::open()?;
     let mut wires = HashMap::new();
     conns.retain(|c| match guard.admit(&c.flow, chosen.source) {

@@ -178,6 +178,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
     let start = find(args, &mut diag)?;
     let chosen = source::choose(args.style.seq_source)?;
     let source = chosen.source;
+    source::require_raw()?;
     let mut guard = Guard::open()?;
     if let Some(flow) = start.single {
         // A connection the injecting sources must not touch is refused before anything is

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
     NLA_TYPE_MASK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
@@ -64,7 +65,13 @@ pub enum Tracking {
 pub struct Conntrack {
     socket: Socket,
     buf: Vec<u8>,
+    /// Whether the namespace tracks connections (by family), and when that was asked: one
+    /// answer serves every lookup for a while (a sweep asks for thousands of flows).
+    tracks: [Option<(bool, Instant)>; 2],
 }
+
+/// How long one answer to "does this namespace track connections?" is reused.
+const TRACKS_FRESH: Duration = Duration::from_secs(1);
 
 impl Conntrack {
     /// `None` where the kernel has no netfilter netlink at all (nothing can track then).
@@ -79,6 +86,7 @@ impl Conntrack {
         Ok(Some(Conntrack {
             socket,
             buf: vec![0; 64 * 1024],
+            tracks: [None, None],
         }))
     }
 
@@ -87,11 +95,25 @@ impl Conntrack {
         if let Some(entry) = self.entry(flow)? {
             return Ok(Tracking::Entry(entry));
         }
-        if self.any_entries(flow)? || self.any_ruleset()? {
+        if self.namespace_tracks(flow)? {
             Ok(Tracking::Missing)
         } else {
             Ok(Tracking::Untracked)
         }
+    }
+
+    /// Whether this namespace tracks connections of the flow's family: it has entries, or a
+    /// ruleset that may match on conntrack state.
+    fn namespace_tracks(&mut self, flow: &Flow) -> io::Result<bool> {
+        let slot = usize::from(flow.is_ipv6());
+        if let Some((tracks, at)) = self.tracks[slot]
+            && at.elapsed() < TRACKS_FRESH
+        {
+            return Ok(tracks);
+        }
+        let tracks = self.any_entries(flow)? || self.any_ruleset()?;
+        self.tracks[slot] = Some((tracks, Instant::now()));
+        Ok(tracks)
     }
 
     /// The entry that holds `flow` in either direction; conntrack finds an entry by the tuple
