@@ -4,7 +4,7 @@
 //! and keepalive probes.
 //!
 //! ```text
-//! pawspeer TAP MAC PORT IPV4 IPV6 [--ignore N] [--delay-ms D] [--paws-step T]
+//! pawspeer TAP MAC PORT IPV4 IPV6 [--answer-every K] [--delay-ms D] [--paws-step T]
 //! ```
 //! Attaches to the TAP device TAP in the current network namespace and answers as MAC for
 //! IPV4 and IPV6 (the kernel only moves Ethernet frames). Accepts connections on PORT and
@@ -15,8 +15,8 @@
 //! and TSecr = the probe's TSval, but only when the probe's TSval is current: not older than
 //! TS.Recent, the last TSval it accepted, plus T ticks (`--paws-step`, default 0: plain
 //! PAWS). Probes it answers or ignores on purpose update TS.Recent (they reached it; RFC 7323
-//! R3: SEG.SEQ <= Last.ACK.sent). `--ignore N` ignores the first N probes (answers lost on the
-//! way back); `--delay-ms D` holds every answer D ms before it leaves (a late answer, built
+//! R3: SEG.SEQ <= Last.ACK.sent). `--answer-every K` answers only probes K, 2K, 3K... and
+//! ignores the others (answers lost on the way back); `--delay-ms D` holds every answer D ms before it leaves (a late answer, built
 //! when the probe arrived).
 //!
 //! Output, one JSON object per line on stdout: `{"event":"ready"}`, `{"event":"established"}`,
@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 fn usage() -> ! {
-    eprintln!("usage: pawspeer TAP MAC PORT IPV4 IPV6 [--ignore N] [--delay-ms D] [--paws-step T]");
+    eprintln!(
+        "usage: pawspeer TAP MAC PORT IPV4 IPV6 [--answer-every K] [--delay-ms D] [--paws-step T]"
+    );
     std::process::exit(2);
 }
 
@@ -290,7 +292,7 @@ struct Peer {
     port: u16,
     v4: Ipv4Addr,
     v6: Ipv6Addr,
-    ignore: u32,
+    answer_every: u32,
     delay: Duration,
     paws_step: u32,
     start: Instant,
@@ -545,7 +547,7 @@ impl Peer {
         let current = tsval.is_some_and(|v| seq_ge(v, c.ts_recent.wrapping_add(self.paws_step)));
         let answer = if !current {
             "paws"
-        } else if n <= self.ignore {
+        } else if n % self.answer_every != 0 {
             "ignored"
         } else if self.delay.is_zero() {
             "sent"
@@ -575,7 +577,7 @@ impl Peer {
         }
         let v = tsval.unwrap_or(c.ts_recent);
         c.ts_recent = v;
-        if n <= self.ignore {
+        if n % self.answer_every != 0 {
             return;
         }
         let f = self.send(c.mac, seg, c.snd_nxt, c.rcv_nxt, ACK, (now_ts, v), &[]);
@@ -640,12 +642,12 @@ fn main() {
     let port: u16 = args[2].parse().unwrap_or_else(|_| usage());
     let v4: Ipv4Addr = args[3].parse().unwrap_or_else(|_| usage());
     let v6: Ipv6Addr = args[4].parse().unwrap_or_else(|_| usage());
-    let (mut ignore, mut delay_ms, mut paws_step) = (0u32, 0u64, 0u32);
+    let (mut answer_every, mut delay_ms, mut paws_step) = (1u32, 0u64, 0u32);
     let mut rest = args[5..].iter();
     while let Some(opt) = rest.next() {
         let val = rest.next().unwrap_or_else(|| usage());
         match opt.as_str() {
-            "--ignore" => ignore = val.parse().unwrap_or_else(|_| usage()),
+            "--answer-every" => answer_every = val.parse().unwrap_or_else(|_| usage()),
             "--delay-ms" => delay_ms = val.parse().unwrap_or_else(|_| usage()),
             "--paws-step" => paws_step = val.parse().unwrap_or_else(|_| usage()),
             _ => usage(),
@@ -660,13 +662,16 @@ fn main() {
         std::process::exit(0);
     });
 
+    if answer_every == 0 {
+        usage();
+    }
     let mut peer = Peer {
         fd,
         mac,
         port,
         v4,
         v6,
-        ignore,
+        answer_every,
         delay: Duration::from_millis(delay_ms),
         paws_step,
         start: Instant::now(),
