@@ -16,8 +16,8 @@
 //! TS.Recent, the last TSval it accepted, plus T ticks (`--paws-step`, default 0: plain
 //! PAWS). Probes it answers or ignores on purpose update TS.Recent (they reached it; RFC 7323
 //! R3: SEG.SEQ <= Last.ACK.sent). `--answer-every K` answers only probes K, 2K, 3K... and
-//! ignores the others (answers lost on the way back); `--delay-ms D` holds every answer D ms before it leaves (a late answer, built
-//! when the probe arrived).
+//! ignores the others (answers lost on the way back); `--delay-ms D` holds every answer D ms
+//! before it leaves (a late answer, built when the probe arrived).
 //!
 //! Output, one JSON object per line on stdout: `{"event":"ready"}`, `{"event":"established"}`,
 //! and for every probe `{"event":"probe", "n", "t_us" (arrival, µs since start), "seq", "ack",
@@ -547,7 +547,7 @@ impl Peer {
         let current = tsval.is_some_and(|v| seq_ge(v, c.ts_recent.wrapping_add(self.paws_step)));
         let answer = if !current {
             "paws"
-        } else if n % self.answer_every != 0 {
+        } else if !n.is_multiple_of(self.answer_every) {
             "ignored"
         } else if self.delay.is_zero() {
             "sent"
@@ -577,7 +577,7 @@ impl Peer {
         }
         let v = tsval.unwrap_or(c.ts_recent);
         c.ts_recent = v;
-        if n % self.answer_every != 0 {
+        if !n.is_multiple_of(self.answer_every) {
             return;
         }
         let f = self.send(c.mac, seg, c.snd_nxt, c.rcv_nxt, ACK, (now_ts, v), &[]);

