@@ -204,32 +204,6 @@ fn label_sets(segs: &[Seg]) -> Vec<Vec<&'static str>> {
 
 const SMOL_MAC: &str = "02:6b:70:00:00:02";
 
-/// Rebuilds B as a plain Ethernet bridge between its veth end and a TAP device `tap0`: the
-/// kernel in B keeps no address, so it never answers for B's addresses; smoltcp behind the
-/// TAP owns them.
-fn bridge_to_tap(lab: &Lab) {
-    lab.exec('b', &["ip", "addr", "flush", "dev", "eth0"]);
-    lab.exec(
-        'b',
-        &[
-            "ip",
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ],
-    );
-    lab.exec('b', &["ip", "link", "set", "eth0", "master", "br0"]);
-    // Persistent, so it keeps its place in the bridge while the peer is down.
-    lab.exec('b', &["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
-    lab.exec('b', &["ip", "link", "set", "tap0", "master", "br0"]);
-    lab.exec('b', &["ip", "link", "set", "tap0", "up"]);
-    lab.exec('b', &["ip", "link", "set", "br0", "up"]);
-}
-
 /// The smoltcp peer process in B. Dropping it kills it.
 struct SmolPeer {
     bin: std::path::PathBuf,
@@ -300,7 +274,7 @@ impl Drop for SmolPeer {
 
 fn smoltcp_peer(v6: bool, server_port: u16, client_port: u16) {
     let lab = Lab::up("direct", None);
-    bridge_to_tap(&lab);
+    common::bridge_to_tap(&lab);
     let mut peer = SmolPeer::start(&lab, server_port);
     let dir = ScratchDir::new("smol");
     let mut cap = Capture::start(&lab.ns('a'), "eth0", &[], dir.join("a-eth0.pcapng"));

@@ -193,6 +193,7 @@ impl Engine {
         self.sent.push(SentProbe {
             seq: probe.seq,
             ack: probe.ack,
+            tsval: probe.ts.map(|t| t.tsval),
             at: now,
         });
         let t = self.cfg.timing;

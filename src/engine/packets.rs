@@ -139,7 +139,7 @@ impl Engine {
                 if brought.is_some() {
                     self.numbers = brought;
                 }
-                self.answered(now);
+                self.answered(now, seg.ts.map(|t| t.tsecr));
             }
             Reply::Mismatch => {
                 // Either a forgery or the connection moved on: learn again before the next probe.

@@ -17,6 +17,9 @@ pub(super) const MAX_COPIES: usize = 16;
 pub(super) struct SentProbe {
     pub(super) seq: SeqNumber,
     pub(super) ack: SeqNumber,
+    /// The timestamp option's TSval it carried: fresh on every probe, so an answer that
+    /// echoes it (TSecr) names the probe it answers.
+    pub(super) tsval: Option<u32>,
     pub(super) at: Duration,
 }
 
@@ -67,13 +70,29 @@ impl Engine {
 
     /// An answer proving the peer holds the connection: `alive`, timed from the last probe
     /// only when it can answer nothing else (README "Verdicts and timing").
-    pub(super) fn answered(&mut self, now: Duration) {
+    ///
+    /// A peer that takes the probe's timestamp (FreeBSD and its descendants update TS.Recent
+    /// from a segment left of the window) echoes its TSval in TSecr: when that TSval is one
+    /// earlier probe's alone, the answer is that probe's, late, and its rtt is timed from it.
+    /// A Linux peer echoes the TSval it accepted last, which names none of our probes.
+    pub(super) fn answered(&mut self, now: Duration, tsecr: Option<u32>) {
         let mut v = self.verdict(now, VerdictKind::Alive, None);
-        if let Some(why) = self.rtt_doubt() {
+        if let Some(earlier) = tsecr.and_then(|e| self.echoed_earlier_probe(e)) {
+            v.rtt = Some(now.saturating_sub(earlier.at));
+        } else if let Some(why) = self.rtt_doubt() {
             v.rtt = None;
             self.notes.push_back(Note::Borrowed(why));
         }
         self.conclude(v);
+    }
+
+    /// The probe before the last whose TSval `tsecr` echoes, when it is the only probe of ours
+    /// that carried it (the last one did not).
+    fn echoed_earlier_probe(&self, tsecr: u32) -> Option<SentProbe> {
+        let mut carried = self.sent.iter().filter(|p| p.tsval == Some(tsecr));
+        let probe = *carried.next()?;
+        let last = self.sent.last()?;
+        (carried.next().is_none() && probe != *last).then_some(probe)
     }
 
     /// Why an answer to the last probe may belong to another probe, if it may.

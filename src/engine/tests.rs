@@ -1344,3 +1344,38 @@ fn local_source_probes_carry_a_tsval_advanced_from_the_challenge_ack() {
     };
     assert_eq!(p2.ts.map(|t| t.tsval), Some(777 + 1000));
 }
+
+/// A peer that takes the probe's timestamp (FreeBSD's) echoes it: an answer naming probe 1
+/// that arrives after probe 3 left is probe 1's, late, and timed from it (issue 17: an answer
+/// 2.05 s late was reported with probe 3's 50 ms).
+#[test]
+fn a_late_answer_echoing_an_earlier_probes_tsval_is_timed_from_that_probe() {
+    for (echo, want) in [(0usize, Some(ms(2050))), (2, Some(ms(50)))] {
+        let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 42);
+        let mut probes = vec![learn_and_probe_rto(&mut e, ms(0), 5000, 200)];
+        sent_copy(&mut e, ms(0), &probes[0]);
+        for (index, t) in [(2u8, 1000u64), (3, 2000)] {
+            drain(&mut e, ms(t));
+            e.on_connection(ms(t), Some(view_rto(5000 + t, 5000 + t, 200, false)));
+            let [Action::Send { probe, index: i }] = drain(&mut e, ms(t))[..] else {
+                panic!("expected probe {index}")
+            };
+            assert_eq!(i, index);
+            sent_copy(&mut e, ms(t), &probe);
+            probes.push(probe);
+        }
+        let tsvals: Vec<u32> = probes.iter().map(|p| p.ts.expect("ts").tsval).collect();
+        assert_eq!(tsvals, [777, 1777, 2777], "a fresh TSval on every probe");
+        let Packet::Tcp(mut answer) = peer_ack() else {
+            unreachable!()
+        };
+        answer.ts = Some(Timestamps {
+            tsval: 9,
+            tsecr: tsvals[echo],
+        });
+        e.on_packet_from(ms(2050), &Packet::Tcp(answer), Origin::Received);
+        let v = verdict(&drain(&mut e, ms(2050)));
+        assert_eq!(v.kind, VerdictKind::Alive);
+        assert_eq!(v.rtt, want, "the answer echoes probe {}'s TSval", echo + 1);
+    }
+}

@@ -983,6 +983,32 @@ pub fn example_bin(name: &str) -> PathBuf {
     path
 }
 
+/// Rebuilds B as a plain Ethernet bridge between its veth end and a TAP device `tap0`: the
+/// kernel in B keeps no address, so it never answers for B's addresses; the peer behind the
+/// TAP (smoltcp, lwIP, a scripted peer) owns them.
+pub fn bridge_to_tap(lab: &Lab) {
+    lab.exec('b', &["ip", "addr", "flush", "dev", "eth0"]);
+    lab.exec(
+        'b',
+        &[
+            "ip",
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ],
+    );
+    lab.exec('b', &["ip", "link", "set", "eth0", "master", "br0"]);
+    // Persistent, so it keeps its place in the bridge while the peer is down.
+    lab.exec('b', &["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    lab.exec('b', &["ip", "link", "set", "tap0", "master", "br0"]);
+    lab.exec('b', &["ip", "link", "set", "tap0", "up"]);
+    lab.exec('b', &["ip", "link", "set", "br0", "up"]);
+}
+
 /// A scratch directory, removed with its contents on drop.
 pub struct ScratchDir(pub PathBuf);
 
@@ -1044,6 +1070,19 @@ impl LineReader {
             self.seen.push(line);
         }
         self.seen
+    }
+
+    /// Takes the lines that arrive until none has for `quiet` (bounded by `limit`): those that
+    /// the child printed so far, once it has gone quiet.
+    pub fn settle(&mut self, quiet: Duration, limit: Duration) -> &[String] {
+        let deadline = Instant::now() + limit;
+        while let Ok(line) = self
+            .rx
+            .recv_timeout(quiet.min(deadline.saturating_duration_since(Instant::now())))
+        {
+            self.seen.push(line);
+        }
+        &self.seen
     }
 
     /// True once a line containing `text` arrived within `limit`.
