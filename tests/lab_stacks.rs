@@ -419,7 +419,15 @@ fn kernel_keepalive(s: &TcpStream) {
         .expect("set the twin's keepalive");
 }
 
-fn wireshark_labels(v6: bool, server_port: u16, probed_port: u16, twin_port: u16) {
+/// `local`: with `--seq-source local` (an injected SYN and the socket's challenge ACK per
+/// run), else with the default `kernel` source (nothing but the probe).
+fn wireshark_labels(
+    v6: bool,
+    local_source: bool,
+    server_port: u16,
+    probed_port: u16,
+    twin_port: u16,
+) {
     let lab = Lab::up("direct", None);
     let a = lab.ns('a');
     let dir = ScratchDir::new("ws");
@@ -448,10 +456,19 @@ fn wireshark_labels(v6: bool, server_port: u16, probed_port: u16, twin_port: u16
     let mut probes_sent = 0usize;
     let mut learned = Vec::new();
     for _ in 0..3 {
-        let (code, out, err, _) = run_kaprobe(&lab, &["-v", "probe", &flow]);
+        let mut args = vec!["-v", "probe", &flow];
+        if local_source {
+            args.extend(["--seq-source", "local"]);
+        }
+        let (code, out, err, _) = run_kaprobe(&lab, &args);
         assert_eq!(code, 0, "alive must exit 0\n{}", describe(code, &out, &err));
         let v = verdict_json(&out);
         assert_verdict_fields(&v, local, remote, "alive");
+        assert_eq!(
+            v["source"],
+            if local_source { "local" } else { "kernel" },
+            "{v}"
+        );
         probes_sent += events(&out, "probe").count();
         for l in events(&out, "learned") {
             learned.push((u32_of(&l, "snd_nxt"), u32_of(&l, "rcv_nxt")));
@@ -487,7 +504,12 @@ fn wireshark_labels(v6: bool, server_port: u16, probed_port: u16, twin_port: u16
     let k_acks = of_kind(&after, &kinds, Kind::Ack);
     assert_eq!(k_probes.len(), probes_sent, "{after:#?}");
     assert_eq!(k_answers.len(), 3, "{after:#?}");
-    assert_eq!(k_acks.len(), 3, "one challenge ACK per run: {after:#?}");
+    let acks_per_run = usize::from(local_source);
+    assert_eq!(
+        k_acks.len(),
+        3 * acks_per_run,
+        "one challenge ACK per run with the local source, none with the kernel's: {after:#?}"
+    );
 
     let twin = segments(&eth.file, twin_port);
     let (tsnd, trcv) = numbers_before(&twin, twin_port, t0);
@@ -523,6 +545,37 @@ fn wireshark_labels(v6: bool, server_port: u16, probed_port: u16, twin_port: u16
         for s in segs.iter() {
             assert_eq!(s.labels, want, "{what} in frame {}: {s:?}", s.frame);
         }
+    }
+
+    if !local_source {
+        // ---- `-i any`: nothing on loopback, and labelled as on the interface
+        let any_after: Vec<Seg> = segments(&any.file, probed_port)
+            .into_iter()
+            .filter(|s| s.time >= t0)
+            .collect();
+        let any_kinds: Vec<Kind> = any_after
+            .iter()
+            .map(|s| classify(s, probed_port, snd, rcv))
+            .collect();
+        assert!(
+            any_kinds
+                .iter()
+                .all(|k| matches!(k, Kind::Probe | Kind::Answer)),
+            "-i any: only probes and answers: {any_after:#?}"
+        );
+        assert_eq!(
+            label_sets(&of_kind(&any_after, &any_kinds, Kind::Probe)),
+            label_sets(&k_probes),
+            "{any_after:#?}"
+        );
+        assert_eq!(
+            label_sets(&of_kind(&any_after, &any_kinds, Kind::Answer)),
+            label_sets(&k_answers),
+            "{any_after:#?}"
+        );
+        drop(any_no_lo);
+        drop((c1, s1, c2, s2));
+        return;
     }
 
     // ---- `-i any`: the injected SYN shows up on loopback
@@ -623,8 +676,12 @@ fn main() {
         smoltcp_peer_alive_then_reset_v4 => smoltcp_peer(false, 9701, 41701),
         smoltcp_peer_alive_then_reset_v6 => smoltcp_peer(true, 9702, 41702),
         wireshark_labels_probes_like_kernel_keepalive_v4 =>
-            wireshark_labels(false, 9711, 41711, 41712),
+            wireshark_labels(false, false, 9711, 41711, 41712),
+        wireshark_labels_local_source_v4 =>
+            wireshark_labels(false, true, 9713, 41715, 41716),
         wireshark_labels_probes_like_kernel_keepalive_v6 =>
-            wireshark_labels(true, 9712, 41713, 41714),
+            wireshark_labels(true, false, 9712, 41713, 41714),
+        wireshark_labels_local_source_v6 =>
+            wireshark_labels(true, true, 9714, 41717, 41718),
     ))
 }

@@ -79,11 +79,22 @@ impl Engine {
         let mut v = self.verdict(now, VerdictKind::Alive, None);
         if let Some(earlier) = tsecr.and_then(|e| self.echoed_earlier_probe(e)) {
             v.rtt = Some(now.saturating_sub(earlier.at));
-        } else if let Some(why) = self.rtt_doubt() {
+        } else if let Some(why) = self.rtt_doubt().or_else(|| self.late_doubt(tsecr)) {
             v.rtt = None;
             self.notes.push_back(Note::Borrowed(why));
         }
         self.conclude(v);
+    }
+
+    /// Why an answer after several probes may be an earlier probe's, late: its TSecr does not
+    /// name the last probe (a Linux peer echoes the TSval it accepted last, none of ours), so
+    /// nothing tells a prompt answer to the last probe from a late one to an earlier probe
+    /// (README "Verdicts and timing": an RTT belongs to one probe).
+    fn late_doubt(&self, tsecr: Option<u32>) -> Option<&'static str> {
+        let last = self.sent.last()?;
+        let named = tsecr.is_some() && tsecr == last.tsval;
+        (self.sent.len() > 1 && !named)
+            .then_some("an earlier probe's answer, late, would look the same")
     }
 
     /// The probe before the last whose TSval `tsecr` echoes, when it is the only probe of ours

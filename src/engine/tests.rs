@@ -221,13 +221,35 @@ fn first_valid_answer_wins() {
         panic!("expected probe 2")
     };
     sent_copy(&mut e, ms(1000), &probe);
-    e.on_packet_from(ms(1002), &peer_ack(), Origin::Loopback);
+    // The answer echoes probe 2's TSval: it is probe 2's.
+    let Packet::Tcp(mut answer) = peer_ack() else {
+        unreachable!()
+    };
+    answer.ts = probe.ts.map(|t| Timestamps {
+        tsval: 9,
+        tsecr: t.tsval,
+    });
+    e.on_packet_from(ms(1002), &Packet::Tcp(answer), Origin::Loopback);
     e.on_packet_from(ms(1003), &seg(R, L, RCV, SND, RST), Origin::Loopback);
     let v = verdict(&drain(&mut e, ms(1003)));
     assert_eq!(v.kind, VerdictKind::Alive);
     assert_eq!(v.probes_sent, 2);
     assert_eq!(v.rtt, Some(ms(2)), "rtt from the last probe");
     assert!(drain(&mut e, ms(5000)).is_empty());
+}
+
+/// After two probes, an answer whose TSecr names neither (a Linux peer echoes the TSval it
+/// accepted last) may be probe 1's, late: `alive`, without an RTT.
+#[test]
+fn an_answer_naming_no_probe_after_several_has_no_rtt() {
+    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 7);
+    learn_and_probe(&mut e, ms(0), 0);
+    let [Action::Send { index: 2, probe }] = query(&mut e, ms(1000), view(1000))[..] else {
+        panic!("expected probe 2")
+    };
+    sent_copy(&mut e, ms(1000), &probe);
+    let v = borrowed_answer(&mut e, ms(1002), "late");
+    assert_eq!(v.probes_sent, 2);
 }
 
 #[test]
