@@ -142,24 +142,26 @@ fn a_connection_closed_mid_probe_exits_5() {
     let (c, _s) = lab.connect(false, 9808, 49808);
     let (l, r) = lab.ends(false, 9808, 49808);
     lab.fault(&["blackhole"]);
-    let closer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
-        // The FIN is blackholed: the socket leaves ESTABLISHED for FIN_WAIT1.
-        drop(c);
-    });
-    let (code, out, err, _) = run_kaprobe(
+    let flow = common::flow(l, r);
+    let mut bg = common::Background::start(
         &lab,
-        &[
-            "probe",
-            "--intvl",
-            "500ms",
-            "--probes",
-            "4",
-            &common::flow(l, r),
-        ],
+        &["-v", "probe", "--intvl", "500ms", "--probes", "4", &flow],
     );
-    closer.join().unwrap();
-    assert_eq!(code, 5, "{}", describe(code, &out, &err));
+    // Closed once the first probe is out, however long kaprobe took to start.
+    let first = bg.wait_json(Duration::from_secs(10), |v| v["event"] == "probe");
+    assert!(first.is_some(), "no probe went out");
+    // The FIN is blackholed: the socket leaves ESTABLISHED for FIN_WAIT1.
+    drop(c);
+    let mut code = None;
+    for _ in 0..100 {
+        code = bg.exited();
+        if code.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, out, err) = bg.stop();
+    assert_eq!(code, Some(5), "{}", describe(status, &out, &err));
     assert!(err.contains("closed during the probe"), "{err}");
 }
 
