@@ -81,6 +81,22 @@ impl Guard {
         Ok(Guard { conntrack })
     }
 
+    /// Reads conntrack's whole table once for many flows (a sweep): their lookups are then
+    /// answered from it.
+    pub fn prefetch(&mut self, flows: &[Flow]) -> Result<()> {
+        const MANY: usize = 16;
+        let Some(ct) = self.conntrack.as_mut() else {
+            return Ok(());
+        };
+        for v6 in [false, true] {
+            if flows.iter().filter(|f| f.is_ipv6() == v6).count() >= MANY {
+                ct.load_table(v6)
+                    .map_err(|e| Error::sys("conntrack dump", Capability::CAP_NET_ADMIN, e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// What conntrack knows of `flow`.
     pub fn tracking(&mut self, flow: &Flow) -> Result<Tracking> {
         match self.conntrack.as_mut() {

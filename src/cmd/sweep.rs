@@ -138,6 +138,8 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
     source::require_raw()?;
     let mut guard = Guard::open()?;
     let mut wires = HashMap::new();
+    let flows: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
+    guard.prefetch(&flows)?;
     conns.retain(|c| match guard.admit(&c.flow, chosen.source) {
         Ok(wire) => {
             wires.extend(wire.map(|w| (c.flow, w)));

@@ -2,6 +2,7 @@
 //! asked before anything but the canonical probe is sent on it (README "Do no harm"), and for
 //! the addresses its answers carry on the wire when it is NAT-ed on this host.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -68,7 +69,12 @@ pub struct Conntrack {
     /// Whether the namespace tracks connections (by family), and when that was asked: one
     /// answer serves every lookup for a while (a sweep asks for thousands of flows).
     tracks: [Option<(bool, Instant)>; 2],
+    /// Every entry by family, from one dump (`load_table`), and when it was read.
+    table: [Option<(HashMap<TupleKey, RawEntry>, Instant)>; 2],
 }
+
+/// A direction's addresses as `key` writes them.
+type TupleKey = (IpAddr, u16, IpAddr, u16);
 
 /// How long one answer to "does this namespace track connections?" is reused.
 const TRACKS_FRESH: Duration = Duration::from_secs(1);
@@ -87,6 +93,7 @@ impl Conntrack {
             socket,
             buf: vec![0; 64 * 1024],
             tracks: [None, None],
+            table: [None, None],
         }))
     }
 
@@ -119,6 +126,13 @@ impl Conntrack {
     /// The entry that holds `flow` in either direction; conntrack finds an entry by the tuple
     /// of either direction.
     fn entry(&mut self, flow: &Flow) -> io::Result<Option<Entry>> {
+        let slot = usize::from(flow.is_ipv6());
+        if let Some((table, at)) = &self.table[slot]
+            && at.elapsed() < TRACKS_FRESH
+        {
+            let found = table.get(&key(flow.local, flow.remote));
+            return Ok(found.and_then(|raw| raw.seen_from(flow)));
+        }
         let family = family_of(flow);
         let get = ConntrackMessage::Get(vec![ConntrackAttribute::CtaTupleOrig(tuple(
             flow.local,
@@ -127,6 +141,28 @@ impl Conntrack {
         let msg = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), get);
         let answers = self.ask(NLM_F_REQUEST, msg)?;
         Ok(answers.iter().find_map(|m| entry_of(m, flow)))
+    }
+
+    /// Reads every entry of one family in one dump, so that lookups for the next second are
+    /// answered from it: a sweep asks about thousands of flows at once.
+    pub fn load_table(&mut self, v6: bool) -> io::Result<()> {
+        let family = if v6 {
+            NetfilterProtoFamily::IPv6
+        } else {
+            NetfilterProtoFamily::IPv4
+        };
+        let dump = ConntrackMessage::Get(Vec::new());
+        let msg = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), dump);
+        let answers = self.ask(NLM_F_REQUEST | NLM_F_DUMP, msg)?;
+        let mut table = HashMap::with_capacity(answers.len() * 2);
+        for raw in answers.iter().filter_map(raw_of) {
+            table.insert(key(raw.orig.src, raw.orig.dst), raw);
+            table.insert(key(raw.reply.src, raw.reply.dst), raw);
+        }
+        let slot = usize::from(v6);
+        self.tracks[slot] = Some((!table.is_empty() || self.any_ruleset()?, Instant::now()));
+        self.table[slot] = Some((table, Instant::now()));
+        Ok(())
     }
 
     /// Whether conntrack holds any entry of the flow's family in this namespace.
@@ -278,6 +314,40 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// The entry a GET answered with, seen from `flow`'s socket: whichever direction is the
 /// socket's own (local → remote), the other is what arrives on the wire.
 fn entry_of(msg: &NetfilterMessage, flow: &Flow) -> Option<Entry> {
+    raw_of(msg)?.seen_from(flow)
+}
+
+/// An entry as conntrack keeps it: both directions, and what it does to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RawEntry {
+    orig: Tuple4,
+    reply: Tuple4,
+    nat: bool,
+    seq_adjust: bool,
+}
+
+impl RawEntry {
+    /// The entry seen from `flow`'s socket: whichever direction is the socket's own (local →
+    /// remote), the other is what arrives on the wire.
+    fn seen_from(&self, flow: &Flow) -> Option<Entry> {
+        let ours = |t: &Tuple4| same(t.src, flow.local) && same(t.dst, flow.remote);
+        let incoming = if ours(&self.orig) {
+            self.reply
+        } else if ours(&self.reply) {
+            self.orig
+        } else {
+            return None;
+        };
+        Some(Entry {
+            incoming,
+            nat: self.nat,
+            seq_adjust: self.seq_adjust,
+        })
+    }
+}
+
+/// The entry in a conntrack message.
+fn raw_of(msg: &NetfilterMessage) -> Option<RawEntry> {
     let NetfilterMessageInner::Conntrack(ConntrackMessage::New(attrs)) = &msg.inner else {
         return None;
     };
@@ -300,20 +370,22 @@ fn entry_of(msg: &NetfilterMessage, flow: &Flow) -> Option<Entry> {
             _ => {}
         }
     }
-    let (orig, reply) = (orig?, reply?);
-    let ours = |t: &Tuple4| same(t.src, flow.local) && same(t.dst, flow.remote);
-    let incoming = if ours(&orig) {
-        reply
-    } else if ours(&reply) {
-        orig
-    } else {
-        return None;
-    };
-    Some(Entry {
-        incoming,
+    Some(RawEntry {
+        orig: orig?,
+        reply: reply?,
         nat: status.intersects(Status::SrcNat | Status::DstNat),
         seq_adjust: adjusted || status.contains(Status::SeqAdjust),
     })
+}
+
+/// A direction's addresses as a map key: no IPv6 scope, IPv4-mapped as IPv4.
+fn key(src: SocketAddr, dst: SocketAddr) -> TupleKey {
+    (
+        canonical(src.ip()),
+        src.port(),
+        canonical(dst.ip()),
+        dst.port(),
+    )
 }
 
 /// ctnetlink attribute types (linux/netfilter/nfnetlink_conntrack.h, `enum ctattr_type`).
