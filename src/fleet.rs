@@ -149,6 +149,8 @@ pub trait Clock {
 pub struct SysPackets {
     capture: Capture,
     sender: Sender,
+    /// The widest capture filter warned about so far.
+    warned: Option<bpf::Width>,
 }
 
 impl PacketIo for SysPackets {
@@ -169,8 +171,33 @@ impl PacketIo for SysPackets {
             })
     }
 
+    /// The narrowest filter that fits the kernel's limits, widened step by step while the
+    /// kernel refuses one (a longer program than `net.core.optmem_max` holds): a wider
+    /// filter lets more through, which the loop's own match drops, and never misses a
+    /// packet of the connections. Widening is said once.
     fn set_filter(&mut self, flows: &[Flow]) -> Result<()> {
-        self.capture.set_filter(&bpf::flows_filter(flows))
+        let (prog, mut width) = bpf::fitting_filter(flows);
+        let mut set = self.capture.set_filter(&prog);
+        while set.is_err()
+            && let Some(wider) = width.wider()
+        {
+            width = wider;
+            set = self.capture.set_filter(&bpf::filter_of_width(flows, width));
+        }
+        if width != bpf::Width::Pairs && self.warned.is_none_or(|w| w < width) {
+            self.warned = Some(width);
+            log::warn!(
+                "{} connections: the capture filter keeps {} in the kernel, and kaprobe \
+                 matches the rest (more packets read, nothing missed)",
+                flows.len(),
+                match width {
+                    bpf::Width::Pairs => "their address pairs",
+                    bpf::Width::Locals => "TCP of their local addresses",
+                    bpf::Width::Protocols => "all TCP and ICMP",
+                }
+            );
+        }
+        set
     }
 }
 
@@ -342,10 +369,12 @@ impl Fleet {
     pub fn open(flows: &[Flow], diag: Diag, kernel: Option<KernelSeq>, rate: u32) -> Result<Fleet> {
         let v6 = flows.iter().any(|f| f.is_ipv6());
         let v4 = flows.iter().any(|f| !f.is_ipv6());
-        let io = SysPackets {
-            capture: Capture::open(&bpf::flows_filter(flows))?,
+        let mut io = SysPackets {
+            capture: Capture::open(&bpf::drop_all())?,
             sender: Sender::open(v4, v6)?,
+            warned: None,
         };
+        io.set_filter(flows)?;
         let table = SysTable {
             diag,
             links: Links::new(),

@@ -6,7 +6,7 @@ mod common;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Lab, describe, in_netns, run_kaprobe};
+use common::{Lab, assert_still_carries_data, describe, in_netns, run_kaprobe};
 
 /// Closes a socket with an RST that never leaves (the caller drops B's output first):
 /// the socket is gone at once, with no FIN_WAIT state left answering probes.
@@ -231,6 +231,90 @@ fn sweep_2000_connections_no_false_dead() {
     drop((clients, servers));
 }
 
+/// Issue 19: 72 remote addresses x 16 connections outgrew the capture filter ("attaching
+/// the capture filter: Invalid argument", exit 7): 72 address pairs, each with 16 scattered
+/// local ports listed one by one. The filter widens instead, says so, and every verdict is
+/// right.
+fn sweep_many_address_pairs_widens_the_filter() {
+    if !common::require_lab() {
+        return;
+    }
+    const REMOTES: usize = 72;
+    const LOCALS: usize = 1;
+    const PER_REMOTE: usize = 16;
+    raise_fd_limit(3 * (REMOTES * PER_REMOTE) as u64 + 256);
+    let lab = Lab::up("direct", None);
+    let remote = |i: usize| format!("198.51.100.{}", 10 + i);
+    let local = |i: usize| format!("198.18.0.{}", 10 + i);
+    for i in 0..REMOTES {
+        lab.exec(
+            'b',
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", remote(i)),
+                "dev",
+                "eth0",
+            ],
+        );
+    }
+    for i in 0..LOCALS {
+        lab.exec(
+            'a',
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", local(i)),
+                "dev",
+                "eth0",
+            ],
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300)); // duplicate address detection is off for v4
+    let any: SocketAddr = "0.0.0.0:9600".parse().unwrap();
+    let listener: TcpListener =
+        in_netns(&lab.ns('b'), move || TcpListener::bind(any).expect("bind"));
+    let n = REMOTES * PER_REMOTE;
+    let acceptor = std::thread::spawn(move || {
+        (0..n)
+            .map(|_| listener.accept().expect("accept").0)
+            .collect::<Vec<_>>()
+    });
+    let clients: Vec<TcpStream> = in_netns(&lab.ns('a'), move || {
+        (0..n)
+            .map(|i| {
+                // Scattered: no port range covers one address pair's local ports.
+                let port = 30000 + (i % PER_REMOTE) * REMOTES + i / PER_REMOTE;
+                let from: SocketAddr = format!("{}:{}", local(i % LOCALS), port).parse().unwrap();
+                let to: SocketAddr = format!("{}:9600", remote(i / PER_REMOTE)).parse().unwrap();
+                common::connect_from(from, to).expect("connect")
+            })
+            .collect()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !acceptor.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "accepting {n} connections took too long"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let servers = acceptor.join().unwrap();
+    let (code, rows, summary, all) = sweep_json(&lab, &["--port", "9600", "--probes", "2"]);
+    let tail: String = all.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+    assert_eq!(code, 0, "{tail}");
+    assert_eq!(rows.len(), n, "{tail}");
+    assert_eq!(summary["alive"], n, "{tail}");
+    assert!(
+        all.contains("capture filter keeps TCP of their local addresses"),
+        "{tail}"
+    );
+    assert_still_carries_data(&clients[0], &servers[0]);
+    drop((clients, servers));
+}
+
 crate::tests!(
     [crate::cases!(common::require_lab;
         sweep_mixed_verdicts_v4 => mixed_verdicts(false, 9300),
@@ -238,4 +322,5 @@ crate::tests!(
     )],
     sweep_filters_select_connections,
     sweep_2000_connections_no_false_dead,
+    sweep_many_address_pairs_widens_the_filter,
 );

@@ -34,8 +34,12 @@ const PACKET_OUTGOING: u32 = 4;
 const LOOPBACK_IFINDEX: u32 = 1;
 /// Remote ports listed one by one up to this many; beyond, their range.
 const MAX_PORT_SET: usize = 16;
-/// Address pairs matched one by one up to this many (the kernel takes 4096 instructions).
+/// Address pairs matched one by one up to this many.
 const MAX_GROUPS: usize = 96;
+/// The longest program `flows_filter` hands out. The kernel takes 4096 instructions
+/// (BPF_MAXINSNS), but charges a socket's filter to `net.core.optmem_max` (20 KiB on older
+/// kernels: 2,560 instructions of 8 bytes), and refuses more with ENOMEM.
+pub const MAX_PROGRAM: usize = 2048;
 const ETH_P_IP: u32 = 0x0800;
 const ETH_P_IPV6: u32 = 0x86dd;
 /// Bytes kept of an accepted packet: enough for any header and an ICMP quote.
@@ -282,14 +286,72 @@ pub fn tcp_filter(ifindex: Option<u32>) -> Vec<libc::sock_filter> {
     a.finish()
 }
 
+/// How closely a capture filter matches the probed connections. Wider filters let more
+/// through, which the I/O loop drops by its own match; they never miss a packet the
+/// narrower one keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Width {
+    /// Each address pair with its ports.
+    Pairs,
+    /// TCP to or from the connections' local addresses.
+    Locals,
+    /// All TCP and all ICMP errors of both families.
+    Protocols,
+}
+
+impl Width {
+    /// The next wider filter, if there is one.
+    pub fn wider(self) -> Option<Width> {
+        match self {
+            Width::Pairs => Some(Width::Locals),
+            Width::Locals => Some(Width::Protocols),
+            Width::Protocols => None,
+        }
+    }
+}
+
+/// The narrowest filter for `flows` that fits in `MAX_PROGRAM` instructions, and its width.
+pub fn fitting_filter(flows: &[Flow]) -> (Vec<libc::sock_filter>, Width) {
+    let pairs: std::collections::HashSet<(IpAddr, IpAddr)> = flows
+        .iter()
+        .map(|f| (f.local.ip(), f.remote.ip()))
+        .collect();
+    let mut width = if pairs.len() <= MAX_GROUPS {
+        Width::Pairs
+    } else {
+        Width::Locals
+    };
+    loop {
+        let prog = filter_of_width(flows, width);
+        match width.wider() {
+            Some(wider) if prog.len() > MAX_PROGRAM => width = wider,
+            _ => return (prog, width),
+        }
+    }
+}
+
 /// TCP segments of `flows` in either direction, and ICMP / ICMPv6 packets addressed to any
 /// of their local addresses (the ICMP quote is checked in userspace). Connections are
 /// grouped by address pair, each group matching its local port range (or set) and remote
 /// port set, so ten thousand connections to one service make a program of a few
-/// instructions. Beyond `MAX_GROUPS` address pairs, TCP is matched on local addresses only.
+/// instructions. Beyond `MAX_GROUPS` address pairs, TCP is matched on local addresses only,
+/// and where even that would be too long, on the protocol alone (`fitting_filter`).
 /// Our own copies of packets leaving through loopback are dropped: the receiving copy
 /// is enough.
 pub fn flows_filter(flows: &[Flow]) -> Vec<libc::sock_filter> {
+    fitting_filter(flows).0
+}
+
+/// A program that keeps nothing: a capture socket opened with it stays quiet until its real
+/// filter is set.
+pub fn drop_all() -> Vec<libc::sock_filter> {
+    let mut a = Asm::default();
+    a.ret(0);
+    a.finish()
+}
+
+/// `flows_filter` at a given width.
+pub fn filter_of_width(flows: &[Flow], width: Width) -> Vec<libc::sock_filter> {
     let mut a = Asm::default();
     let (v4, v6) = (a.label(), a.label());
     let (not_v4, not_v6) = (a.label(), a.label());
@@ -306,7 +368,7 @@ pub fn flows_filter(flows: &[Flow]) -> Vec<libc::sock_filter> {
     for is_v6 in [false, true] {
         let family: Vec<&Flow> = flows.iter().filter(|f| f.is_ipv6() == is_v6).collect();
         a.bind(if is_v6 { v6 } else { v4 });
-        family_filter(&mut a, &family, Header::of(is_v6));
+        family_filter(&mut a, &family, Header::of(is_v6), width);
     }
     a.finish()
 }
@@ -347,7 +409,7 @@ impl Header {
 
 /// One family's part of [`flows_filter`]: its TCP segments, then the ICMP errors sent to its
 /// local addresses; anything else is dropped.
-fn family_filter(a: &mut Asm, family: &[&Flow], h: Header) {
+fn family_filter(a: &mut Asm, family: &[&Flow], h: Header, width: Width) {
     let mut locals: Vec<IpAddr> = family.iter().map(|f| f.local.ip()).collect();
     locals.sort();
     locals.dedup();
@@ -363,8 +425,14 @@ fn family_filter(a: &mut Asm, family: &[&Flow], h: Header) {
 
     a.bind(tcp);
     tcp_header_in_x(a, h.v6);
+    if width == Width::Protocols {
+        a.ret(SNAP);
+        a.bind(icmp);
+        a.ret(SNAP);
+        return;
+    }
     let groups = groups(family);
-    if groups.len() <= MAX_GROUPS {
+    if width == Width::Pairs && groups.len() <= MAX_GROUPS {
         for g in &groups {
             let (reverse, next) = (a.label(), a.label());
             let (lp, rp) = (&g.local_ports, &g.remote_ports);
@@ -607,6 +675,58 @@ mod tests {
         let mut other_local = ACK4;
         other_local[19] = 9;
         assert_eq!(run(&prog, V4, &other_local), 0);
+    }
+
+    /// 100,000 connections over 256 remote and 64 local addresses (issue 19): the program fits,
+    /// wider than the pairs, and still keeps every probed connection's segments.
+    #[test]
+    fn any_number_of_addresses_makes_a_program_that_fits() {
+        let flows: Vec<Flow> = (0..100_000u32)
+            .map(|i| {
+                let (l, r) = (i % 64, (i / 64) % 256);
+                flow(
+                    &format!("198.18.{}.{}:{}", l / 250, 1 + l % 250, 20000 + i % 40000),
+                    &format!("198.51.100.{}:{}", r, 9000 + (i / 16384)),
+                )
+            })
+            .collect();
+        let (prog, width) = fitting_filter(&flows);
+        assert!(prog.len() <= MAX_PROGRAM, "{} instructions", prog.len());
+        assert_eq!(width, Width::Locals);
+        // ACK4 goes to 198.18.0.2, one of the 64 local addresses; 198.18.1.1 is none.
+        assert_eq!(run(&prog, V4, &ACK4), SNAP);
+        let mut other = ACK4;
+        other[16..20].copy_from_slice(&[198, 18, 1, 1]);
+        assert_eq!(run(&prog, V4, &other), 0);
+        // 72 address pairs with 16 scattered local ports each (the lab's case): the pairs
+        // program is too long for a socket, the local addresses' is not.
+        let flows: Vec<Flow> = (0..72 * 16u32)
+            .map(|i| {
+                let port = 30000 + (i % 16) * 72 + i / 16;
+                flow(
+                    &format!("198.18.0.10:{port}"),
+                    &format!("198.51.100.{}:9600", 10 + i / 16),
+                )
+            })
+            .collect();
+        assert!(filter_of_width(&flows, Width::Pairs).len() > MAX_PROGRAM);
+        let (prog, width) = fitting_filter(&flows);
+        assert_eq!(width, Width::Locals);
+        assert!(prog.len() <= MAX_PROGRAM);
+        // 3,000 local addresses do not fit even one by one: the protocol alone.
+        let flows: Vec<Flow> = (0..3000u32)
+            .map(|i| {
+                flow(
+                    &format!("198.18.{}.{}:40000", i / 250, 1 + i % 250),
+                    "198.51.100.2:9000",
+                )
+            })
+            .collect();
+        let (prog, width) = fitting_filter(&flows);
+        assert_eq!(width, Width::Protocols);
+        assert!(prog.len() <= MAX_PROGRAM);
+        assert_eq!(run(&prog, V4, &ACK4), SNAP);
+        assert_eq!(Width::Protocols.wider(), None);
     }
 
     #[test]
