@@ -240,12 +240,11 @@ fn sweep_many_address_pairs_widens_the_filter() {
         return;
     }
     const REMOTES: usize = 72;
-    const LOCALS: usize = 1;
     const PER_REMOTE: usize = 16;
     raise_fd_limit(3 * (REMOTES * PER_REMOTE) as u64 + 256);
     let lab = Lab::up("direct", None);
     let remote = |i: usize| format!("198.51.100.{}", 10 + i);
-    let local = |i: usize| format!("198.18.0.{}", 10 + i);
+    let local = "198.18.0.10";
     for i in 0..REMOTES {
         lab.exec(
             'b',
@@ -259,20 +258,8 @@ fn sweep_many_address_pairs_widens_the_filter() {
             ],
         );
     }
-    for i in 0..LOCALS {
-        lab.exec(
-            'a',
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", local(i)),
-                "dev",
-                "eth0",
-            ],
-        );
-    }
-    std::thread::sleep(Duration::from_millis(300)); // duplicate address detection is off for v4
+    let local_net = format!("{local}/24");
+    lab.exec('a', &["ip", "addr", "add", &local_net, "dev", "eth0"]);
     let any: SocketAddr = "0.0.0.0:9600".parse().unwrap();
     let listener: TcpListener =
         in_netns(&lab.ns('b'), move || TcpListener::bind(any).expect("bind"));
@@ -287,7 +274,7 @@ fn sweep_many_address_pairs_widens_the_filter() {
             .map(|i| {
                 // Scattered: no port range covers one address pair's local ports.
                 let port = 30000 + (i % PER_REMOTE) * REMOTES + i / PER_REMOTE;
-                let from: SocketAddr = format!("{}:{}", local(i % LOCALS), port).parse().unwrap();
+                let from: SocketAddr = format!("{local}:{port}").parse().unwrap();
                 let to: SocketAddr = format!("{}:9600", remote(i / PER_REMOTE)).parse().unwrap();
                 common::connect_from(from, to).expect("connect")
             })
