@@ -221,7 +221,41 @@ fn watch_with_filters_picks_up_new_connections() {
     );
 }
 
+/// SIGHUP ends `watch` as SIGTERM does (issue 19: it died silently with status 129): the
+/// summary is printed and the exit status is clean.
+fn watch_ends_cleanly_on_sighup() {
+    let lab = Lab::up_or_skip("direct", None);
+    let (c, s) = lab.connect(false, 9611, 44611);
+    let flow = common::flow(
+        SocketAddr::new(lab.a_addr(false), 44611),
+        SocketAddr::new(lab.b_addr(false), 9611),
+    );
+    let mut watch = spawn_watch(&lab, &["--time", "1s", "--intvl", "500ms", &flow]);
+    let first = watch.wait_json(Duration::from_secs(10), |v| v["event"] == "state");
+    assert!(first.is_some(), "no state line");
+    watch.signal(libc::SIGHUP);
+    let mut code = None;
+    for _ in 0..100 {
+        code = watch.exited();
+        if code.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, out, err) = watch.stop();
+    assert_eq!(code, Some(0), "exit {status}\n{out}\n{err}");
+    let summary: serde_json::Value = out
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    assert_eq!(summary["event"], "summary", "{out}");
+    assert_eq!(summary["connections"], 1, "{out}");
+    common::assert_still_carries_data(&c, &s);
+}
+
 crate::tests!(
+    watch_ends_cleanly_on_sighup,
     watch_keeps_an_idle_flow_through_a_nat_that_forgets,
     watch_on_dead_kill_wakes_the_blocked_application,
     watch_on_dead_exec_gets_the_flow_in_its_environment,

@@ -116,7 +116,9 @@ struct Track {
 
 #[derive(Default)]
 struct Tally {
-    seen: HashSet<Flow>,
+    /// Connections watched, each counted when it starts being watched: a counter, so that
+    /// nothing grows with the flows ever seen (issue 19).
+    connections: u64,
     rounds: u64,
     changes: HashMap<&'static str, u64>,
 }
@@ -427,7 +429,8 @@ impl Watch<'_> {
     }
 
     fn start(&mut self, fleet: &mut Fleet, flow: Flow, view: Option<ConnView>, route: Route) {
-        if self.tally.seen.insert(flow) {
+        if !self.tracks.contains_key(&flow) {
+            self.tally.connections += 1;
             log::info!("{flow}: watching");
         }
         if !self.tracks.contains_key(&flow)
@@ -708,14 +711,14 @@ impl Watch<'_> {
         let n = |s: &str| t.changes.get(s).copied().unwrap_or(0);
         if self.reporter.json {
             output::line(json!({
-                "event": "summary", "connections": t.seen.len(), "rounds": t.rounds,
+                "event": "summary", "connections": t.connections, "rounds": t.rounds,
                 "dead": n("dead"), "reset": n("reset"), "unreachable": n("unreachable"),
                 "closed": n("closed"), "elapsed_ms": output::millis(elapsed),
             }))
         } else {
             output::line(format!(
                 "watched {} for {}: {}; went dead {}, reset {}, unreachable {}, closed {}",
-                plural(t.seen.len() as u64, "connection"),
+                plural(t.connections, "connection"),
                 duration(elapsed),
                 plural(t.rounds, "probe round"),
                 n("dead"),

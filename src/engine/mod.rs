@@ -87,6 +87,8 @@ pub struct Engine {
     busy_since: Option<Duration>,
     notes: VecDeque<Note>,
     pending_finish: Option<Outcome>,
+    /// The local socket sent a FIN or an RST since the engine started.
+    local_closing: bool,
     ignored: u64,
     rng: Rng,
 }
@@ -111,6 +113,7 @@ impl Engine {
             busy_since: None,
             notes: VecDeque::new(),
             pending_finish: None,
+            local_closing: false,
             ignored: 0,
             rng: Rng::new(seed),
         }

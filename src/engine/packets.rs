@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::source::{Direction, Heard, Numbers, Reply, is_plain};
-use super::{Engine, IcmpInfo, Note, Phase, VerdictKind};
+use super::{Engine, IcmpInfo, Note, Outcome, Phase, VerdictKind};
 use crate::wire::{self, IcmpError, Origin, Packet, Segment};
 
 impl Engine {
@@ -82,6 +82,11 @@ impl Engine {
     /// A segment the local stack sent on the connection: a copy of a probe (ours or the
     /// kernel's own), or what a learning round waits for. Our own probes never teach numbers.
     fn on_outgoing(&mut self, now: Duration, seg: &Segment) {
+        // The local socket closing (its application's close or abort): an RST from the peer
+        // after it answers that, not a probe.
+        if seg.has(wire::FIN) || seg.has(wire::RST) {
+            self.local_closing = true;
+        }
         if is_plain(seg) {
             self.saw_copy(now, seg.seq, seg.ack, seg.ts.map(|t| t.tsval));
         }
@@ -123,7 +128,12 @@ impl Engine {
         // it answers, so it must be RCV.NXT as learned or the ACK field of a probe.
         let known = self.numbers.is_some_and(|n| n.rcv_nxt == seg.seq)
             || self.sent.iter().any(|p| p.ack == seg.seq);
-        if known {
+        if known && self.local_closing {
+            // The local side was closing: the peer's RST answers its FIN or RST, and proves
+            // no restart (issue 19: a client closing during the probe read as `reset`).
+            self.phase = Phase::Done;
+            self.pending_finish = Some(Outcome::Closed);
+        } else if known {
             let v = self.verdict(now, VerdictKind::Reset, None);
             self.conclude(v);
         } else {

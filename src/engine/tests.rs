@@ -1401,3 +1401,19 @@ fn a_late_answer_echoing_an_earlier_probes_tsval_is_timed_from_that_probe() {
         assert_eq!(v.rtt, want, "the answer echoes probe {}'s TSval", echo + 1);
     }
 }
+
+/// The local application closed during the probe (its FIN left): the peer's RST answers that
+/// close, not a probe, and is no proof of a restart (issue 19).
+#[test]
+fn an_rst_after_the_local_side_closed_is_no_reset() {
+    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 7);
+    learn_and_probe(&mut e, ms(0), 5000);
+    e.on_packet_from(ms(5), &seg(L, R, SND, RCV, ACK | FIN), Origin::Sent);
+    e.on_packet_from(ms(6), &seg(R, L, RCV, SND, RST), Origin::Received);
+    assert_eq!(drain(&mut e, ms(6)), vec![Action::Finish(Outcome::Closed)]);
+    // Without the local FIN the same RST is a restarted peer's.
+    let mut e = Engine::new(cfg(0, 1000, 3, SeqSource::Local), ms(0), 7);
+    learn_and_probe(&mut e, ms(0), 5000);
+    e.on_packet_from(ms(6), &seg(R, L, RCV, SND, RST), Origin::Received);
+    assert_eq!(verdict(&drain(&mut e, ms(6))).kind, VerdictKind::Reset);
+}

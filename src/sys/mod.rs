@@ -119,7 +119,7 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
-/// Makes SIGINT and SIGTERM set a flag (see `stop_requested`) and interrupt waits, so that a
+/// Makes SIGINT, SIGTERM and SIGHUP set a flag (see `stop_requested`) and interrupt waits, so that a
 /// command can print what it has decided (README "Pipes, signals and limits"). A second
 /// signal ends the process at once. Blocking socket calls resume after the handler
 /// (SA_RESTART); `poll` never does, so waits return early.
@@ -132,6 +132,9 @@ pub fn catch_stop_signals() {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        // A hangup (the terminal gone, or `systemctl kill -s HUP`) ends the run the same
+        // way: what was decided is printed, and `watch` tells systemd it is stopping.
+        libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut());
     }
 }
 

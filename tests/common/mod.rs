@@ -871,6 +871,14 @@ impl Background {
         }
     }
 
+    /// Sends `signal` to kaprobe.
+    pub fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill with our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        }
+    }
+
     /// The exit code if kaprobe has ended.
     pub fn exited(&mut self) -> Option<i32> {
         let child = self.child.as_mut()?;
