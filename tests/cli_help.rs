@@ -332,9 +332,9 @@ fn options_in_help(help: &str) -> Vec<String> {
         }
         for word in t.split([' ', ',']) {
             let word = word.trim_end_matches('.');
-            if word.starts_with("--") && word.len() > 2 {
-                opts.push(word.to_string());
-            } else if word.len() == 2 && word.starts_with('-') {
+            let long = word.starts_with("--") && word.len() > 2;
+            let short = word.len() == 2 && word.starts_with('-');
+            if long || short {
                 opts.push(word.to_string());
             } else if !word.is_empty() && !word.starts_with('-') {
                 break;

@@ -218,7 +218,7 @@ A table sorted by verdict, problems last, then a summary:
   FLOW                                VERDICT             RTT  PROBES  DETAIL
   198.18.0.2:42300\\-198.51.100.2:9300  alive           0.074ms  1
   198.18.0.2:42302\\-198.51.100.2:9301  dead                  \\-  2
-  2 connections: 1 alive, 1 dead in 1.004s
+  2 connections: 1 alive, 1 dead, 0 reset, 0 unreachable in 1.004s
 
 DETAIL holds the ICMP error, the local cause or the evidence, as the probe line does. With \
 \\-\\-json each verdict object (as kaprobe\\-probe(1) describes it) is printed the moment it \
