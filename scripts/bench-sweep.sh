@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark `kaprobe sweep` in the lab (targets in brackets, README "Benchmarks"):
+# Benchmark `kaprobe sweep` in the lab (targets in brackets; results in scripts/bench/RESULTS.md):
 #   1. 1k / 10k / 30k idle alive connections, --probes 1: wall time and peak RSS
 #      [10k: < 0.5 s, < 30 MB; growth linear or better]
 #   2. 10k connections, half to a blackholed port, --probes 2 --intvl 500ms

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Steady-state cost of `kaprobe watch` (README "Steady-state cost"): N idle, alive connections (default 10,000)
+# Steady-state cost of `kaprobe watch` (results in scripts/bench/RESULTS.md): N idle, alive connections (default 10,000)
 # watched with `--time 60s` for DURATION seconds (default 600). Reports kaprobe's average CPU
 # use in % of one core (user+sys from /proc/PID/stat: the kernel's work in its netlink dumps
 # and sends counts too), over the whole run and per minute, and its RSS 5 s after the start,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks that kaprobe's modules point one way (README "Code layout"): every top-level module
+# Checks that kaprobe's modules point one way (CONTRIBUTING.md "Code layout"): every top-level module
 # of the crate has a rank, and a file may name through `crate::` only modules of its own rank
 # or below.
 #

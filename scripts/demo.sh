@@ -1,24 +1,59 @@
 #!/usr/bin/env bash
 # kaprobe live demo: the four verdicts (alive, reset, dead, unreachable) on real TCP
 # connections inside a namespace lab.
-#   sudo scripts/demo.sh
-# Builds kaprobe (release), makes its own labs (torn down on every exit path), runs
-# a tiny python3 server in B and client in A, and probes them.
+#   sudo scripts/demo.sh [--prefix NAME] [--no-install]
+# Installs what it lacks with apt-get (iproute2, nftables, conntrack, python3; with
+# --no-install, or without apt-get, it names them and stops), builds kaprobe (release,
+# as the user who ran sudo, with that user's cargo), makes its own labs (torn down on
+# every exit path), runs a tiny python3 server in B and client in A, and probes them.
+# --prefix NAME (or KAPROBE_DEMO_PREFIX): the labs are NAMEd and NAMEn, so the
+# namespaces are NAMEd-a, NAMEd-b, NAMEn-a, NAMEn-r, NAMEn-b (default kpdPID).
 # KAPROBE_BIN=/path/to/kaprobe skips the build and uses that binary.
 set -euo pipefail
 
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
-    exit 0
+PREFIX=${KAPROBE_DEMO_PREFIX:-}
+INSTALL=1
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    -h | --help)
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    --prefix) PREFIX=${2:-}; shift 2 || { echo "demo.sh: --prefix needs a NAME" >&2; exit 2; } ;;
+    --prefix=*) PREFIX=${1#--prefix=}; shift ;;
+    --no-install) INSTALL=0; shift ;;
+    *) echo "demo.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    esac
+done
+if [[ -n $PREFIX && ! $PREFIX =~ ^[A-Za-z0-9]{1,18}$ ]]; then
+    echo "demo.sh: --prefix must be 1-18 letters or digits (the labs add d and n)" >&2
+    exit 2
 fi
 [[ $(id -u) -eq 0 ]] || { echo "demo.sh: run as root (sudo $0)" >&2; exit 1; }
+
+# What the lab needs, as command:package.
+missing=()
+for need in ip:iproute2 nft:nftables conntrack:conntrack python3:python3 ss:iproute2; do
+    command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need#*:}")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    if [[ $INSTALL == 1 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "demo.sh: installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "demo.sh: missing ${missing[*]}: install these packages (Debian/Ubuntu names) and run again" >&2
+        exit 1
+    fi
+fi
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LAB="$ROOT/scripts/lab.sh"
 BIN=${KAPROBE_BIN:-$ROOT/target/release/kaprobe}
-TAG=$(( $$ % 100000 ))
-DIRECT="kpd${TAG}d"
-NAT="kpd${TAG}n"
+PREFIX=${PREFIX:-kpd$(( $$ % 100000 ))}
+DIRECT="${PREFIX}d"
+NAT="${PREFIX}n"
 WORK=$(mktemp -d /tmp/kaprobe-demo.XXXXXX)
 PIDS=()
 
@@ -107,9 +142,26 @@ start_client() {
     wait_established "$1-a" "$4"
 }
 
+# Build as the user who ran sudo, with that user's cargo (rustup puts it in ~/.cargo/bin,
+# which is not on root's PATH), so target/ stays theirs.
+build() {
+    local user=${SUDO_USER:-root} home cargo
+    home=$(getent passwd "$user" | cut -d: -f6)
+    cargo=$(command -v cargo || true)
+    [[ -z $cargo && -x $home/.cargo/bin/cargo ]] && cargo=$home/.cargo/bin/cargo
+    if [[ -z $cargo ]]; then
+        echo "demo.sh: no cargo: install Rust 1.85 or newer (https://rustup.rs), or set KAPROBE_BIN" >&2
+        exit 1
+    fi
+    if [[ $user == root ]]; then
+        (cd "$ROOT" && "$cargo" build --release)
+    else
+        (cd "$ROOT" && sudo -u "$user" -H env "PATH=$(dirname "$cargo"):$PATH" "$cargo" build --release)
+    fi
+}
 if [[ -z ${KAPROBE_BIN:-} ]]; then
     say "building kaprobe"
-    (cd "$ROOT" && cargo build --release)
+    build
 fi
 [[ -x $BIN ]] || { echo "demo.sh: $BIN was not built" >&2; exit 1; }
 

@@ -81,8 +81,33 @@ Faults (the topologies each applies to in brackets):
                      kaprobe's raw-socket probes are lost on the way
 
 Other:
+  connect NAME PORT CLIENT_PORT...
+                     [all] a small server in B on 198.51.100.2:PORT (started unless one
+                     listens there) that accepts connections and holds them, and one
+                     idle client connection from 198.18.0.2:CLIENT_PORT in A for each
+                     CLIENT_PORT; returns once they are established. Needs python3.
+                     Stopped by restart (B's processes die) and by down.
   exec NAME a|b|r CMD...
                      run CMD inside NAME-a, NAME-b or NAME-r (r: routed/nat)
+
+Names: everything the lab creates is named after NAME: the namespaces NAME-a,
+NAME-b, NAME-r and NAME-s, and its state under $STATE_ROOT/NAME. Devices,
+addresses, routes and nftables tables live inside those namespaces only, with no
+route out, so labs with different NAMEs run side by side and 'down NAME' removes
+everything one made (and kills the processes left in it).
+
+Testing your own service: build a lab, run the service in B and its client in
+A (or kaprobe's own 'connect'), then break the path and watch what your
+client, and kaprobe, make of it:
+  $PROG up nat svc1                    # A -- NAT R -- B
+  $PROG exec svc1 b my-server --listen 198.51.100.2:8080 &
+  $PROG exec svc1 a my-client http://198.51.100.2:8080/ &
+  $PROG blackhole svc1                 # the peer host goes silent: dead
+  $PROG restart svc1                   # the peer reboots: reset on the next segment
+  $PROG reject svc1 host-unreachable   # a router says no: unreachable
+  $PROG nat-expire svc1                # the NAT forgets idle flows: dead
+  $PROG down svc1
+kaprobe runs in A: kaprobe --netns svc1-a list, then probe a flow it lists.
 
 Environment: LAB_CT_TIMEOUT (nat only, seconds, default 5).
 EOF
@@ -558,6 +583,54 @@ table inet kplose {
 EOF
 }
 
+# The server and clients of 'connect': python3, holding every connection until killed.
+LAB_SERVER='
+import socket, sys
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("198.51.100.2", int(sys.argv[1])))
+l.listen(64)
+held = []
+while True:
+    held.append(l.accept()[0])
+'
+LAB_CLIENT='
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.0.2", int(sys.argv[1])))
+s.settimeout(5)
+s.connect(("198.51.100.2", int(sys.argv[2])))
+time.sleep(10**9)
+'
+
+cmd_connect() {
+    local name=${1:-} port=${2:-}; check_name "$name"
+    [[ $port =~ ^[0-9]+$ && $# -ge 3 ]] || die "connect: expected NAME PORT CLIENT_PORT..."
+    shift 2
+    need_ns "$name-a"; need_ns "$name-b"
+    command -v python3 >/dev/null || die "connect needs python3"
+    local i
+    if [[ -z $(nsx "$name-b" ss -Htln "( sport = :$port )") ]]; then
+        setsid ip netns exec "$name-b" python3 -c "$LAB_SERVER" "$port" </dev/null >/dev/null 2>&1 &
+        for i in $(seq 50); do
+            [[ -n $(nsx "$name-b" ss -Htln "( sport = :$port )") ]] && break
+            sleep 0.1
+        done
+    fi
+    local cport
+    for cport in "$@"; do
+        [[ $cport =~ ^[0-9]+$ ]] || die "connect: bad client port '$cport'"
+        setsid ip netns exec "$name-a" python3 -c "$LAB_CLIENT" "$cport" "$port" </dev/null >/dev/null 2>&1 &
+        for i in $(seq 50); do
+            [[ -n $(nsx "$name-a" ss -Htn state established "( sport = :$cport )") ]] && break
+            sleep 0.1
+        done
+        [[ -n $(nsx "$name-a" ss -Htn state established "( sport = :$cport )") ]] ||
+            die "connect: 198.18.0.2:$cport -> 198.51.100.2:$port did not come up"
+    done
+}
+
 cmd_exec() {
     local name=${1:-} which=${2:-}; check_name "$name"
     [[ $which =~ ^[abr]$ ]] || die "exec: expected a, b or r"
@@ -592,6 +665,7 @@ main() {
     linklocal) cmd_linklocal "$@" ;;
     vrf) cmd_vrf "$@" ;;
     lose-probes) cmd_lose_probes "$@" ;;
+    connect) cmd_connect "$@" ;;
     exec) cmd_exec "$@" ;;
     *) echo "$PROG: unknown subcommand '$sub'" >&2; usage >&2; exit 2 ;;
     esac

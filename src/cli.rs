@@ -13,6 +13,8 @@ use crate::metrics;
 use crate::output;
 use crate::sys::{netns, notify};
 
+mod man;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kaprobe",
@@ -65,9 +67,24 @@ Examples:
   kaprobe probe 198.18.0.2:40000-198.51.100.2:9000
   kaprobe --json sweep --port 5432 --intvl 500ms";
 
+/// `probe --help`'s opening: where a FLOW comes from, what it needs, what a reset does.
+const PROBE_ABOUT: &str = "\
+Run the time/intvl/probes loop on one connection, then print one verdict.
+
+Find the FLOW with `kaprobe list` (or `ss -tn`): its Local and Remote columns, written \
+LOCAL-REMOTE or as two arguments. Needs root, or CAP_NET_RAW and CAP_NET_ADMIN given to the \
+binary with setcap (exit 6 names what is missing); reading the sequence numbers from the \
+kernel (the default source) also needs CAP_BPF and CAP_PERFMON, else kaprobe falls back to \
+--seq-source local.
+
+A `reset` verdict also resets the local socket: the peer's RST reaches the local kernel \
+too, and the application gets ECONNRESET, as from the kernel's own keepalive. \
+`kaprobe man probe` has the whole page.";
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the time/intvl/probes loop on one connection, then print one verdict
+    #[command(long_about = PROBE_ABOUT)]
     Probe(cmd::probe::ProbeArgs),
     /// The same loop on every matching established connection at once, one verdict each
     Sweep(cmd::sweep::SweepArgs),
@@ -441,54 +458,17 @@ fn man(subcommand: Option<&str>) -> Result<ExitStatus> {
     // Built, a subcommand knows its full name (kaprobe-probe) and the global options.
     cmd.build();
     let page = match subcommand {
-        None => cmd,
+        None => cmd.clone(),
         Some(name) => cmd
             .find_subcommand(name)
             .cloned()
             .ok_or_else(|| Error::Usage(format!("no subcommand named '{name}'")))?,
     };
     let mut buf = Vec::new();
-    render_page(&page, &mut buf)
+    man::render(&cmd, &page, &mut buf)
         .map_err(|e| Error::Runtime(format!("rendering the manual page: {e}")))?;
     output::print(&String::from_utf8_lossy(&buf))?;
     Ok(ExitStatus::Success)
-}
-
-/// clap_mangen's sections, then the help's closing blocks ("Exit status:", "Examples:") as
-/// sections of their own, lines kept as written.
-fn render_page(page: &clap::Command, w: &mut Vec<u8>) -> std::io::Result<()> {
-    use clap_mangen::roff::{Roff, roman};
-    let man = clap_mangen::Man::new(page.clone());
-    man.render_title(w)?;
-    man.render_name_section(w)?;
-    man.render_synopsis_section(w)?;
-    man.render_description_section(w)?;
-    man.render_options_section(w)?;
-    if page.get_subcommands().next().is_some() {
-        man.render_subcommands_section(w)?;
-    }
-    let mut roff = Roff::default();
-    let after = page
-        .get_after_help()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    for block in after.split("\n\n") {
-        let mut lines = block.lines();
-        let Some(title) = lines.next().and_then(|t| t.strip_suffix(':')) else {
-            continue;
-        };
-        roff.control("SH", [title.to_uppercase().as_str()]);
-        roff.control("nf", []);
-        for line in lines {
-            roff.text([roman(line.strip_prefix("  ").unwrap_or(line))]);
-        }
-        roff.control("fi", []);
-    }
-    roff.to_writer(w)?;
-    if page.get_version().is_some() {
-        man.render_version_section(w)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -322,6 +322,166 @@ fn man_pages_render_without_warnings() {
     assert_eq!(code, 2, "{err}");
 }
 
+/// The long options and short flags a help screen lists (`  -v, --verbose`, `      --time <DUR>`).
+fn options_in_help(help: &str) -> Vec<String> {
+    let mut opts = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        if !t.starts_with('-') || line.len() - t.len() < 2 {
+            continue;
+        }
+        for word in t.split([' ', ',']) {
+            let word = word.trim_end_matches('.');
+            let long = word.starts_with("--") && word.len() > 2;
+            let short = word.len() == 2 && word.starts_with('-');
+            if long || short {
+                opts.push(word.to_string());
+            } else if !word.is_empty() && !word.starts_with('-') {
+                break;
+            }
+        }
+    }
+    opts
+}
+
+/// Every page has the sections of ss(8) and more, a dated `.TH` with the version, a synopsis
+/// with value names, and every option its `--help` lists; it points only to pages that exist.
+fn man_pages_are_complete_and_cannot_lose_an_option() {
+    let (_, version, _, _) = run_kaprobe_bare(&["--version"]);
+    let version = version.trim().trim_start_matches("kaprobe ").to_string();
+    for sub in std::iter::once("").chain(SUBCOMMANDS) {
+        let args: Vec<&str> = ["man", sub].into_iter().filter(|a| !a.is_empty()).collect();
+        let (_, page, _, _) = run_kaprobe_bare(&args);
+        let th = page
+            .lines()
+            .find(|l| l.starts_with(".TH "))
+            .unwrap_or_else(|| panic!("man {sub}: no .TH"));
+        assert!(
+            th.contains(&format!("kaprobe {version}")),
+            "man {sub}: {th}"
+        );
+        let date = th
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_default()
+            .trim_matches('"');
+        assert!(
+            date.len() == 10 && date.chars().filter(|&c| c == '-').count() == 2,
+            "man {sub}: date in {th}"
+        );
+        let (text, _) = man_l(&page);
+        for section in [
+            "NAME",
+            "SYNOPSIS",
+            "DESCRIPTION",
+            "OPTIONS",
+            "OUTPUT",
+            "EXIT STATUS",
+            "EXAMPLES",
+            "PRIVILEGES",
+            "SIDE EFFECTS",
+            "SEE ALSO",
+        ] {
+            assert!(
+                text.lines().any(|l| l == section),
+                "man {sub}: no {section} section\n{text}"
+            );
+        }
+        // A section: the lines after its heading, up to the next heading (column 0).
+        let section_of = |name: &str| -> String {
+            text.lines()
+                .skip_while(|l| *l != name)
+                .skip(1)
+                .take_while(|l| l.is_empty() || l.starts_with(' '))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let name_line = section_of("NAME");
+        let description = section_of("DESCRIPTION");
+        assert!(
+            description.split_whitespace().count() > 2 * name_line.split_whitespace().count(),
+            "man {sub}: DESCRIPTION repeats NAME\n{description}"
+        );
+        let see_also = section_of("SEE ALSO")
+            .split_whitespace()
+            .collect::<String>();
+        for other in ["ss(8)", "tcp(7)", "hping3(8)", "tcpdump(1)"] {
+            assert!(see_also.contains(other), "man {sub}: SEE ALSO {other}");
+        }
+        for other in SUBCOMMANDS.iter().filter(|&&o| o != sub) {
+            assert!(
+                see_also.contains(&format!("kaprobe-{other}(1)")),
+                "man {sub}: SEE ALSO kaprobe-{other}(1)"
+            );
+        }
+        // Every page referred to exists: `kaprobe man X` makes kaprobe-X(1).
+        for word in text.split(|c: char| c.is_whitespace() || c == ',') {
+            if let Some(name) = word
+                .strip_prefix("kaprobe-")
+                .and_then(|w| w.strip_suffix("(1)"))
+                .filter(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            {
+                let (code, _, err, _) = run_kaprobe_bare(&["man", name]);
+                assert_eq!(code, 0, "man {sub} names kaprobe-{name}(1): {err}");
+            }
+        }
+        assert!(!text.contains("kaprobe-help"), "man {sub}: kaprobe-help");
+        // Every option --help lists is on the page, and the synopsis names its value.
+        let help_args: Vec<&str> = [sub, "--help"]
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect();
+        let (_, help, _, _) = run_kaprobe_bare(&help_args);
+        let options = options_in_help(&help);
+        assert!(
+            options.contains(&"--json".to_string()),
+            "{sub}: {options:?}"
+        );
+        let options_section = section_of("OPTIONS") + &section_of("GLOBAL OPTIONS");
+        for opt in &options {
+            assert!(
+                options_section.contains(opt.as_str()),
+                "man {sub}: option {opt} missing from the page\n{options_section}"
+            );
+        }
+    }
+    let (_, page, _, _) = run_kaprobe_bare(&["man", "probe"]);
+    let (text, _) = man_l(&page);
+    for value in ["--time DUR", "--intvl DUR", "--probes N", "FLOW"] {
+        let synopsis: String = text
+            .split("SYNOPSIS")
+            .nth(1)
+            .and_then(|s| s.split("DESCRIPTION").next())
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            synopsis.contains(value),
+            "synopsis lacks {value}: {synopsis}"
+        );
+    }
+    let (code, _, _, _) = run_kaprobe_bare(&["man", "help"]);
+    assert_eq!(code, 2, "kaprobe man help has no page");
+}
+
+/// `probe --help` says where a FLOW comes from, what privilege it needs and what a reset does.
+fn probe_help_says_how_to_find_a_flow_and_what_a_reset_does() {
+    let (_, help, _, _) = run_kaprobe_bare(&["probe", "--help"]);
+    let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "kaprobe list",
+        "root",
+        "CAP_NET_RAW",
+        "also resets the local socket",
+    ] {
+        assert!(
+            flat.contains(needle),
+            "probe --help lacks {needle:?}\n{help}"
+        );
+    }
+}
+
 /// `{ sleep; kaprobe ...; } | true`: the reader is gone before kaprobe writes.
 fn closed_reader(args: &str) -> (i32, String) {
     let (code, out, err) = bash(&format!(
@@ -395,6 +555,8 @@ crate::tests!(
     verbose_says_why_kaprobe_may_wait_for_the_rate_limit,
     bash_completion_parses_and_every_shell_is_offered,
     man_pages_render_without_warnings,
+    man_pages_are_complete_and_cannot_lose_an_option,
+    probe_help_says_how_to_find_a_flow_and_what_a_reset_does,
     a_closed_stdout_ends_quietly_as_it_ends_grep,
     a_full_disk_is_a_failure_with_its_reason,
     qq_leaves_stderr_empty_and_the_status_speaks,
