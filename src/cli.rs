@@ -59,7 +59,7 @@ Exit status:
   5 no such established connection
   6 missing privilege
   7 other failure
-  130 interrupted by SIGINT/SIGTERM (probe, sweep, nat-timeout)
+  130 interrupted by SIGINT/SIGTERM/SIGHUP (probe, sweep, nat-timeout)
   Each command's --help says which apply. A closed standard output ends
   any command quietly, by SIGPIPE, as it ends grep (a shell shows 141).
 
@@ -142,7 +142,7 @@ Exit status:
   5 no such established connection, or it closed during the probe
   6 missing privilege
   7 other failure (e.g. a TCP-MD5 or TCP-AO connection)
-  130 interrupted by SIGINT/SIGTERM, after printing FLOW interrupted
+  130 interrupted by SIGINT/SIGTERM/SIGHUP, after printing FLOW interrupted
 
 Examples:
   kaprobe probe 198.18.0.2:40000-198.51.100.2:9000
@@ -165,7 +165,7 @@ Exit status:
   5 nothing matches, or every connection closed
   6 missing privilege
   7 no verdict at all, and some connection failed
-  130 interrupted by SIGINT/SIGTERM, after the decided verdicts, the
+  130 interrupted by SIGINT/SIGTERM/SIGHUP, after the decided verdicts, the
       rest as interrupted, and the summary
 
 Examples:
@@ -185,7 +185,7 @@ Under systemd (Type=notify):
 Exit status:
   with FLOW, when the connection ends: 1 dead (--on-dead kill),
       3 reset, 5 closed
-  0 stopped by SIGINT/SIGTERM, after a summary
+  0 stopped by SIGINT/SIGTERM/SIGHUP, after a summary
   2 bad command line, or --metrics' address is in use or not on this host
   5 FLOW is not an established connection
   6 missing privilege (a --metrics port below 1024 needs
@@ -206,7 +206,7 @@ Exit status:
   2 bad command line, or HOST does not resolve
   6 missing privilege
   7 a test connection could not be opened, or another failure
-  130 interrupted by SIGINT/SIGTERM, after printing the bracket so far
+  130 interrupted by SIGINT/SIGTERM/SIGHUP, after printing the bracket so far
 
 Examples:
   kaprobe nat-timeout 198.51.100.2:22
@@ -218,7 +218,7 @@ Examples:
         quiet: "Less output: -q errors only (no warnings), -qq nothing on stderr; probes, answers and the summary are always printed",
         after: "\
 Exit status:
-  0 after the summary: --count or --duration reached, or SIGINT/SIGTERM
+  0 after the summary: --count or --duration reached, or SIGINT/SIGTERM/SIGHUP
   2 bad command line, or no such interface
   6 missing privilege (CAP_NET_RAW)
   7 other failure

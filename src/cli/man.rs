@@ -204,7 +204,7 @@ default) keeps a large sweep from flooding the path. From 2,000 connections on, 
 spread over up to four cores.
 
 Signed (TCP\\-MD5) connections are never probed: each is a signed row. A connection that \
-ends without a verdict is closed, failed, or (after SIGINT or SIGTERM) interrupted.
+ends without a verdict is closed, failed, or (after SIGINT, SIGTERM or SIGHUP) interrupted.
 
 With \\-\\-textfile PATH the sweep's results are also written, atomically, as Prometheus \
 metrics for node_exporter's textfile collector: kaprobe_connections{state}, \
@@ -266,7 +266,7 @@ kaprobe_probe_rtt_seconds; with \\-\\-metrics\\-per\\-connection also \
 kaprobe_connection_state{local,remote,state}, one series per connection. Under systemd \
 (the kaprobe\\-watch@ unit) it is a Type=notify service.",
         output: "\
-One line per state change, with a timestamp, and a summary when SIGINT or SIGTERM ends it:
+One line per state change, with a timestamp, and a summary when SIGINT, SIGTERM or SIGHUP ends it:
 
   2026\\-11\\-23T09:09:04.801Z 198.18.0.2:40001\\-198.51.100.2:9000 dead probes=3
   watched 1 connection for 2.512s: 1 probe round; went dead 1, reset 0, unreachable 0, closed 0
@@ -309,7 +309,7 @@ Progress on standard error (\\-q silences it), then the result:
 
 With \\-\\-json one object with event \"result\": lower_ms, upper_ms (null when no timeout \
 was found), recommended_keepalive_time_s, reset, measurements [{idle_ms, verdict}], and \
-interrupted when SIGINT or SIGTERM ended it early.",
+interrupted when SIGINT, SIGTERM or SIGHUP ended it early.",
         privileges: "\
 As for kaprobe\\-probe(1).",
         side_effects: "\
@@ -336,7 +336,7 @@ idle connection the first probe it sees is not reported; the next one is.
 With an exact LOCAL\\-REMOTE FLOW (and no \\-i) the kernel filters for that connection; \
 otherwise every TCP packet of the chosen interfaces is examined: on a busy host give a FLOW \
 and a \\-\\-duration. At most \\-\\-max\\-connections connections are tracked. sniff stops \
-after \\-\\-count probes, after \\-\\-duration, or on SIGINT or SIGTERM, then prints a \
+after \\-\\-count probes, after \\-\\-duration, or on SIGINT, SIGTERM or SIGHUP, then prints a \
 summary.",
         output: "\
 One line per probe and per answer, the prober first (> probe, < answer):
