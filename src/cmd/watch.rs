@@ -707,7 +707,7 @@ impl Watch<'_> {
         let t = &self.tally;
         let n = |s: &str| t.changes.get(s).copied().unwrap_or(0);
         if self.reporter.json {
-            output::line(json!({
+            output::json_line(json!({
                 "event": "summary", "connections": t.seen.len(), "rounds": t.rounds,
                 "dead": n("dead"), "reset": n("reset"), "unreachable": n("unreachable"),
                 "closed": n("closed"), "elapsed_ms": output::millis(elapsed),

@@ -1,0 +1,5 @@
+mod common;
+
+fn placeholder() {}
+
+crate::tests!(placeholder);
