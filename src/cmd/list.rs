@@ -179,8 +179,7 @@ pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<ExitStatus> {
 /// Every row, as JSON lines or as the table.
 fn render(rows: &[Row], json: bool) -> String {
     if json {
-        rows
-            .iter()
+        rows.iter()
             .map(|r| format!("{}\n", crate::output::stamped(r.json())))
             .collect()
     } else {

@@ -418,7 +418,10 @@ pub fn run_bounded(cmd: Command, what: &str) -> (i32, String, String, Duration) 
 pub fn schema() -> &'static jsonschema::Validator {
     static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
     SCHEMA.get_or_init(|| {
-        let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/output/schema.json"));
+        let text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/output/schema.json"
+        ));
         let schema: serde_json::Value =
             serde_json::from_str(text).expect("src/output/schema.json is not JSON");
         jsonschema::draft202012::options()
@@ -506,7 +509,12 @@ fn check_kaprobe_json(cmd: &Command, stdout: &str, what: &str) {
 pub fn error_json(code: i32, stdout: &str, stderr: &str, kind: &str) -> serde_json::Value {
     let all = json_lines(stdout);
     let errors: Vec<&serde_json::Value> = all.iter().filter(|v| v["event"] == "error").collect();
-    assert_eq!(errors.len(), 1, "one error object: {}", describe(code, stdout, stderr));
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error object: {}",
+        describe(code, stdout, stderr)
+    );
     assert_eq!(
         all.last().map(|v| &v["event"]),
         Some(&serde_json::json!("error")),
@@ -855,7 +863,11 @@ pub fn run_bounded_for(
     (code, stdout, stderr, wall)
 }
 
-fn run_unchecked(cmd: &mut Command, what: &str, limit: Duration) -> (i32, String, String, Duration) {
+fn run_unchecked(
+    cmd: &mut Command,
+    what: &str,
+    limit: Duration,
+) -> (i32, String, String, Duration) {
     let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
