@@ -378,11 +378,11 @@ fn init_logging(verbose: u8, quiet: u8) {
 pub fn main() -> ExitStatus {
     let matches = match command().try_get_matches() {
         Ok(m) => m,
-        Err(e) => return clap_error(e),
+        Err(e) => return clap_error(e, json_in_argv(std::env::args_os())),
     };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
-        Err(e) => return clap_error(e),
+        Err(e) => return clap_error(e, json_in_argv(std::env::args_os())),
     };
     init_logging(cli.verbose, cli.quiet);
     match run(&cli) {
@@ -394,14 +394,31 @@ pub fn main() -> ExitStatus {
             if cli.quiet < 2 {
                 let _ = writeln!(std::io::stderr(), "kaprobe: {e}");
             }
+            // With --json the error is also one object on stdout (README "JSON"), whatever
+            // -q says: a script reads it instead of stderr. Nothing more can be done if
+            // stdout is closed too.
+            if cli.json {
+                let _ = output::json_line(output::error_json(&e));
+            }
             e.status()
         }
     }
 }
 
+/// Whether `--json` is among the arguments (before a `--` that ends the options): clap's own
+/// errors come before the command line is understood, so this is how they know to print
+/// their JSON object too. An option value that reads `--json` counts as well.
+fn json_in_argv(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
 /// clap's own message: help and version on stdout (exit 0), errors with their tip and
-/// "try '--help'" on stderr (exit 2).
-fn clap_error(e: clap::Error) -> ExitStatus {
+/// "try '--help'" on stderr (exit 2), and with `json` also as the JSON error object on
+/// stdout.
+fn clap_error(e: clap::Error, json: bool) -> ExitStatus {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => match output::print(&e.to_string()) {
@@ -411,6 +428,9 @@ fn clap_error(e: clap::Error) -> ExitStatus {
         },
         _ => {
             let _ = e.print();
+            if json {
+                let _ = output::json_line(output::usage_error_json(&e.to_string()));
+            }
             ExitStatus::Usage
         }
     }
@@ -553,6 +573,16 @@ mod tests {
             let e = parse(&args).expect_err(&args.join(" "));
             assert_eq!(e.exit_code(), 2, "{}", args.join(" "));
         }
+    }
+
+    #[test]
+    fn json_is_seen_in_argv_before_the_end_of_options() {
+        let argv = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert!(json_in_argv(argv(&["kaprobe", "probe", "--json", "x"])));
+        assert!(json_in_argv(argv(&["kaprobe", "--json", "--prob", "3"])));
+        assert!(!json_in_argv(argv(&["kaprobe", "probe", "x"])));
+        assert!(!json_in_argv(argv(&["kaprobe", "probe", "--", "--json"])));
+        assert!(!json_in_argv(argv(&["--json"])));
     }
 
     #[test]

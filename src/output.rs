@@ -51,6 +51,67 @@ pub fn line(l: impl Display) -> Result<()> {
     print(&format!("{l}\n"))
 }
 
+/// The version of the JSON output format: every object carries it as `"v"` (README
+/// "JSON"). Fields described in `src/output/schema.json` and exit codes are stable within
+/// one version; removing or changing the meaning of one bumps it.
+pub const JSON_VERSION: u64 = 1;
+
+/// Writes one JSON object as a line: the one way a `--json` object reaches standard output,
+/// stamped here with the format version `"v"`.
+pub fn json_line(o: Value) -> Result<()> {
+    line(stamped(o))
+}
+
+/// `o` with the format version `"v"` added (an object; anything else is left as it is).
+pub fn stamped(mut o: Value) -> Value {
+    if let Value::Object(map) = &mut o {
+        map.insert("v".into(), json!(JSON_VERSION));
+    }
+    o
+}
+
+/// The stable word naming an error's class in the `--json` error object (`"error"`), one per
+/// exit status: `usage` (2), `no-connection` (5), `privilege` (6), `failure` (7).
+pub fn error_kind(e: &Error) -> &'static str {
+    match e {
+        Error::Usage(_) => "usage",
+        Error::NoConnection(_) => "no-connection",
+        Error::Privilege { .. } => "privilege",
+        Error::Io { .. } | Error::Runtime(_) => "failure",
+        Error::OutputClosed => "output-closed",
+    }
+}
+
+/// An error as the `--json` object printed on standard output besides the message on
+/// stderr: `{"event": "error", "exit": N, "error": KIND, "message": ...}`, and for a missing
+/// capability its name (`"capability": "CAP_NET_RAW"`).
+pub fn error_json(e: &Error) -> Value {
+    let mut o = json!({
+        "event": "error",
+        "exit": e.exit_code(),
+        "error": error_kind(e),
+        "message": e.to_string(),
+    });
+    if let Error::Privilege { cap, .. } = e {
+        o["capability"] = json!(cap.to_string());
+    }
+    o
+}
+
+/// A usage error found before the command line was understood (clap's own), as the
+/// `--json` error object: exit 2, kind `usage`, `message` the first line of clap's text
+/// without its `error: ` prefix.
+pub fn usage_error_json(clap_text: &str) -> Value {
+    let first = clap_text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("bad command line");
+    error_json(&Error::Usage(
+        first.strip_prefix("error: ").unwrap_or(first).to_string(),
+    ))
+}
+
 /// `Err` once a write to standard output has failed (for loops whose writes happen where
 /// no error can be returned, such as progress events), or once its reader has gone away
 /// (so that `watch | head -1` ends without waiting for a state change to write).
@@ -319,7 +380,7 @@ pub struct Reporter {
 impl Reporter {
     pub fn verdict(&self, flow: &Flow, v: &Verdict, ignored: u64) -> Result<()> {
         if self.json {
-            line(verdict_json(flow, v, ignored))
+            json_line(verdict_json(flow, v, ignored))
         } else {
             line(verdict_line(flow, v))
         }
@@ -328,7 +389,7 @@ impl Reporter {
     /// A `watch` state change: JSON with `time`, else its line after `stamp`.
     pub fn state(&self, change: &StateChange, time: &str, stamp: Option<&str>) -> Result<()> {
         if self.json {
-            line(change.json(time))
+            json_line(change.json(time))
         } else {
             line(change.line(stamp))
         }
@@ -337,7 +398,7 @@ impl Reporter {
     /// A connection that ended without a verdict.
     pub fn unfinished(&self, flow: &Flow, label: &str, ignored: Option<u64>) -> Result<()> {
         if self.json {
-            line(unfinished_json(flow, label, ignored))
+            json_line(unfinished_json(flow, label, ignored))
         } else {
             line(unfinished_line(flow, label))
         }
@@ -372,7 +433,7 @@ impl Reporter {
                 index,
                 at,
             } if json => {
-                let _ = line(probe_json(flow, probe, *index, *at));
+                let _ = json_line(probe_json(flow, probe, *index, *at));
             }
             Event::Sent {
                 flow,
@@ -381,7 +442,7 @@ impl Reporter {
                 at,
             } => log::info!("{}", probe_line(flow, probe, *index, *at)),
             Event::Note { flow, note, at } if json => {
-                let _ = line(note_json(flow, note, *at));
+                let _ = json_line(note_json(flow, note, *at));
             }
             Event::Note { flow, note, at } => log::info!("{}", note_line(flow, note, *at)),
             Event::Finished { .. } => {}
@@ -730,6 +791,60 @@ mod tests {
             "198.18.0.2:40000-198.51.100.2:9000 closed (was alive)"
         );
         assert!(closed.json(time).get("probes_sent").is_none());
+    }
+
+    #[test]
+    fn every_printed_object_is_stamped_with_the_format_version() {
+        let j = stamped(verdict_json(
+            &flow(),
+            &verdict(VerdictKind::Alive, 1, None, 1),
+            0,
+        ));
+        assert_eq!(j["v"], JSON_VERSION);
+        assert_eq!(j["event"], "verdict");
+        assert_eq!(stamped(json!("not an object")), json!("not an object"));
+    }
+
+    #[test]
+    fn errors_as_json_objects_name_their_class_and_exit_code() {
+        let cases = [
+            (Error::Usage("bad flow".into()), "usage", 2),
+            (Error::NoConnection("none".into()), "no-connection", 5),
+            (
+                Error::Privilege {
+                    what: "opening a raw socket".into(),
+                    cap: caps::Capability::CAP_NET_RAW,
+                },
+                "privilege",
+                6,
+            ),
+            (Error::Runtime("signed".into()), "failure", 7),
+            (
+                Error::Io {
+                    context: "reading".into(),
+                    source: io::Error::other("boom"),
+                },
+                "failure",
+                7,
+            ),
+        ];
+        for (e, kind, exit) in cases {
+            let j = error_json(&e);
+            assert_eq!(j["event"], "error", "{j}");
+            assert_eq!(j["error"], kind, "{j}");
+            assert_eq!(j["exit"], exit, "{j}");
+            assert_eq!(j["message"], e.to_string(), "{j}");
+        }
+        let j = error_json(&Error::Privilege {
+            what: "x".into(),
+            cap: caps::Capability::CAP_NET_ADMIN,
+        });
+        assert_eq!(j["capability"], "CAP_NET_ADMIN");
+        let j = usage_error_json(
+            "error: unexpected argument '--prob' found\n\n  tip: a similar argument exists\n",
+        );
+        assert_eq!(j["message"], "unexpected argument '--prob' found");
+        assert_eq!((&j["error"], &j["exit"]), (&json!("usage"), &json!(2)));
     }
 
     #[test]

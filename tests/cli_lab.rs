@@ -25,6 +25,8 @@ struct Live {
     child: Child,
     lines: mpsc::Receiver<(Instant, String)>,
     stderr: JoinHandle<String>,
+    /// Run with `--json`: every line is checked against the schema as it is read.
+    json: bool,
 }
 
 fn spawn(lab: &Lab, args: &[&str]) -> Live {
@@ -37,15 +39,21 @@ fn spawn(lab: &Lab, args: &[&str]) -> Live {
         child,
         lines,
         stderr,
+        json: common::prints_json(args),
     }
 }
 
 impl Live {
     /// The next stdout line, waiting at most `within`.
     fn line(&self, within: Duration) -> (Instant, String) {
-        self.lines
+        let (at, line) = self
+            .lines
             .recv_timeout(within)
-            .unwrap_or_else(|e| panic!("no line from kaprobe within {within:?}: {e}"))
+            .unwrap_or_else(|e| panic!("no line from kaprobe within {within:?}: {e}"));
+        if self.json {
+            common::json_line(&line);
+        }
+        (at, line)
     }
 
     fn running(&mut self) -> bool {
@@ -72,12 +80,16 @@ impl Live {
         let ended = Instant::now();
         let err = self.stderr.join().unwrap_or_default();
         let rest: Vec<String> = self.lines.iter().map(|(_, l)| l).collect();
+        if self.json {
+            rest.iter().for_each(|l| drop(common::json_line(l)));
+        }
         (status.code().unwrap_or(-1), ended, rest, err)
     }
 }
 
+/// A `--json` line, checked against the schema.
 fn json(line: &str) -> Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    common::json_line(line)
 }
 
 /// B stops answering on `port`: its connections there are dead.

@@ -118,7 +118,8 @@ fn list_filters_and_empty_match() {
 
     let (code, out, err, _) = run_kaprobe(&lab, &["list", "--port", "9999"]);
     assert_eq!(code, 5, "{}", describe(code, &out, &err));
-    assert!(out.trim().is_empty(), "{out}");
+    common::error_json(code, &out, &err, "no-connection");
+    assert_eq!(out.lines().count(), 1, "only the error object: {out}");
     assert!(err.contains("no established TCP connection"), "{err}");
 }
 

@@ -191,7 +191,9 @@ fn sweep_textfile_counts_the_verdicts_and_passes_promtool() {
     let (code, out, err, _) =
         run_kaprobe(&lab, &["sweep", "--textfile", missing.to_str().unwrap()]);
     assert_eq!(code, 2, "{}", describe(code, &out, &err));
-    assert!(out.is_empty() && err.lines().count() == 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    common::error_json(code, &out, &err, "usage");
+    assert_eq!(out.lines().count(), 1, "only the error object: {out}");
 
     // A directory root may write in only with CAP_DAC_OVERRIDE, which kaprobe has given up
     // before it probes: exit 2 naming the directory, and no probe sent.

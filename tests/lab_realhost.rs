@@ -71,10 +71,7 @@ impl Run {
 }
 
 fn json_lines(out: &str) -> Vec<Value> {
-    out.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
+    common::json_lines(out)
 }
 
 fn kaprobe(lab: &Lab, args: &[&str]) -> Run {

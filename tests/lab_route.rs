@@ -50,10 +50,12 @@ fn probe(lab: &Lab, f: &str, extra: &[&str]) -> (i32, serde_json::Value, String)
     let mut args = vec!["probe", f];
     args.extend_from_slice(extra);
     let (code, out, err, _) = run_kaprobe(lab, &args);
-    let v = if out.trim().is_empty() {
-        serde_json::Value::Null
-    } else {
+    // An error is one "error" object (checked against the schema like every line).
+    let v = if out.contains(r#""event":"verdict""#) {
         verdict_json(&out)
+    } else {
+        common::json_lines(&out);
+        serde_json::Value::Null
     };
     (code, v, err)
 }
@@ -224,7 +226,9 @@ fn md5(v6: bool) {
             run_kaprobe(&lab, &args)
         };
         assert_eq!(code, 7, "{extra:?}: {}", describe(code, &out, &err));
-        assert!(out.is_empty(), "{out}");
+        let e = common::error_json(code, &out, &err, "failure");
+        assert_eq!(out.lines().count(), 1, "only the error object: {out}");
+        assert!(e["message"].as_str().unwrap().contains("TCP-MD5"), "{e}");
         assert!(
             err.contains("uses TCP-MD5 (RFC 2385): both ends drop unsigned segments"),
             "{err}"

@@ -50,10 +50,7 @@ fn finish(mut s: Sniff, within: Duration) -> (i32, Vec<Value>, String) {
         .read_to_string(&mut out)
         .expect("read sniff stdout");
     let err = s.stderr.until_end(Duration::from_secs(1));
-    let objects = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{out}")))
-        .collect();
+    let objects = common::json_lines(&out);
     (status.code().unwrap_or(-1), objects, err.join("\n"))
 }
 

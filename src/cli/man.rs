@@ -88,8 +88,11 @@ error must quote the probe's ports and sequence number. Anything else is ignored
 counted, so a blind forger cannot change a verdict.",
     output: "\
 The commands print human lines by default. With \\-\\-json every line is one JSON object \
-with an \"event\" field naming what it is; times are whole numbers in the unit their name \
-says (rtt_us, elapsed_ms). Each command's page lists its objects and fields.",
+with an \"event\" field naming what it is and the format version \"v\" (1); times are \
+whole numbers in the unit their name says (rtt_us, elapsed_ms). Each command's page lists \
+its objects and fields; src/output/schema.json in the source describes them all. An error \
+under \\-\\-json is also one object on standard output: event \"error\", exit, error \
+(usage, no\\-connection, privilege, failure) and message.",
     privileges: "\
 kaprobe needs CAP_NET_RAW (the capture socket and the raw sockets that send probes) and \
 CAP_NET_ADMIN (sockets' marks and TCP\\-MD5 keys in sock_diag, the capture buffer). Root \
@@ -366,7 +369,7 @@ out; ? while another timer hides it), and the processes holding the socket (foun
   198.18.0.2:40000  198.51.100.2:5432  2.052s        0       0       0  off                        6040/hold
   198.18.0.2:40001  198.51.100.2:5432  2.052s        0       0       0  on next=1m12.9s probes=0  6040/hold
 
-With \\-\\-json, one object per connection: flow, local, remote, idle_ms, unacked, \
+With \\-\\-json, one object per connection, event \"connection\": flow, local, remote, idle_ms, unacked, \
 send_queue, recv_queue, inode, uid, owners [{pid, fd, command}], keepalive (on, off or \
 unknown), keepalive_next_ms, keepalive_probes, timer (keepalive, retransmit, \
 zero\\-window\\-probe or null) and signature (tcp\\-md5 or null; the table says signed=md5).",
@@ -392,7 +395,7 @@ The values are the kernel's: whole seconds, \\-\\-time and \\-\\-intvl from 1s t
         output: "\
   198.18.0.2:40001\\-198.51.100.2:5432 keepalive on time=75s intvl=5s probes=4 next=1m12.9s (socket of 6040/hold fd 4; was off, time=7200s intvl=75s probes=9)
 
-With \\-\\-json one object: flow, local, remote, requested, keepalive, time_s, intvl_s, \
+With \\-\\-json one object, event \"keepalive\\-set\": flow, local, remote, requested, keepalive, time_s, intvl_s, \
 probes, keepalive_next_ms, keepalive_probes, timer, owner, owners, previous {keepalive, \
 time_s, intvl_s, probes} and verified.",
         privileges: "\
@@ -414,7 +417,7 @@ applications that turn SO_KEEPALIVE on without values of their own \
 (tcp_keepalive_time + tcp_keepalive_probes \u{00d7} tcp_keepalive_intvl).",
         output: "\
 One line per sysctl with its meaning, then the detection time. With \\-\\-json one \
-object: tcp_keepalive_time_s, tcp_keepalive_intvl_s, tcp_keepalive_probes, \
+object, event \"config\": tcp_keepalive_time_s, tcp_keepalive_intvl_s, tcp_keepalive_probes, \
 tcp_invalid_ratelimit_ms, tcp_retries2, tcp_rto_max_ms, retries2_timeout_ms and \
 dead_peer_detection_s.",
         privileges: "None (CAP_SYS_ADMIN for \\-\\-netns).",

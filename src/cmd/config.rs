@@ -74,6 +74,7 @@ impl Sysctls {
 
     pub fn json(&self) -> Value {
         json!({
+            "event": "config",
             "tcp_keepalive_time_s": self.keepalive_time_s,
             "tcp_keepalive_intvl_s": self.keepalive_intvl_s,
             "tcp_keepalive_probes": self.keepalive_probes,
@@ -161,7 +162,7 @@ fn hms_ms(ms: u64) -> String {
 pub fn run(_args: &ConfigArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let s = Sysctls::read()?;
     if ctx.json {
-        crate::output::line(s.json())?;
+        crate::output::json_line(s.json())?;
     } else {
         crate::output::print(&s.human())?;
     }
@@ -216,6 +217,7 @@ mod tests {
     #[test]
     fn json_has_every_value_and_the_detection_time() {
         let j = defaults().json();
+        assert_eq!(j["event"], "config");
         assert_eq!(j["tcp_keepalive_time_s"], 7200);
         assert_eq!(j["tcp_keepalive_intvl_s"], 75);
         assert_eq!(j["tcp_keepalive_probes"], 9);

@@ -216,7 +216,7 @@ pub fn run(args: &EnableArgs, ctx: &Ctx) -> Result<ExitStatus> {
     // The socket is changed already: if nobody reads this any more, the command still
     // succeeded at what it was asked, and ends quietly (README "Pipes, signals and limits").
     if ctx.json {
-        crate::output::line(report.json())?;
+        crate::output::json_line(report.json())?;
     } else {
         crate::output::line(report.line())?;
     }
@@ -377,6 +377,7 @@ impl Report<'_> {
 
     fn json(&self) -> Value {
         let mut o = json!({
+            "event": "keepalive-set",
             "flow": self.flow.to_string(),
             "local": self.flow.local.to_string(),
             "remote": self.flow.remote.to_string(),

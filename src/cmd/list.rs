@@ -63,6 +63,7 @@ impl<'a> Row<'a> {
 
     fn json(&self) -> Value {
         let mut o = json!({
+            "event": "connection",
             "flow": self.flow.to_string(),
             "local": self.flow.local.to_string(),
             "remote": self.flow.remote.to_string(),
@@ -178,7 +179,9 @@ pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<ExitStatus> {
 /// Every row, as JSON lines or as the table.
 fn render(rows: &[Row], json: bool) -> String {
     if json {
-        rows.iter().map(|r| format!("{}\n", r.json())).collect()
+        rows.iter()
+            .map(|r| format!("{}\n", crate::output::stamped(r.json())))
+            .collect()
     } else {
         let cells: Vec<[String; 8]> = rows.iter().map(Row::cells).collect();
         table(&cells)
@@ -201,6 +204,7 @@ mod tests {
         assert_eq!(cells[3], "-");
         assert_eq!(cells[7], "-");
         let j = row.json();
+        assert_eq!(j["event"], "connection");
         assert_eq!(j["flow"], "198.18.0.1:40000-198.18.0.2:9000");
         assert!(j["idle_ms"].is_null());
         assert_eq!(j["recv_queue"], 3);

@@ -192,11 +192,11 @@ pub fn run(args: &NatTimeoutArgs, ctx: &Ctx) -> Result<ExitStatus> {
         took: found.took,
         interrupted: found.interrupted,
     };
-    output::line(if ctx.json {
-        result.json().to_string()
+    if ctx.json {
+        output::json_line(result.json())?;
     } else {
-        result.line()
-    })?;
+        output::line(result.line())?;
+    }
     Ok(if found.interrupted {
         ExitStatus::Interrupted
     } else {

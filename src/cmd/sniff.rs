@@ -291,11 +291,11 @@ fn packet_time(fd: RawFd) -> Duration {
 
 /// One line per probe and answer; a closed stdout ends the capture here.
 fn report(selector: &Selector, now: Duration, seen: &Seen, json: bool) -> Result<()> {
-    let line = match (seen, json) {
-        (Seen::KeepaliveProbe(p), false) => probe_line(now, p),
-        (Seen::KeepaliveAck(a), false) => ack_line(now, a),
+    let object = match (seen, json) {
+        (Seen::KeepaliveProbe(p), false) => return output::line(probe_line(now, p)),
+        (Seen::KeepaliveAck(a), false) => return output::line(ack_line(now, a)),
         (Seen::KeepaliveProbe(p), true) => {
-            event_json("keepalive_probe", now, selector.flow(p.from, p.to), p, None).to_string()
+            event_json("keepalive_probe", now, selector.flow(p.from, p.to), p, None)
         }
         (Seen::KeepaliveAck(a), true) => {
             // The answer as a segment: no payload, and no interval of its own.
@@ -308,11 +308,11 @@ fn report(selector: &Selector, now: Duration, seen: &Seen, json: bool) -> Result
                 interval: None,
             };
             let flow = selector.flow(a.to, a.from);
-            event_json("keepalive_ack", now, flow, &seg, Some(a.rtt)).to_string()
+            event_json("keepalive_ack", now, flow, &seg, Some(a.rtt))
         }
         _ => return Ok(()),
     };
-    output::line(line)
+    output::json_line(object)
 }
 
 fn probe_line(now: Duration, p: &Probe) -> String {
@@ -359,8 +359,8 @@ fn event_json(event: &str, now: Duration, flow: Flow, seg: &Probe, rtt: Option<D
 }
 
 fn print_summary(s: &Stats, t: &Tracker, elapsed: Duration, json: bool) -> Result<()> {
-    let line = if json {
-        json!({
+    if json {
+        output::json_line(json!({
             "event": "summary",
             "probes": s.probes,
             "acks": s.acks,
@@ -372,12 +372,10 @@ fn print_summary(s: &Stats, t: &Tracker, elapsed: Duration, json: bool) -> Resul
             "connections_tracked": t.connections(),
             "connections_evicted": t.evicted(),
             "elapsed_ms": output::millis(elapsed),
-        })
-        .to_string()
+        }))
     } else {
-        summary_line(s, elapsed)
-    };
-    output::line(line)
+        output::line(summary_line(s, elapsed))
+    }
 }
 
 fn summary_line(s: &Stats, elapsed: Duration) -> String {

@@ -290,7 +290,7 @@ fn probe(
     let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(flows);
     if reporter.json {
         for (flow, row) in &signed {
-            output::line(row.json(flow))?;
+            output::json_line(row.json(flow))?;
         }
     }
     rows.extend(signed);
@@ -360,13 +360,13 @@ fn finish(
         .collect();
     if json {
         for (flow, row) in &rest {
-            output::line(row.json(flow))?;
+            output::json_line(row.json(flow))?;
         }
     }
     rows.extend(rest);
     rows.sort_by_key(|(flow, row)| (row.rank(), *flow));
     if json {
-        output::line(summary_json(&rows, elapsed))?;
+        output::json_line(summary_json(&rows, elapsed))?;
     } else {
         output::print(&table(&rows, elapsed))?;
     }
@@ -400,7 +400,7 @@ fn run_fleets(
         for (flow, row) in rx {
             if reporter.json
                 && failed.is_none()
-                && let Err(e) = output::line(row.json(&flow))
+                && let Err(e) = output::json_line(row.json(&flow))
             {
                 failed = Some(e);
                 request_stop();

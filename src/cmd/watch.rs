@@ -710,7 +710,7 @@ impl Watch<'_> {
         let t = &self.tally;
         let n = |s: &str| t.changes.get(s).copied().unwrap_or(0);
         if self.reporter.json {
-            output::line(json!({
+            output::json_line(json!({
                 "event": "summary", "connections": t.connections, "rounds": t.rounds,
                 "dead": n("dead"), "reset": n("reset"), "unreachable": n("unreachable"),
                 "closed": n("closed"), "elapsed_ms": output::millis(elapsed),

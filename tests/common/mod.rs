@@ -409,13 +409,135 @@ pub fn run_bounded(cmd: Command, what: &str) -> (i32, String, String, Duration) 
     run_bounded_for(cmd, what, KAPROBE_TIMEOUT)
 }
 
+// ------------------------------------------------------------------ the JSON contract
+// Every `--json` line a test sees is checked against the schema (README "JSON"): the
+// runners below check all of a kaprobe run's stdout, and the helpers that parse lines
+// check each one.
+
+/// The JSON Schema of kaprobe's `--json` output, compiled once (formats checked too).
+pub fn schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/output/schema.json"
+        ));
+        let schema: serde_json::Value =
+            serde_json::from_str(text).expect("src/output/schema.json is not JSON");
+        jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("src/output/schema.json is not a valid schema: {e}"))
+    })
+}
+
+/// One line of `--json` output as JSON; the test fails if it is not JSON or not valid
+/// against the schema (every error is named).
+pub fn json_line(line: &str) -> serde_json::Value {
+    json_problem(line).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// One line as JSON, or why it is not a valid `--json` line.
+fn json_problem(line: &str) -> Result<serde_json::Value, String> {
+    let v: serde_json::Value = serde_json::from_str(line.trim())
+        .map_err(|e| format!("--json output line is not JSON ({e}): {line}"))?;
+    let errors: Vec<String> = schema()
+        .iter_errors(&v)
+        .map(|e| format!("  at {}: {e}", e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(v)
+    } else {
+        Err(format!(
+            "--json output line does not follow src/output/schema.json:\n{line}\n{}",
+            errors.join("\n")
+        ))
+    }
+}
+
+/// Every non-empty line of a `--json` run's stdout, checked by [`json_line`].
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(json_line)
+        .collect()
+}
+
+/// Whether a kaprobe command line prints JSON on stdout: `--json`, and no help, version,
+/// completions or manual page (which print text whatever `--json` says).
+pub fn prints_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> bool {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(AsRef::as_ref).collect();
+    let opts = args.iter().take_while(|a| **a != "--");
+    let mut json = false;
+    for a in opts {
+        match a.to_str() {
+            Some("--json") => json = true,
+            Some("--help" | "-h" | "--version" | "-V" | "help" | "completions" | "man") => {
+                return false;
+            }
+            _ => {}
+        }
+    }
+    json
+}
+
+/// Checks a finished command's stdout when it was kaprobe run with `--json` (directly or
+/// through a wrapper such as setpriv).
+fn check_kaprobe_json(cmd: &Command, stdout: &str, what: &str) {
+    let exe = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_kaprobe"));
+    let args: Vec<&std::ffi::OsStr> = cmd.get_args().collect();
+    let Some(at) = std::iter::once(cmd.get_program())
+        .chain(args.iter().copied())
+        .position(|a| a == exe)
+    else {
+        return;
+    };
+    let kaprobe_args = &args[at.min(args.len())..];
+    if prints_json(kaprobe_args) {
+        for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+            if let Err(why) = json_problem(line) {
+                panic!("{what}: {why}\nstdout:\n{stdout}");
+            }
+        }
+    }
+}
+
+/// The one `"event": "error"` object of a `--json` run that failed: the test fails unless
+/// stdout ends with exactly one, valid, with exit `code` and kind `kind`, and stderr has
+/// the same message on one line.
+pub fn error_json(code: i32, stdout: &str, stderr: &str, kind: &str) -> serde_json::Value {
+    let all = json_lines(stdout);
+    let errors: Vec<&serde_json::Value> = all.iter().filter(|v| v["event"] == "error").collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error object: {}",
+        describe(code, stdout, stderr)
+    );
+    assert_eq!(
+        all.last().map(|v| &v["event"]),
+        Some(&serde_json::json!("error")),
+        "the error object comes last: {}",
+        describe(code, stdout, stderr)
+    );
+    let e = errors[0].clone();
+    assert_eq!(e["exit"], code, "{}", describe(code, stdout, stderr));
+    assert_eq!(e["error"], kind, "{}", describe(code, stdout, stderr));
+    let message = e["message"].as_str().unwrap_or_default();
+    assert!(
+        stderr.lines().any(|l| l.contains(message)),
+        "stderr says the same: {}",
+        describe(code, stdout, stderr)
+    );
+    e
+}
+
 /// The JSON object on the line whose "event" is "verdict".
 pub fn verdict_json(stdout: &str) -> serde_json::Value {
     let mut found = None;
     for line in stdout.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
-            panic!("--json output line is not JSON ({e}): {line}\nstdout:\n{stdout}")
-        });
+        let v = json_line(line);
         if v.get("event").and_then(|e| e.as_str()) == Some("verdict") {
             assert!(found.is_none(), "more than one verdict line:\n{stdout}");
             found = Some(v);
@@ -736,6 +858,16 @@ pub fn run_bounded_for(
     what: &str,
     limit: Duration,
 ) -> (i32, String, String, Duration) {
+    let (code, stdout, stderr, wall) = run_unchecked(&mut cmd, what, limit);
+    check_kaprobe_json(&cmd, &stdout, what);
+    (code, stdout, stderr, wall)
+}
+
+fn run_unchecked(
+    cmd: &mut Command,
+    what: &str,
+    limit: Duration,
+) -> (i32, String, String, Duration) {
     let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -860,9 +992,9 @@ impl Background {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok((_, line)) => {
-                    let v = serde_json::from_str::<serde_json::Value>(&line).ok();
+                    let v = json_line(&line);
                     self.seen.push(line);
-                    if let Some(v) = v.filter(|v| pred(v)) {
+                    if pred(&v) {
                         return Some(v);
                     }
                 }
@@ -902,6 +1034,7 @@ impl Background {
             .unwrap_or_default();
         let mut out = self.seen.join("\n");
         out.push('\n');
+        json_lines(&out);
         (status.code().unwrap_or(-1), out, err)
     }
 }
