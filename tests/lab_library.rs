@@ -1,4 +1,4 @@
-//! The library for harness authors (README "Library"): `examples/harness.rs` run as root in
+//! The library for harness authors (the crate root's `Prober`): `examples/harness.rs` run as root in
 //! its own namespaces, and a `Prober` called from this multi-threaded test process, which
 //! must find its calling thread's capabilities and namespace as they were, and no child
 //! process left behind.
@@ -76,18 +76,37 @@ impl Caller {
     }
 }
 
-/// The PIDs of this process's children, from every thread's list.
-fn children() -> BTreeSet<u32> {
+/// The PIDs of this process's children that are forks of it (running this very program,
+/// not one they exec'd), from every thread's list. Other tests of this binary run programs
+/// meanwhile (cargo, `ip`, the example): those children exec at once.
+fn forks() -> BTreeSet<u32> {
+    let me = std::fs::read_link("/proc/self/exe").unwrap();
     let mut pids = BTreeSet::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
         let path = task.unwrap().path().join("children");
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         pids.extend(
             text.split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok()),
+                .filter_map(|p| p.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_ref() == Some(&me)
+                }),
         );
     }
     pids
+}
+
+/// The forks of this process that were not there `before` and are still there a moment
+/// later (a program another test runs is a fork of this one only until it execs).
+fn new_forks(before: &BTreeSet<u32>) -> Vec<u32> {
+    let first = forks();
+    std::thread::sleep(Duration::from_millis(300));
+    let later = forks();
+    first
+        .intersection(&later)
+        .filter(|p| !before.contains(p))
+        .copied()
+        .collect()
 }
 
 fn threads() -> u32 {
@@ -113,7 +132,7 @@ fn the_library_leaves_its_caller_as_it_was() {
     assert!(threads() > 1);
 
     let before = Caller::now();
-    let children_before = children();
+    let forks_before = forks();
     let prober = Prober::open(Namespace::Name(lab.ns('a'))).expect("open the lab's namespace");
     let opts = Options::builder()
         .intvl(Duration::from_millis(500))
@@ -135,8 +154,8 @@ fn the_library_leaves_its_caller_as_it_was() {
     drop(prober);
 
     assert_eq!(Caller::now(), before, "the calling thread changed");
-    let new: Vec<u32> = children().difference(&children_before).copied().collect();
-    assert!(new.is_empty(), "child processes left: {new:?}");
+    let left = new_forks(&forks_before);
+    assert!(left.is_empty(), "child processes left: {left:?}");
     // Not a connection of this (the test's own) namespace.
     let here = Prober::open(Namespace::Current).unwrap();
     let e = here.probe(&flow, &opts).unwrap_err();
