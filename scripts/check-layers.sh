@@ -9,7 +9,8 @@
 #   3  exit error               the one exit status and the error type
 #   4  sys filter               sockets, netlink, namespaces, capabilities; connection filters
 #   5  fleet                    the I/O loop over narrow traits
-#   6  output metrics           rendering of events and verdicts; Prometheus families
+#   6  prober output metrics    the library's entry point (Prober, Options, Report); rendering
+#                               of events and verdicts; Prometheus families
 #   7  cmd                      one module per subcommand; one connection resolved and probed (cmd::prober)
 #   8  cli                      the command line
 #
@@ -38,7 +39,7 @@ declare -A rank=(
     [exit]=3 [error]=3
     [sys]=4 [filter]=4
     [fleet]=5
-    [output]=6 [metrics]=6
+    [prober]=6 [output]=6 [metrics]=6
     [cmd]=7
     [cli]=8
 )

@@ -6,7 +6,11 @@ use caps::Capability;
 
 use crate::exit::ExitStatus;
 
+/// Why a run could not give a verdict, in one line, with its exit status
+/// ([`status`](Error::status)): a library caller's error is the one `kaprobe` would exit
+/// with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Bad command line or bad input.
     #[error("{0}")]
@@ -27,11 +31,14 @@ pub enum Error {
     #[error("{0}")]
     Runtime(String),
     /// Standard output was closed by its reader: the command ends quietly.
+    #[doc(hidden)]
     #[error("standard output is closed")]
     OutputClosed,
 }
 
 impl Error {
+    /// The exit status `kaprobe` gives this error: 2 usage, 5 no connection, 6 privilege,
+    /// 7 other failures.
     pub fn status(&self) -> ExitStatus {
         match self {
             Error::Usage(_) => ExitStatus::Usage,
@@ -42,12 +49,14 @@ impl Error {
         }
     }
 
+    /// The number of [`status`](Error::status).
     pub fn exit_code(&self) -> i32 {
         self.status().code()
     }
 
     /// Why a signed connection is not probed: exit 7 (README "Policy routing, VRFs, bound
     /// sockets"), before anything is sent.
+    #[doc(hidden)]
     pub fn signed(flow: &crate::flow::Flow, sig: crate::flow::Signature) -> Error {
         Error::Runtime(format!(
             "{flow} uses {}: both ends drop unsigned segments, so kaprobe cannot probe it",
@@ -56,6 +65,7 @@ impl Error {
     }
 
     /// Wraps a failed system call: permission errors become `Privilege` naming `cap`.
+    #[doc(hidden)]
     pub fn sys(context: impl Into<String>, cap: Capability, source: io::Error) -> Error {
         let context = context.into();
         if is_permission(&source) {

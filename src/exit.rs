@@ -3,6 +3,10 @@
 
 use crate::engine::VerdictKind;
 
+/// The exit status of `kaprobe` (README "Exit status"): what a verdict or an [`Error`]
+/// means to a script. [`code`](ExitStatus::code) is the number.
+///
+/// [`Error`]: crate::Error
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
     /// 0: the peer is alive, or the command did what was asked.
@@ -23,6 +27,7 @@ pub enum ExitStatus {
     Failure,
     /// 130: SIGINT or SIGTERM, after printing what was decided.
     Interrupted,
+    #[doc(hidden)]
     /// Standard output was closed by its reader (`| head`): the process ends as `grep` and
     /// `cat` do, by SIGPIPE, which a shell reports as 141. Nothing is printed.
     OutputClosed,
@@ -46,7 +51,7 @@ impl ExitStatus {
         }
     }
 
-    /// The status a verdict gives.
+    /// The status a verdict gives: 0 alive, 1 dead, 3 reset, 4 unreachable.
     pub fn of_verdict(kind: VerdictKind) -> ExitStatus {
         match kind {
             VerdictKind::Alive => ExitStatus::Success,
@@ -66,6 +71,7 @@ impl ExitStatus {
     }
 
     /// Ends the process with this status.
+    #[doc(hidden)]
     pub fn terminate(self) -> ! {
         if self == ExitStatus::OutputClosed {
             // The Rust runtime ignores SIGPIPE; restore the default and die of it, so that a

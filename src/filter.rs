@@ -13,7 +13,16 @@ use crate::error::{Error, Result};
 use crate::flow::{Flow, masked, parse_parts, parse_port};
 use crate::sys::diag::{Conn, Diag};
 
-/// `A`, `A/LEN`, each with an optional `:P` (`[A6]`, `[A6]/LEN`, `[A6]:P`, `[A6]/LEN:P`).
+/// One side of a connection to match: `A`, `A/LEN`, each with an optional `:P` (`[A6]`,
+/// `[A6]/LEN`, `[A6]:P`, `[A6]/LEN:P`), written as `ss` takes them.
+///
+/// ```
+/// use kaprobe::AddrMatch;
+/// let m: AddrMatch = "198.51.100.0/24:9000".parse()?;
+/// assert!(m.matches(&"198.51.100.7:9000".parse()?));
+/// assert!(!m.matches(&"198.51.100.7:9001".parse()?));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddrMatch {
     /// The address, or the prefix's network address (host bits cleared).
@@ -24,6 +33,7 @@ pub struct AddrMatch {
 }
 
 impl AddrMatch {
+    /// Whether `a` is this address (or in this prefix), on this port if one is given.
     pub fn matches(&self, a: &SocketAddr) -> bool {
         self.port.is_none_or(|p| p == a.port()) && self.covers(a.ip())
     }
@@ -82,6 +92,54 @@ fn port_arg(s: &str) -> std::result::Result<u16, String> {
     parse_port(s)
 }
 
+/// Which established connections a sweep probes: every condition given must hold (none
+/// given: all of them).
+///
+/// ```
+/// let mut filter = kaprobe::Filter::default();
+/// filter.remote = Some("198.51.100.0/24".parse()?);
+/// filter.port = Some(9000);
+/// assert!(filter.matches(&"198.18.0.2:40000-198.51.100.2:9000".parse()?));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// The local side is this address, or in this prefix (on this port, if given).
+    pub local: Option<AddrMatch>,
+    /// The remote side is this address, or in this prefix (on this port, if given).
+    pub remote: Option<AddrMatch>,
+    /// Either side uses this port.
+    pub port: Option<u16>,
+}
+
+impl Filter {
+    /// Whether `f` passes every condition.
+    pub fn matches(&self, f: &Flow) -> bool {
+        self.local.is_none_or(|m| m.matches(&f.local))
+            && self.remote.is_none_or(|m| m.matches(&f.remote))
+            && self
+                .port
+                .is_none_or(|p| f.local.port() == p || f.remote.port() == p)
+    }
+
+    /// Like `established` of [`FilterArgs`], nothing matching being an error (exit 5).
+    pub(crate) fn require_established(&self, diag: &mut Diag) -> Result<Vec<Conn>> {
+        let conns: Vec<Conn> = diag
+            .established()?
+            .into_iter()
+            .filter(|c| self.matches(&c.flow))
+            .collect();
+        if conns.is_empty() {
+            return Err(Error::NoConnection(
+                "no established TCP connection matches".into(),
+            ));
+        }
+        Ok(conns)
+    }
+}
+
+// The doc comments are clap's help text: `[2001:db8::2]` there is an address, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct FilterArgs {
     /// Only connections whose local side is A, or in the prefix A/LEN, optionally on port P
@@ -98,12 +156,17 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
+    /// The filter these options describe.
+    pub fn filter(&self) -> Filter {
+        Filter {
+            local: self.local,
+            remote: self.remote,
+            port: self.port,
+        }
+    }
+
     pub fn matches(&self, f: &Flow) -> bool {
-        self.local.is_none_or(|m| m.matches(&f.local))
-            && self.remote.is_none_or(|m| m.matches(&f.remote))
-            && self
-                .port
-                .is_none_or(|p| f.local.port() == p || f.remote.port() == p)
+        self.filter().matches(f)
     }
 
     /// The established connections that match, from one sock_diag dump.
@@ -117,13 +180,7 @@ impl FilterArgs {
 
     /// Like `established`, but nothing matching is an error (exit 5).
     pub fn require_established(&self, diag: &mut Diag) -> Result<Vec<Conn>> {
-        let conns = self.established(diag)?;
-        if conns.is_empty() {
-            return Err(Error::NoConnection(
-                "no established TCP connection matches".into(),
-            ));
-        }
-        Ok(conns)
+        self.filter().require_established(diag)
     }
 }
 

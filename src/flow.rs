@@ -13,15 +13,61 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 /// One TCP connection seen from this host: its local and remote endpoints.
+///
+/// Written `LOCAL-REMOTE` (`198.18.0.2:40000-198.51.100.2:9000`, IPv6 in brackets), as it
+/// prints, parses and (with serde) serialises:
+///
+/// ```
+/// let flow: kaprobe::Flow = "198.18.0.2:40000-198.51.100.2:9000".parse()?;
+/// assert_eq!(flow.remote, "198.51.100.2:9000".parse()?);
+/// assert_eq!(flow.to_string(), "198.18.0.2:40000-198.51.100.2:9000");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Flow {
+    /// This host's side.
     pub local: SocketAddr,
+    /// The peer's side.
     pub remote: SocketAddr,
 }
 
 impl Flow {
+    /// Whether the connection is IPv6 (IPv4-mapped addresses are IPv4).
     pub fn is_ipv6(&self) -> bool {
         self.local.is_ipv6()
+    }
+}
+
+/// `LOCAL-REMOTE`, both sides given; IPv4-mapped IPv6 is the IPv4 address it carries. A
+/// zone (`%eth0`) is refused here: it names an interface of one namespace.
+impl FromStr for Flow {
+    type Err = FlowParseError;
+
+    fn from_str(s: &str) -> Result<Flow, FlowParseError> {
+        match s.parse::<FlowSpec>()? {
+            FlowSpec::Exact(flow, None) => Ok(flow),
+            FlowSpec::Exact(_, Some(scope)) => Err(FlowParseError {
+                input: s.to_string(),
+                reason: format!("a flow without a zone was expected, not %{scope}"),
+            }),
+            FlowSpec::Remote(..) => Err(FlowParseError {
+                input: s.to_string(),
+                reason: "expected LOCAL-REMOTE, both sides".into(),
+            }),
+        }
+    }
+}
+
+impl serde::Serialize for Flow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Flow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Flow, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -472,7 +518,7 @@ pub fn parse_port(p: &str) -> Result<u16, String> {
 }
 
 /// A local reason a probe could not leave (README "Verdicts and timing"): `unreachable` with this cause.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Cause {
     /// No route to the peer (ENETUNREACH, EHOSTUNREACH from an `unreachable` route).
@@ -486,6 +532,7 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// The name JSON uses: `no-route`, `prohibited`, `local-firewall`, `link-down`.
     pub fn as_str(self) -> &'static str {
         match self {
             Cause::NoRoute => "no-route",

@@ -7,16 +7,14 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::engine::{LEARN_RETRY, LEARN_TRIES, SeqSource, Timing};
+use crate::engine::{SeqSource, Timing};
 use crate::error::{Error, Result};
 use crate::flow::{Flow, FlowSpec};
 
-/// The longest `--time` and `--intvl`: the kernel's own limit on TCP_KEEPIDLE and
-/// TCP_KEEPINTVL (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL in include/net/tcp.h).
-pub const MAX_KEEP_SECS: u64 = 32767;
-pub const MAX_KEEP: Duration = Duration::from_secs(MAX_KEEP_SECS);
-/// The highest `--rate`, packets per second.
-pub const MAX_RATE: u32 = 10_000_000;
+/// The longest `--time` and `--intvl` (the kernel's limit), and the highest `--rate`: the
+/// library's bounds (`crate::prober::Options`).
+pub use crate::engine::{MAX_KEEP, MAX_KEEP_SECS};
+pub use crate::prober::options::{DEFAULT_RATE, MAX_RATE};
 
 /// A humantime duration (`500ms`, `75s`, `2h`).
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
@@ -147,10 +145,6 @@ pub struct ProbeStyle {
     pub garbage_octet: bool,
 }
 
-/// Default cap on packets kaprobe causes on the wire per second (probes, and the local
-/// kernel's challenge ACKs its SYNs trigger).
-pub const DEFAULT_RATE: u32 = 50_000;
-
 /// The send-rate cap of the commands that probe many connections.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct RateArgs {
@@ -175,32 +169,12 @@ pub enum SeqSourceArg {
 }
 
 impl SeqSourceArg {
-    /// The engine's sequence source, with a warning where it may mislead and, at `-v`, why
-    /// kaprobe may wait while it learns the numbers.
+    /// The engine's sequence source (the library notes at `-v` what each one costs).
     pub fn source(self) -> SeqSource {
         match self {
             SeqSourceArg::Kernel => SeqSource::Kernel,
-            SeqSourceArg::Local => {
-                let limit = crate::sys::sysctl::read_u64("net.ipv4.tcp_invalid_ratelimit")
-                    .map_or("500ms by default".into(), |ms| format!("{ms}ms here"));
-                log::info!(
-                    "learning each connection's sequence numbers from the challenge ACK its \
-                     local socket sends to an injected SYN; Linux sends at most one per socket \
-                     per net.ipv4.tcp_invalid_ratelimit ({limit}): when the socket has just \
-                     sent one, none comes, and kaprobe waits {} before injecting again \
-                     ({} SYNs at most)",
-                    crate::output::duration(LEARN_RETRY),
-                    LEARN_TRIES
-                );
-                SeqSource::Local
-            }
-            SeqSourceArg::Peer => {
-                log::warn!(
-                    "--seq-source peer sends an out-of-window first probe; stateful firewalls \
-                     (ct state invalid drop) drop it, which reads as dead"
-                );
-                SeqSource::Peer
-            }
+            SeqSourceArg::Local => SeqSource::Local,
+            SeqSourceArg::Peer => SeqSource::Peer,
             SeqSourceArg::Sniff => SeqSource::Sniff,
         }
     }

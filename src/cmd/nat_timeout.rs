@@ -31,6 +31,8 @@ use crate::sys::{catch_stop_signals, stop_requested};
 /// TCP flow five days by default).
 const MAX_IDLE: Duration = Duration::from_secs(7 * 86_400);
 
+// The doc comments are clap's help text: `[2001:db8::2]` there is an address, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Args, Debug)]
 pub struct NatTimeoutArgs {
     /// The service to open test connections to: a host name or an address, and a port

@@ -1,157 +1,66 @@
-//! One connection, as the user names it: what was typed resolved to an established
-//! connection (with a hint when only the reverse or the local side matches), and that
-//! connection probed to its outcome through a one-connection `Fleet` (the I/O loop); and the
-//! turn of that loop every probing command takes.
+//! The command line as a client of the library (`crate::prober`): the `Prober` the probing
+//! commands open, their options in the library's terms, and their progress shown by the
+//! command's `Reporter`; and the turn of the I/O loop `watch` takes.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use caps::Capability;
+pub use crate::prober::resolve::{resolve_conn, resolve_probeable};
+pub use crate::prober::run::{TURN, kernel_caps};
 
-use crate::engine::{Config, Outcome};
-use crate::error::{Error, Result};
-use crate::fleet::Fleet;
-use crate::flow::{Flow, FlowSpec};
+use super::args::{ProbeStyle, TimingArgs};
+use crate::engine::Outcome;
+use crate::error::Result;
+use crate::fleet::{Event, Fleet};
+use crate::flow::Flow;
 use crate::output::Reporter;
-use crate::sys::diag::{Conn, Diag};
-use crate::sys::kernel_seq::KernelSeq;
-use crate::sys::privilege::Bounding;
-use crate::sys::raw;
-use crate::sys::stop_requested;
+use crate::prober::run::Watch;
+use crate::prober::{Namespace, Options, Prober};
 
-/// Turns what the user named into one established connection, as sock_diag reports it
-/// (with its mark, bound device and signature). A zone (`%eth0`) is resolved here, inside
-/// the network namespace the command runs in.
-pub fn resolve_conn(spec: FlowSpec, diag: &mut Diag) -> Result<Conn> {
-    let ifindex = match spec.scope() {
-        Some(scope) => Some(raw::scope_index(scope).map_err(Error::Usage)?),
-        None => None,
-    };
-    match spec {
-        FlowSpec::Exact(flow, _) => {
-            let found = match ifindex {
-                Some(i) => diag.lookup_on(&flow, i)?,
-                None => diag.lookup(&flow)?,
-            };
-            match found {
-                Some(c) if c.established => Ok(c),
-                Some(c) => Err(Error::NoConnection(format!(
-                    "connection {flow} is in state {}, not established",
-                    state_name(&c)
-                ))),
-                None => Err(Error::NoConnection(format!(
-                    "no established TCP connection {flow}{}",
-                    reversed_hint(diag, &flow)?
-                ))),
-            }
-        }
-        FlowSpec::Remote(remote, _) => {
-            let mut matches: Vec<Conn> = diag
-                .established()?
-                .into_iter()
-                .filter(|c| c.flow.remote == remote)
-                .filter(|c| ifindex.is_none_or(|i| c.route.ifindex == i))
-                .collect();
-            matches.sort_by_key(|c| c.flow);
-            matches.dedup_by_key(|c| c.flow);
-            match matches.len() {
-                0 => Err(Error::NoConnection(format!(
-                    "no established TCP connection to {remote}{}",
-                    local_side_hint(diag, remote)?
-                ))),
-                1 => Ok(matches.remove(0)),
-                n => Err(Error::Usage(format!(
-                    "{n} established connections go to {remote}: {}; name one as LOCAL-REMOTE",
-                    matches
-                        .iter()
-                        .map(|c| c.flow.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))),
-            }
-        }
+/// The prober of `probe` and `sweep`: in the namespace `cli` entered for `--netns`/`--pid`
+/// (the process's only thread runs there), dropping every capability once the sockets are
+/// open, and leaving the capture socket's release to a child so that the exit status comes
+/// without waiting for it.
+pub fn command_prober() -> Result<Prober> {
+    Prober::builder(Namespace::Current)
+        .drop_privileges(true)
+        .release_detached(true)
+        .open()
+}
+
+/// The library's options for what the command line says; clap has checked the same bounds.
+pub fn options(timing: &TimingArgs, style: &ProbeStyle, rate: Option<u32>) -> Result<Options> {
+    let mut b = Options::builder()
+        .time(timing.time)
+        .intvl(timing.intvl)
+        .probes(timing.probes)
+        .garbage_octet(style.garbage_octet);
+    if let Some(source) = style.seq_source {
+        b = b.seq_source(source.source());
+    }
+    if let Some(rate) = rate {
+        b = b.rate(rate);
+    }
+    b.build()
+}
+
+/// A run's progress as the command shows it: ended by SIGINT/SIGTERM, or once standard
+/// output has failed or its reader has gone away (README "Pipes, signals and limits");
+/// probes and notes through the `Reporter`.
+pub struct Shown(pub Reporter);
+
+impl Watch for Shown {
+    fn stop(&self) -> bool {
+        crate::sys::stop_requested()
+    }
+
+    fn turn(&self) -> Result<()> {
+        crate::output::check()
+    }
+
+    fn progress(&self, event: &Event) {
+        self.0.progress(event);
     }
 }
-
-/// [`resolve_conn`] for a command that probes the connection: a signed one is refused
-/// (exit 7, README "Policy routing, VRFs, bound sockets") before anything is sent.
-pub fn resolve_probeable(spec: FlowSpec, diag: &mut Diag) -> Result<Conn> {
-    let conn = resolve_conn(spec, diag)?;
-    match conn.signature {
-        Some(sig) => Err(Error::signed(&conn.flow, sig)),
-        None => Ok(conn),
-    }
-}
-
-/// `; FLOW reversed is: LOCAL comes first` when the other orientation is established.
-fn reversed_hint(diag: &mut Diag, flow: &Flow) -> Result<String> {
-    let reversed = Flow {
-        local: flow.remote,
-        remote: flow.local,
-    };
-    Ok(match diag.lookup(&reversed)? {
-        Some(c) if c.established => {
-            format!("; {reversed} is: name the connection with this host's side (LOCAL) first")
-        }
-        _ => String::new(),
-    })
-}
-
-/// A hint when the address given as REMOTE is the local side of a connection.
-fn local_side_hint(diag: &mut Diag, addr: std::net::SocketAddr) -> Result<String> {
-    let mut local: Vec<Flow> = diag
-        .established()?
-        .into_iter()
-        .map(|c| c.flow)
-        .filter(|f| f.local == addr)
-        .collect();
-    local.sort();
-    Ok(match local.first() {
-        Some(f) => format!(
-            "; {addr} is this host's side of {f}: give REMOTE ({}), or LOCAL-REMOTE",
-            f.remote
-        ),
-        None => String::new(),
-    })
-}
-
-/// The TCP state of a socket, named as RFC 9293 names it.
-fn state_name(c: &Conn) -> &'static str {
-    if matches!(
-        c.timer,
-        Some(netlink_packet_sock_diag::inet::Timer::TimeWait)
-    ) {
-        return "TIME-WAIT";
-    }
-    match c.info.as_ref().map(|i| i.state) {
-        Some(1) => "ESTABLISHED",
-        Some(2) => "SYN-SENT",
-        Some(3) | Some(12) => "SYN-RECEIVED",
-        Some(4) => "FIN-WAIT-1",
-        Some(5) => "FIN-WAIT-2",
-        Some(6) => "TIME-WAIT",
-        Some(7) => "CLOSED",
-        Some(8) => "CLOSE-WAIT",
-        Some(9) => "LAST-ACK",
-        Some(10) => "LISTEN",
-        Some(11) => "CLOSING",
-        _ => "unknown",
-    }
-}
-
-/// The capabilities a fleet keeps after opening its sockets: each pass of the kernel
-/// source makes a new BPF iterator, which needs CAP_BPF and CAP_PERFMON.
-pub fn kernel_caps(kernel: bool) -> &'static [Capability] {
-    if kernel {
-        &[Capability::CAP_BPF, Capability::CAP_PERFMON]
-    } else {
-        &[]
-    }
-}
-
-/// The longest wait in one turn of a command's loop: how soon a stop request or a closed
-/// standard output is noticed.
-pub const TURN: Duration = Duration::from_millis(250);
 
 /// One turn of a command's loop over `fleet`: `Err` once standard output has failed or its
 /// reader has gone away (README "Pipes, signals and limits"), else the outcomes the fleet
@@ -163,35 +72,4 @@ pub fn turn(
 ) -> Result<Vec<(Flow, Outcome, u64)>> {
     crate::output::check()?;
     Ok(reporter.outcomes(fleet.step(wait)?))
-}
-
-/// Runs the time/intvl/probes loop on one connection until it has an outcome; `None` when
-/// SIGINT/SIGTERM came first (see `sys::catch_stop_signals`). `kernel` serves the `kernel`
-/// source; `wire` is where the peer's segments appear when the flow is NAT-ed here.
-pub fn probe_one(
-    cfg: Config,
-    diag: Diag,
-    kernel: Option<KernelSeq>,
-    wire: Option<(SocketAddr, SocketAddr)>,
-    reporter: Reporter,
-) -> Result<Option<(Outcome, u64)>> {
-    let flows = [cfg.flow];
-    let keep = kernel_caps(kernel.is_some());
-    let mut fleet = Fleet::open(&flows, diag, kernel, u32::MAX)?;
-    fleet.prepare_route(cfg.flow.is_ipv6(), cfg.route)?;
-    fleet.drop_privileges(keep, Bounding::Drop)?;
-    fleet.add(cfg, None);
-    if let Some((src, dst)) = wire {
-        fleet.translate(&cfg.flow, src, dst)?;
-    }
-    loop {
-        if stop_requested() {
-            fleet.close();
-            return Ok(None);
-        }
-        if let Some((_, outcome, ignored)) = turn(&mut fleet, reporter, TURN)?.pop() {
-            fleet.close();
-            return Ok(Some((outcome, ignored)));
-        }
-    }
 }

@@ -6,10 +6,8 @@
 //! With `--textfile` the sweep's metrics go to a file for node_exporter at the end, after
 //! an interruption too (README "node_exporter").
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
@@ -17,20 +15,19 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::args::{ProbeStyle, RateArgs, TimingArgs};
-use crate::cmd::prober;
-use crate::cmd::source::{self, Chosen, Guard};
-use crate::engine::{Config, Outcome, SeqSource, Timing, Verdict};
+use crate::cmd::{prober, source};
+use crate::engine::{Outcome, Verdict};
 use crate::error::{Error, Result};
 use crate::exit::{self, ExitStatus};
 use crate::filter::FilterArgs;
-use crate::fleet::{Fleet, conn_view};
+use crate::fleet::Fleet;
 use crate::flow::{Flow, Signature};
 use crate::metrics::{self, ConnState, Metrics};
 use crate::output::{self, Reporter, count as plural, duration, unfinished_json, verdict_json};
-use crate::sys::diag::{Conn, Diag};
-use crate::sys::kernel_seq::KernelSeq;
+use crate::prober::run::{self, Skipped};
+use crate::prober::{Options, Prober};
+use crate::sys::catch_stop_signals;
 use crate::sys::privilege::Bounding;
-use crate::sys::{catch_stop_signals, request_stop, stop_requested};
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
@@ -116,50 +113,53 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
         metrics::check_textfile_path(path)?;
     }
     catch_stop_signals();
-    let timing = args.timing.timing();
-    if let Some(w) = timing.warning() {
+    let opts = prober::options(&args.timing, &args.style, Some(args.rate.rate))?;
+    if let Some(w) = args.timing.timing().warning() {
         log::warn!("{w}");
     }
+    let lib = prober::command_prober()?;
+    lib.run(|| sweep(args, ctx, &lib, &opts))
+}
+
+/// The sweep, inside the prober's namespace.
+fn sweep(args: &SweepArgs, ctx: &Ctx, lib: &Prober, opts: &Options) -> Result<ExitStatus> {
     let chosen = source::choose(args.style.seq_source)?;
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let mut diag = Diag::open()?;
-    let mut conns = established(args, &mut diag, started, started_at)?;
-    // Signed connections cannot be probed: they get their own rows, and no packet.
-    let signed: Vec<(Flow, Row)> = conns
-        .iter()
-        .filter_map(|c| Some((c.flow, Row::Signed(c.signature?))))
+    let plan = match run::plan(&args.filter.filter(), chosen) {
+        Ok(plan) => plan,
+        Err(e @ Error::NoConnection(_)) => {
+            no_match_textfile(args, started, started_at)?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    let run::Opened {
+        fleets,
+        all,
+        skipped,
+    } = run::open_fleets(plan, opts, lib.behaviour())?;
+    // Signed connections and those the source must not touch get their own rows, and no
+    // packet.
+    let skipped: Vec<(Flow, Row)> = skipped
+        .into_iter()
+        .map(|(flow, why)| {
+            let row = match why {
+                Skipped::Signed(sig) => Row::Signed(sig),
+                Skipped::Refused => Row::Failed(0),
+            };
+            (flow, row)
+        })
         .collect();
-    let all: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
-    conns.retain(|c| c.signature.is_none());
-    // Connections the source must not touch (README "Do no harm") get a failed row, and no
-    // packet; NAT-ed ones are captured with the wire's addresses.
-    let mut signed = signed;
-    source::require_raw()?;
-    let mut guard = Guard::open()?;
-    let mut wires = HashMap::new();
-    let flows: Vec<Flow> = conns.iter().map(|c| c.flow).collect();
-    guard.prefetch(&flows)?;
-    conns.retain(|c| match guard.admit(&c.flow, chosen.source) {
-        Ok(wire) => {
-            wires.extend(wire.map(|w| (c.flow, w)));
-            true
-        }
-        Err(e) => {
-            log::warn!("{e}");
-            signed.push((c.flow, Row::Failed(0)));
-            false
-        }
-    });
-    let fleets = open_fleets(args, &conns, diag, timing, chosen, &wires)?;
     let reporter = ctx.reporter();
     // Without capabilities now: can the textfile still be written? Before any probe.
     let metrics = match &args.textfile {
         Some(path) => {
             metrics::check_writable(path)?;
             let m = Metrics::for_sweep();
-            for c in &conns {
-                m.set_state(&c.flow, ConnState::Pending);
+            let not_probed: HashSet<Flow> = skipped.iter().map(|(f, _)| *f).collect();
+            for flow in all.iter().filter(|f| !not_probed.contains(f)) {
+                m.set_state(flow, ConnState::Pending);
             }
             Some((m, path.as_path()))
         }
@@ -169,7 +169,7 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
         rows,
         probes,
         elapsed,
-    } = probe(fleets, signed, all.len(), reporter, started)?;
+    } = probe(fleets, skipped, all.len(), lib, reporter, started)?;
     if let Some((m, _)) = &metrics {
         record(m, &rows, probes, started_at, elapsed);
     }
@@ -180,128 +180,50 @@ pub fn run(args: &SweepArgs, ctx: &Ctx) -> Result<ExitStatus> {
     Ok(status)
 }
 
-/// The established connections the filters match, sorted, one per flow. When none matches,
-/// the textfile says so too (zero connections), rather than leaving an older sweep's figures
-/// for the collector to read.
-fn established(
-    args: &SweepArgs,
-    diag: &mut Diag,
-    started: Instant,
-    started_at: SystemTime,
-) -> Result<Vec<Conn>> {
-    let mut conns = match args.filter.require_established(diag) {
-        Ok(c) => c,
-        Err(e @ Error::NoConnection(_)) => {
-            if let Some(path) = &args.textfile {
-                // Written as the file of a sweep that probed would be: without capabilities.
-                crate::sys::privilege::drop_privileges(&[], Bounding::Drop)?;
-                let m = Metrics::for_sweep();
-                m.sweep_times(started_at, started.elapsed());
-                m.write_textfile(path)?;
-            }
-            return Err(e);
-        }
-        Err(e) => return Err(e),
-    };
-    conns.sort_by_key(|c| c.flow);
-    // One row per connection, even if the kernel listed a socket twice.
-    conns.dedup_by_key(|c| c.flow);
-    Ok(conns)
+/// When no established connection matches, the textfile says so too (zero connections),
+/// rather than leaving an older sweep's figures for the collector to read.
+fn no_match_textfile(args: &SweepArgs, started: Instant, started_at: SystemTime) -> Result<()> {
+    if let Some(path) = &args.textfile {
+        // Written as the file of a sweep that probed would be: without capabilities.
+        crate::sys::privilege::drop_privileges(&[], Bounding::Drop)?;
+        let m = Metrics::for_sweep();
+        m.sweep_times(started_at, started.elapsed());
+        m.write_textfile(path)?;
+    }
+    Ok(())
 }
 
-/// One fleet per worker, each with its slice of `conns` added and its routes' raw sockets
-/// configured; then every privilege is dropped, before any worker thread starts.
-fn open_fleets(
-    args: &SweepArgs,
-    conns: &[Conn],
-    diag: Diag,
-    timing: Timing,
-    chosen: Chosen,
-    wires: &HashMap<Flow, (SocketAddr, SocketAddr)>,
-) -> Result<Vec<Fleet>> {
-    let source = chosen.source;
-    let mut kernel = chosen.kernel;
-    // Most of a probe's cost is the kernel's: the injected SYN, the challenge ACK and the probe
-    // are processed inside our send calls. Large sweeps use every core, one fleet each, on
-    // contiguous slices (so each capture filter stays a few port ranges).
-    let workers = if conns.len() >= PARALLEL_FROM {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_WORKERS)
-    } else {
-        1
-    };
-    let per = conns.len().div_ceil(workers);
-    let rate = (args.rate.rate / workers as u32).max(1);
-    let mut fleets = Vec::with_capacity(workers);
-    // The first fleet gets the socket the connections were listed with, the others new ones.
-    let mut diag = Some(diag);
-    for slice in conns.chunks(per.max(1)) {
-        let flows: Vec<Flow> = slice.iter().map(|c| c.flow).collect();
-        let d = match diag.take() {
-            Some(d) => d,
-            None => Diag::open()?,
-        };
-        // Each worker's fleet reads the kernel's numbers with its own iterator.
-        let k = match kernel.take() {
-            Some(k) => Some(k),
-            None if source == SeqSource::Kernel => {
-                Some(KernelSeq::open().map_err(|e| Error::Runtime(e.to_string()))?)
-            }
-            None => None,
-        };
-        let mut fleet = Fleet::open(&flows, d, k, rate)?;
-        for c in slice {
-            let cfg = Config {
-                flow: c.flow,
-                route: c.route,
-                timing,
-                source,
-                garbage_octet: args.style.garbage_octet,
-            };
-            fleet.add(cfg, Some(conn_view(c)));
-            if let Some(&(src, dst)) = wires.get(&c.flow) {
-                fleet.translate(&c.flow, src, dst)?;
-            }
-            fleet.prepare_route(c.flow.is_ipv6(), c.route)?;
-        }
-        fleets.push(fleet);
-    }
-    // Capabilities are per thread: drop them before any worker starts.
-    for f in &mut fleets {
-        f.open_all_families()?;
-    }
-    crate::sys::privilege::drop_privileges(
-        crate::cmd::prober::kernel_caps(source == SeqSource::Kernel),
-        Bounding::Drop,
-    )?;
-    Ok(fleets)
-}
-
-/// Runs the fleets to the end, after the signed rows (printed first with JSON). Returns
-/// every row, the probes sent, and the time since `started` when the last fleet stopped.
+/// Runs the fleets to the end, after the rows of the connections not probed (printed first
+/// with JSON); each row is printed as soon as it is decided. Returns every row, the probes
+/// sent, and the time since `started` when the last fleet stopped.
 fn probe(
     fleets: Vec<Fleet>,
-    signed: Vec<(Flow, Row)>,
+    skipped: Vec<(Flow, Row)>,
     flows: usize,
+    lib: &Prober,
     reporter: Reporter,
     started: Instant,
 ) -> Result<Swept> {
     let mut rows: Vec<(Flow, Row)> = Vec::with_capacity(flows);
     if reporter.json {
-        for (flow, row) in &signed {
+        for (flow, row) in &skipped {
             output::json_line(row.json(flow))?;
         }
     }
-    rows.extend(signed);
-    let results = run_fleets(fleets, reporter, &mut rows);
+    rows.extend(skipped);
+    let watch = prober::Shown(reporter);
+    let result = run::run_fleets(fleets, &watch, &mut |flow, outcome, ignored| {
+        let row = Row::of(outcome, ignored);
+        let printed = if reporter.json {
+            output::json_line(row.json(&flow))
+        } else {
+            Ok(())
+        };
+        rows.push((flow, row));
+        printed
+    });
     let elapsed = started.elapsed();
-    let mut probes = 0;
-    for r in results {
-        let fleet = r?;
-        probes += fleet.probes_sent();
-        fleet.close();
-    }
+    let probes = run::close_fleets(result?, lib.behaviour());
     Ok(Swept {
         rows,
         probes,
@@ -371,71 +293,6 @@ fn finish(
         output::print(&table(&rows, elapsed))?;
     }
     Ok(status(&rows))
-}
-
-/// Sweeps smaller than this run on one thread.
-const PARALLEL_FROM: usize = 2000;
-const MAX_WORKERS: usize = 4;
-
-/// Runs every fleet on a thread of its own; each shows its own progress. Rows arrive here as
-/// they are decided and, with JSON, are printed at once. A failed write stops the workers;
-/// its error comes first in the results.
-fn run_fleets(
-    fleets: Vec<Fleet>,
-    reporter: Reporter,
-    rows: &mut Vec<(Flow, Row)>,
-) -> Vec<Result<Fleet>> {
-    let (tx, rx) = mpsc::channel::<(Flow, Row)>();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = fleets
-            .into_iter()
-            .map(|f| {
-                let tx = tx.clone();
-                scope.spawn(move || run_fleet(f, reporter, tx))
-            })
-            .collect();
-        drop(tx);
-        let mut failed = None;
-        // Ends when every worker has finished and dropped its sender.
-        for (flow, row) in rx {
-            if reporter.json
-                && failed.is_none()
-                && let Err(e) = output::json_line(row.json(&flow))
-            {
-                failed = Some(e);
-                request_stop();
-            }
-            rows.push((flow, row));
-        }
-        let mut results: Vec<Result<Fleet>> = failed.into_iter().map(Err).collect();
-        // A worker's panic is a bug: carry it on rather than turn it into an error line.
-        results.extend(
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
-        );
-        results
-    })
-}
-
-/// Drives one fleet until every connection in it has an outcome, or a stop is requested.
-fn run_fleet(mut fleet: Fleet, reporter: Reporter, tx: mpsc::Sender<(Flow, Row)>) -> Result<Fleet> {
-    while fleet.active() > 0 && !stop_requested() {
-        let outcomes = match prober::turn(&mut fleet, reporter, prober::TURN) {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                // The other workers have nothing left to report to.
-                request_stop();
-                return Err(e);
-            }
-        };
-        for (flow, outcome, ignored) in outcomes {
-            if tx.send((flow, Row::of(outcome, ignored))).is_err() {
-                return Ok(fleet);
-            }
-        }
-    }
-    Ok(fleet)
 }
 
 fn tally(rows: &[(Flow, Row)], label: &str) -> usize {

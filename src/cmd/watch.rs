@@ -30,6 +30,8 @@ use crate::sys::snmp::{self, TcpOpens};
 use crate::sys::{catch_stop_signals, stop_requested};
 use caps::Capability::CAP_NET_ADMIN;
 
+// The doc comments are clap's help text: `[2001:db8::2]` there is an address, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Args, Debug)]
 pub struct WatchArgs {
     /// The connection to watch; without it, every established connection matching the

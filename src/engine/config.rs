@@ -8,6 +8,11 @@ use crate::flow::{Flow, Route};
 /// Linux answers at most one out-of-window segment per this long per socket.
 pub const PEER_RATELIMIT: Duration = Duration::from_millis(500);
 
+/// The longest `time` and `intvl`: the kernel's own limit on TCP_KEEPIDLE and TCP_KEEPINTVL
+/// (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL in include/net/tcp.h).
+pub const MAX_KEEP_SECS: u64 = 32767;
+pub const MAX_KEEP: Duration = Duration::from_secs(MAX_KEEP_SECS);
+
 /// The keepalive knobs, named after the sysctls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {

@@ -32,7 +32,7 @@ use std::time::Duration;
 pub use crate::flow::Cause;
 pub use crate::wire::Origin;
 pub use action::{Action, Note, PollAt};
-pub use config::{Config, PEER_RATELIMIT, Timing};
+pub use config::{Config, MAX_KEEP, MAX_KEEP_SECS, PEER_RATELIMIT, Timing};
 pub use kernel::{BUSY_RECHECK, ConnView, RTO_MAX, TRAFFIC_SLACK};
 pub use source::{LEARN_RETRY, LEARN_TRIES, Numbers, SeqSource, TsClock};
 pub use verdict::{Evidence, IcmpInfo, Outcome, Verdict, VerdictKind};

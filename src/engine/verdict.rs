@@ -5,16 +5,26 @@ use std::time::Duration;
 
 use crate::flow::Cause;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+/// What a probe concluded about the peer (README "Verdicts and timing"), with its exit
+/// status: `Alive` 0, `Dead` 1, `Reset` 3, `Unreachable` 4. In JSON: `alive`, `reset`,
+/// `unreachable`, `dead`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VerdictKind {
+    /// The peer answered (an ACK): its TCP still holds the connection.
     Alive,
+    /// The peer answered with an RST: its host is up but has lost the connection (it
+    /// restarted). The local socket is reset too, as the kernel's own keepalive would.
     Reset,
+    /// An ICMP error, or a named local cause ([`Cause`]), says the peer cannot be reached.
     Unreachable,
+    /// No answer to any probe: peer powered off, cable gone, or a NAT or firewall dropped
+    /// the idle flow.
     Dead,
 }
 
 impl VerdictKind {
+    /// The name JSON and the command line use: `alive`, `reset`, `unreachable`, `dead`.
     pub fn as_str(self) -> &'static str {
         match self {
             VerdictKind::Alive => "alive",
@@ -26,7 +36,7 @@ impl VerdictKind {
 }
 
 /// What decided a verdict (README "Verdicts and timing"; JSON `evidence`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Evidence {
     /// An answer to a probe, or its absence.
@@ -38,6 +48,7 @@ pub enum Evidence {
 }
 
 impl Evidence {
+    /// The name JSON uses: `probe`, `traffic`, `kernel-ack-clock`.
     pub fn as_str(self) -> &'static str {
         match self {
             Evidence::Probe => "probe",

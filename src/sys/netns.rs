@@ -88,7 +88,11 @@ pub fn enter_from_args(netns: Option<&str>, pid: Option<u32>) -> Result<()> {
 /// Opens the target's namespace file and moves the calling thread into it. Call it while the
 /// process has one thread: setns moves only the calling thread.
 pub fn enter_target(target: &Target) -> Result<()> {
-    let file = open(target)?;
+    enter_file(target, &open(target)?)
+}
+
+/// Moves the calling thread into the namespace of `file`, opened from `target` by [`open`].
+pub fn enter_file(target: &Target, file: &File) -> Result<()> {
     // SAFETY: a valid open descriptor; setns changes only this thread's network namespace.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
@@ -97,7 +101,8 @@ pub fn enter_target(target: &Target) -> Result<()> {
     Ok(())
 }
 
-fn open(target: &Target) -> Result<File> {
+/// Opens the target's namespace file (a missing one is a usage error, naming it).
+pub fn open(target: &Target) -> Result<File> {
     let path = target.path();
     File::open(&path).map_err(|e| open_error(target, &path, e))
 }

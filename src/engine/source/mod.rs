@@ -39,8 +39,10 @@ const FIRST_TRY: u8 = 1;
 /// probes, the path check): any value is as good, the peer only answers the sequence number.
 const ELICIT_WINDOW: u16 = 1024;
 
-/// How the connection's sequence numbers are learned (README "How it works").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the connection's sequence numbers are learned (README "How it works"). In JSON and
+/// on the command line: `kernel`, `local`, `peer`, `sniff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SeqSource {
     /// Read from the local kernel (an eBPF socket iterator) with every look at the connection.
     Kernel,

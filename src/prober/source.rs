@@ -1,0 +1,275 @@
+//! Which sequence-number source a run uses, and what must hold before a source that injects
+//! packets may touch a connection (README "Do no harm").
+
+use std::net::SocketAddr;
+
+use caps::Capability;
+
+use crate::engine::{LEARN_RETRY, LEARN_TRIES, SeqSource};
+use crate::error::{Error, Result};
+use crate::flow::Flow;
+use crate::sys::conntrack::{Conntrack, Entry, Tracking};
+use crate::sys::kernel_seq::KernelSeq;
+
+/// The source chosen for a run, with the loaded iterator when it is `kernel`.
+pub struct Chosen {
+    pub source: SeqSource,
+    pub kernel: Option<KernelSeq>,
+}
+
+/// The source asked for; by default (`None`) `kernel` where it can be loaded, else `local`
+/// with the reason at `-v` (README "How it works"). Load it inside the namespace the run
+/// probes: the iterator lists the namespace of the thread that creates it.
+pub fn choose(asked: Option<SeqSource>) -> Result<Chosen> {
+    match asked {
+        None => match KernelSeq::open() {
+            Ok(k) => Ok(Chosen {
+                source: SeqSource::Kernel,
+                kernel: Some(k),
+            }),
+            Err(why) => {
+                log::info!("{why}; learning the numbers with --seq-source local instead");
+                Ok(Chosen {
+                    source: noted(SeqSource::Local),
+                    kernel: None,
+                })
+            }
+        },
+        Some(SeqSource::Kernel) => match KernelSeq::open() {
+            Ok(k) => Ok(Chosen {
+                source: SeqSource::Kernel,
+                kernel: Some(k),
+            }),
+            Err(why) if why.kind() == "no-privilege" => Err(Error::Privilege {
+                what: "--seq-source kernel (an eBPF socket iterator)".into(),
+                cap: Capability::CAP_BPF,
+            }),
+            Err(why) => Err(Error::Runtime(why.to_string())),
+        },
+        Some(other) => Ok(Chosen {
+            source: noted(other),
+            kernel: None,
+        }),
+    }
+}
+
+/// `source`, after a warning where it may mislead and, at `-v`, why kaprobe may wait while
+/// it learns the numbers.
+fn noted(source: SeqSource) -> SeqSource {
+    match source {
+        SeqSource::Local => {
+            let limit = crate::sys::sysctl::read_u64("net.ipv4.tcp_invalid_ratelimit")
+                .map_or("500ms by default".into(), |ms| format!("{ms}ms here"));
+            log::info!(
+                "learning each connection's sequence numbers from the challenge ACK its \
+                 local socket sends to an injected SYN; Linux sends at most one per socket \
+                 per net.ipv4.tcp_invalid_ratelimit ({limit}): when the socket has just \
+                 sent one, none comes, and kaprobe waits {} before injecting again \
+                 ({} SYNs at most)",
+                humantime::format_duration(LEARN_RETRY),
+                LEARN_TRIES
+            );
+        }
+        SeqSource::Peer => {
+            log::warn!(
+                "--seq-source peer sends an out-of-window first probe; stateful firewalls \
+                 (ct state invalid drop) drop it, which reads as dead"
+            );
+        }
+        SeqSource::Kernel | SeqSource::Sniff => {}
+    }
+    source
+}
+
+/// Refuses early, as opening the capture socket would, when CAP_NET_RAW is missing: without
+/// it nothing can be probed, and conntrack's own refusal would name the lesser capability.
+pub fn require_raw() -> Result<()> {
+    let has = caps::has_cap(None, caps::CapSet::Effective, Capability::CAP_NET_RAW).unwrap_or(true);
+    if has {
+        Ok(())
+    } else {
+        Err(Error::Privilege {
+            what: "opening the capture socket (AF_PACKET)".into(),
+            cap: Capability::CAP_NET_RAW,
+        })
+    }
+}
+
+/// Connection tracking as this namespace has it, asked once per connection.
+pub struct Guard {
+    conntrack: Option<Conntrack>,
+}
+
+impl Guard {
+    /// Opens a ctnetlink socket (needs CAP_NET_ADMIN), or none where netfilter has no
+    /// netlink: nothing tracks connections then.
+    pub fn open() -> Result<Guard> {
+        let conntrack = Conntrack::open()
+            .map_err(|e| Error::sys("conntrack netlink socket", Capability::CAP_NET_ADMIN, e))?;
+        Ok(Guard { conntrack })
+    }
+
+    /// Reads conntrack's whole table once for many flows (a sweep): their lookups are then
+    /// answered from it.
+    pub fn prefetch(&mut self, flows: &[Flow]) -> Result<()> {
+        const MANY: usize = 16;
+        let Some(ct) = self.conntrack.as_mut() else {
+            return Ok(());
+        };
+        for v6 in [false, true] {
+            if flows.iter().filter(|f| f.is_ipv6() == v6).count() >= MANY {
+                ct.load_table(v6)
+                    .map_err(|e| Error::sys("conntrack dump", Capability::CAP_NET_ADMIN, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What conntrack knows of `flow`.
+    pub fn tracking(&mut self, flow: &Flow) -> Result<Tracking> {
+        match self.conntrack.as_mut() {
+            None => Ok(Tracking::Untracked),
+            Some(ct) => ct
+                .track(flow)
+                .map_err(|e| Error::sys("conntrack lookup", Capability::CAP_NET_ADMIN, e)),
+        }
+    }
+
+    /// Whether `source` may be used on `flow`, and where the peer's segments appear on the
+    /// wire when the flow is NAT-ed here (source, destination). A source that injects
+    /// packets is refused, exit 7 with the cause and the remedy, wherever an injected packet
+    /// could change what conntrack does with the connection.
+    pub fn admit(
+        &mut self,
+        flow: &Flow,
+        source: SeqSource,
+    ) -> Result<Option<(SocketAddr, SocketAddr)>> {
+        if source.injects() && !crate::sys::link::local_addresses().contains(&flow.local.ip()) {
+            return Err(Error::Runtime(format!(
+                "{flow}: the socket's address is not this host's (a transparent, TPROXY \
+                 socket): an injected SYN would be routed off the host; {}",
+                remedy(source)
+            )));
+        }
+        let tracking = self.tracking(flow)?;
+        let wire = match tracking {
+            Tracking::Entry(e) if e.translated(flow) => Some((e.incoming.src, e.incoming.dst)),
+            _ => None,
+        };
+        if source.injects()
+            && let Some(why) = refusal(flow, source, tracking)
+        {
+            return Err(Error::Runtime(format!("{why}; {}", remedy(source))));
+        }
+        if source == SeqSource::Local && !crate::sys::link::loopback_up() {
+            return Err(Error::Runtime(format!(
+                "{flow}: the loopback device lo is down, and --seq-source local injects its SYN \
+                 through it; bring lo up, or {}",
+                remedy(source)
+            )));
+        }
+        Ok(wire)
+    }
+}
+
+/// Why `source` must not touch `flow`, if it must not.
+fn refusal(flow: &Flow, source: SeqSource, tracking: Tracking) -> Option<String> {
+    match (source, tracking) {
+        (_, Tracking::Untracked) => None,
+        (SeqSource::Peer, _) => Some(format!(
+            "conntrack tracks {flow}: --seq-source peer sends random sequence numbers, which \
+             conntrack may take as the connection's window edge and then drop its real segments"
+        )),
+        (_, Tracking::Missing) => Some(format!(
+            "conntrack has no entry for {flow} (flushed, table full, or a firewall started after \
+             it opened): an injected SYN would create a reversed entry, and conntrack would drop \
+             the peer's segments for minutes"
+        )),
+        (_, Tracking::Entry(e)) => entry_refusal(flow, &e),
+    }
+}
+
+fn entry_refusal(flow: &Flow, e: &Entry) -> Option<String> {
+    if e.seq_adjust {
+        return Some(format!(
+            "conntrack adjusts the sequence numbers of {flow} (SYNPROXY or a NAT helper): \
+             numbers learned from an injected SYN's answer would be adjusted twice"
+        ));
+    }
+    if e.nat || e.translated(flow) {
+        return Some(format!(
+            "{flow} is NAT-ed on this host (its peer's segments arrive from {} to {}): an \
+             injected SYN would clash with its conntrack entry and be answered off the host",
+            e.incoming.src, e.incoming.dst
+        ));
+    }
+    None
+}
+
+fn remedy(source: SeqSource) -> String {
+    format!(
+        "kaprobe sends nothing with --seq-source {}; read the numbers from the kernel instead \
+         (--seq-source kernel, the default where allowed: needs CAP_BPF and CAP_PERFMON, e.g. \
+         run as root)",
+        source.as_str()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::conntrack::Tuple4;
+
+    fn flow() -> Flow {
+        Flow {
+            local: "198.18.0.2:40000".parse().unwrap(),
+            remote: "203.0.113.10:80".parse().unwrap(),
+        }
+    }
+
+    fn entry(src: &str, nat: bool, seq_adjust: bool) -> Tracking {
+        Tracking::Entry(Entry {
+            incoming: Tuple4 {
+                src: src.parse().unwrap(),
+                dst: flow().local,
+            },
+            nat,
+            seq_adjust,
+        })
+    }
+
+    #[test]
+    fn injecting_sources_are_refused_where_conntrack_would_be_hurt() {
+        let f = flow();
+        let plain = entry("203.0.113.10:80", false, false);
+        assert_eq!(refusal(&f, SeqSource::Local, plain), None);
+        assert_eq!(refusal(&f, SeqSource::Local, Tracking::Untracked), None);
+        assert_eq!(refusal(&f, SeqSource::Peer, Tracking::Untracked), None);
+        let missing = refusal(&f, SeqSource::Local, Tracking::Missing).unwrap();
+        assert!(missing.contains("no entry"), "{missing}");
+        let nat = refusal(
+            &f,
+            SeqSource::Local,
+            entry("198.51.100.3:9000", true, false),
+        )
+        .unwrap();
+        assert!(
+            nat.contains("NAT-ed") && nat.contains("198.51.100.3:9000"),
+            "{nat}"
+        );
+        let adj = refusal(&f, SeqSource::Local, entry("203.0.113.10:80", false, true)).unwrap();
+        assert!(adj.contains("SYNPROXY"), "{adj}");
+        let peer = refusal(&f, SeqSource::Peer, plain).unwrap();
+        assert!(peer.contains("random"), "{peer}");
+        assert!(refusal(&f, SeqSource::Peer, Tracking::Missing).is_some());
+    }
+
+    #[test]
+    fn the_remedy_names_the_kernel_source_and_its_capabilities() {
+        let r = remedy(SeqSource::Local);
+        assert!(
+            r.contains("--seq-source kernel") && r.contains("CAP_BPF"),
+            "{r}"
+        );
+    }
+}
