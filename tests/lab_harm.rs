@@ -165,7 +165,12 @@ fn assert_right(r: &Run, want: Want, src: Src, local: SocketAddr, remote: Socket
         Want::Alive => {
             assert!(sent >= 1, "alive needs a probe sent\n{}", r.describe());
             assert_eq!(v["evidence"], "probe", "evidence\n{}", r.describe());
-            assert!(v["rtt_us"].is_u64(), "alive by probe has an rtt: {v}");
+            // After several probes an answer naming none of them may be an earlier one's,
+            // late: no rtt then (README "Trust").
+            assert!(
+                v["rtt_us"].is_u64() || sent > 1,
+                "alive by its only probe has an rtt: {v}"
+            );
         }
         Want::Dead => {
             assert_eq!(

@@ -97,11 +97,14 @@ fn rto_ms(s: &TcpStream) -> f64 {
 }
 
 /// An `alive` verdict from an answer to kaprobe's own probe.
+/// Alive by an answer to a probe: timed when one probe went out; after several, an answer
+/// that names none of them (a Linux peer's TSecr) may be an earlier probe's, late, and has no
+/// rtt (README "Trust").
 fn assert_alive_by_probe(v: &Value, r: &Run) {
     assert_eq!(v["evidence"], "probe", "evidence\n{}", r.describe());
     assert!(
-        v["rtt_us"].is_u64(),
-        "alive by probe has an rtt\n{}",
+        v["rtt_us"].is_u64() || v["probes_sent"].as_u64() > Some(1),
+        "alive by its only probe has an rtt\n{}",
         r.describe()
     );
     assert!(v.get("cause").is_none_or(Value::is_null), "no cause: {v}");
