@@ -224,6 +224,15 @@ pub fn verdict_details(v: &Verdict) -> Vec<String> {
     parts
 }
 
+/// Why the run's preferred sequence source was not used, once the command knows (README
+/// "How it works"): every verdict object says it as `"fallback"`.
+static FALLBACK: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Records why the default `kernel` source fell back to `local` for this run.
+pub fn set_source_fallback(why: &'static str) {
+    let _ = FALLBACK.set(why);
+}
+
 pub fn verdict_json(flow: &Flow, v: &Verdict, ignored: u64) -> Value {
     let mut o = json!({
         "event": "verdict",
@@ -243,6 +252,9 @@ pub fn verdict_json(flow: &Flow, v: &Verdict, ignored: u64) -> Value {
     }
     if let Some(icmp) = &v.icmp {
         o["icmp"] = icmp_json(icmp);
+    }
+    if let Some(why) = FALLBACK.get() {
+        o["fallback"] = json!(why);
     }
     o
 }

@@ -186,11 +186,18 @@ fn assert_right(r: &Run, want: Want, src: Src, local: SocketAddr, remote: Socket
     match src {
         Src::Kernel => assert_eq!(v["source"], "kernel", "source\n{}", r.describe()),
         Src::Local => assert_eq!(v["source"], "local", "source\n{}", r.describe()),
-        Src::NoBpf => assert!(
-            matches!(v["source"].as_str(), Some("local" | "peer" | "sniff")),
-            "without CAP_BPF the source is a fallback\n{}",
-            r.describe()
-        ),
+        Src::NoBpf => {
+            assert!(
+                matches!(v["source"].as_str(), Some("local" | "peer" | "sniff")),
+                "without CAP_BPF the source is a fallback\n{}",
+                r.describe()
+            );
+            // ...and the verdict says why the kernel source was not used.
+            assert_eq!(v["fallback"], "no-privilege", "{}", r.describe());
+        }
+    }
+    if src != Src::NoBpf {
+        assert!(v.get("fallback").is_none(), "no fallback: {}", r.describe());
     }
     v
 }

@@ -28,6 +28,9 @@ pub fn run(args: &ProbeArgs, ctx: &Ctx) -> Result<ExitStatus> {
     let spec = args.flow.spec()?;
     let probed = prober::command_prober()?.run_probe(spec, &opts, &prober::Shown(reporter))?;
     let flow = probed.flow;
+    if let Some(why) = probed.fallback {
+        crate::output::set_source_fallback(why);
+    }
     let Some((verdict, ignored)) = probed.outcome else {
         reporter.unfinished(&flow, "interrupted", None)?;
         return Ok(ExitStatus::Interrupted);

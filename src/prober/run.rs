@@ -116,6 +116,8 @@ fn settle_privileges(fleet: &mut Fleet, keep: &[Capability], behaviour: Behaviou
 pub struct Probed {
     pub flow: Flow,
     pub outcome: Option<(Verdict, u64)>,
+    /// Why the default `kernel` source fell back to `local`, if it did.
+    pub fallback: Option<&'static str>,
 }
 
 /// The time/intvl/probes loop on the connection `spec` names, to its verdict. A connection
@@ -155,11 +157,13 @@ pub fn probe(
         garbage_octet: opts.garbage_octet(),
     };
     let drops_before = SignatureDrops::read();
+    let fallback = chosen.fallback;
     let Some((outcome, ignored)) = probe_one(cfg, diag, chosen.kernel, wire, behaviour, watch)?
     else {
         return Ok(Probed {
             flow,
             outcome: None,
+            fallback,
         });
     };
     if ignored > 0 {
@@ -172,6 +176,7 @@ pub fn probe(
         Outcome::Verdict(v) => Ok(Probed {
             flow,
             outcome: Some((v, ignored)),
+            fallback,
         }),
         Outcome::Closed => Err(Error::NoConnection(format!(
             "connection {flow} closed during the probe"

@@ -15,6 +15,9 @@ use crate::sys::kernel_seq::KernelSeq;
 pub struct Chosen {
     pub source: SeqSource,
     pub kernel: Option<KernelSeq>,
+    /// Why the default `kernel` source could not be used ("no-privilege", "no-btf",
+    /// "old-kernel", "load-failed"), when the run fell back to `local`.
+    pub fallback: Option<&'static str>,
 }
 
 /// The source asked for; by default (`None`) `kernel` where it can be loaded, else `local`
@@ -26,12 +29,14 @@ pub fn choose(asked: Option<SeqSource>) -> Result<Chosen> {
             Ok(k) => Ok(Chosen {
                 source: SeqSource::Kernel,
                 kernel: Some(k),
+                fallback: None,
             }),
             Err(why) => {
                 log::info!("{why}; learning the numbers with --seq-source local instead");
                 Ok(Chosen {
                     source: noted(SeqSource::Local),
                     kernel: None,
+                    fallback: Some(why.kind()),
                 })
             }
         },
@@ -39,6 +44,7 @@ pub fn choose(asked: Option<SeqSource>) -> Result<Chosen> {
             Ok(k) => Ok(Chosen {
                 source: SeqSource::Kernel,
                 kernel: Some(k),
+                fallback: None,
             }),
             Err(why) if why.kind() == "no-privilege" => Err(Error::Privilege {
                 what: "--seq-source kernel (an eBPF socket iterator)".into(),
@@ -49,6 +55,7 @@ pub fn choose(asked: Option<SeqSource>) -> Result<Chosen> {
         Some(other) => Ok(Chosen {
             source: noted(other),
             kernel: None,
+            fallback: None,
         }),
     }
 }
