@@ -16,8 +16,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aya::programs::{Iter, ProgramError};
-use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
+use aya::Btf;
+use aya_obj::Object;
+use aya_obj::btf::BtfKind;
+use aya_obj::generated::bpf_insn;
 use caps::{CapSet, Capability};
 
 /// The compiled iterator (build.rs).
@@ -158,18 +160,17 @@ impl std::error::Error for Unavailable {}
 
 /// The loaded iterator, kept for repeated passes.
 pub struct KernelSeq {
-    /// Owns the program; the link holds its own reference, but the program stays ours.
-    _ebpf: Ebpf,
-    /// The iterator link: each pass makes a new iterator from it (BPF_ITER_CREATE).
+    /// The iterator link, which holds the program: each pass makes a new iterator from it
+    /// (BPF_ITER_CREATE).
     link: OwnedFd,
 }
 
 /// What `KernelSeq::open` spent its time on, for `-v` and for measurements.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OpenTimes {
-    /// Parsing the kernel's BTF (ours; aya's loader parses its own copy too).
+    /// Parsing the kernel's BTF, once.
     pub btf: Duration,
-    /// Relocating the object and loading its BTF (aya's `EbpfLoader::load`).
+    /// Parsing the object and relocating it against that BTF (CO-RE, aya-obj).
     pub object: Duration,
     /// Verifying and loading the program, then creating the link.
     pub program: Duration,
@@ -199,24 +200,14 @@ impl KernelSeq {
         times.btf = t.elapsed();
 
         let t = Instant::now();
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .load(OBJECT)
-            .map_err(|e| from_ebpf_error(&e))?;
+        let (insns, license) = relocated(&btf)?;
+        let attach = btf
+            .id_by_type_name_kind("bpf_iter_tcp", BtfKind::Func)
+            .map_err(|_| Unavailable::new(OldKernel, "the kernel's BTF has no bpf_iter_tcp"))?;
         times.object = t.elapsed();
 
         let t = Instant::now();
-        let program: &mut Iter = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| Unavailable::new(LoadFailed, format!("no program {PROGRAM}")))?
-            .try_into()
-            .map_err(|e: ProgramError| Unavailable::new(LoadFailed, e.to_string()))?;
-        program
-            .load("tcp", &btf)
-            .map_err(|e| from_program_error(&e))?;
-        let prog_fd = program
-            .fd()
-            .map_err(|e| Unavailable::new(LoadFailed, e.to_string()))?;
+        let prog_fd = prog_load(&insns, &license, attach)?;
         let link = link_create(prog_fd.as_fd()).map_err(|e| {
             if crate::error::is_permission(&e) {
                 Unavailable::new(NoPrivilege, format!("BPF_LINK_CREATE: {e}"))
@@ -225,7 +216,7 @@ impl KernelSeq {
             }
         })?;
         times.program = t.elapsed();
-        Ok((KernelSeq { _ebpf: ebpf, link }, times))
+        Ok((KernelSeq { link }, times))
     }
 
     /// One pass over the current thread's network namespace: every ESTABLISHED TCP socket.
@@ -277,55 +268,98 @@ fn check_privilege() -> Result<(), Unavailable> {
     }
 }
 
-fn from_ebpf_error(e: &EbpfError) -> Unavailable {
+/// The program's instructions relocated against the running kernel's BTF (CO-RE), and its
+/// licence string. aya-obj does the relocation; the program needs no map and no call to
+/// link, so this is all aya's loader would do for it, without a second BTF parse or its
+/// feature probes.
+fn relocated(btf: &Btf) -> Result<(Vec<bpf_insn>, std::ffi::CString), Unavailable> {
     use UnavailableKind::*;
-    match e {
-        EbpfError::BtfError(BtfError::LoadError {
-            io_error,
-            verifier_log,
-        }) => {
-            if crate::error::is_permission(io_error) {
-                Unavailable::new(NoPrivilege, format!("BPF_BTF_LOAD: {io_error}"))
+    let mut obj = Object::parse(OBJECT).map_err(|e| {
+        Unavailable::new(LoadFailed, format!("the BPF object: {}", error_chain(&e)))
+    })?;
+    obj.relocate_btf(btf).map_err(|e| {
+        Unavailable::new(LoadFailed, format!("CO-RE relocation: {}", error_chain(&e)))
+    })?;
+    let prog = obj
+        .programs
+        .get(PROGRAM)
+        .ok_or_else(|| Unavailable::new(LoadFailed, format!("no program {PROGRAM}")))?;
+    let func = obj
+        .functions
+        .get(&prog.function_key())
+        .ok_or_else(|| Unavailable::new(LoadFailed, format!("no code for {PROGRAM}")))?;
+    Ok((func.instructions.clone(), obj.license.clone()))
+}
+
+/// Loads the iterator program (BPF_PROG_LOAD, tracing, attached to `bpf_iter_tcp`). A refusal
+/// is loaded again with the verifier's log, for its one telling line.
+fn prog_load(
+    insns: &[bpf_insn],
+    license: &std::ffi::CStr,
+    attach_btf_id: u32,
+) -> Result<OwnedFd, Unavailable> {
+    use UnavailableKind::*;
+    let attempt = |log: Option<&mut Vec<u8>>| {
+        let mut attr = [0u8; 144];
+        let put32 =
+            |a: &mut [u8; 144], at: usize, v: u32| a[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        let put64 =
+            |a: &mut [u8; 144], at: usize, v: u64| a[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+        put32(&mut attr, 0, BPF_PROG_TYPE_TRACING);
+        put32(&mut attr, 4, insns.len() as u32);
+        put64(&mut attr, 8, insns.as_ptr() as u64);
+        put64(&mut attr, 16, license.as_ptr() as u64);
+        if let Some(buf) = log {
+            put32(&mut attr, 24, 1);
+            put32(&mut attr, 28, buf.len() as u32);
+            put64(&mut attr, 32, buf.as_mut_ptr() as u64);
+        }
+        attr[48..48 + PROGRAM.len().min(15)]
+            .copy_from_slice(&PROGRAM.as_bytes()[..PROGRAM.len().min(15)]);
+        put32(&mut attr, 68, BPF_TRACE_ITER);
+        put32(&mut attr, 108, attach_btf_id);
+        // SAFETY: attr is a bpf_attr for BPF_PROG_LOAD of the size passed; the pointers in it
+        // (instructions, licence, log) stay valid for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                attr.as_mut_ptr(),
+                attr.len() as libc::c_uint,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = i32::try_from(rc).map_err(|_| io::Error::other("bpf() returned no descriptor"))?;
+        // SAFETY: a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    match attempt(None) {
+        Ok(fd) => Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            Err(Unavailable::new(NoPrivilege, format!("BPF_PROG_LOAD: {e}")))
+        }
+        Err(e) => {
+            let mut log = vec![0u8; 1 << 16];
+            let _ = attempt(Some(&mut log));
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]).into_owned();
+            let line = verifier_line(&text);
+            if line.contains("unknown func") || line.contains("invalid func") {
+                Err(Unavailable::new(OldKernel, line.to_string()))
             } else {
-                let log = format!("{verifier_log:?}");
-                Unavailable::new(
+                Err(Unavailable::new(
                     LoadFailed,
-                    format!("BPF_BTF_LOAD: {io_error}: {}", verifier_line(&log)),
-                )
+                    format!("BPF_PROG_LOAD: {e}: {line}"),
+                ))
             }
         }
-        EbpfError::ProgramError(p) => from_program_error(p),
-        other => Unavailable::new(LoadFailed, error_chain(other)),
     }
 }
 
-fn from_program_error(e: &ProgramError) -> Unavailable {
-    use UnavailableKind::*;
-    match e {
-        ProgramError::Btf(BtfError::UnknownBtfTypeName { type_name }) => {
-            Unavailable::new(OldKernel, format!("the kernel's BTF has no {type_name}"))
-        }
-        // EACCES here is the verifier's refusal, not a missing privilege.
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
-            let log = format!("{verifier_log:?}");
-            let line = verifier_line(&log);
-            if io_error.raw_os_error() == Some(libc::EPERM) {
-                Unavailable::new(NoPrivilege, format!("BPF_PROG_LOAD: {io_error}"))
-            } else if line.contains("unknown func") || line.contains("invalid func") {
-                Unavailable::new(OldKernel, line.to_string())
-            } else {
-                Unavailable::new(LoadFailed, format!("{io_error}: {line}"))
-            }
-        }
-        ProgramError::SyscallError(s) if crate::error::is_permission(&s.io_error) => {
-            Unavailable::new(NoPrivilege, s.to_string())
-        }
-        other => Unavailable::new(LoadFailed, error_chain(other)),
-    }
-}
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_PROG_TYPE_TRACING: u32 = 26;
 
 /// An error and its sources on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
