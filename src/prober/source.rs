@@ -105,7 +105,17 @@ pub fn require_raw() -> Result<()> {
 /// Connection tracking as this namespace has it, asked once per connection.
 pub struct Guard {
     conntrack: Option<Conntrack>,
+    /// This host's addresses and whether `lo` is up, and when they were listed: one listing
+    /// serves every connection for a second (`watch` asks before every round).
+    host: Option<(
+        std::collections::HashSet<std::net::IpAddr>,
+        bool,
+        std::time::Instant,
+    )>,
 }
+
+/// How long one listing of this host's addresses answers for.
+const HOST_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Guard {
     /// Opens a ctnetlink socket (needs CAP_NET_ADMIN), or none where netfilter has no
@@ -113,7 +123,38 @@ impl Guard {
     pub fn open() -> Result<Guard> {
         let conntrack = Conntrack::open()
             .map_err(|e| Error::sys("conntrack netlink socket", Capability::CAP_NET_ADMIN, e))?;
-        Ok(Guard { conntrack })
+        Ok(Guard {
+            conntrack,
+            host: None,
+        })
+    }
+
+    /// This host's addresses and whether `lo` is up, listed at most once a second.
+    fn host(&mut self) -> (&std::collections::HashSet<std::net::IpAddr>, bool) {
+        if self
+            .host
+            .as_ref()
+            .is_some_and(|h| h.2.elapsed() >= HOST_FRESH)
+        {
+            self.host = None;
+        }
+        let (addresses, lo_up, _) = self.host.get_or_insert_with(|| {
+            (
+                crate::sys::link::local_addresses(),
+                crate::sys::link::loopback_up(),
+                std::time::Instant::now(),
+            )
+        });
+        (addresses, *lo_up)
+    }
+
+    /// Where a NAT-ed flow's peer segments appear on the wire (source, destination), if the
+    /// flow is NAT-ed here.
+    fn wire(&mut self, flow: &Flow) -> Result<Option<(SocketAddr, SocketAddr)>> {
+        Ok(match self.tracking(flow)? {
+            Tracking::Entry(e) if e.translated(flow) => Some((e.incoming.src, e.incoming.dst)),
+            _ => None,
+        })
     }
 
     /// Reads conntrack's whole table once for many flows (a sweep): their lookups are then
@@ -151,7 +192,12 @@ impl Guard {
         flow: &Flow,
         source: SeqSource,
     ) -> Result<Option<(SocketAddr, SocketAddr)>> {
-        if source.injects() && !crate::sys::link::local_addresses().contains(&flow.local.ip()) {
+        if !source.injects() {
+            return self.wire(flow);
+        }
+        let (addresses, lo_up) = self.host();
+        let here = addresses.contains(&flow.local.ip());
+        if !here {
             return Err(Error::Runtime(format!(
                 "{flow}: the socket's address is not this host's (a transparent, TPROXY \
                  socket): an injected SYN would be routed off the host; {}",
@@ -163,12 +209,10 @@ impl Guard {
             Tracking::Entry(e) if e.translated(flow) => Some((e.incoming.src, e.incoming.dst)),
             _ => None,
         };
-        if source.injects()
-            && let Some(why) = refusal(flow, source, tracking)
-        {
+        if let Some(why) = refusal(flow, source, tracking) {
             return Err(Error::Runtime(format!("{why}; {}", remedy(source))));
         }
-        if source == SeqSource::Local && !crate::sys::link::loopback_up() {
+        if source == SeqSource::Local && !lo_up {
             return Err(Error::Runtime(format!(
                 "{flow}: the loopback device lo is down, and --seq-source local injects its SYN \
                  through it; bring lo up, or {}",
