@@ -152,14 +152,7 @@ fn a_connection_closed_mid_probe_exits_5() {
     assert!(first.is_some(), "no probe went out");
     // The FIN is blackholed: the socket leaves ESTABLISHED for FIN_WAIT1.
     drop(c);
-    let mut code = None;
-    for _ in 0..100 {
-        code = bg.exited();
-        if code.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let code = bg.exit_within(Duration::from_secs(5));
     let (status, out, err) = bg.stop();
     assert_eq!(code, Some(5), "{}", describe(status, &out, &err));
     assert!(err.contains("closed during the probe"), "{err}");

@@ -234,14 +234,7 @@ fn watch_ends_cleanly_on_sighup() {
     let first = watch.wait_json(Duration::from_secs(10), |v| v["event"] == "state");
     assert!(first.is_some(), "no state line");
     watch.signal(libc::SIGHUP);
-    let mut code = None;
-    for _ in 0..100 {
-        code = watch.exited();
-        if code.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let code = watch.exit_within(Duration::from_secs(5));
     let (status, out, err) = watch.stop();
     assert_eq!(code, Some(0), "exit {status}\n{out}\n{err}");
     let summary: serde_json::Value = out

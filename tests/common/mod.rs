@@ -1011,6 +1011,20 @@ impl Background {
         }
     }
 
+    /// The exit code once kaprobe has ended, waiting at most `limit` for it.
+    pub fn exit_within(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(code) = self.exited() {
+                return Some(code);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The exit code if kaprobe has ended.
     pub fn exited(&mut self) -> Option<i32> {
         let child = self.child.as_mut()?;
