@@ -247,7 +247,92 @@ fn watch_ends_cleanly_on_sighup() {
     common::assert_still_carries_data(&c, &s);
 }
 
+/// `--on-dead exec` commands that hang (issue 19): one past `--exec-timeout` is killed while
+/// watch runs, and SIGTERM ends watch within a second, its commands' process groups with it.
+fn watch_exec_children_are_bounded() {
+    let lab = Lab::up_or_skip("direct", None);
+    let (_c1, _s1) = lab.connect(false, 9631, 44631);
+    let (_c2, _s2) = lab.connect(false, 9632, 44632);
+    lab.fault(&["blackhole"]);
+    let dir = common::ScratchDir::new("exec");
+    // Each command writes its shell's pid, then hangs; `sleep` runs in its process group.
+    let cmd = format!("echo $$ > {}/$KAPROBE_LOCAL.pid; sleep 30", dir.0.display());
+    let pid_of = |port: u16| -> Option<i32> {
+        let f = dir.join(&format!("198.18.0.2:{port}.pid"));
+        std::fs::read_to_string(f).ok()?.trim().parse().ok()
+    };
+    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let flow = |port: u16, server: u16| {
+        common::flow(
+            SocketAddr::new(lab.a_addr(false), port),
+            SocketAddr::new(lab.b_addr(false), server),
+        )
+    };
+    // A short timeout: the first command is killed while watch goes on.
+    let mut watch = spawn_watch(
+        &lab,
+        &[
+            "--time",
+            "0s",
+            "--intvl",
+            "300ms",
+            "--probes",
+            "2",
+            "--exec-timeout",
+            "1s",
+            "--on-dead",
+            &format!("exec {cmd}"),
+            &flow(44631, 9631),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let first = loop {
+        if let Some(pid) = pid_of(44631) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "--on-dead exec never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(alive(first), "the command should still be running");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!alive(first), "--exec-timeout 1s did not kill pid {first}");
+    assert!(watch.exited().is_none(), "watch itself goes on");
+    let (code, out, err) = watch.stop();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("killed"), "{err}");
+
+    // The default timeout (60 s): SIGTERM ends watch at once, and its command too.
+    let mut watch = spawn_watch(
+        &lab,
+        &[
+            "--time",
+            "0s",
+            "--intvl",
+            "300ms",
+            "--probes",
+            "2",
+            "--on-dead",
+            &format!("exec {cmd}"),
+            &flow(44632, 9632),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let second = loop {
+        if let Some(pid) = pid_of(44632) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "--on-dead exec never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    watch.signal(libc::SIGTERM);
+    let code = watch.exit_within(Duration::from_secs(1));
+    assert_eq!(code, Some(0), "watch did not end within 1 s of SIGTERM");
+    let (_, out, _) = watch.stop();
+    assert!(!alive(second), "pid {second} outlived watch: {out}");
+}
+
 crate::tests!(
+    watch_exec_children_are_bounded,
     watch_ends_cleanly_on_sighup,
     watch_keeps_an_idle_flow_through_a_nat_that_forgets,
     watch_on_dead_kill_wakes_the_blocked_application,

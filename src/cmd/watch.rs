@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +66,16 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DUR", default_value = "1s",
           value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(3600)))]
     pub rescan: Duration,
+    /// --on-dead exec: a command still running this long is killed (its whole process
+    /// group); 1s to 1h
+    #[arg(long, value_name = "DUR", default_value = "60s",
+          value_parser = duration_in(Duration::from_secs(1), Duration::from_secs(3600)))]
+    pub exec_timeout: Duration,
+    /// --on-dead exec: at most this many commands at once; a connection that goes dead while
+    /// they all run is reported, and its command skipped with a warning; 1 to 1024
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub exec_parallel: u16,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics: 127.0.0.1:9479, [::1]:9479, or
     /// :9479 for every IPv4 address. The socket is opened in the network namespace kaprobe
     /// starts in, before it enters another one
@@ -136,7 +148,9 @@ struct Watch<'a> {
     /// more), each warned about once.
     skipped: HashSet<Flow>,
     tally: Tally,
-    children: Vec<Child>,
+    /// `--on-dead exec` commands still running, each the leader of its own process group,
+    /// and when each started.
+    children: Vec<(Child, Instant)>,
     /// Connections to probe again at a later round (fleet time), after an outcome that left
     /// the kernel's idle clock where it was.
     later: Vec<(Duration, Flow)>,
@@ -662,7 +676,7 @@ impl Watch<'_> {
     }
 
     fn on_dead(&mut self, fleet: &mut Fleet, flow: Flow) -> Result<()> {
-        match &self.action {
+        match self.action.clone() {
             OnDead::Report => Ok(()),
             OnDead::Kill => {
                 fleet.remove(&flow);
@@ -682,6 +696,23 @@ impl Watch<'_> {
                 }
             }
             OnDead::Exec(cmd) => {
+                self.reap_children();
+                if self.children.len() >= usize::from(self.args.exec_parallel) {
+                    log::warn!(
+                        "{flow}: --on-dead exec skipped: {} commands still running \
+                         (--exec-parallel)",
+                        self.children.len()
+                    );
+                    return Ok(());
+                }
+                // Its own process group (killed whole at the timeout or at the end), stdin
+                // closed, stdout to kaprobe's stderr (kaprobe's stdout is data), and no
+                // NOTIFY_SOCKET: systemd hears from kaprobe alone.
+                let stdout = std::io::stderr()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map(std::process::Stdio::from)
+                    .unwrap_or_else(|_| std::process::Stdio::null());
                 let spawned = Command::new("/bin/sh")
                     .arg("-c")
                     .arg(cmd)
@@ -689,10 +720,13 @@ impl Watch<'_> {
                     .env("KAPROBE_VERDICT", "dead")
                     .env("KAPROBE_LOCAL", flow.local.to_string())
                     .env("KAPROBE_REMOTE", flow.remote.to_string())
+                    .env_remove("NOTIFY_SOCKET")
                     .stdin(std::process::Stdio::null())
+                    .stdout(stdout)
+                    .process_group(0)
                     .spawn();
                 match spawned {
-                    Ok(child) => self.children.push(child),
+                    Ok(child) => self.children.push((child, Instant::now())),
                     Err(e) => log::warn!("{flow}: --on-dead exec: {e}"),
                 }
                 Ok(())
@@ -700,15 +734,48 @@ impl Watch<'_> {
         }
     }
 
+    /// Forgets the commands that ended; kills the process group of any that ran past
+    /// `--exec-timeout`.
     fn reap_children(&mut self) {
-        self.children
-            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        let timeout = self.args.exec_timeout;
+        self.children.retain_mut(|(c, started)| {
+            if matches!(c.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            if started.elapsed() >= timeout {
+                log::warn!(
+                    "--on-dead exec: pid {} still running after {}: killed",
+                    c.id(),
+                    duration(timeout)
+                );
+                kill_group(c, libc::SIGKILL);
+                let _ = c.wait();
+                return false;
+            }
+            true
+        });
+    }
+
+    /// At the end: SIGTERM to every command's process group, a short grace, then SIGKILL,
+    /// so that kaprobe ends within a second whatever they do.
+    fn end_children(&mut self) {
+        for (c, _) in &self.children {
+            kill_group(c, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + CHILD_GRACE;
+        while !self.children.is_empty() && Instant::now() < deadline {
+            self.children
+                .retain_mut(|(c, _)| !matches!(c.try_wait(), Ok(Some(_))));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (mut c, _) in self.children.drain(..) {
+            kill_group(&c, libc::SIGKILL);
+            let _ = c.wait();
+        }
     }
 
     fn summary(&mut self, elapsed: Duration) -> Result<()> {
-        for mut c in self.children.drain(..) {
-            let _ = c.wait();
-        }
+        self.end_children();
         let t = &self.tally;
         let n = |s: &str| t.changes.get(s).copied().unwrap_or(0);
         if self.reporter.json {
@@ -729,6 +796,17 @@ impl Watch<'_> {
                 n("closed"),
             ))
         }
+    }
+}
+
+/// How long `--on-dead exec` commands get to end after SIGTERM when kaprobe stops.
+const CHILD_GRACE: Duration = Duration::from_millis(500);
+
+/// Sends `signal` to the process group `child` leads (it was started with its own).
+fn kill_group(child: &Child, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill with a negative pid signals that process group; ours, still unreaped.
+        unsafe { libc::kill(-pid, signal) };
     }
 }
 
