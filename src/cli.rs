@@ -187,7 +187,8 @@ Exit status:
       3 reset, 5 closed
   0 stopped by SIGINT/SIGTERM/SIGHUP, after a summary
   2 bad command line, or --metrics' address is in use or not on this host
-  5 FLOW is not an established connection
+  5 FLOW is not an established connection, or the --netns/--pid
+      namespace is gone (checked every second; a summary comes first)
   6 missing privilege (a --metrics port below 1024 needs
       CAP_NET_BIND_SERVICE)
   7 other failure
@@ -450,6 +451,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
         json: cli.json,
         verbose: cli.verbose > 0,
         quiet: cli.quiet > 0,
+        netns: netns::target_from_args(cli.netns.as_deref(), cli.pid)?,
     };
     match &cli.command {
         Command::Probe(args) => cmd::probe::run(args, &ctx),

@@ -331,7 +331,49 @@ fn watch_exec_children_are_bounded() {
     assert!(!alive(second), "pid {second} outlived watch: {out}");
 }
 
+/// The namespace watch entered is deleted (issue 19: it was pinned for good, its veth peer
+/// up): watch says so in one line and ends with exit 5, after its summary.
+fn watch_ends_when_its_namespace_is_gone() {
+    let lab = Lab::up_or_skip("direct", None);
+    let (c, _s) = lab.connect(false, 9641, 44641);
+    let remote = lab.b_addr(false).to_string();
+    let mut watch = spawn_watch(&lab, &["--remote", &remote, "--time", "1s"]);
+    let first = watch.wait_json(Duration::from_secs(10), |v| v["event"] == "state");
+    assert!(first.is_some(), "no state line");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "del", &lab.ns('a')])
+        .output()
+        .expect("ip netns del");
+    assert!(out.status.success(), "{out:?}");
+    let code = watch.exit_within(Duration::from_secs(5));
+    let (_, out, err) = watch.stop();
+    assert_eq!(code, Some(5), "{out}\n{err}");
+    assert!(err.contains("is gone"), "{err}");
+    let summary = out.lines().last().unwrap_or_default();
+    assert!(summary.contains("\"summary\""), "{out}");
+    // With the application's socket closed too, nothing pins A's namespace: it goes, and
+    // B's end of the veth with it (the kernel cleans up namespaces asynchronously).
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let links = std::process::Command::new("ip")
+            .args(["-n", &lab.ns('b'), "-o", "link", "show"])
+            .output()
+            .expect("ip link");
+        let text = String::from_utf8_lossy(&links.stdout).into_owned();
+        if !text.contains("eth0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's veth end is still there, A's namespace pinned: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 crate::tests!(
+    watch_ends_when_its_namespace_is_gone,
     watch_exec_children_are_bounded,
     watch_ends_cleanly_on_sighup,
     watch_keeps_an_idle_flow_through_a_nat_that_forgets,

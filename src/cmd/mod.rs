@@ -15,12 +15,14 @@ pub mod watch;
 use crate::output::Reporter;
 
 /// What every subcommand gets from the global options.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Ctx {
     pub json: bool,
     pub verbose: bool,
     /// `-q`: nothing but results and errors.
     pub quiet: bool,
+    /// The namespace entered with `--netns`/`--pid`, if any.
+    pub netns: Option<crate::sys::netns::Target>,
 }
 
 impl Ctx {

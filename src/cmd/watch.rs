@@ -26,6 +26,7 @@ use crate::flow::{Flow, Route};
 use crate::metrics::{self, ConnState, Metrics, MetricsListener, MetricsServer};
 use crate::output::{self, Reporter, StateChange, count as plural, duration};
 use crate::sys::diag::{Conn, Diag};
+use crate::sys::netns;
 use crate::sys::notify::{self, Watchdog};
 use crate::sys::privilege::Bounding;
 use crate::sys::snmp::{self, TcpOpens};
@@ -228,7 +229,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
         w.start(&mut fleet, flow, view, route);
     }
     catch_stop_signals();
-    let exit = w.watch(&mut fleet, start.single)?;
+    let exit = w.watch(&mut fleet, start.single, ctx.netns.as_ref())?;
     notify::stopping();
     let elapsed = fleet.now();
     w.count_probes(&fleet);
@@ -371,13 +372,34 @@ impl Watch<'_> {
     /// The loop, until a stop signal or, for a single connection, until it is gone; returns
     /// the exit status. Under systemd (Type=notify): ready once the sockets are open and
     /// /metrics answers; then the watchdog's pings from the loop (README "systemd").
-    fn watch(&mut self, fleet: &mut Fleet, single: Option<Flow>) -> Result<ExitStatus> {
+    /// Runs until stopped, until the single connection is gone, or until the namespace it
+    /// entered (`--netns`/`--pid`) is gone: then it says so in one line, lets the namespace
+    /// go by exiting, and ends with exit status 5 (README "Exit status").
+    fn watch(
+        &mut self,
+        fleet: &mut Fleet,
+        single: Option<Flow>,
+        netns: Option<&netns::Target>,
+    ) -> Result<ExitStatus> {
         notify::ready(&self.status_line());
         let mut watchdog = Watchdog::from_env();
         let mut status = (Instant::now() + STATUS_EVERY, self.status_line());
         let mut next_rescan = fleet.now() + self.args.rescan;
+        let mut next_netns_check = Instant::now() + NETNS_CHECK;
         while !stop_requested() {
             let now = Instant::now();
+            if let Some(target) = netns
+                && now >= next_netns_check
+            {
+                next_netns_check = now + NETNS_CHECK;
+                if !netns::still_there(target) {
+                    log::error!(
+                        "{} is gone, and its connections with it: watch ends",
+                        netns::describe(target)
+                    );
+                    return Ok(ExitStatus::NoConnection);
+                }
+            }
             let mut turn = prober::TURN;
             if let Some(wd) = &mut watchdog {
                 wd.tick(now);
@@ -798,6 +820,9 @@ impl Watch<'_> {
         }
     }
 }
+
+/// How often `watch` checks that the namespace it entered is still there.
+const NETNS_CHECK: Duration = Duration::from_secs(1);
 
 /// How long `--on-dead exec` commands get to end after SIGTERM when kaprobe stops.
 const CHILD_GRACE: Duration = Duration::from_millis(500);

@@ -72,6 +72,39 @@ impl Target {
     }
 }
 
+/// The namespace named by `--netns` or `--pid`, if any.
+pub fn target_from_args(netns: Option<&str>, pid: Option<u32>) -> Result<Option<Target>> {
+    match (netns, pid) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(Error::Usage(
+            "--netns and --pid both name a namespace; give one".into(),
+        )),
+        (Some(value), None) => Target::from_netns_arg(value).map(Some),
+        (None, Some(pid)) => Target::from_pid(pid).map(Some),
+    }
+}
+
+/// Whether the target still names the namespace this thread is in: its file is still there
+/// (`ip netns del` removes it; a `--pid` process that exits takes /proc/PID with it) and is
+/// the same namespace. kaprobe's own membership keeps a deleted namespace alive, so a
+/// long-running command asks this to let it go.
+pub fn still_there(target: &Target) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ours = std::fs::metadata("/proc/thread-self/ns/net");
+    let theirs = std::fs::metadata(target.path());
+    match (ours, theirs) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        // Our own namespace file is always there; without it nothing can be judged.
+        (Err(_), _) => true,
+        (Ok(_), Err(_)) => false,
+    }
+}
+
+/// How messages call the target.
+pub fn describe(target: &Target) -> String {
+    target.describe()
+}
+
 /// The one call `cli::run` makes: enters the namespace named by `--netns` or `--pid`, if any.
 /// The two options exclude each other (clap checks; here both given is a usage error too).
 pub fn enter_from_args(netns: Option<&str>, pid: Option<u32>) -> Result<()> {
