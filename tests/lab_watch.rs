@@ -372,7 +372,36 @@ fn watch_ends_when_its_namespace_is_gone() {
     }
 }
 
+/// A watched connection that closes is said closed (and leaves the gauges) at the next
+/// rescan, not when its next round, `--time` later, finds out (issue 19: 56 s at the default).
+fn watch_forgets_a_closed_connection_at_the_rescan() {
+    let lab = Lab::up_or_skip("direct", None);
+    let (c1, s1) = lab.connect(false, 9651, 44651);
+    let (_c2, _s2) = lab.connect(false, 9652, 44652);
+    let remote = lab.b_addr(false).to_string();
+    // Both wait 30 s of idle before their first probe.
+    let mut watch = spawn_watch(&lab, &["--remote", &remote, "--time", "30s"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(watch.exited().is_none(), "watch ended");
+    let closed_at = Instant::now();
+    drop((c1, s1));
+    let closed = watch.wait_json(Duration::from_secs(5), |v| {
+        v["event"] == "state" && v["state"] == "closed"
+    });
+    let took = closed_at.elapsed();
+    let (_, out, err) = watch.stop();
+    let closed = closed.unwrap_or_else(|| panic!("no closed state within 5 s\n{out}\n{err}"));
+    assert!(
+        closed["flow"]
+            .as_str()
+            .is_some_and(|f| f.contains(":44651-")),
+        "{closed}"
+    );
+    assert!(took < Duration::from_secs(3), "closed said after {took:?}");
+}
+
 crate::tests!(
+    watch_forgets_a_closed_connection_at_the_rescan,
     watch_ends_when_its_namespace_is_gone,
     watch_exec_children_are_bounded,
     watch_ends_cleanly_on_sighup,

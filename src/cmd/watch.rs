@@ -369,12 +369,11 @@ fn listing_due(
 }
 
 impl Watch<'_> {
-    /// The loop, until a stop signal or, for a single connection, until it is gone; returns
-    /// the exit status. Under systemd (Type=notify): ready once the sockets are open and
-    /// /metrics answers; then the watchdog's pings from the loop (README "systemd").
-    /// Runs until stopped, until the single connection is gone, or until the namespace it
-    /// entered (`--netns`/`--pid`) is gone: then it says so in one line, lets the namespace
-    /// go by exiting, and ends with exit status 5 (README "Exit status").
+    /// The loop, until a stop signal, until the single connection is gone, or until the
+    /// namespace it entered (`--netns`/`--pid`) is gone (then it says so in one line, lets
+    /// the namespace go by exiting, and ends with exit status 5); returns the exit status.
+    /// Under systemd (Type=notify): ready once the sockets are open and /metrics answers;
+    /// then the watchdog's pings from the loop (README "systemd").
     fn watch(
         &mut self,
         fleet: &mut Fleet,
@@ -581,6 +580,21 @@ impl Watch<'_> {
         // Forget skipped connections that are gone: a new one on the same tuple is news.
         let present: HashSet<Flow> = conns.iter().map(|c| c.flow).collect();
         self.skipped.retain(|f| present.contains(f));
+        // Watched connections the listing no longer shows closed: said now, and gone from
+        // the gauges at once, not when their next round would have found out (issue 19).
+        let gone: Vec<Flow> = self
+            .tracks
+            .keys()
+            .filter(|f| !present.contains(f))
+            .copied()
+            .collect();
+        for flow in gone {
+            fleet.remove(&flow);
+            self.later.retain(|(_, f)| *f != flow);
+            if self.outcome(fleet, flow, Outcome::Closed)?.is_none() {
+                self.forget(&flow);
+            }
+        }
         let mut added = false;
         for c in conns {
             if self.tracks.contains_key(&c.flow)
