@@ -42,10 +42,21 @@ fn write_after_restart(kind: &str, v6: bool, port: u16, wait: Duration) -> std::
     lab.fault(&["freeze"]);
     drop(server);
     lab.fault(&["restart"]);
-    client.set_read_timeout(Some(wait)).unwrap();
     (&client).write_all(b"x").unwrap();
     let mut buf = [0u8; 1];
-    (&client).read(&mut buf)
+    // A signal to the test process (a lab script's child ending, here) can cut a timed read
+    // short with EINTR: read again for the rest of the wait.
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        client
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match (&client).read(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted && !left.is_zero() => continue,
+            other => return other,
+        }
+    }
 }
 
 fn restart_resets(v6: bool, kind: &str, port: u16) {
