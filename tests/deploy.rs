@@ -78,6 +78,7 @@ fn unit_template_says_what_kaprobe_needs() {
     assert_eq!(get("WatchdogSec").len(), 1);
     assert_eq!(get("EnvironmentFile"), ["/etc/kaprobe/%i.conf"]);
     assert_eq!(get("ExecStart"), ["/usr/bin/kaprobe watch $KAPROBE_ARGS"]);
+    assert_eq!(get("LimitNOFILE"), ["65536"]);
     for key in ["AmbientCapabilities", "CapabilityBoundingSet"] {
         let mut caps: Vec<&str> = get(key).iter().flat_map(|v| v.split_whitespace()).collect();
         caps.sort_unstable();

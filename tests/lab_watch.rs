@@ -400,7 +400,51 @@ fn watch_forgets_a_closed_connection_at_the_rescan() {
     assert!(took < Duration::from_secs(3), "closed said after {took:?}");
 }
 
+/// `--max-connections` (issue 19): with filters, watch takes no more than that, says so once,
+/// and takes the one left out when a watched one closes.
+fn watch_max_connections_caps_and_warns() {
+    let lab = Lab::up_or_skip("direct", None);
+    let (c1, s1) = lab.connect(false, 9661, 44661);
+    let (_c2, _s2) = lab.connect(false, 9662, 44662);
+    let remote = lab.b_addr(false).to_string();
+    let mut watch = spawn_watch(
+        &lab,
+        &[
+            "--remote",
+            &remote,
+            "--time",
+            "1s",
+            "--max-connections",
+            "1",
+        ],
+    );
+    let first = watch.wait_json(Duration::from_secs(10), |v| v["state"] == "alive");
+    let first = first.expect("no alive state");
+    let watched = first["flow"].as_str().unwrap_or_default().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Close whichever is watched: the other is taken at the next rescan.
+    if watched.contains(":44661-") {
+        drop((c1, s1));
+    } else {
+        drop((_c2, _s2));
+    }
+    let other = watch.wait_json(Duration::from_secs(10), |v| {
+        v["state"] == "alive" && v["flow"].as_str() != Some(watched.as_str())
+    });
+    let (_, out, err) = watch.stop();
+    assert!(
+        other.is_some(),
+        "the connection left out was never watched\n{out}\n{err}"
+    );
+    assert_eq!(
+        err.matches("--max-connections 1 reached").count(),
+        1,
+        "one warning: {err}"
+    );
+}
+
 crate::tests!(
+    watch_max_connections_caps_and_warns,
     watch_forgets_a_closed_connection_at_the_rescan,
     watch_ends_when_its_namespace_is_gone,
     watch_exec_children_are_bounded,

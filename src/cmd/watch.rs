@@ -77,6 +77,11 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub exec_parallel: u16,
+    /// With filters: watch at most this many connections at once; more found are left out
+    /// with a warning until some close; 1 to 10000000
+    #[arg(long, value_name = "N", default_value_t = 1_000_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub max_connections: usize,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics: 127.0.0.1:9479, [::1]:9479, or
     /// :9479 for every IPv4 address. The socket is opened in the network namespace kaprobe
     /// starts in, before it enters another one
@@ -166,6 +171,8 @@ struct Watch<'a> {
     /// Conntrack, asked before every round: whether the source may touch the connection,
     /// and where a NAT-ed one's segments appear on the wire (README "Do no harm").
     guard: Guard,
+    /// The last rescan left connections out at `--max-connections` (warned once a spell).
+    at_limit: bool,
 }
 
 /// One connection to start watching: its flow, its view when it was listed, its route.
@@ -179,6 +186,8 @@ struct Start {
     initial: Vec<Found>,
     /// Connections found but not watched (signed, or a route that cannot be opened).
     skipped: HashSet<Flow>,
+    /// Some were left out at `--max-connections` (and said so).
+    at_limit: bool,
 }
 
 /// Runs the watch. `listener` is `--metrics`' socket, bound before entering --netns/--pid
@@ -224,6 +233,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
         journal: notify::journal_output(),
         listed: None,
         guard,
+        at_limit: start.at_limit,
     };
     for (flow, view, route) in start.initial {
         w.start(&mut fleet, flow, view, route);
@@ -257,6 +267,16 @@ fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
             .map(|c| (c.flow, Some(conn_view(&c)), c.route))
             .collect(),
     };
+    let mut initial = initial;
+    let at_limit = initial.len() > args.max_connections;
+    if at_limit {
+        log::warn!(
+            "--max-connections {} reached: {} left out, watched once others close",
+            args.max_connections,
+            plural((initial.len() - args.max_connections) as u64, "connection")
+        );
+        initial.truncate(args.max_connections);
+    }
     let single = single.map(|c| c.flow);
     if single.is_none() && initial.is_empty() {
         log::info!("no established connection matches yet; waiting for one");
@@ -265,6 +285,7 @@ fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
         single,
         initial,
         skipped,
+        at_limit,
     })
 }
 
@@ -596,11 +617,16 @@ impl Watch<'_> {
             }
         }
         let mut added = false;
+        let mut left_out = 0usize;
         for c in conns {
             if self.tracks.contains_key(&c.flow)
                 || self.skipped.contains(&c.flow)
                 || skip_signed(&mut self.skipped, &c)
             {
+                continue;
+            }
+            if self.tracks.len() >= self.args.max_connections {
+                left_out += 1;
                 continue;
             }
             // A route first seen now needs a raw socket the dropped privileges cannot open.
@@ -622,6 +648,14 @@ impl Watch<'_> {
             self.start(fleet, c.flow, Some(conn_view(&c)), c.route);
             added = true;
         }
+        if left_out > 0 && !self.at_limit {
+            log::warn!(
+                "--max-connections {} reached: {} left out, watched once others close",
+                self.args.max_connections,
+                plural(left_out as u64, "connection")
+            );
+        }
+        self.at_limit = left_out > 0;
         if added {
             let flows: Vec<Flow> = self.tracks.keys().copied().collect();
             fleet.refilter(&flows)?;
