@@ -46,6 +46,8 @@ enum Src {
     Kernel,
     /// `--seq-source local`, asked for explicitly.
     Local,
+    /// `--seq-source peer`: random numbers on the first probe; refused on tracked flows.
+    Peer,
     /// The default without CAP_BPF and CAP_PERFMON (`setpriv --bounding-set -bpf,-perfmon`):
     /// the fallback.
     NoBpf,
@@ -100,15 +102,17 @@ fn kaprobe_cmd(src: Src) -> Command {
             c.args(["--bounding-set", "-bpf,-perfmon", KAPROBE]);
             c
         }
-        Src::Kernel | Src::Local => Command::new(KAPROBE),
+        Src::Kernel | Src::Local | Src::Peer => Command::new(KAPROBE),
     }
 }
 
 /// `--netns NS --json SUBCOMMAND [--seq-source local] REST...`.
 fn kaprobe_args<'a>(ns: &'a str, src: Src, args: &[&'a str]) -> Vec<&'a str> {
     let mut full = vec!["--netns", ns, "--json", args[0]];
-    if src == Src::Local {
-        full.extend(["--seq-source", "local"]);
+    match src {
+        Src::Local => full.extend(["--seq-source", "local"]),
+        Src::Peer => full.extend(["--seq-source", "peer"]),
+        Src::Kernel | Src::NoBpf => {}
     }
     full.extend_from_slice(&args[1..]);
     full
@@ -174,6 +178,7 @@ fn assert_right(r: &Run, want: Want, src: Src, local: SocketAddr, remote: Socket
     match src {
         Src::Kernel => assert_eq!(v["source"], "kernel", "source\n{}", r.describe()),
         Src::Local => assert_eq!(v["source"], "local", "source\n{}", r.describe()),
+        Src::Peer => assert_eq!(v["source"], "peer", "source\n{}", r.describe()),
         Src::NoBpf => assert!(
             matches!(v["source"].as_str(), Some("local" | "peer" | "sniff")),
             "without CAP_BPF the source is a fallback\n{}",
@@ -635,6 +640,7 @@ fn kube(pod: bool, v6: bool, want: Want, src: Src) {
             assert_right(&r, want, src, local, remote);
         }
         (Src::Local, false) => assert_refused(&r, &["NAT", "DNAT", "NATed"]),
+        (Src::Peer, false) => assert_refused(&r, &["conntrack", "tracked", "NAT"]),
         (Src::NoBpf, false) => {
             assert_right_or_refused(&r, want, src, local, remote, &["NAT", "DNAT", "NATed"])
         }
@@ -814,7 +820,7 @@ fn docker(view: Dock, v6: bool, want: Want, src: Src) {
         Src::Local => {
             assert_right(&r, want, src, local, remote);
         }
-        Src::NoBpf => {
+        Src::NoBpf | Src::Peer => {
             assert_right_or_refused(&r, want, src, local, remote, &["NAT", "DNAT", "NATed"])
         }
     }
@@ -866,7 +872,7 @@ fn strict(v6: bool, want: Want, src: Src) {
         Src::Kernel => {
             assert_right(&r, want, src, local, remote);
         }
-        Src::Local | Src::NoBpf => assert_right_or_refused(
+        Src::Local | Src::NoBpf | Src::Peer => assert_right_or_refused(
             &r,
             want,
             src,
@@ -986,7 +992,9 @@ fn ct_deleted(v6: bool, server_side: bool, want: Want, src: Src) {
             assert_right(&r, want, src, local, remote);
         }
         Src::Local => assert_refused(&r, &["conntrack"]),
-        Src::NoBpf => assert_right_or_refused(&r, want, src, local, remote, &["conntrack"]),
+        Src::NoBpf | Src::Peer => {
+            assert_right_or_refused(&r, want, src, local, remote, &["conntrack"])
+        }
     }
 }
 
@@ -1026,7 +1034,7 @@ fn ct_deleted_watch(v6: bool, src: Src) {
                 r.describe()
             );
         }
-        Src::Local | Src::NoBpf => {
+        Src::Local | Src::NoBpf | Src::Peer => {
             if ended.is_some() {
                 assert_refused(&r, &["conntrack"]);
             }
@@ -1065,7 +1073,7 @@ fn reload(v6: bool, src: Option<Src>) {
     } else {
         lab.b_addr(v6).to_string()
     };
-    let w = src.map(|s| {
+    let mut w = src.map(|s| {
         Bg::start(
             &a,
             s,
@@ -1091,7 +1099,12 @@ fn reload(v6: bool, src: Option<Src>) {
         std::thread::sleep(Duration::from_millis(500));
     }
     std::thread::sleep(Duration::from_millis(1000));
+    let ended = w.as_mut().map(|w| w.exited());
     let run = w.map(Bg::stop);
+    if let (Some(Src::Peer), Some(Some(_)), Some(r)) = (src, ended, &run) {
+        // --seq-source peer on tracked flows: refused, with the reason.
+        assert_refused(r, &["conntrack", "tracked"]);
+    }
     for (i, (c, s)) in conns.iter().enumerate() {
         exchange(c, s, &format!("connection {i} after the reloads"));
     }
@@ -1142,7 +1155,7 @@ fn lo_down(v6: bool, want: Want, src: Src) {
         Src::Kernel => {
             assert_right(&r, want, src, local, remote);
         }
-        Src::Local | Src::NoBpf => assert_refused(&r, &["lo", "loopback"]),
+        Src::Local | Src::NoBpf | Src::Peer => assert_refused(&r, &["lo", "loopback"]),
     }
 }
 
@@ -1237,7 +1250,7 @@ fn synproxy_on_server(v6: bool, from_server: bool, want: Want, src: Src) {
             assert_right(&r, want, src, local, remote);
         }
         (Src::Local, true) => assert_refused(&r, &["SYNPROXY", "seqadj"]),
-        (Src::NoBpf, true) => {
+        (Src::NoBpf | Src::Peer, true) => {
             assert_right_or_refused(&r, want, src, local, remote, &["SYNPROXY", "seqadj"])
         }
     }
@@ -1352,7 +1365,7 @@ fn tproxy(v6: bool, want: Want, src: Src) {
         Src::Kernel => {
             assert_right(&r, want, src, b_end, a_end);
         }
-        Src::Local | Src::NoBpf => assert_right_or_refused(
+        Src::Local | Src::NoBpf | Src::Peer => assert_right_or_refused(
             &r,
             want,
             src,
@@ -1374,7 +1387,7 @@ fn tproxy(v6: bool, want: Want, src: Src) {
 
 // ------------------------------------------------------------------ the tests
 
-use Src::{Kernel, Local, NoBpf};
+use Src::{Kernel, Local, NoBpf, Peer};
 use Want::{Alive, Dead, Reset};
 
 crate::tests!([crate::cases!(common::require_lab;
@@ -1388,6 +1401,8 @@ crate::tests!([crate::cases!(common::require_lab;
     clusterip_node_alive_local_v4 => kube(false, false, Alive, Local),
     clusterip_node_alive_local_v6 => kube(false, true, Alive, Local),
     clusterip_node_dead_local_v4 => kube(false, false, Dead, Local),
+        clusterip_node_alive_peer_v4 => kube(false, false, Alive, Peer),
+        clusterip_node_alive_peer_v6 => kube(false, true, Alive, Peer),
     clusterip_node_alive_nobpf_v4 => kube(false, false, Alive, NoBpf),
     clusterip_node_alive_nobpf_v6 => kube(false, true, Alive, NoBpf),
     clusterip_node_reset_nobpf_v4 => kube(false, false, Reset, NoBpf),
@@ -1450,6 +1465,8 @@ crate::tests!([crate::cases!(common::require_lab;
     reload_watch_kernel_v4 => reload(false, Some(Kernel)),
     reload_watch_kernel_v6 => reload(true, Some(Kernel)),
     reload_watch_local_v4 => reload(false, Some(Local)),
+        reload_watch_peer_v4 => reload(false, Some(Peer)),
+        reload_watch_peer_v6 => reload(true, Some(Peer)),
     // 6. lo down
     lo_down_alive_kernel_v4 => lo_down(false, Alive, Kernel),
     lo_down_alive_kernel_v6 => lo_down(true, Alive, Kernel),
