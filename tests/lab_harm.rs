@@ -46,6 +46,8 @@ enum Src {
     Kernel,
     /// `--seq-source local`, asked for explicitly.
     Local,
+    /// `--seq-source peer`: random numbers on the first probe; refused on tracked flows.
+    Peer,
     /// The default without CAP_BPF and CAP_PERFMON (`setpriv --bounding-set -bpf,-perfmon`):
     /// the fallback.
     NoBpf,
@@ -103,7 +105,7 @@ fn kaprobe_cmd(src: Src, ns: &str) -> Command {
             c.args(["-bpf,-perfmon,-sys_admin", KAPROBE]);
             c
         }
-        Src::Kernel | Src::Local => {
+        Src::Kernel | Src::Local | Src::Peer => {
             let mut c = Command::new(KAPROBE);
             c.args(["--netns", ns]);
             c
@@ -111,11 +113,13 @@ fn kaprobe_cmd(src: Src, ns: &str) -> Command {
     }
 }
 
-/// `--json SUBCOMMAND [--seq-source local] REST...` (the namespace is `kaprobe_cmd`'s).
+/// `--json SUBCOMMAND [--seq-source local|peer] REST...` (the namespace is `kaprobe_cmd`'s).
 fn kaprobe_args<'a>(src: Src, args: &[&'a str]) -> Vec<&'a str> {
     let mut full = vec!["--json", args[0]];
-    if src == Src::Local {
-        full.extend(["--seq-source", "local"]);
+    match src {
+        Src::Local => full.extend(["--seq-source", "local"]),
+        Src::Peer => full.extend(["--seq-source", "peer"]),
+        Src::Kernel | Src::NoBpf => {}
     }
     full.extend_from_slice(&args[1..]);
     full
@@ -186,6 +190,7 @@ fn assert_right(r: &Run, want: Want, src: Src, local: SocketAddr, remote: Socket
     match src {
         Src::Kernel => assert_eq!(v["source"], "kernel", "source\n{}", r.describe()),
         Src::Local => assert_eq!(v["source"], "local", "source\n{}", r.describe()),
+        Src::Peer => assert_eq!(v["source"], "peer", "source\n{}", r.describe()),
         Src::NoBpf => {
             assert!(
                 matches!(v["source"].as_str(), Some("local" | "peer" | "sniff")),
@@ -654,6 +659,7 @@ fn kube(pod: bool, v6: bool, want: Want, src: Src) {
             assert_right(&r, want, src, local, remote);
         }
         (Src::Local, false) => assert_refused(&r, &["NAT", "DNAT", "NATed"]),
+        (Src::Peer, false) => assert_refused(&r, &["conntrack", "tracked", "NAT"]),
         (Src::NoBpf, false) => {
             assert_right_or_refused(&r, want, src, local, remote, &["NAT", "DNAT", "NATed"])
         }
@@ -833,7 +839,7 @@ fn docker(view: Dock, v6: bool, want: Want, src: Src) {
         Src::Local => {
             assert_right(&r, want, src, local, remote);
         }
-        Src::NoBpf => {
+        Src::NoBpf | Src::Peer => {
             assert_right_or_refused(&r, want, src, local, remote, &["NAT", "DNAT", "NATed"])
         }
     }
@@ -885,7 +891,7 @@ fn strict(v6: bool, want: Want, src: Src) {
         Src::Kernel => {
             assert_right(&r, want, src, local, remote);
         }
-        Src::Local | Src::NoBpf => assert_right_or_refused(
+        Src::Local | Src::NoBpf | Src::Peer => assert_right_or_refused(
             &r,
             want,
             src,
@@ -1005,7 +1011,9 @@ fn ct_deleted(v6: bool, server_side: bool, want: Want, src: Src) {
             assert_right(&r, want, src, local, remote);
         }
         Src::Local => assert_refused(&r, &["conntrack"]),
-        Src::NoBpf => assert_right_or_refused(&r, want, src, local, remote, &["conntrack"]),
+        Src::NoBpf | Src::Peer => {
+            assert_right_or_refused(&r, want, src, local, remote, &["conntrack"])
+        }
     }
 }
 
@@ -1045,7 +1053,7 @@ fn ct_deleted_watch(v6: bool, src: Src) {
                 r.describe()
             );
         }
-        Src::Local | Src::NoBpf => {
+        Src::Local | Src::NoBpf | Src::Peer => {
             if ended.is_some() {
                 assert_refused(&r, &["conntrack"]);
             }
@@ -1084,7 +1092,7 @@ fn reload(v6: bool, src: Option<Src>) {
     } else {
         lab.b_addr(v6).to_string()
     };
-    let w = src.map(|s| {
+    let mut w = src.map(|s| {
         Bg::start(
             &a,
             s,
@@ -1110,7 +1118,12 @@ fn reload(v6: bool, src: Option<Src>) {
         std::thread::sleep(Duration::from_millis(500));
     }
     std::thread::sleep(Duration::from_millis(1000));
+    let ended = w.as_mut().map(|w| w.exited());
     let run = w.map(Bg::stop);
+    if let (Some(Src::Peer), Some(Some(_)), Some(r)) = (src, ended, &run) {
+        // --seq-source peer on tracked flows: refused, with the reason.
+        assert_refused(r, &["conntrack", "tracked"]);
+    }
     for (i, (c, s)) in conns.iter().enumerate() {
         exchange(c, s, &format!("connection {i} after the reloads"));
     }
@@ -1161,7 +1174,7 @@ fn lo_down(v6: bool, want: Want, src: Src) {
         Src::Kernel => {
             assert_right(&r, want, src, local, remote);
         }
-        Src::Local | Src::NoBpf => assert_refused(&r, &["lo", "loopback"]),
+        Src::Local | Src::NoBpf | Src::Peer => assert_refused(&r, &["lo", "loopback"]),
     }
 }
 
@@ -1256,7 +1269,7 @@ fn synproxy_on_server(v6: bool, from_server: bool, want: Want, src: Src) {
             assert_right(&r, want, src, local, remote);
         }
         (Src::Local, true) => assert_refused(&r, &["SYNPROXY", "seqadj"]),
-        (Src::NoBpf, true) => {
+        (Src::NoBpf | Src::Peer, true) => {
             assert_right_or_refused(&r, want, src, local, remote, &["SYNPROXY", "seqadj"])
         }
     }
@@ -1371,7 +1384,7 @@ fn tproxy(v6: bool, want: Want, src: Src) {
         Src::Kernel => {
             assert_right(&r, want, src, b_end, a_end);
         }
-        Src::Local | Src::NoBpf => assert_right_or_refused(
+        Src::Local | Src::NoBpf | Src::Peer => assert_right_or_refused(
             &r,
             want,
             src,
@@ -1393,7 +1406,7 @@ fn tproxy(v6: bool, want: Want, src: Src) {
 
 // ------------------------------------------------------------------ the tests
 
-use Src::{Kernel, Local, NoBpf};
+use Src::{Kernel, Local, NoBpf, Peer};
 use Want::{Alive, Dead, Reset};
 
 crate::tests!([crate::cases!(common::require_lab;
@@ -1407,6 +1420,8 @@ crate::tests!([crate::cases!(common::require_lab;
     clusterip_node_alive_local_v4 => kube(false, false, Alive, Local),
     clusterip_node_alive_local_v6 => kube(false, true, Alive, Local),
     clusterip_node_dead_local_v4 => kube(false, false, Dead, Local),
+        clusterip_node_alive_peer_v4 => kube(false, false, Alive, Peer),
+        clusterip_node_alive_peer_v6 => kube(false, true, Alive, Peer),
     clusterip_node_alive_nobpf_v4 => kube(false, false, Alive, NoBpf),
     clusterip_node_alive_nobpf_v6 => kube(false, true, Alive, NoBpf),
     clusterip_node_reset_nobpf_v4 => kube(false, false, Reset, NoBpf),
@@ -1469,6 +1484,8 @@ crate::tests!([crate::cases!(common::require_lab;
     reload_watch_kernel_v4 => reload(false, Some(Kernel)),
     reload_watch_kernel_v6 => reload(true, Some(Kernel)),
     reload_watch_local_v4 => reload(false, Some(Local)),
+        reload_watch_peer_v4 => reload(false, Some(Peer)),
+        reload_watch_peer_v6 => reload(true, Some(Peer)),
     // 6. lo down
     lo_down_alive_kernel_v4 => lo_down(false, Alive, Kernel),
     lo_down_alive_kernel_v6 => lo_down(true, Alive, Kernel),

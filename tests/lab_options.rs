@@ -20,7 +20,7 @@ fn peer_source_works_without_a_stateful_firewall_and_warns() {
         );
         assert_eq!(code, 0, "{}", describe(code, &out, &err));
         assert_eq!(verdict_json(&out)["verdict"], "alive");
-        assert!(err.contains("stateful firewalls"), "the warning: {err}");
+        assert!(err.contains("stateful firewall"), "the warning: {err}");
         common::assert_still_carries_data(&c, &s);
     }
 }

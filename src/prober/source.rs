@@ -77,13 +77,8 @@ fn noted(source: SeqSource) -> SeqSource {
                 LEARN_TRIES
             );
         }
-        SeqSource::Peer => {
-            log::warn!(
-                "--seq-source peer sends an out-of-window first probe; stateful firewalls \
-                 (ct state invalid drop) drop it, which reads as dead"
-            );
-        }
-        SeqSource::Kernel | SeqSource::Sniff => {}
+        // Warned about once it is admitted on a flow (`Guard::admit`): a refusal says enough.
+        SeqSource::Kernel | SeqSource::Peer | SeqSource::Sniff => {}
     }
     source
 }
@@ -112,6 +107,8 @@ pub struct Guard {
         bool,
         std::time::Instant,
     )>,
+    /// `--seq-source peer` was admitted on a flow and warned about (once a run).
+    peer_warned: bool,
 }
 
 /// How long one listing of this host's addresses answers for.
@@ -126,6 +123,7 @@ impl Guard {
         Ok(Guard {
             conntrack,
             host: None,
+            peer_warned: false,
         })
     }
 
@@ -211,6 +209,16 @@ impl Guard {
         };
         if let Some(why) = refusal(flow, source, tracking) {
             return Err(Error::Runtime(format!("{why}; {}", remedy(source))));
+        }
+        if source == SeqSource::Peer && !self.peer_warned {
+            // Untracked here, so nothing holds its random numbers against the connection;
+            // but a stateful firewall on the path may drop them (README "How it works").
+            self.peer_warned = true;
+            log::warn!(
+                "--seq-source peer sends an out-of-window first probe with random numbers; a \
+                 stateful firewall on the path (ct state invalid drop) drops it, which reads \
+                 as dead, and its answers cannot be authenticated"
+            );
         }
         if source == SeqSource::Local && !lo_up {
             return Err(Error::Runtime(format!(
