@@ -262,6 +262,17 @@ fn watch_exec_children_are_bounded() {
         std::fs::read_to_string(f).ok()?.trim().parse().ok()
     };
     let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    // The pid the command for the connection from local `port` wrote, within 5 s.
+    let wait_pid = |port: u16| -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(pid) = pid_of(port) {
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "--on-dead exec never ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
     let flow = |port: u16, server: u16| {
         common::flow(
             SocketAddr::new(lab.a_addr(false), port),
@@ -285,14 +296,7 @@ fn watch_exec_children_are_bounded() {
             &flow(44631, 9631),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let first = loop {
-        if let Some(pid) = pid_of(44631) {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "--on-dead exec never ran");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let first = wait_pid(44631);
     assert!(alive(first), "the command should still be running");
     std::thread::sleep(Duration::from_millis(2500));
     assert!(!alive(first), "--exec-timeout 1s did not kill pid {first}");
@@ -316,14 +320,7 @@ fn watch_exec_children_are_bounded() {
             &flow(44632, 9632),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let second = loop {
-        if let Some(pid) = pid_of(44632) {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "--on-dead exec never ran");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let second = wait_pid(44632);
     watch.signal(libc::SIGTERM);
     let code = watch.exit_within(Duration::from_secs(1));
     assert_eq!(code, Some(0), "watch did not end within 1 s of SIGTERM");
