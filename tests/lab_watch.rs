@@ -374,7 +374,7 @@ fn watch_ends_when_its_namespace_is_gone() {
 fn watch_forgets_a_closed_connection_at_the_rescan() {
     let lab = Lab::up_or_skip("direct", None);
     let (c1, s1) = lab.connect(false, 9651, 44651);
-    let (_c2, _s2) = lab.connect(false, 9652, 44652);
+    let (c2, s2) = lab.connect(false, 9652, 44652);
     let remote = lab.b_addr(false).to_string();
     // Both wait 30 s of idle before their first probe.
     let mut watch = spawn_watch(&lab, &["--remote", &remote, "--time", "30s"]);
@@ -395,14 +395,17 @@ fn watch_forgets_a_closed_connection_at_the_rescan() {
         "{closed}"
     );
     assert!(took < Duration::from_secs(3), "closed said after {took:?}");
+    common::assert_still_carries_data(&c2, &s2);
 }
 
 /// `--max-connections` (issue 19): with filters, watch takes no more than that, says so once,
 /// and takes the one left out when a watched one closes.
 fn watch_max_connections_caps_and_warns() {
     let lab = Lab::up_or_skip("direct", None);
-    let (c1, s1) = lab.connect(false, 9661, 44661);
-    let (_c2, _s2) = lab.connect(false, 9662, 44662);
+    let mut conns = vec![
+        (44661, lab.connect(false, 9661, 44661)),
+        (44662, lab.connect(false, 9662, 44662)),
+    ];
     let remote = lab.b_addr(false).to_string();
     let mut watch = spawn_watch(
         &lab,
@@ -420,11 +423,8 @@ fn watch_max_connections_caps_and_warns() {
     let watched = first["flow"].as_str().unwrap_or_default().to_string();
     std::thread::sleep(Duration::from_millis(1500));
     // Close whichever is watched: the other is taken at the next rescan.
-    if watched.contains(":44661-") {
-        drop((c1, s1));
-    } else {
-        drop((_c2, _s2));
-    }
+    conns.retain(|(port, _)| !watched.contains(&format!(":{port}-")));
+    assert_eq!(conns.len(), 1, "watched {watched}");
     let other = watch.wait_json(Duration::from_secs(10), |v| {
         v["state"] == "alive" && v["flow"].as_str() != Some(watched.as_str())
     });
@@ -438,6 +438,8 @@ fn watch_max_connections_caps_and_warns() {
         1,
         "one warning: {err}"
     );
+    let (_, (c, s)) = &conns[0];
+    common::assert_still_carries_data(c, s);
 }
 
 crate::tests!(
