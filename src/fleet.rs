@@ -68,6 +68,26 @@ pub enum Event {
     },
 }
 
+/// A turn's events split: each probe sent and note handed to `show` in order, the outcomes
+/// (flow, outcome, answers ignored) returned in the order reached.
+pub fn split_outcomes(
+    events: Vec<Event>,
+    mut show: impl FnMut(&Event),
+) -> Vec<(Flow, Outcome, u64)> {
+    let mut outcomes = Vec::new();
+    for e in events {
+        match e {
+            Event::Finished {
+                flow,
+                outcome,
+                ignored,
+            } => outcomes.push((flow, outcome, ignored)),
+            progress => show(&progress),
+        }
+    }
+    outcomes
+}
+
 /// Sends per second, with a burst of a tenth of a second.
 struct RateCap {
     per_sec: f64,

@@ -419,18 +419,7 @@ impl Reporter {
     /// Shows the progress among one turn's `events` (probes sent, notes), in order, and
     /// hands back the outcomes for the command to act on and render, in the order reached.
     pub fn outcomes(&self, events: Vec<Event>) -> Vec<(Flow, Outcome, u64)> {
-        let mut outcomes = Vec::new();
-        for e in events {
-            match e {
-                Event::Finished {
-                    flow,
-                    outcome,
-                    ignored,
-                } => outcomes.push((flow, outcome, ignored)),
-                progress => self.progress(&progress),
-            }
-        }
-        outcomes
+        crate::fleet::split_outcomes(events, |e| self.progress(e))
     }
 
     /// A probe sent or a note: a `--json -v` event on stdout, else an info log line (shown

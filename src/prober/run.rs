@@ -79,18 +79,9 @@ pub fn kernel_caps(kernel: bool) -> &'static [Capability] {
 /// on the way shown to `watch`.
 fn turn(fleet: &mut Fleet, watch: &dyn Watch, wait: Duration) -> Result<Vec<(Flow, Outcome, u64)>> {
     watch.turn()?;
-    let mut outcomes = Vec::new();
-    for e in fleet.step(wait)? {
-        match e {
-            Event::Finished {
-                flow,
-                outcome,
-                ignored,
-            } => outcomes.push((flow, outcome, ignored)),
-            progress => watch.progress(&progress),
-        }
-    }
-    Ok(outcomes)
+    Ok(crate::fleet::split_outcomes(fleet.step(wait)?, |e| {
+        watch.progress(e)
+    }))
 }
 
 /// Closes `fleet`'s sockets, detached from this process only when asked.
