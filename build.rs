@@ -12,6 +12,11 @@ fn main() {
     println!("cargo:rerun-if-changed={SOURCE}");
     println!("cargo:rerun-if-changed={COMMITTED}");
     println!("cargo:rerun-if-env-changed=CLANG");
+    // kaprobe_build_info{target} (src/metrics/process.rs).
+    println!(
+        "cargo:rustc-env=KAPROBE_TARGET={}",
+        std::env::var("TARGET").unwrap_or_default()
+    );
 
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let object = out.join("tcp_seq.bpf.o");

@@ -440,10 +440,13 @@ fn clap_error(e: clap::Error, json: bool) -> ExitStatus {
 fn run(cli: &Cli) -> Result<ExitStatus> {
     // `watch --metrics` listens where kaprobe was started, before --netns/--pid: a
     // DaemonSet's Prometheus finds /metrics on the host's network, and a port below 1024
-    // is bound while the capability for it is held (README "Prometheus"). No thread
+    // is bound while the capability for it is held (scripts/deploy/README.md, "Prometheus"). No thread
     // starts here; watch serves once it has dropped its capabilities.
     let listener = match &cli.command {
-        Command::Watch(args) => args.metrics.map(metrics::bind).transpose()?,
+        Command::Watch(args) if !args.metrics.is_empty() => Some(metrics::bind(
+            &args.metrics,
+            args.web_config_file.as_deref(),
+        )?),
         _ => None,
     };
     netns::enter_from_args(cli.netns.as_deref(), cli.pid)?;
@@ -600,13 +603,16 @@ mod tests {
         let Command::Watch(w) = cli.command else {
             panic!()
         };
-        assert_eq!(w.metrics, Some("0.0.0.0:9479".parse().unwrap()));
+        assert_eq!(
+            w.metrics,
+            vec![metrics::parse_listen_addr("[::]:9479").unwrap()]
+        );
         assert!(w.metrics_per_connection);
         let cli = parse(&["kaprobe", "watch", "--port", "22"]).unwrap();
         let Command::Watch(w) = cli.command else {
             panic!()
         };
-        assert_eq!(w.metrics, None);
+        assert!(w.metrics.is_empty());
         let cli = parse(&["kaprobe", "sweep", "--textfile", "/tmp/k.prom"]).unwrap();
         let Command::Sweep(s) = cli.command else {
             panic!()

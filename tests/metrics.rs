@@ -54,6 +54,7 @@ fn promtool_accepts_the_metrics_body_and_the_textfile() {
     let m = Arc::new(busy(Options {
         per_connection: true,
         sweep: false,
+        process: false,
     }));
     let server = metrics::serve("127.0.0.1:0".parse().unwrap(), m.clone()).unwrap();
     let (code, body) = http_get(server.local_addr(), "/metrics", None);
@@ -68,6 +69,7 @@ fn promtool_accepts_the_metrics_body_and_the_textfile() {
     let sweep = busy(Options {
         per_connection: false,
         sweep: true,
+        process: false,
     });
     sweep.sweep_times(SystemTime::now(), Duration::from_millis(3210));
     let path = dir.0.join("kaprobe.prom");
@@ -93,6 +95,7 @@ fn a_real_prometheus_scrapes_the_endpoint() {
     let m = Arc::new(busy(Options {
         per_connection: true,
         sweep: false,
+        process: false,
     }));
     let server = metrics::serve("127.0.0.1:0".parse().unwrap(), m.clone()).unwrap();
     let prom = Prometheus::start(server.local_addr());

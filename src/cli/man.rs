@@ -260,13 +260,19 @@ once (needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY); or 'exec CMD', which ru
 (one quoted word) through /bin/sh with KAPROBE_FLOW, KAPROBE_VERDICT, KAPROBE_LOCAL and \
 KAPROBE_REMOTE set.
 
-\\-\\-metrics ADDR:PORT serves Prometheus metrics at /metrics (OpenMetrics when asked for, \
-else the text format 0.0.4), on an address of the namespace kaprobe was started in: \
+\\-\\-metrics ADDR:PORT (also \\-\\-web.listen\\-address, repeatable; :PORT for both \
+families) serves Prometheus metrics at /metrics and a landing page at / (OpenMetrics when \
+asked for, else the text format 0.0.4; gzip when accepted), on an address of the namespace \
+kaprobe was started in, from one thread holding no capability, with at most 64 connections, \
+10 s to send a request head of at most 16 KiB and 30 s of idleness allowed. \
+\\-\\-web.config.file PATH adds TLS (rustls), client certificates and basic auth (bcrypt) \
+from exporter\\-toolkit's YAML. Families: \
 kaprobe_connections{state} (alive, dead, reset, unreachable, pending), \
 kaprobe_probes_sent_total, kaprobe_verdicts_total{verdict}, \
 kaprobe_ignored_answers_total, kaprobe_kills_total and the histogram \
 kaprobe_probe_rtt_seconds; with \\-\\-metrics\\-per\\-connection also \
-kaprobe_connection_state{local,remote,state}, one series per connection. Under systemd \
+kaprobe_connection_state{local,remote,state}, one series per connection; \
+kaprobe_build_info and process_* (CPU, memory, descriptors). Under systemd \
 (the kaprobe\\-watch@ unit) it is a Type=notify service.",
         output: "\
 One line per state change, with a timestamp, and a summary when SIGINT, SIGTERM or SIGHUP ends it:

@@ -3,7 +3,6 @@
 //! NAT and firewall state along its path from expiring.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
@@ -82,11 +81,17 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000_000,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
     pub max_connections: usize,
-    /// Serve Prometheus metrics at http://ADDR:PORT/metrics: 127.0.0.1:9479, [::1]:9479, or
-    /// :9479 for every IPv4 address. The socket is opened in the network namespace kaprobe
-    /// starts in, before it enters another one
-    #[arg(long, value_name = "ADDR:PORT", value_parser = metrics::parse_listen_addr)]
-    pub metrics: Option<SocketAddr>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (and a landing page at /):
+    /// 127.0.0.1:9479, [::1]:9479, or :9479 for every address of both families; repeat for
+    /// more addresses. The sockets are opened in the network namespace kaprobe starts in,
+    /// before it enters another one
+    #[arg(long, visible_alias = "web.listen-address", value_name = "ADDR:PORT",
+          value_parser = metrics::parse_listen_addr, action = clap::ArgAction::Append)]
+    pub metrics: Vec<metrics::ListenAddr>,
+    /// With --metrics: TLS, client certificates, basic auth and response headers from
+    /// exporter-toolkit's YAML web config (scripts/deploy/README.md), read once at start
+    #[arg(long = "web.config.file", value_name = "PATH", requires = "metrics")]
+    pub web_config_file: Option<std::path::PathBuf>,
     /// With --metrics: one more series per connection,
     /// kaprobe_connection_state{local,remote,state} (mind the cardinality)
     #[arg(long, requires = "metrics")]
@@ -345,6 +350,7 @@ fn serve_metrics(
     let m = Arc::new(Metrics::new(metrics::Options {
         per_connection: args.metrics_per_connection,
         sweep: false,
+        process: true,
     }));
     let server = l.serve(m.clone())?;
     Ok((Some(m), Some(server)))

@@ -1,131 +1,276 @@
-//! `watch --metrics ADDR:PORT`: `GET /metrics` on a small HTTP server (`tiny_http`).
+//! `watch --metrics ADDR:PORT` (also spelled `--web.listen-address`): `GET /metrics`, and a
+//! landing page at `/`, on hyper's HTTP/1.1 server.
 //!
-//! Two steps, because of how kaprobe starts (README, "Fleet: Prometheus, containers,
-//! packages"):
-//! - `bind` opens the listening socket and starts no thread. Call it before entering
-//!   `--netns`/`--pid` to serve on the host's network (a DaemonSet's Prometheus reaches it
-//!   there), and before dropping capabilities (a port below 1024 needs
-//!   CAP_NET_BIND_SERVICE). A socket stays in the namespace it was made in.
-//! - `MetricsListener::serve` starts the threads. Call it after the capability drop:
-//!   capabilities are per thread, and `privilege::drop_capabilities` refuses to run while
-//!   other threads exist. The threads block SIGINT and SIGTERM, so those reach the thread
-//!   that polls (`sys::catch_stop_signals`).
+//! The endpoint faces whatever can reach its port, so it is built to stay up (README
+//! "Prometheus"):
+//! - One thread in all, running a single-threaded tokio runtime: no thread per
+//!   connection, so no task limit and no failed thread spawn can take it or the process
+//!   down. The thread holds no capability (it drops them first thing).
+//! - At most `Limits::max_connections` connections; a new one beyond that closes the one
+//!   that has been quiet longest, so idle or trickling connections cannot lock a scraper
+//!   out, and the descriptors it uses are bounded.
+//! - A request's head must arrive within `header_timeout` and fit in `max_header_bytes`
+//!   (else 431 and close); a connection on which no byte moves for `idle_timeout` is
+//!   closed, so is a TLS handshake not done within `header_timeout`.
+//! - A failed `accept` (out of descriptors) is logged and retried after a pause.
 //!
-//! The answer is the OpenMetrics text format when the scraper's `Accept` asks for it (as
-//! Prometheus does), else the classic text format 0.0.4. Anything but `/metrics` is 404.
+//! Two steps, because of how kaprobe starts:
+//! - `bind` opens the listening sockets and reads `--web.config.file` (a TLS key may be
+//!   readable by root only). Call it before entering `--netns`/`--pid`, so that the
+//!   endpoint is on the host's network, and before dropping privileges (a port below 1024
+//!   needs CAP_NET_BIND_SERVICE).
+//! - `MetricsListener::serve` starts the thread. Call it after the process's privileges
+//!   are dropped (capabilities are per thread; `privilege::drop_capabilities` refuses to
+//!   run while other threads exist). The thread blocks SIGINT, SIGTERM and SIGHUP, so they
+//!   reach the thread that polls (`sys::catch_stop_signals`).
+//!
+//! `/metrics` answers in the OpenMetrics text format when the scraper's `Accept` asks for
+//! it (as Prometheus does), else in the classic text format 0.0.4; gzip-compressed when
+//! `Accept-Encoding` allows it.
 
-use std::net::{SocketAddr, TcpListener};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::web_config::WebConfig;
 use super::{Metrics, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::error::{Error, Result};
 
-/// Reads `ADDR:PORT` for `--metrics`: `127.0.0.1:9479`, `[::1]:9479`, or `:9479` for every
-/// IPv4 address.
-pub fn parse_listen_addr(s: &str) -> std::result::Result<SocketAddr, String> {
+/// An address to listen on. `dual_stack`: an IPv6 wildcard that also takes IPv4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub addr: SocketAddr,
+    pub dual_stack: bool,
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// Reads `ADDR:PORT` for `--metrics`: `127.0.0.1:9479`, `[::1]:9479`, or `:9479` and
+/// `[::]:9479` for every address of both families (as exporters read `:9100`).
+pub fn parse_listen_addr(s: &str) -> std::result::Result<ListenAddr, String> {
     let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
+        format!("[::]{s}")
     } else {
         s.to_string()
     };
-    full.parse::<SocketAddr>().map_err(|_| {
+    let addr = full.parse::<SocketAddr>().map_err(|_| {
         format!("'{s}' is not ADDR:PORT; write e.g. 127.0.0.1:9479, [::1]:9479 or :9479")
+    })?;
+    let dual_stack = matches!(addr, SocketAddr::V6(a) if a.ip().is_unspecified());
+    Ok(ListenAddr { addr, dual_stack })
+}
+
+/// What one connection may cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// hyper refuses a read buffer below 8 KiB (it would panic).
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+pub const LIMITS: Limits = Limits {
+    max_connections: 64,
+    header_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(30),
+    max_header_bytes: 16 * 1024,
+};
+
+/// Bound listening sockets and the web config, with no thread yet.
+#[derive(Debug)]
+pub struct MetricsListener {
+    sockets: Vec<(std::net::TcpListener, SocketAddr)>,
+    web: WebConfig,
+    limits: Limits,
+}
+
+/// Binds every address in `addrs` (in the calling thread's network namespace) and reads
+/// `web_config`. Errors: an address in use or not on this host, a bad web config → exit 2;
+/// a privileged port without CAP_NET_BIND_SERVICE → exit 6.
+pub fn bind(addrs: &[ListenAddr], web_config: Option<&Path>) -> Result<MetricsListener> {
+    let mut sockets = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        let listener = bind_one(a)?;
+        let addr = listener.local_addr().map_err(|e| Error::Io {
+            context: "reading the --metrics socket's address".into(),
+            source: e,
+        })?;
+        sockets.push((listener, addr));
+    }
+    let web = match web_config {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
+    Ok(MetricsListener {
+        sockets,
+        web,
+        limits: LIMITS,
     })
 }
 
-/// A bound listening socket with no thread yet.
-#[derive(Debug)]
-pub struct MetricsListener {
-    listener: TcpListener,
-    addr: SocketAddr,
-}
-
-/// Binds `addr` (in the calling thread's network namespace). Errors: address in use or not
-/// on this host → exit 2; a privileged port without CAP_NET_BIND_SERVICE → exit 6.
-pub fn bind(addr: SocketAddr) -> Result<MetricsListener> {
-    let listener = TcpListener::bind(addr).map_err(|e| match e.raw_os_error() {
+fn bind_one(a: &ListenAddr) -> Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let open = |addr: SocketAddr, dual: bool| -> std::io::Result<std::net::TcpListener> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(!dual)?;
+        }
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        s.set_nonblocking(true)?;
+        Ok(s.into())
+    };
+    let result = match open(a.addr, a.dual_stack) {
+        // No IPv6 on this host: the wildcard means IPv4's.
+        Err(e) if a.dual_stack && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], a.addr.port()));
+            open(v4, false)
+        }
+        r => r,
+    };
+    result.map_err(|e| match e.raw_os_error() {
         Some(libc::EADDRINUSE) => {
-            Error::Usage(format!("--metrics {addr}: the address is already in use"))
+            Error::Usage(format!("--metrics {a}: the address is already in use"))
         }
         Some(libc::EADDRNOTAVAIL) => Error::Usage(format!(
-            "--metrics {addr}: no such address on this host (or in this network namespace)"
+            "--metrics {a}: no such address on this host (or in this network namespace)"
         )),
         _ => Error::sys(
-            format!("listening on --metrics {addr}"),
+            format!("listening on --metrics {a}"),
             caps::Capability::CAP_NET_BIND_SERVICE,
             e,
         ),
-    })?;
-    let addr = listener.local_addr().map_err(|e| Error::Io {
-        context: "reading the --metrics socket's address".into(),
-        source: e,
-    })?;
-    Ok(MetricsListener { listener, addr })
+    })
 }
 
 /// `bind` then `serve`, for callers that neither change namespace nor drop capabilities.
 pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<MetricsServer> {
-    bind(addr)?.serve(metrics)
+    let a = ListenAddr {
+        addr,
+        dual_stack: false,
+    };
+    bind(&[a], None)?.serve(metrics)
 }
 
 impl MetricsListener {
-    /// The bound address (the real port when 0 was asked for).
+    /// The first bound address (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.local_addrs()[0]
     }
 
-    /// Starts answering scrapes on background threads. Call after dropping capabilities.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets.iter().map(|(_, a)| *a).collect()
+    }
+
+    /// Other limits than `LIMITS` (tests).
+    pub fn with_limits(mut self, limits: Limits) -> MetricsListener {
+        self.limits = Limits {
+            max_header_bytes: limits.max_header_bytes.max(MIN_HEADER_BYTES),
+            max_connections: limits.max_connections.max(1),
+            ..limits
+        };
+        self
+    }
+
+    /// Starts answering on one background thread. Call after dropping capabilities.
     pub fn serve(self, metrics: Arc<Metrics>) -> Result<MetricsServer> {
-        let addr = self.addr;
-        let stopping = Arc::new(AtomicBool::new(false));
-        let (server, thread) = with_stop_signals_blocked(|| {
-            let server = tiny_http::Server::from_listener(self.listener, None)
-                .map(Arc::new)
-                .map_err(|e| Error::Runtime(format!("starting the --metrics server: {e}")))?;
-            let (s, stop) = (server.clone(), stopping.clone());
-            let thread = std::thread::Builder::new()
-                .name("kaprobe-metrics".into())
-                .spawn(move || answer_scrapes(&s, &metrics, &stop))
-                .map_err(|e| Error::Io {
-                    context: "starting the --metrics thread".into(),
-                    source: e,
-                })?;
-            Ok((server, thread))
+        let addrs = self.local_addrs();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Io {
+                context: "starting the --metrics server".into(),
+                source: e,
+            })?;
+        let listeners = runtime.block_on(async {
+            self.sockets
+                .into_iter()
+                .map(|(l, _)| tokio::net::TcpListener::from_std(l))
+                .collect::<std::io::Result<Vec<_>>>()
+        });
+        let listeners = listeners.map_err(|e| Error::Io {
+            context: "starting the --metrics server".into(),
+            source: e,
         })?;
-        log::info!("serving metrics at http://{addr}/metrics");
+        // `Site` is not Send: it is made on the server's thread, from these.
+        let (web, limits) = (self.web, self.limits);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = with_stop_signals_blocked(|| {
+            std::thread::Builder::new()
+                .name("kaprobe-metrics".into())
+                .spawn(move || {
+                    let site = Rc::new(Site::new(metrics, &web, limits));
+                    let local = tokio::task::LocalSet::new();
+                    runtime.block_on(local.run_until(run(listeners, site, stopped)));
+                })
+        })
+        .map_err(|e| Error::Io {
+            context: "starting the --metrics thread".into(),
+            source: e,
+        })?;
+        for a in &addrs {
+            log::info!("serving metrics at http://{a}/metrics");
+        }
         Ok(MetricsServer {
-            server,
+            stop: Some(stop),
             thread: Some(thread),
-            stopping,
-            addr,
+            addrs,
         })
     }
 }
 
-/// The running endpoint. Dropping it stops answering.
+/// The running endpoint. Dropping it stops answering and closes the sockets.
 pub struct MetricsServer {
-    server: Arc<tiny_http::Server>,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    stopping: Arc<AtomicBool>,
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
 }
 
 impl MetricsServer {
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
     }
 
-    /// Stops answering and waits for the answering thread.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops answering and waits for the thread.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.server.unblock();
+        // Dropping the sender wakes the server, which drops every connection and listener.
+        self.stop.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -141,105 +286,338 @@ impl Drop for MetricsServer {
 impl std::fmt::Debug for MetricsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricsServer")
-            .field("addr", &self.addr)
+            .field("addrs", &self.addrs)
             .finish()
     }
 }
 
-fn answer_scrapes(server: &tiny_http::Server, metrics: &Metrics, stopping: &AtomicBool) {
+/// What every connection of one server shares (on its one thread).
+struct Site {
+    metrics: Arc<Metrics>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    auth: Option<Arc<super::web_config::BasicAuth>>,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
+    limits: Limits,
+    conns: RefCell<Conns>,
+}
+
+impl Site {
+    fn new(metrics: Arc<Metrics>, web: &WebConfig, limits: Limits) -> Site {
+        let headers = web
+            .headers
+            .iter()
+            .filter_map(|(n, v)| {
+                Some((
+                    header::HeaderName::from_bytes(n.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect();
+        Site {
+            metrics,
+            tls: web.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            auth: web.auth.clone(),
+            headers,
+            limits,
+            conns: RefCell::new(Conns::default()),
+        }
+    }
+}
+
+/// The open connections: when each last moved a byte, and how to close it.
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    live: HashMap<u64, (Rc<Cell<Instant>>, oneshot::Sender<()>)>,
+}
+
+impl Conns {
+    /// Makes room for one more (closing the quietest while at `max`) and registers it.
+    fn admit(&mut self, max: usize) -> (u64, Rc<Cell<Instant>>, oneshot::Receiver<()>) {
+        while self.live.len() >= max {
+            let Some(quietest) = self
+                .live
+                .iter()
+                .min_by_key(|(id, (last, _))| (last.get(), **id))
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            // Its task ends when the sender goes.
+            self.live.remove(&quietest);
+        }
+        self.next += 1;
+        let last = Rc::new(Cell::new(Instant::now()));
+        let (close, closed) = oneshot::channel();
+        self.live.insert(self.next, (last.clone(), close));
+        (self.next, last, closed)
+    }
+}
+
+async fn run(
+    listeners: Vec<tokio::net::TcpListener>,
+    site: Rc<Site>,
+    stopped: oneshot::Receiver<()>,
+) {
+    for l in listeners {
+        tokio::task::spawn_local(accept_loop(l, site.clone()));
+    }
+    // Returns when the MetricsServer is stopped or dropped.
+    let _ = stopped.await;
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, site: Rc<Site>) {
+    let mut warned: Option<Instant> = None;
     loop {
-        match server.recv() {
-            Ok(request) => {
-                let response = respond(
-                    request.method(),
-                    request.url(),
-                    accept_header(&request).as_deref(),
-                    metrics,
-                );
-                if let Err(e) = request.respond(response) {
-                    log::debug!("metrics: answering a scrape: {e}");
-                }
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
+                let (id, last, closed) = site.conns.borrow_mut().admit(site.limits.max_connections);
+                tokio::task::spawn_local(connection(stream, id, last, closed, site.clone()));
             }
-            Err(_) if stopping.load(Ordering::SeqCst) => return,
             Err(e) => {
-                // accept() failed (e.g. out of descriptors): keep serving, slowly.
-                log::warn!("metrics: {e}");
-                std::thread::sleep(Duration::from_millis(100));
+                // Out of descriptors, most likely: keep the listener, try again shortly.
+                if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    log::warn!("metrics: accepting a connection: {e}");
+                    warned = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-fn accept_header(request: &tiny_http::Request) -> Option<String> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Accept"))
-        .map(|h| h.value.as_str().to_string())
+/// One connection, until it ends, is closed for room, or stays quiet for `idle_timeout`.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    id: u64,
+    last: Rc<Cell<Instant>>,
+    closed: oneshot::Receiver<()>,
+    site: Rc<Site>,
+) {
+    let io = Activity {
+        inner: stream,
+        last: last.clone(),
+    };
+    let limits = site.limits;
+    let work = async {
+        match &site.tls {
+            Some(acceptor) => {
+                match tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => serve_http(tls, &site).await,
+                    Ok(Err(e)) => log::debug!("metrics: TLS handshake: {e}"),
+                    Err(_) => log::debug!("metrics: TLS handshake timed out"),
+                }
+            }
+            None => serve_http(io, &site).await,
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = closed => log::debug!("metrics: closed a quiet connection to make room"),
+        _ = quiet_for(&last, limits.idle_timeout) => log::debug!("metrics: closed an idle connection"),
+    }
+    site.conns.borrow_mut().live.remove(&id);
 }
 
-type Response = tiny_http::Response<std::io::Cursor<Vec<u8>>>;
-
-fn header(name: &str, value: &str) -> Option<tiny_http::Header> {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+/// Returns once no byte has moved for `idle`.
+async fn quiet_for(last: &Cell<Instant>, idle: Duration) {
+    loop {
+        let until = last.get() + idle;
+        if Instant::now() >= until {
+            return;
+        }
+        tokio::time::sleep_until(until).await;
+    }
 }
 
-fn plain(status: u16, body: &str) -> Response {
-    let mut r = tiny_http::Response::from_string(body).with_status_code(status);
-    if let Some(h) = header("Content-Type", "text/plain; charset=utf-8") {
-        r.add_header(h);
+async fn serve_http<IO>(io: IO, site: &Rc<Site>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let s = site.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let response = respond(&req, &s);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let limits = site.limits;
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES))
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+    if let Err(e) = result {
+        log::debug!("metrics: {e}");
+    }
+}
+
+/// A stream that notes when a byte last moved either way.
+struct Activity<S> {
+    inner: S,
+    last: Rc<Cell<Instant>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.last.set(Instant::now());
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.set(Instant::now());
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn answer(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Answer {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
     }
     r
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Answer {
+    answer(status, "text/plain; charset=utf-8", body)
+}
+
+const LANDING_PAGE: &str = concat!(
+    "<!DOCTYPE html>\n<html>\n<head><meta charset=\"utf-8\"><title>kaprobe</title></head>\n",
+    "<body>\n<h1>kaprobe</h1>\n<p>TCP keepalive prober, version ",
+    env!("CARGO_PKG_VERSION"),
+    ": <code>kaprobe watch</code>.</p>\n<ul><li><a href=\"metrics\">Metrics</a></li></ul>\n",
+    "</body>\n</html>\n"
+);
+
+fn respond(req: &Request<Incoming>, site: &Site) -> Answer {
+    let mut r = route(req, site);
+    for (name, value) in &site.headers {
+        r.headers_mut().insert(name.clone(), value.clone());
+    }
+    r
+}
+
+fn route(req: &Request<Incoming>, site: &Site) -> Answer {
+    let h = req.headers();
+    if let Some(auth) = &site.auth
+        && !auth.allows(h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
+    {
+        let mut r = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+        return r;
+    }
+    let head = match *req.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => {
+            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+    };
+    let text = |name| h.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let (body, content_type) = match req.uri().path() {
+        "/metrics" => {
+            if wants_openmetrics(text(header::ACCEPT)) {
+                (site.metrics.encode_openmetrics(), OPENMETRICS_CONTENT_TYPE)
+            } else {
+                (site.metrics.encode(), TEXT_CONTENT_TYPE)
+            }
+        }
+        "/" => (LANDING_PAGE.to_string(), "text/html; charset=utf-8"),
+        _ => {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "not found: kaprobe serves / and /metrics\n",
+            );
+        }
+    };
+    let gzipped = accepts_gzip(text(header::ACCEPT_ENCODING))
+        .then(|| gzip(body.as_bytes()))
+        .flatten();
+    let mut r = match gzipped {
+        Some(g) => {
+            let mut r = answer(StatusCode::OK, content_type, g);
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r
+        }
+        None => answer(StatusCode::OK, content_type, body),
+    };
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if head {
+        // hyper sends no body for HEAD; the headers stay those of GET.
+        *r.body_mut() = Full::new(Bytes::new());
+    }
+    r
+}
+
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::fast(),
+    );
+    e.write_all(body).ok()?;
+    e.finish().ok()
+}
+
+/// The entries of an `Accept` or `Accept-Encoding` list not refused with `q=0`.
+fn accepted(list: Option<&str>) -> impl Iterator<Item = &str> {
+    list.unwrap_or("").split(',').filter_map(|part| {
+        let mut params = part.split(';').map(str::trim);
+        let value = params.next().unwrap_or("");
+        let refused = params.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f64>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (!refused && !value.is_empty()).then_some(value)
+    })
 }
 
 /// Whether the scraper asked for OpenMetrics (Prometheus lists it first in `Accept`).
 pub fn wants_openmetrics(accept: Option<&str>) -> bool {
-    accept.is_some_and(|a| {
-        a.split(',').any(|part| {
-            let mut params = part.split(';').map(str::trim);
-            let media = params.next().unwrap_or("");
-            let refused = params.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f64>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
-        })
-    })
+    accepted(accept).any(|m| m.eq_ignore_ascii_case("application/openmetrics-text"))
 }
 
-fn respond(
-    method: &tiny_http::Method,
-    url: &str,
-    accept: Option<&str>,
-    metrics: &Metrics,
-) -> Response {
-    let path = url.split('?').next().unwrap_or("");
-    if path != "/metrics" {
-        return plain(404, "not found: kaprobe serves /metrics\n");
-    }
-    let head = match method {
-        tiny_http::Method::Get => false,
-        tiny_http::Method::Head => true,
-        _ => {
-            let mut r = plain(405, "only GET and HEAD\n");
-            if let Some(h) = header("Allow", "GET, HEAD") {
-                r.add_header(h);
-            }
-            return r;
-        }
-    };
-    let (body, content_type) = if wants_openmetrics(accept) {
-        (metrics.encode_openmetrics(), OPENMETRICS_CONTENT_TYPE)
-    } else {
-        (metrics.encode(), TEXT_CONTENT_TYPE)
-    };
-    let body = if head { String::new() } else { body };
-    let mut r = tiny_http::Response::from_string(body);
-    if let Some(h) = header("Content-Type", content_type) {
-        r.add_header(h);
-    }
-    r
+/// Whether `Accept-Encoding` takes gzip (Prometheus sends `gzip`).
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    accepted(accept_encoding)
+        .any(|c| c.eq_ignore_ascii_case("gzip") || c.eq_ignore_ascii_case("x-gzip"))
 }
 
 /// Runs `f` with SIGINT, SIGTERM and SIGHUP blocked in the calling thread, so threads it
@@ -264,117 +642,4 @@ fn with_stop_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::exit::ExitStatus;
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-
-    /// One HTTP/1.0 request; returns (status line, headers, body).
-    fn get(addr: SocketAddr, request: &str) -> (String, String, String) {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-        (status.to_string(), headers.to_string(), body.to_string())
-    }
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(
-            parse_listen_addr("127.0.0.1:9479").unwrap(),
-            "127.0.0.1:9479".parse().unwrap()
-        );
-        assert_eq!(
-            parse_listen_addr(":9479").unwrap(),
-            "0.0.0.0:9479".parse().unwrap()
-        );
-        assert_eq!(
-            parse_listen_addr("[::1]:9479").unwrap(),
-            "[::1]:9479".parse().unwrap()
-        );
-        for bad in ["9479", "localhost:9479", "127.0.0.1", "127.0.0.1:99999", ""] {
-            assert!(parse_listen_addr(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn accept_negotiation() {
-        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert!(wants_openmetrics(Some(prometheus)));
-        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
-        assert!(!wants_openmetrics(Some("*/*")));
-        assert!(!wants_openmetrics(None));
-        assert!(!wants_openmetrics(Some("application/openmetrics-text;q=0")));
-    }
-
-    #[test]
-    fn serves_metrics_in_both_formats_and_404_elsewhere() {
-        let metrics = Arc::new(Metrics::default());
-        metrics.probe_sent(5);
-        let server = serve("127.0.0.1:0".parse().unwrap(), metrics.clone()).unwrap();
-        let addr = server.local_addr();
-        assert_ne!(addr.port(), 0);
-
-        let (status, headers, body) = get(addr, "GET /metrics HTTP/1.0\r\n\r\n");
-        assert!(status.contains(" 200"), "{status}");
-        assert!(
-            headers
-                .to_ascii_lowercase()
-                .contains("content-type: text/plain; version=0.0.4"),
-            "{headers}"
-        );
-        assert!(body.contains("kaprobe_probes_sent_total 5\n"), "{body}");
-
-        // Updates show in the next scrape.
-        metrics.probe_sent(1);
-        let (_, headers, body) = get(
-            addr,
-            "GET /metrics?x=1 HTTP/1.0\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n",
-        );
-        assert!(
-            headers.contains(OPENMETRICS_CONTENT_TYPE),
-            "openmetrics asked for: {headers}"
-        );
-        assert!(body.contains("kaprobe_probes_sent_total 6\n"), "{body}");
-        assert!(body.ends_with("# EOF\n"), "{body}");
-
-        let (status, _, _) = get(addr, "GET / HTTP/1.0\r\n\r\n");
-        assert!(status.contains(" 404"), "{status}");
-        let (status, _, _) = get(addr, "GET /metricsx HTTP/1.0\r\n\r\n");
-        assert!(status.contains(" 404"), "{status}");
-        let (status, headers, _) = get(addr, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
-        assert!(status.contains(" 405"), "{status}");
-        assert!(headers.contains("GET, HEAD"), "{headers}");
-        let (status, _, body) = get(addr, "HEAD /metrics HTTP/1.0\r\n\r\n");
-        assert!(
-            status.contains(" 200") && body.is_empty(),
-            "{status} {body:?}"
-        );
-
-        server.stop();
-        // Stopped: the port is closed (tiny_http's accept thread closes the listener).
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(addr).is_ok() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still listening after stop"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    #[test]
-    fn binding_an_address_in_use_is_a_usage_error_and_starts_no_thread() {
-        let first = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let e = bind(first.local_addr()).unwrap_err();
-        assert_eq!(e.status(), ExitStatus::Usage, "{e}");
-        assert!(e.to_string().contains("already in use"), "{e}");
-        // A lab address (RFC 5737), on no interface outside the lab namespaces.
-        let e = bind("203.0.113.254:9479".parse().unwrap()).unwrap_err();
-        assert_eq!(e.status(), ExitStatus::Usage, "{e}");
-    }
-}
+mod tests;

@@ -16,9 +16,12 @@
 //! | `kaprobe_probe_rtt_seconds` | histogram | |
 //! | `kaprobe_connection_state` | gauge (1) | `local`, `remote`, `state`; only when enabled |
 //! | `kaprobe_sweep_timestamp_seconds`, `kaprobe_sweep_duration_seconds` | gauge | (sweep) |
+//! | `kaprobe_build_info`, `process_*` | gauge, counter | `version`, `target` (watch) |
 
 pub mod http;
+pub mod process;
 pub mod textfile;
+pub mod web_config;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,8 +37,9 @@ use prometheus_client::registry::{Metric, Registry, Unit};
 use crate::engine::VerdictKind;
 use crate::flow::Flow;
 
-pub use http::{MetricsListener, MetricsServer, bind, parse_listen_addr, serve};
+pub use http::{ListenAddr, MetricsListener, MetricsServer, bind, parse_listen_addr, serve};
 pub use textfile::{check_textfile_path, check_writable};
+pub use web_config::WebConfig;
 
 /// `Content-Type` of the OpenMetrics text format, for scrapers that ask for it.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -146,6 +150,8 @@ pub struct Options {
     pub per_connection: bool,
     /// `kaprobe_sweep_timestamp_seconds` and `kaprobe_sweep_duration_seconds` (`sweep --textfile`).
     pub sweep: bool,
+    /// `kaprobe_build_info` and the `process_*` families (`watch --metrics`).
+    pub process: bool,
 }
 
 struct SweepGauges {
@@ -288,6 +294,9 @@ impl Metrics {
             )
         });
         let sweep = options.sweep.then(|| SweepGauges::register(r));
+        if options.process {
+            process::register(r);
+        }
         Metrics {
             registry,
             by_state,
@@ -307,6 +316,7 @@ impl Metrics {
         Metrics::new(Options {
             per_connection: false,
             sweep: true,
+            process: false,
         })
     }
 
@@ -556,10 +566,47 @@ mod tests {
     }
 
     #[test]
+    fn watch_adds_build_info_and_process_families() {
+        let m = Metrics::new(Options {
+            process: true,
+            ..Options::default()
+        });
+        let text = m.encode();
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!(
+                "kaprobe_build_info{{version=\"{version}\",target=\""
+            )),
+            "{text}"
+        );
+        for family in [
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_resident_memory_bytes gauge",
+            "# TYPE process_open_fds gauge",
+            "# TYPE process_max_fds gauge",
+            "# TYPE process_start_time_seconds gauge",
+        ] {
+            assert!(text.contains(family), "{family} missing: {text}");
+        }
+        let rss = sample(&text, "process_resident_memory_bytes").unwrap();
+        assert!(rss > 1e5, "{rss}");
+        assert!(
+            m.encode_openmetrics()
+                .contains("# TYPE process_cpu_seconds counter")
+        );
+        // sweep's textfile and the default carry neither.
+        let plain = Metrics::default().encode();
+        assert!(
+            !plain.contains("process_") && !plain.contains("build_info"),
+            "{plain}"
+        );
+    }
+
+    #[test]
     fn per_connection_series_follow_the_state_and_go_away() {
         let m = Metrics::new(Options {
             per_connection: true,
-            sweep: false,
+            ..Options::default()
         });
         let a = flow(1);
         m.set_state(&a, ConnState::Pending);

@@ -92,13 +92,19 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(target: SocketAddr) -> Prometheus {
+        Prometheus::start_jobs(&format!(
+            "  - job_name: kaprobe\n    static_configs:\n      - targets: ['{target}']\n"
+        ))
+    }
+
+    /// With `jobs`, the YAML list under `scrape_configs:` (each item indented by two).
+    pub fn start_jobs(jobs: &str) -> Prometheus {
         let dir = crate::common::ScratchDir::new("prometheus");
         let config = dir.0.join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
-                 scrape_configs:\n  - job_name: kaprobe\n    static_configs:\n      - targets: ['{target}']\n"
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n{jobs}"
             ),
         )
         .unwrap();
