@@ -200,6 +200,21 @@ pub fn is_link_local(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
 }
 
+/// `addr` with its zone: a link-local IPv6 address without a scope id gets `ifindex` (the
+/// device the socket is bound to, which the kernel sets for a link-local connection), so
+/// that it prints as `[fe80::1%2]:22` and can be used again. Other addresses are unchanged.
+pub fn with_zone(addr: SocketAddr, ifindex: u32) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(mut a)
+            if ifindex != 0 && a.scope_id() == 0 && a.ip().is_unicast_link_local() =>
+        {
+            a.set_scope_id(ifindex);
+            SocketAddr::V6(a)
+        }
+        other => other,
+    }
+}
+
 /// What the user named on the command line. The scope, when given, says which interface a
 /// link-local flow is on (unresolved: see the module comment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -545,6 +560,19 @@ impl Cause {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_link_local_address_gets_its_zone() {
+        let ll: std::net::SocketAddr = "[fe80::1]:22".parse().unwrap();
+        assert_eq!(super::with_zone(ll, 3).to_string(), "[fe80::1%3]:22");
+        assert_eq!(super::with_zone(ll, 0).to_string(), "[fe80::1]:22");
+        let zoned: std::net::SocketAddr = "[fe80::1%2]:22".parse().unwrap();
+        assert_eq!(super::with_zone(zoned, 3), zoned);
+        for other in ["[2001:db8::1]:22", "198.18.0.1:22"] {
+            let a: std::net::SocketAddr = other.parse().unwrap();
+            assert_eq!(super::with_zone(a, 3), a);
+        }
+    }
+
     use super::*;
 
     fn exact(s: &str) -> Flow {

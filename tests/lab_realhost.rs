@@ -339,7 +339,47 @@ fn link_local(blackhole: bool, server_port: u16, client_port: u16) {
     sweep_one(&lab, &args, code, verdict);
     if !blackhole {
         assert_still_carries_data(&client, &server);
+        return;
     }
+    // watch's --on-dead exec command gets the addresses with their zone (A's eth0 is 10),
+    // so it can use them.
+    let dir = common::ScratchDir::new("ll-exec");
+    let out = dir.0.join("flow");
+    let cmd = format!(
+        "exec printf %s \"$KAPROBE_FLOW $KAPROBE_REMOTE\" > {}",
+        out.display()
+    );
+    let mut w = common::Background::start(
+        &lab,
+        &[
+            "watch",
+            &flow,
+            "--time",
+            "0s",
+            "--intvl",
+            "300ms",
+            "--probes",
+            "2",
+            "--on-dead",
+            &cmd,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        match std::fs::read_to_string(&out) {
+            Ok(s) if !s.is_empty() => break s,
+            _ => {
+                assert!(Instant::now() < deadline, "--on-dead exec never ran");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    let (code, out_text, err) = w.stop();
+    assert_eq!(code, 0, "{}", common::describe(code, &out_text, &err));
+    assert_eq!(
+        got,
+        format!("[fe80::1%10]:{client_port}-[fe80::2%10]:{server_port} [fe80::2%10]:{server_port}")
+    );
 }
 
 // ------------------------------------------------------------------ 3. dual-stack listener

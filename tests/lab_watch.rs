@@ -249,6 +249,67 @@ fn watch_ends_cleanly_on_sighup() {
 
 /// `--on-dead exec` commands that hang (issue 19): one past `--exec-timeout` is killed while
 /// watch runs, and SIGTERM ends watch within a second, its commands' process groups with it.
+/// `--exec-parallel 2` with five connections going dead at once: at most two commands run at
+/// a time, the others are skipped with a warning, and watch goes on.
+fn watch_exec_parallel_caps_running_commands() {
+    let lab = Lab::up_or_skip("direct", None);
+    let conns: Vec<_> = (0..5u16)
+        .map(|i| lab.connect(false, 9641 + i, 44641 + i))
+        .collect();
+    lab.fault(&["blackhole"]);
+    let dir = common::ScratchDir::new("exec-par");
+    // Each command leaves a file while it runs (3 s) and a line in a log when it starts.
+    let cmd = format!(
+        "exec sh -c 'echo $KAPROBE_LOCAL >> {d}/started; touch {d}/$KAPROBE_LOCAL.run; sleep 3; rm {d}/$KAPROBE_LOCAL.run'",
+        d = dir.0.display()
+    );
+    let mut watch = spawn_watch(
+        &lab,
+        &[
+            "--remote",
+            "198.51.100.2",
+            "--time",
+            "0s",
+            "--intvl",
+            "300ms",
+            "--probes",
+            "2",
+            "--exec-parallel",
+            "2",
+            "--on-dead",
+            &cmd,
+        ],
+    );
+    let running = || {
+        std::fs::read_dir(&dir.0)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".run"))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut most = 0;
+    while Instant::now() < deadline {
+        most = most.max(running());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = std::fs::read_to_string(dir.0.join("started")).unwrap_or_default();
+    assert!(watch.exited().is_none(), "watch itself goes on");
+    let (code, out, err) = watch.stop();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        most, 2,
+        "commands running at once: {most}; started: {started}"
+    );
+    assert_eq!(started.lines().count(), 2, "{started}");
+    assert!(err.contains("--exec-parallel"), "{err}");
+    drop(conns);
+}
+
 fn watch_exec_children_are_bounded() {
     let lab = Lab::up_or_skip("direct", None);
     let (_c1, _s1) = lab.connect(false, 9631, 44631);
@@ -447,6 +508,7 @@ crate::tests!(
     watch_forgets_a_closed_connection_at_the_rescan,
     watch_ends_when_its_namespace_is_gone,
     watch_exec_children_are_bounded,
+    watch_exec_parallel_caps_running_commands,
     watch_ends_cleanly_on_sighup,
     watch_keeps_an_idle_flow_through_a_nat_that_forgets,
     watch_on_dead_kill_wakes_the_blocked_application,

@@ -789,13 +789,18 @@ impl Watch<'_> {
                     .try_clone_to_owned()
                     .map(std::process::Stdio::from)
                     .unwrap_or_else(|_| std::process::Stdio::null());
+                // A link-local address carries its zone (`[fe80::1%2]:22`), or the command
+                // could not use it.
+                let ifindex = self.tracks.get(&flow).map_or(0, |t| t.route.ifindex);
+                let local = crate::flow::with_zone(flow.local, ifindex);
+                let remote = crate::flow::with_zone(flow.remote, ifindex);
                 let spawned = Command::new("/bin/sh")
                     .arg("-c")
                     .arg(cmd)
-                    .env("KAPROBE_FLOW", flow.to_string())
+                    .env("KAPROBE_FLOW", format!("{local}-{remote}"))
                     .env("KAPROBE_VERDICT", "dead")
-                    .env("KAPROBE_LOCAL", flow.local.to_string())
-                    .env("KAPROBE_REMOTE", flow.remote.to_string())
+                    .env("KAPROBE_LOCAL", local.to_string())
+                    .env("KAPROBE_REMOTE", remote.to_string())
                     .env_remove("NOTIFY_SOCKET")
                     .stdin(std::process::Stdio::null())
                     .stdout(stdout)
