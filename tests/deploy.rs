@@ -77,7 +77,11 @@ fn unit_template_says_what_kaprobe_needs() {
     assert_eq!(get("Type"), ["notify"]);
     assert_eq!(get("WatchdogSec").len(), 1);
     assert_eq!(get("EnvironmentFile"), ["/etc/kaprobe/%i.conf"]);
-    assert_eq!(get("ExecStart"), ["/usr/bin/kaprobe watch $KAPROBE_ARGS"]);
+    assert_eq!(
+        get("ExecStart"),
+        ["/usr/bin/kaprobe watch $KAPROBE_ARGS --on-dead ${KAPROBE_ON_DEAD}"]
+    );
+    assert_eq!(get("Environment"), ["KAPROBE_ON_DEAD=report"]);
     assert_eq!(get("LimitNOFILE"), ["65536"]);
     for key in ["AmbientCapabilities", "CapabilityBoundingSet"] {
         let mut caps: Vec<&str> = get(key).iter().flat_map(|v| v.split_whitespace()).collect();
@@ -99,11 +103,38 @@ fn unit_template_says_what_kaprobe_needs() {
         .filter_map(|l| l.strip_prefix("KAPROBE_ARGS="))
         .collect();
     assert_eq!(args.len(), 1, "one KAPROBE_ARGS line:\n{example}");
-    // ExecStart's `watch $KAPROBE_ARGS`, split at spaces as systemd does, parses.
-    let mut argv = vec!["watch".to_string()];
-    argv.extend(args[0].split_whitespace().map(String::from));
-    let watch = parse_args(&argv);
-    assert!(watch.get_one::<std::net::SocketAddr>("metrics").is_some());
+    // The command for --on-dead, commented out: one single-quoted value, which systemd's
+    // EnvironmentFile parser takes literally, quotes inside included.
+    let on_dead: Vec<&str> = example
+        .lines()
+        .filter_map(|l| l.strip_prefix("#KAPROBE_ON_DEAD='")?.strip_suffix('\''))
+        .collect();
+    assert_eq!(
+        on_dead.len(),
+        1,
+        "one #KAPROBE_ON_DEAD='...' line:\n{example}"
+    );
+    assert!(
+        on_dead[0].contains('"'),
+        "the example shows a quoted argument"
+    );
+    // ExecStart: `$KAPROBE_ARGS` split at spaces, `${KAPROBE_ON_DEAD}` one word, as systemd
+    // expands them; both the default and the example parse.
+    for value in ["report", on_dead[0]] {
+        let mut argv = vec!["watch".to_string()];
+        argv.extend(args[0].split_whitespace().map(String::from));
+        argv.extend(["--on-dead".to_string(), value.to_string()]);
+        let watch = parse_args(&argv);
+        assert!(
+            watch
+                .get_one::<kaprobe::metrics::ListenAddr>("metrics")
+                .is_some()
+        );
+        assert_eq!(
+            watch.get_one::<String>("on_dead").map(String::as_str),
+            Some(value)
+        );
+    }
 }
 
 fn unit_template_passes_systemd_analyze() {
@@ -285,8 +316,10 @@ fn daemonset_parses_and_grants_only_net_raw_and_net_admin() {
     // The args are what kaprobe's own parser accepts, and --metrics is the port declared.
     let watch = parse_args(&args);
     assert_eq!(
-        watch.get_one::<std::net::SocketAddr>("metrics").copied(),
-        Some(format!("0.0.0.0:{port}").parse().unwrap()),
+        watch
+            .get_one::<kaprobe::metrics::ListenAddr>("metrics")
+            .map(|a| a.addr),
+        Some(format!("[::]:{port}").parse().unwrap()),
         "{args:?}"
     );
 }
