@@ -1003,6 +1003,11 @@ impl Background {
         }
     }
 
+    /// kaprobe's pid (0 once `stop` has taken it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// Sends `signal` to kaprobe.
     pub fn signal(&self, signal: libc::c_int) {
         if let Some(child) = &self.child {
