@@ -301,10 +301,182 @@ fn unknown_user_exits_2() {
     );
 }
 
+/// `kaprobe ARGS...` in namespace `ns` under `setpriv SETPRIV...` (as the user and with the
+/// capabilities a systemd unit would give it), stdout and stderr to files in `dir`.
+fn spawn_setpriv(
+    ns: &str,
+    setpriv: &[&str],
+    args: &[&str],
+    dir: &common::ScratchDir,
+) -> std::process::Child {
+    let out = std::fs::File::create(dir.join("stdout")).expect("create stdout file");
+    let err = std::fs::File::create(dir.join("stderr")).expect("create stderr file");
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "setpriv"])
+        .args(setpriv)
+        .arg(env!("CARGO_BIN_EXE_kaprobe"))
+        .args(args)
+        .env("KAPROBE_DEBUG_CAPS", "1")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .current_dir("/")
+        .spawn()
+        .expect("run setpriv")
+}
+
+/// The systemd unit's case: not root, CAP_NET_RAW and CAP_NET_ADMIN as ambient capabilities
+/// and the only ones in the bounding set, no_new_privs. Without CAP_SETPCAP kaprobe cannot
+/// empty the bounding set and says so (debug); the ambient set is cleared all the same, so
+/// the `--on-dead exec` command, not root, starts with no capability.
+fn ambient_capabilities_as_in_the_systemd_unit() {
+    let lab = Lab::up_or_skip("direct", None);
+    if !common::require_tool("setpriv", "util-linux") {
+        return;
+    }
+    let (uid, gid) = nobody();
+    let port = 9731;
+    let (_dc, _ds) = lab.connect(false, port, port + 35000);
+    let (c, s) = lab.connect(false, port + 1, port + 35001);
+    common::nft(
+        &lab.ns('b'),
+        &format!(
+            "table inet kpsilent {{\n\
+             chain input {{ type filter hook input priority -10; policy accept;\n\
+             tcp dport {port} drop\n}}\n\
+             chain output {{ type filter hook output priority -10; policy accept;\n\
+             tcp sport {port} drop\n}}\n}}\n"
+        ),
+    );
+    let dir = common::ScratchDir::new("privamb");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777))
+            .expect("chmod the scratch directory");
+    }
+    let file = dir.join("status");
+    let on_dead = format!(
+        "exec cat /proc/self/status > {}.tmp && mv {0}.tmp {0}",
+        file.display()
+    );
+    let remote = lab.b_addr(false).to_string();
+    let (uid_s, gid_s) = (uid.to_string(), gid.to_string());
+    let caps = "+net_raw,+net_admin";
+    let mut child = spawn_setpriv(
+        &lab.ns('a'),
+        &[
+            "--reuid",
+            &uid_s,
+            "--regid",
+            &gid_s,
+            "--clear-groups",
+            "--inh-caps",
+            caps,
+            "--ambient-caps",
+            caps,
+            "--bounding-set",
+            "-all,+net_raw,+net_admin",
+            "--no-new-privs",
+        ],
+        &[
+            "-vv",
+            "watch",
+            "--remote",
+            &remote,
+            "--time",
+            "0s",
+            "--intvl",
+            "300ms",
+            "--probes",
+            "2",
+            "--on-dead",
+            &on_dead,
+        ],
+        &dir,
+    );
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let daemon = status_of(&format!("/proc/{}/status", child.id()));
+    common::assert_still_carries_data(&c, &s);
+    common::terminate(&mut child);
+    let err = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    let out = std::fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+    assert!(
+        file.exists(),
+        "--on-dead exec never wrote its status\n{out}\n{err}"
+    );
+    assert!(err.contains("caps after drop:"), "{err}");
+    assert!(
+        err.contains("bounding set left as it is: dropping from it needs CAP_SETPCAP"),
+        "the kept bounding set is said (debug)\n{err}"
+    );
+    let alive = common::flow(
+        SocketAddr::new(lab.a_addr(false), port + 35001),
+        SocketAddr::new(lab.b_addr(false), port + 1),
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&alive) && l.contains("alive")),
+        "the other connection is alive: {out}"
+    );
+    let bnd = CAP_NET_ADMIN | 1 << 13;
+    for (what, st, allowed) in [
+        ("daemon", &daemon, CAP_NET_ADMIN),
+        ("exec'd command", &status_of(&file.to_string_lossy()), 0),
+    ] {
+        println!(
+            "{what}: Uid {} CapEff {:016x} CapPrm {:016x} CapBnd {:016x} CapAmb {:016x} NoNewPrivs {}",
+            st["Uid"],
+            hex(st, "CapEff"),
+            hex(st, "CapPrm"),
+            hex(st, "CapBnd"),
+            hex(st, "CapAmb"),
+            st["NoNewPrivs"]
+        );
+        assert_eq!(st["Uid"], ids(uid), "{what}");
+        assert_eq!(hex(st, "CapEff") & !allowed, 0, "{what}");
+        assert_eq!(hex(st, "CapPrm") & !allowed, 0, "{what}");
+        assert_eq!(hex(st, "CapAmb"), 0, "{what}");
+        assert_eq!(hex(st, "CapBnd"), bnd, "{what}: the bounding set stays");
+        assert_eq!(st["NoNewPrivs"], "1", "{what}");
+    }
+}
+
+/// `--user` without CAP_SETUID (not root): exit 6, one line naming the capability.
+fn user_without_root_exits_6() {
+    let lab = Lab::up_or_skip("direct", None);
+    if !common::require_tool("setpriv", "util-linux") {
+        return;
+    }
+    let (uid, gid) = nobody();
+    let dir = common::ScratchDir::new("privsix");
+    let (uid_s, gid_s) = (uid.to_string(), gid.to_string());
+    let remote = lab.b_addr(false).to_string();
+    let mut child = spawn_setpriv(
+        &lab.ns('a'),
+        &["--reuid", &uid_s, "--regid", &gid_s, "--clear-groups"],
+        &["watch", "--remote", &remote, "--user", "nobody"],
+        &dir,
+    );
+    let status = common::wait_within(&mut child, Duration::from_secs(10), "kaprobe --user");
+    let err = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    assert_eq!(status.code(), Some(6), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("--user nobody") && err.contains("CAP_SETUID"),
+        "{err}"
+    );
+}
+
 crate::tests!(
     watch_as_nobody_keeps_only_what_it_needs,
     watch_as_root_keeps_only_what_it_needs,
     exec_child_as_nobody_has_no_capability,
     exec_child_as_root_has_no_capability,
     unknown_user_exits_2,
+    ambient_capabilities_as_in_the_systemd_unit,
+    user_without_root_exits_6,
 );
