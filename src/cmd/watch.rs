@@ -91,9 +91,10 @@ pub struct WatchArgs {
     /// kaprobe_connection_state{local,remote,state} (mind the cardinality)
     #[arg(long, requires = "metrics")]
     pub metrics_per_connection: bool,
-    /// Once the sockets are open, before probing, run as USER (a name or a uid): its uid,
-    /// its primary group as the only group, and only the capabilities still needed.
-    /// Needs CAP_SETUID and CAP_SETGID (start as root)
+    /// Once the sockets are open, before probing, run as USER (a name, or a uid; a uid
+    /// with no passwd entry gets the group of the same number): its uid, its primary group
+    /// as the only group, keeping only the capabilities still used. --on-dead exec commands
+    /// run as USER too. Needs CAP_SETUID and CAP_SETGID (start as root)
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
 }
