@@ -182,15 +182,25 @@ Under systemd (Type=notify):
   half of WatchdogSec, STOPPING=1 at the end; with stderr on the journal,
   log lines start with their priority (<3> to <7>)
 
+Privileges, once the sockets are open and before probing:
+  every capability is dropped but those still used (CAP_NET_ADMIN for
+  filters, --on-dead kill and conntrack lookups; CAP_BPF and CAP_PERFMON
+  for the kernel source), the ambient and bounding sets are emptied (the
+  bounding set only with CAP_SETPCAP, which root has), no_new_privs is
+  set, and with --user the process takes that user's uid and primary
+  group. --on-dead exec commands run as that user (or as kaprobe's) with
+  no capability
+
 Exit status:
   with FLOW, when the connection ends: 1 dead (--on-dead kill),
       3 reset, 5 closed
   0 stopped by SIGINT/SIGTERM/SIGHUP, after a summary
-  2 bad command line, or --metrics' address is in use or not on this host
+  2 bad command line, --metrics' address is in use or not on this host,
+      or --user names no user
   5 FLOW is not an established connection, or the --netns/--pid
       namespace is gone (checked every second; a summary comes first)
   6 missing privilege (a --metrics port below 1024 needs
-      CAP_NET_BIND_SERVICE)
+      CAP_NET_BIND_SERVICE; --user needs CAP_SETUID and CAP_SETGID)
   7 other failure
 
 Examples:

@@ -88,6 +88,10 @@ fn privilege_hint(cap: Capability) -> &'static str {
             "run as root, or as the socket owner's user with kernel.yama.ptrace_scope=0 \
              (1 and 2 need CAP_SYS_PTRACE, 3 refuses everyone)"
         }
+        Capability::CAP_SETUID | Capability::CAP_SETGID => {
+            "start kaprobe as root (it switches to the user once its sockets are open), or \
+             leave out --user"
+        }
         Capability::CAP_SYS_ADMIN => {
             "run as root, or enter the namespace with `ip netns exec NAME kaprobe ...`"
         }

@@ -28,7 +28,6 @@ use crate::sys::capture::Capture;
 use crate::sys::diag::{Conn, Diag};
 use crate::sys::kernel_seq::{self, KernelSeq, SockNumbers};
 use crate::sys::link::Links;
-use crate::sys::privilege::Bounding;
 use crate::sys::raw::{SendError, Sender};
 use crate::sys::{bpf, random_seed, wait_readable};
 use crate::wire::{IpMeta, Packet, Segment, Timestamps, decode};
@@ -429,9 +428,13 @@ impl Fleet {
 
     /// `open_all_families`, then gives up every capability but `keep`: everything the fleet
     /// does afterwards needs no privilege.
-    pub fn drop_privileges(&mut self, keep: &[Capability], bounding: Bounding) -> Result<()> {
+    pub fn drop_privileges(
+        &mut self,
+        keep: &[Capability],
+        user: Option<&crate::sys::privilege::User>,
+    ) -> Result<()> {
         self.open_all_families()?;
-        crate::sys::privilege::drop_privileges(keep, bounding)
+        crate::sys::privilege::drop_privileges(keep, user)
     }
 
     /// Closes the sockets without waiting for the packet socket's release (see Capture).

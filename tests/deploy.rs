@@ -235,7 +235,7 @@ fn find_keys<'a>(y: &'a Yaml, name: &str, path: String, found: &mut Vec<(String,
     }
 }
 
-fn daemonset_parses_and_grants_only_net_raw_and_net_admin() {
+fn daemonset_parses_and_grants_only_what_watch_and_its_user_switch_need() {
     let text = std::fs::read_to_string(deploy("kaprobe-daemonset.yaml")).unwrap();
     let docs = YamlLoader::load_from_str(&text).expect("kaprobe-daemonset.yaml is not YAML");
     let ds: Vec<&Yaml> = docs
@@ -261,7 +261,8 @@ fn daemonset_parses_and_grants_only_net_raw_and_net_admin() {
     let sc = key(c, "securityContext");
     let mut add = strings(&sc["capabilities"]["add"]);
     add.sort();
-    assert_eq!(add, ["NET_ADMIN", "NET_RAW"]);
+    // The two kaprobe uses, and the three `--user` needs to switch away from uid 0.
+    assert_eq!(add, ["NET_ADMIN", "NET_RAW", "SETGID", "SETPCAP", "SETUID"]);
     assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
     assert_ne!(sc["privileged"].as_bool(), Some(true));
     assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
@@ -311,6 +312,17 @@ fn daemonset_parses_and_grants_only_net_raw_and_net_admin() {
     assert_eq!(
         annotations["prometheus.io/port"].as_str(),
         Some(port.to_string().as_str())
+    );
+
+    // Root only until the sockets are open: then the unprivileged --user.
+    assert_eq!(sc["runAsUser"].as_i64(), Some(0));
+    assert!(
+        args.iter().any(|a| a == "--user=65534"),
+        "watch switches to an unprivileged user: {args:?}"
+    );
+    assert!(
+        text.contains("Why not runAsNonRoot"),
+        "the manifest says why it starts as root"
     );
 
     // The args are what kaprobe's own parser accepts, and --metrics is the port declared.
@@ -530,6 +542,6 @@ fn deb_installs_and_grants_the_capabilities() {
 crate::tests!(
     unit_template_says_what_kaprobe_needs,
     unit_template_passes_systemd_analyze,
-    daemonset_parses_and_grants_only_net_raw_and_net_admin,
+    daemonset_parses_and_grants_only_what_watch_and_its_user_switch_need,
     deb_installs_and_grants_the_capabilities,
 );

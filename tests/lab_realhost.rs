@@ -349,7 +349,7 @@ fn link_local(blackhole: bool, server_port: u16, client_port: u16) {
         "exec printf %s \"$KAPROBE_FLOW $KAPROBE_REMOTE\" > {}",
         out.display()
     );
-    let mut w = common::Background::start(
+    let w = common::Background::start(
         &lab,
         &[
             "watch",

@@ -24,7 +24,6 @@ use crate::fleet::Fleet;
 use crate::flow::{Flow, parse_port};
 use crate::output::{self, Reporter, count as plural, duration};
 use crate::sys::diag::Diag;
-use crate::sys::privilege::Bounding;
 use crate::sys::{catch_stop_signals, stop_requested};
 
 /// The longest idle time that can be tried: a week (Linux conntrack keeps an established
@@ -183,7 +182,7 @@ pub fn run(args: &NatTimeoutArgs, ctx: &Ctx) -> Result<ExitStatus> {
     };
     // One capture socket for every round; test connections need no privilege to open.
     let mut fleet = Fleet::open(&[], Diag::open()?, None, 1000)?;
-    fleet.drop_privileges(&[], Bounding::Drop)?;
+    fleet.drop_privileges(&[], None)?;
     let found = search(&mut fleet, reporter, target, args, &progress)?;
     fleet.close();
     let result = Result_ {

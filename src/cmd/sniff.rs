@@ -27,7 +27,7 @@ use crate::flow::{Flow, FlowSpec};
 use crate::keepalive_track::{ACK_WINDOW, DEFAULT_MAX_CONNECTIONS, Probe, ProbeAck, Seen, Tracker};
 use crate::output::{self, count as plural, duration};
 use crate::sys::capture::Capture;
-use crate::sys::privilege::{self, Bounding};
+use crate::sys::privilege;
 use crate::sys::{bpf, catch_stop_signals, stop_requested, wait_readable};
 use crate::wire::{self, Packet, Segment};
 
@@ -201,7 +201,7 @@ pub fn run(args: &SniffArgs, ctx: &Ctx) -> Result<ExitStatus> {
         _ => bpf::tcp_filter(ifindex),
     };
     let mut cap = Capture::open(&filter)?;
-    privilege::drop_privileges(&[], Bounding::Drop)?;
+    privilege::drop_privileges(&[], None)?;
     catch_stop_signals();
     log::info!(
         "sniffing TCP keepalives on {}",

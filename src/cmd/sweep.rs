@@ -27,7 +27,6 @@ use crate::output::{self, Reporter, count as plural, duration, unfinished_json, 
 use crate::prober::run::{self, Skipped};
 use crate::prober::{Options, Prober};
 use crate::sys::catch_stop_signals;
-use crate::sys::privilege::Bounding;
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
@@ -185,7 +184,7 @@ fn sweep(args: &SweepArgs, ctx: &Ctx, lib: &Prober, opts: &Options) -> Result<Ex
 fn no_match_textfile(args: &SweepArgs, started: Instant, started_at: SystemTime) -> Result<()> {
     if let Some(path) = &args.textfile {
         // Written as the file of a sweep that probed would be: without capabilities.
-        crate::sys::privilege::drop_privileges(&[], Bounding::Drop)?;
+        crate::sys::privilege::drop_privileges(&[], None)?;
         let m = Metrics::for_sweep();
         m.sweep_times(started_at, started.elapsed());
         m.write_textfile(path)?;

@@ -27,7 +27,7 @@ use crate::output::{self, Reporter, StateChange, count as plural, duration};
 use crate::sys::diag::{Conn, Diag};
 use crate::sys::netns;
 use crate::sys::notify::{self, Watchdog};
-use crate::sys::privilege::Bounding;
+use crate::sys::privilege::{self, User};
 use crate::sys::snmp::{self, TcpOpens};
 use crate::sys::{catch_stop_signals, stop_requested};
 use caps::Capability::CAP_NET_ADMIN;
@@ -96,6 +96,12 @@ pub struct WatchArgs {
     /// kaprobe_connection_state{local,remote,state} (mind the cardinality)
     #[arg(long, requires = "metrics")]
     pub metrics_per_connection: bool,
+    /// Once the sockets are open, before probing, run as USER (a name, or a uid; a uid
+    /// with no passwd entry gets the group of the same number): its uid, its primary group
+    /// as the only group, keeping only the capabilities still used. --on-dead exec commands
+    /// run as USER too. Needs CAP_SETUID and CAP_SETGID (start as root)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,6 +213,16 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
         log::warn!("{w}");
     }
     let action = on_dead(&args.on_dead)?;
+    // An unknown user (exit 2) or one this process may not switch to (exit 6) is refused
+    // before anything is opened.
+    let user = match &args.user {
+        Some(name) => {
+            let user = User::lookup(name)?;
+            user.check_allowed()?;
+            Some(user)
+        }
+        None => None,
+    };
     let mut diag = Diag::open()?;
     let start = find(args, &mut diag)?;
     let chosen = source::choose(args.style.seq_source)?;
@@ -218,7 +234,9 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
         // sent; later rounds ask again.
         guard.admit(&flow, source)?;
     }
-    let (mut fleet, start) = open_fleet(args, diag, chosen, &action, start)?;
+    // The --pid process is watched through a pidfd opened while /proc/PID may still be read.
+    let presence = ctx.netns.as_ref().map(netns::Presence::open);
+    let (mut fleet, start) = open_fleet(args, diag, chosen, &action, start, user.as_ref())?;
     // The HTTP server's threads start only now: capabilities are per thread, and they were
     // dropped while this was the only one.
     let (metrics, server) = serve_metrics(args, listener)?;
@@ -244,7 +262,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
         w.start(&mut fleet, flow, view, route);
     }
     catch_stop_signals();
-    let exit = w.watch(&mut fleet, start.single, ctx.netns.as_ref())?;
+    let exit = w.watch(&mut fleet, start.single, presence.as_ref())?;
     notify::stopping();
     let elapsed = fleet.now();
     w.count_probes(&fleet);
@@ -295,13 +313,15 @@ fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
 }
 
 /// Opens the fleet and each starting route's raw socket while the privileges are held, then
-/// drops them. The returned `Start` holds only the connections whose route could be opened.
+/// drops them (switching to `user` if given) and sets no_new_privs. The returned `Start`
+/// holds only the connections whose route could be opened.
 fn open_fleet(
     args: &WatchArgs,
     diag: Diag,
     chosen: Chosen,
     action: &OnDead,
     mut start: Start,
+    user: Option<&User>,
 ) -> Result<(Fleet, Start)> {
     let flows: Vec<Flow> = start.initial.iter().map(|(f, _, _)| *f).collect();
     let kernel = chosen.kernel.is_some();
@@ -323,18 +343,18 @@ fn open_fleet(
     // kill needs CAP_NET_ADMIN for SOCK_DESTROY. So does watching by filters: sock_diag
     // shows a socket's mark and TCP-MD5 keys only to CAP_NET_ADMIN, and without them a
     // connection that appears later would be probed unmarked (a false `dead` under policy
-    // routing) or, if signed, retried forever. exec'd commands run as they would from a
-    // shell.
+    // routing) or, if signed, retried forever.
     // Conntrack is asked before every round (CAP_NET_ADMIN), and the kernel source makes a
     // BPF iterator every round (CAP_BPF, CAP_PERFMON).
     let mut keep: Vec<caps::Capability> = prober::kernel_caps(kernel).to_vec();
     if start.single.is_none() || *action == OnDead::Kill || injects || kernel {
         keep.push(CAP_NET_ADMIN);
     }
-    match action {
-        OnDead::Exec(_) => fleet.drop_privileges(&keep, Bounding::Keep)?,
-        _ => fleet.drop_privileges(&keep, Bounding::Drop)?,
-    }
+    // The bounding set goes too, also with --on-dead exec: its commands run as `user` (or
+    // uid 0) without any capability, and no_new_privs keeps set-user-ID programs and file
+    // capabilities from giving them one.
+    fleet.drop_privileges(&keep, user)?;
+    privilege::set_no_new_privs()?;
     Ok((fleet, start))
 }
 
@@ -405,7 +425,7 @@ impl Watch<'_> {
         &mut self,
         fleet: &mut Fleet,
         single: Option<Flow>,
-        netns: Option<&netns::Target>,
+        netns: Option<&netns::Presence>,
     ) -> Result<ExitStatus> {
         notify::ready(&self.status_line());
         let mut watchdog = Watchdog::from_env();
@@ -414,14 +434,14 @@ impl Watch<'_> {
         let mut next_netns_check = Instant::now() + NETNS_CHECK;
         while !stop_requested() {
             let now = Instant::now();
-            if let Some(target) = netns
+            if let Some(presence) = netns
                 && now >= next_netns_check
             {
                 next_netns_check = now + NETNS_CHECK;
-                if !netns::still_there(target) {
+                if !presence.still_there() {
                     log::error!(
                         "{} is gone, and its connections with it: watch ends",
-                        netns::describe(target)
+                        netns::describe(presence.target())
                     );
                     return Ok(ExitStatus::NoConnection);
                 }
@@ -782,8 +802,15 @@ impl Watch<'_> {
                     return Ok(());
                 }
                 // Its own process group (killed whole at the timeout or at the end), stdin
-                // closed, stdout to kaprobe's stderr (kaprobe's stdout is data), and no
-                // NOTIFY_SOCKET: systemd hears from kaprobe alone.
+                // closed, stdout to kaprobe's stderr (kaprobe's stdout is data), no
+                // NOTIFY_SOCKET (systemd hears from kaprobe alone), and no capability: the
+                // child gives up those kaprobe kept before it execs.
+                let mut command = Command::new("/bin/sh");
+                // SAFETY: the hook runs in the forked child before exec, and only makes
+                // system calls (drop_thread_capabilities allocates nothing).
+                unsafe {
+                    command.pre_exec(privilege::drop_thread_capabilities);
+                }
                 let stdout = std::io::stderr()
                     .as_fd()
                     .try_clone_to_owned()
@@ -794,7 +821,7 @@ impl Watch<'_> {
                 let ifindex = self.tracks.get(&flow).map_or(0, |t| t.route.ifindex);
                 let local = crate::flow::with_zone(flow.local, ifindex);
                 let remote = crate::flow::with_zone(flow.remote, ifindex);
-                let spawned = Command::new("/bin/sh")
+                let spawned = command
                     .arg("-c")
                     .arg(cmd)
                     .env("KAPROBE_FLOW", format!("{local}-{remote}"))

@@ -227,6 +227,11 @@ impl MetricsListener {
             std::thread::Builder::new()
                 .name("kaprobe-metrics".into())
                 .spawn(move || {
+                    // Capabilities are per thread: this one, facing the network, keeps none
+                    // of those the probing thread still holds.
+                    if let Err(e) = crate::sys::privilege::drop_thread_capabilities() {
+                        log::warn!("metrics: dropping the thread's capabilities: {e}");
+                    }
                     let site = Rc::new(Site::new(metrics, &web, limits));
                     let local = tokio::task::LocalSet::new();
                     runtime.block_on(local.run_until(run(listeners, site, stopped)));

@@ -24,7 +24,6 @@ use crate::fleet::{Event, Fleet, conn_view};
 use crate::flow::{Flow, FlowSpec, Signature};
 use crate::sys::diag::{Conn, Diag};
 use crate::sys::kernel_seq::KernelSeq;
-use crate::sys::privilege::Bounding;
 use crate::sys::snmp::SignatureDrops;
 
 /// What a run may do to its process beyond probing; nothing by default. The command line
@@ -96,7 +95,7 @@ fn close(fleet: Fleet, behaviour: Behaviour) {
 /// Either gives up every capability but `keep`, or opens what dropping would have opened.
 fn settle_privileges(fleet: &mut Fleet, keep: &[Capability], behaviour: Behaviour) -> Result<()> {
     if behaviour.drop_privileges {
-        fleet.drop_privileges(keep, Bounding::Drop)
+        fleet.drop_privileges(keep, None)
     } else {
         fleet.open_all_families()
     }
@@ -379,10 +378,7 @@ pub fn open_fleets(plan: Plan, opts: &Options, behaviour: Behaviour) -> Result<O
         f.open_all_families()?;
     }
     if behaviour.drop_privileges {
-        crate::sys::privilege::drop_privileges(
-            kernel_caps(source == SeqSource::Kernel),
-            Bounding::Drop,
-        )?;
+        crate::sys::privilege::drop_privileges(kernel_caps(source == SeqSource::Kernel), None)?;
     }
     Ok(Opened {
         fleets,

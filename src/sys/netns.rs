@@ -87,7 +87,9 @@ pub fn target_from_args(netns: Option<&str>, pid: Option<u32>) -> Result<Option<
 /// Whether the target still names the namespace this thread is in: its file is still there
 /// (`ip netns del` removes it; a `--pid` process that exits takes /proc/PID with it) and is
 /// the same namespace. kaprobe's own membership keeps a deleted namespace alive, so a
-/// long-running command asks this to let it go.
+/// long-running command asks this to let it go. A file this process may no longer look at
+/// (/proc/PID/ns/net after `watch --user`) cannot be judged, and counts as there: see
+/// [`Presence`] for `--pid`.
 pub fn still_there(target: &Target) -> bool {
     use std::os::unix::fs::MetadataExt;
     let ours = std::fs::metadata("/proc/thread-self/ns/net");
@@ -96,7 +98,43 @@ pub fn still_there(target: &Target) -> bool {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         // Our own namespace file is always there; without it nothing can be judged.
         (Err(_), _) => true,
+        (Ok(_), Err(e)) if crate::error::is_permission(&e) => true,
         (Ok(_), Err(_)) => false,
+    }
+}
+
+/// The target, watched for its going away: [`still_there`], and for `--pid` also the
+/// process itself through a pidfd opened at the start, which keeps telling after kaprobe
+/// has given up the permission to look at /proc/PID/ns/net (`watch --user`).
+#[derive(Debug)]
+pub struct Presence {
+    target: Target,
+    pidfd: Option<crate::sys::pidfd::PidFd>,
+}
+
+impl Presence {
+    /// Opens the pidfd of a `--pid` target (none if that fails: then only the file counts).
+    pub fn open(target: &Target) -> Presence {
+        let pidfd = match target {
+            Target::Pid(pid) => crate::sys::pidfd::PidFd::open(*pid).ok(),
+            _ => None,
+        };
+        Presence {
+            target: target.clone(),
+            pidfd,
+        }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Whether the namespace is still there (its process, for `--pid`).
+    pub fn still_there(&self) -> bool {
+        if self.pidfd.as_ref().is_some_and(|p| p.has_exited()) {
+            return false;
+        }
+        still_there(&self.target)
     }
 }
 

@@ -20,6 +20,21 @@ impl PidFd {
         Ok(PidFd(owned(rc)?))
     }
 
+    /// Whether the process has exited (its pidfd polls readable), without waiting. A pidfd
+    /// needs no permission over the process once open, so this works after kaprobe has
+    /// switched to another user.
+    pub fn has_exited(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut p = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        let rc = unsafe { libc::poll(&mut p, 1, 0) };
+        rc > 0 && p.revents & libc::POLLIN != 0
+    }
+
     /// A duplicate, in this process, of the target's descriptor `fd` (close-on-exec). It
     /// refers to the same open file: socket options set through it apply to the target's
     /// socket.

@@ -1003,7 +1003,7 @@ impl Background {
         }
     }
 
-    /// kaprobe's process id.
+    /// kaprobe's pid (0 once `stop` has taken it).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, |c| c.id())
     }
