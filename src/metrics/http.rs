@@ -114,6 +114,9 @@ pub struct MetricsListener {
 /// `web_config`. Errors: an address in use or not on this host, a bad web config → exit 2;
 /// a privileged port without CAP_NET_BIND_SERVICE → exit 6.
 pub fn bind(addrs: &[ListenAddr], web_config: Option<&Path>) -> Result<MetricsListener> {
+    if addrs.is_empty() {
+        return Err(Error::Usage("--metrics: no address to listen on".into()));
+    }
     let mut sockets = Vec::with_capacity(addrs.len());
     for a in addrs {
         let listener = bind_one(a)?;

@@ -338,6 +338,8 @@ fn binding_an_address_in_use_is_a_usage_error_and_starts_no_thread() {
     let e = bind(&[again], None).unwrap_err();
     assert_eq!(e.status(), ExitStatus::Usage, "{e}");
     assert!(e.to_string().contains("already in use"), "{e}");
+    let e = bind(&[], None).unwrap_err();
+    assert_eq!(e.status(), ExitStatus::Usage, "{e}");
     // A lab address (RFC 5737), on no interface outside the lab namespaces.
     let e = bind(&[parse_listen_addr("203.0.113.254:9479").unwrap()], None).unwrap_err();
     assert_eq!(e.status(), ExitStatus::Usage, "{e}");
