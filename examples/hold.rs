@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! hold listen ADDR:PORT [ADDR:PORT ...]         accept and hold every connection
-//! hold connect FROM_IP TO_ADDR:PORT COUNT [FIRST_LOCAL_PORT]
-//!                                               open COUNT connections, then hold them
+//!                                               (SO_REUSEPORT: holders may share a port)
+//! hold connect FROM_IP TO_ADDR:PORT[,TO_ADDR:PORT...] COUNT [FIRST_LOCAL_PORT]
+//!                                               open COUNT connections (round-robin over
+//!                                               the targets), then hold them
 //! ```
 //! Prints `ready N` on stdout once N connections are up (connect mode) or the listeners
 //! are bound (listen mode), then holds until stdin reaches EOF or it is killed. Raises its
@@ -119,7 +121,7 @@ fn hold_until_stdin_closes() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: hold listen ADDR:PORT...  |  hold connect FROM_IP TO_ADDR:PORT COUNT [FIRST_LOCAL_PORT]"
+        "usage: hold listen ADDR:PORT...  |  hold connect FROM_IP TO_ADDR:PORT[,...] COUNT [FIRST_LOCAL_PORT]"
     );
     std::process::exit(2);
 }
@@ -147,7 +149,10 @@ fn main() {
         }
         Some("connect") if args.len() >= 4 => {
             let from: IpAddr = args[1].parse().unwrap_or_else(|_| usage());
-            let to: SocketAddr = args[2].parse().unwrap_or_else(|_| usage());
+            let targets: Vec<SocketAddr> = args[2]
+                .split(',')
+                .map(|t| t.parse().unwrap_or_else(|_| usage()))
+                .collect();
             let count: u32 = args[3].parse().unwrap_or_else(|_| usage());
             let first: u32 = args
                 .get(4)
@@ -156,6 +161,7 @@ fn main() {
             let mut held = Vec::with_capacity(count as usize);
             for i in 0..count {
                 let port = if first == 0 { 0 } else { (first + i) as u16 };
+                let to = targets[i as usize % targets.len()];
                 match connect_from(SocketAddr::new(from, port), to) {
                     Ok(s) => held.push(s),
                     Err(e) => {
@@ -184,6 +190,9 @@ fn listen(addr: SocketAddr) -> TcpListener {
     )
     .and_then(|s| {
         s.set_reuse_address(true)?;
+        // Several holders may share a port, each keeping a part of the connections (a
+        // process may not be allowed more than some thousands of descriptors).
+        s.set_reuse_port(true)?;
         s.bind(&addr.into())?;
         s.listen(4096)?;
         Ok(s)

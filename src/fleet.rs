@@ -40,6 +40,9 @@ const SOCKETS_PER_LOOKUP: usize = 8;
 const MIN_EXACT_LOOKUPS: usize = 8;
 /// Packets read per turn before timers get their say again.
 const READ_BATCH: usize = 4096;
+/// Fresh starts of one connection because the capture lost packets while it waited: after
+/// that many, its silence stands.
+const MAX_RESTARTS: u8 = 3;
 
 /// What happened to one connection during a turn of the loop ([`Fleet::step`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +130,11 @@ pub trait PacketIo {
     fn wait(&mut self, timeout: Duration) -> Result<()>;
     /// Captures the packets of these connections from now on.
     fn set_filter(&mut self, flows: &[Flow]) -> Result<()>;
+    /// Captured packets lost since the last call because they were not read in time (the
+    /// capture queue was full): an answer may have been among them.
+    fn drops(&mut self) -> u64 {
+        0
+    }
 }
 
 /// What the kernel says about connections (sock_diag, and the `kernel` sequence source).
@@ -168,8 +176,6 @@ pub trait Clock {
 pub struct SysPackets {
     capture: Capture,
     sender: Sender,
-    /// The widest capture filter warned about so far.
-    warned: Option<bpf::Width>,
 }
 
 impl PacketIo for SysPackets {
@@ -179,6 +185,10 @@ impl PacketIo for SysPackets {
 
     fn next_packet(&mut self) -> Result<Option<(&[u8], Origin)>> {
         self.capture.next_with_origin()
+    }
+
+    fn drops(&mut self) -> u64 {
+        self.capture.drops().map_or(0, u64::from)
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<()> {
@@ -203,8 +213,12 @@ impl PacketIo for SysPackets {
             width = wider;
             set = self.capture.set_filter(&bpf::filter_of_width(flows, width));
         }
-        if width != bpf::Width::Pairs && self.warned.is_none_or(|w| w < width) {
-            self.warned = Some(width);
+        // Said once per process (a sweep opens a fleet per batch), again only if wider.
+        static WIDEST_WARNED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+        let rank = width as u8 + 1;
+        if width != bpf::Width::Pairs
+            && WIDEST_WARNED.fetch_max(rank, std::sync::atomic::Ordering::Relaxed) < rank
+        {
             log::warn!(
                 "{} connections: the capture filter keeps {} in the kernel, and kaprobe \
                  matches the rest (more packets read, nothing missed)",
@@ -339,6 +353,10 @@ struct Slot {
     prefetched: Option<ConnView>,
     /// The deadline the timer heap holds for this slot; other heap entries are stale.
     scheduled: Option<Duration>,
+    /// When its engine sent its first probe.
+    first_probe: Option<Duration>,
+    /// Fresh starts after the capture lost packets while it waited for an answer.
+    restarts: u8,
 }
 
 impl Slot {
@@ -380,6 +398,9 @@ pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
     dump_size: usize,
     /// Keepalive probes sent since the fleet opened (refused sends not counted).
     probes_sent: u64,
+    /// When the capture last said it lost packets, and how many it lost in all.
+    last_drop: Option<Duration>,
+    drops: u64,
 }
 
 impl Fleet {
@@ -391,7 +412,6 @@ impl Fleet {
         let mut io = SysPackets {
             capture: Capture::open(&bpf::drop_all())?,
             sender: Sender::open(v4, v6)?,
-            warned: None,
         };
         io.set_filter(flows)?;
         let table = SysTable {
@@ -462,6 +482,8 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             seed,
             dump_size: expected,
             probes_sent: 0,
+            last_drop: None,
+            drops: 0,
         }
     }
 
@@ -507,6 +529,8 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             wire_incoming: None,
             prefetched: view,
             scheduled: None,
+            first_probe: None,
+            restarts: 0,
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -571,6 +595,10 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
     /// error here is the whole fleet's.
     pub fn step(&mut self, max_wait: Duration) -> Result<Vec<Event>> {
         let mut events = Vec::new();
+        // What is queued already is read before any deadline is looked at: an answer that
+        // came in time is never late because the loop was busy.
+        self.read_packets()?;
+        self.note_drops();
         self.fire_timers();
         loop {
             self.drive_ready(&mut events)?;
@@ -584,8 +612,26 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             self.io.wait(wake.saturating_sub(self.now()))?;
         }
         self.read_packets()?;
+        self.note_drops();
         self.drive_ready(&mut events)?;
         Ok(events)
+    }
+
+    /// Asks the capture whether it lost packets; remembers when, and says so once.
+    fn note_drops(&mut self) {
+        let n = self.io.drops();
+        if n == 0 {
+            return;
+        }
+        self.last_drop = Some(self.now());
+        if self.drops == 0 {
+            log::warn!(
+                "the capture socket lost {n} packets that kaprobe did not read in time: \
+                 connections whose answer could have been among them are probed again, \
+                 not called dead"
+            );
+        }
+        self.drops += n;
     }
 
     /// Moves the connections whose timer is due to the ready list.
@@ -692,6 +738,21 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                 at: now,
             }),
             Action::Finish(outcome) => {
+                let silent = matches!(&outcome, Outcome::Verdict(v) if v.kind == VerdictKind::Dead);
+                if silent
+                    && slot.restarts < MAX_RESTARTS
+                    && lost_since(self.last_drop, slot.first_probe)
+                {
+                    // Silence proves nothing when the answers may have been lost here: a
+                    // fresh start, with the same settings.
+                    let cfg = *slot.engine.config();
+                    self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    slot.engine = Engine::new(cfg, now, self.seed);
+                    slot.first_probe = None;
+                    slot.restarts += 1;
+                    log::debug!("{flow}: probed again: the capture lost packets meanwhile");
+                    return Ok(true);
+                }
                 let outcome = explain(&mut self.table, slot, outcome, now);
                 let ignored = slot.engine.ignored();
                 events.push(Event::Finished {
@@ -726,6 +787,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             && let Some(index) = index
         {
             self.probes_sent += 1;
+            slot.first_probe.get_or_insert(now);
             events.push(Event::Sent {
                 flow: slot.engine.flow(),
                 probe: packet,
@@ -842,6 +904,12 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         }
         Ok(())
     }
+}
+
+/// Whether the capture lost packets (last at `last_drop`) after a connection's first probe
+/// left: its answer may have been one of them.
+fn lost_since(last_drop: Option<Duration>, first_probe: Option<Duration>) -> bool {
+    matches!((last_drop, first_probe), (Some(drop), Some(first)) if drop >= first)
 }
 
 /// A packet of a NAT-ed flow as its socket sees it: the wire's addresses replaced by the

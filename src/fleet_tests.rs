@@ -83,6 +83,10 @@ struct FakeIo {
     sends: Vec<(Duration, Flow, u8)>,
     waits: usize,
     filters: usize,
+    /// Answers still to be lost as a full capture queue loses them, and the count lost
+    /// since the fleet last asked.
+    lose: usize,
+    lost: u64,
 }
 
 fn bytes(p: &Segment) -> Vec<u8> {
@@ -166,7 +170,10 @@ impl PacketIo for FakeIo {
         // A probe that left shows on the capture as outgoing, as on a real interface: the
         // engine times an answer only from its own probe seen leaving.
         self.push(now, p, Origin::Sent);
-        if peer == Peer::Alive {
+        if peer == Peer::Alive && self.lose > 0 {
+            self.lose -= 1;
+            self.lost += 1;
+        } else if peer == Peer::Alive {
             let answer = segment(flow.remote, flow.local, RCV_NXT, SND_NXT);
             self.push(now + RTT, &answer, Origin::Received);
         }
@@ -200,6 +207,10 @@ impl PacketIo for FakeIo {
     fn set_filter(&mut self, _flows: &[Flow]) -> Result<()> {
         self.filters += 1;
         Ok(())
+    }
+
+    fn drops(&mut self) -> u64 {
+        std::mem::take(&mut self.lost)
     }
 }
 
@@ -293,6 +304,8 @@ impl Lab {
             sends: Vec::new(),
             waits: 0,
             filters: 0,
+            lose: 0,
+            lost: 0,
         };
         let table = FakeTable {
             now: now.clone(),
@@ -390,6 +403,35 @@ fn an_alive_peer_is_alive_after_one_round_trip() {
     assert_eq!(
         lab.fleet.table.link_asks, 0,
         "an answered probe needs no link check"
+    );
+}
+
+/// Answers lost in kaprobe's own capture queue are not the peer's silence: the connection
+/// is probed again from the start, and its verdict is what the fresh probes show; only
+/// after MAX_RESTARTS fresh starts does silence stand.
+#[test]
+fn silence_while_the_capture_lost_packets_is_probed_again_not_dead() {
+    let mut lab = Lab::new(1, u32::MAX);
+    lab.conn(flow(1), Peer::Alive, ms(5000));
+    lab.fleet.io.lose = 3;
+    lab.fleet.add(cfg(flow(1), 0, 1000, 3), None);
+    let out = lab.run(Duration::from_secs(30));
+    let v = verdict(&out, flow(1));
+    assert_eq!(v.kind, VerdictKind::Alive, "{out:?}");
+    assert_eq!(lab.fleet.io.lose, 0);
+
+    let mut lab = Lab::new(1, u32::MAX);
+    lab.conn(flow(2), Peer::Alive, ms(5000));
+    lab.fleet.io.lose = 1000;
+    lab.fleet.add(cfg(flow(2), 0, 1000, 3), None);
+    let out = lab.run(Duration::from_secs(60));
+    let v = verdict(&out, flow(2));
+    assert_eq!(v.kind, VerdictKind::Dead, "{out:?}");
+    let sent = lab.fleet.io.sends.iter().filter(|s| s.2 & SYN == 0).count();
+    assert_eq!(
+        sent,
+        3 * (usize::from(super::MAX_RESTARTS) + 1),
+        "three probes per start"
     );
 }
 

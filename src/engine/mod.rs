@@ -119,6 +119,11 @@ impl Engine {
         }
     }
 
+    /// What the engine was made with (the fleet makes a fresh engine from it to probe again).
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     pub fn flow(&self) -> Flow {
         self.cfg.flow
     }

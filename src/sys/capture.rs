@@ -126,6 +126,28 @@ impl Capture {
         }
     }
 
+    /// Packets the kernel dropped because this socket's queue was full, since the last call
+    /// (`PACKET_STATISTICS` counts from the previous read).
+    pub fn drops(&self) -> io::Result<u32> {
+        // SAFETY: tpacket_stats is plain data, for which all zeroes is a valid value.
+        let mut stats: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `stats` is valid for writes of `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut stats as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stats.tp_drops)
+    }
+
     pub fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
