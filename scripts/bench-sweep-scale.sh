@@ -14,6 +14,7 @@
 #   scripts/bench-sweep-scale.sh                          # COUNTS="10000 100000", WATCH=40
 #   COUNTS="10000 100000 300000 1000000" scripts/bench-sweep-scale.sh
 #   BIN=/path/kaprobe  SWEEP_ARGS='--rate 0'  WATCH=0  LOCALS=64  REMOTES=256
+#   KEEP=DIR: keep kaprobe's output (sweep.N.json, .err, watch.json) there
 # Needs root. Everything it changes lives in its two namespaces, deleted on exit (also on
 # failure).
 set -euo pipefail
@@ -53,12 +54,16 @@ A=ksa-$$ B=ksb-$$
 OUT=$(mktemp -d /tmp/bench-sweep-scale.XXXXXX)
 cleanup() {
     set +e
+    trap '' INT TERM   # a second signal must not cut the cleanup short
     [ -n "${keep:-}" ] && exec {keep}>&-
     pkill -KILL -f "$OUT" 2>/dev/null
     ip netns pids "$A" 2>/dev/null | xargs -r kill -9 2>/dev/null
     ip netns pids "$B" 2>/dev/null | xargs -r kill -9 2>/dev/null
     ip netns del "$A" 2>/dev/null
     ip netns del "$B" 2>/dev/null
+    if [ -n "${KEEP:-}" ]; then
+        mkdir -p "$KEEP" && cp "$OUT"/*.json "$OUT"/*.err "$KEEP"/ 2>/dev/null
+    fi
     rm -rf "$OUT"
 }
 trap cleanup EXIT
@@ -169,7 +174,8 @@ for n in $COUNTS; do
     /usr/bin/time -f '%e %U %S %M' -o "$OUT/time" \
         "$BIN" --netns "$A" --json sweep --port 9600 --probes 1 $SWEEP_ARGS \
         > "$OUT/sweep.$n.json" 2> "$OUT/sweep.$n.err" && code=0 || code=$?
-    read -r wall usr sys rss < "$OUT/time"
+    # (time's last line: a first one says when the command exited non-zero.)
+    read -r wall usr sys rss < <(tail -n 1 "$OUT/time")
     verdicts=$(count_verdicts < "$OUT/sweep.$n.json")
     printf '%-9s %-9.1f %-8s %-9s %-9s %-6s %s\n' "$n" "$setup" "$wall" \
         "$(echo "$usr + $sys" | bc)" "$(( rss / 1024 ))" "$code" "$verdicts"
