@@ -8,10 +8,16 @@
 //! Prints `ready N` on stdout once N connections are up (connect mode) or the listeners
 //! are bound (listen mode), then holds until stdin reaches EOF or it is killed. Raises its
 //! own file-descriptor limit as far as the hard limit allows.
+//!
+//! In connect mode, SIGUSR1 turns the kernel's own keepalive on for every connection held
+//! (`SO_KEEPALIVE` with `TCP_KEEPIDLE`/`TCP_KEEPINTVL` from `HOLD_KEEPALIVE="IDLE INTVL"`,
+//! seconds; 5 and 1 without it) and SIGUSR2 turns it off again: scripts/bench-keepalive-cost.sh
+//! measures the kernel's keepalive on the very connections it then watches with kaprobe.
+//! Each switch prints `keepalive on N` / `keepalive off N` (N: sockets switched).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 fn raise_fd_limit() {
     let mut lim = libc::rlimit {
@@ -39,6 +45,73 @@ fn connect_from(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStr
     Ok(s.into())
 }
 
+/// The keepalive settings SIGUSR1 applies: `HOLD_KEEPALIVE="IDLE INTVL"` (seconds).
+fn keepalive_settings() -> (libc::c_int, libc::c_int) {
+    let env = std::env::var("HOLD_KEEPALIVE").unwrap_or_default();
+    let mut it = env.split_whitespace().map(str::parse::<libc::c_int>);
+    match (it.next(), it.next()) {
+        (Some(Ok(idle)), Some(Ok(intvl))) if idle > 0 && intvl > 0 => (idle, intvl),
+        _ => (5, 1),
+    }
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> bool {
+    // SAFETY: setsockopt with a pointer to a local int and its size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// Blocks SIGUSR1 and SIGUSR2 in this thread (and the threads it starts later), so that only
+/// `keepalive_switch` takes them.
+fn block_switch_signals() -> libc::sigset_t {
+    // SAFETY: a local signal set, filled and installed as this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits for SIGUSR1 / SIGUSR2 and switches the kernel's keepalive of `fds` on / off. The
+/// descriptors stay open as long as the process holds its connections.
+fn keepalive_switch(set: libc::sigset_t, fds: Vec<RawFd>) {
+    let (idle, intvl) = keepalive_settings();
+    std::thread::spawn(move || {
+        loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: sigwait on the set blocked in every thread, into a local int.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            let on = sig == libc::SIGUSR1;
+            let switched = fds
+                .iter()
+                .filter(|&&fd| {
+                    if on {
+                        set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle)
+                            && set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, intvl)
+                            && set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)
+                    } else {
+                        set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0)
+                    }
+                })
+                .count();
+            println!("keepalive {} {switched}", if on { "on" } else { "off" });
+            let _ = std::io::stdout().flush();
+        }
+    });
+}
+
 fn hold_until_stdin_closes() {
     let mut sink = Vec::new();
     let _ = std::io::stdin().lock().read_to_end(&mut sink);
@@ -53,6 +126,7 @@ fn usage() -> ! {
 
 fn main() {
     raise_fd_limit();
+    let switch_signals = block_switch_signals();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("listen") if args.len() >= 2 => {
@@ -90,6 +164,10 @@ fn main() {
                     }
                 }
             }
+            keepalive_switch(
+                switch_signals,
+                held.iter().map(AsRawFd::as_raw_fd).collect(),
+            );
             println!("ready {}", held.len());
             let _ = std::io::stdout().flush();
             hold_until_stdin_closes();
