@@ -62,11 +62,9 @@ if [ -z "${BIN:-}" ]; then
     BIN=$PWD/target/release/kaprobe
 fi
 [ -x "$BIN" ] || die "no kaprobe at $BIN"
-HOLD=$(dirname "$BIN")/examples/hold
-if [ ! -x "$HOLD" ]; then
-    cargo build --release --quiet --example hold
-    HOLD=$PWD/target/release/examples/hold
-fi
+# This tree's holder (it switches the kernel's keepalive), whichever kaprobe is measured.
+HOLD=$PWD/target/release/examples/hold
+[ -x "$HOLD" ] || cargo build --release --quiet --example hold
 NAME=kpkc$$
 NAME=${NAME:0:12}
 OUT=/tmp/$NAME

@@ -43,11 +43,9 @@ if [ -z "${BIN:-}" ]; then
     cargo build --release --quiet
     BIN=$PWD/target/release/kaprobe
 fi
-HOLD=$(dirname "$BIN")/examples/hold
-if [ ! -x "$HOLD" ]; then
-    cargo build --release --quiet --example hold
-    HOLD=$PWD/target/release/examples/hold
-fi
+# This tree's holder (it switches the kernel's keepalive), whichever kaprobe is measured.
+HOLD=$PWD/target/release/examples/hold
+[ -x "$HOLD" ] || cargo build --release --quiet --example hold
 NAME=kpsc$$
 NAME=${NAME:0:12}
 OUT=/tmp/$NAME
