@@ -47,7 +47,12 @@ fn connect_from(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStr
         // many remote addresses; bind() alone would search the address's free ports, which
         // slows to a crawl past some thousands of connections per local address.
         // (A SOL_IP option, for IPv6 sockets too.)
-        let _ = set_int(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1);
+        let _ = set_int(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            1,
+        );
     }
     s.bind(&local.into())?;
     s.connect(&remote.into())?;

@@ -11,7 +11,7 @@
 //! in-memory fakes, without privileges. `Fleet` with its default parameters is the real one.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,13 @@ const READ_BATCH: usize = 4096;
 /// Fresh starts of one connection because the capture lost packets while it waited: after
 /// that many, its silence stands.
 const MAX_RESTARTS: u8 = 3;
+/// A pass of the kernel source reads every established socket of the namespace, however few
+/// connections asked: queries waiting for one are gathered, and the next pass starts no
+/// sooner than this many times the last pass's duration after it ended (the passes take at
+/// most about a fiftieth of the time)...
+const PASS_SPACING: u32 = 50;
+/// ...but no connection waits for it longer than this share of its `time`.
+const PASS_WAIT_SHARE: u32 = 16;
 
 /// What happened to one connection during a turn of the loop ([`Fleet::step`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -401,6 +408,8 @@ pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
     /// When the capture last said it lost packets, and how many it lost in all.
     last_drop: Option<Duration>,
     drops: u64,
+    /// When the last pass of the kernel source ended, and how long it took.
+    last_pass: Option<(Duration, Duration)>,
 }
 
 impl Fleet {
@@ -484,6 +493,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             probes_sent: 0,
             last_drop: None,
             drops: 0,
+            last_pass: None,
         }
     }
 
@@ -602,10 +612,9 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         self.fire_timers();
         loop {
             self.drive_ready(&mut events)?;
-            if self.queries.is_empty() {
+            if self.queries.is_empty() || !self.answer_queries()? {
                 break;
             }
-            self.answer_queries()?;
         }
         if events.is_empty() {
             let wake = self.wake(max_wait);
@@ -651,13 +660,17 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         }
     }
 
-    /// When the loop must look again at the latest: `max_wait` from now, the next timer, or
-    /// when the rate cap lets a ready connection send.
+    /// When the loop must look again at the latest: `max_wait` from now, the next timer,
+    /// when the rate cap lets a ready connection send, or when queries waiting for the kernel
+    /// source get their pass.
     fn wake(&self, max_wait: Duration) -> Duration {
         let now = self.now();
         let mut wake = now + max_wait;
         if let Some(&Reverse((at, _))) = self.timers.peek() {
             wake = wake.min(at);
+        }
+        if !self.queries.is_empty() {
+            wake = wake.min(self.pass_due());
         }
         if !self.ready.is_empty() {
             wake = wake.min(self.rate.wait(now).unwrap_or(now));
@@ -798,18 +811,52 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         Ok(())
     }
 
-    fn answer_queries(&mut self) -> Result<()> {
+    /// When the queries waiting for the kernel source may have their pass: at once before
+    /// the first pass; else `PASS_SPACING` times the last pass's duration after it ended, but
+    /// no later than `PASS_WAIT_SHARE` of the shortest `time` among the engines waiting.
+    fn pass_due(&self) -> Duration {
+        let Some((end, took)) = self.last_pass else {
+            return Duration::ZERO;
+        };
+        let shortest = self
+            .queries
+            .iter()
+            .filter_map(|&i| self.slots.get(i)?.as_ref())
+            .filter(|s| s.engine.source() == SeqSource::Kernel)
+            .map(|s| s.engine.timing().time)
+            .min()
+            .unwrap_or(Duration::ZERO);
+        end + (took * PASS_SPACING).min(shortest / PASS_WAIT_SHARE)
+    }
+
+    /// Answers the connection queries waiting, but those of the kernel source only when
+    /// their pass is due (`pass_due`): they wait, gathered, for it. False if none could be
+    /// answered yet.
+    fn answer_queries(&mut self) -> Result<bool> {
+        let gather = self.now() < self.pass_due();
         let mut queries = std::mem::take(&mut self.queries);
         queries.sort_unstable();
         queries.dedup();
+        if gather {
+            let slots = &self.slots;
+            let (wait, now): (Vec<usize>, Vec<usize>) = queries.into_iter().partition(|&i| {
+                slots
+                    .get(i)
+                    .and_then(|s| s.as_ref())
+                    .is_some_and(|s| s.engine.source() == SeqSource::Kernel)
+            });
+            self.queries = wait;
+            queries = now;
+            if queries.is_empty() {
+                return Ok(false);
+            }
+        }
         let mut views: HashMap<Flow, ConnView> = HashMap::new();
-        let mut want_numbers = false;
         let flows: Vec<(usize, Flow, Route)> = queries
             .iter()
             .filter_map(|&i| {
                 let slot = self.slots.get_mut(i)?.as_mut()?;
                 let engine = &slot.engine;
-                want_numbers |= engine.source() == SeqSource::Kernel;
                 if let Some(view) = slot.prefetched.take() {
                     views.insert(engine.flow(), view);
                 }
@@ -828,14 +875,27 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                 }
             }
         } else {
+            let asked: HashSet<Flow> = unknown.iter().map(|(_, f, _)| *f).collect();
             let all = self.table.established()?;
             self.dump_size = all.len();
             for (f, view) in all {
-                views.entry(f).or_insert(view);
+                if asked.contains(&f) {
+                    views.entry(f).or_insert(view);
+                }
             }
         }
-        if want_numbers {
-            self.attach_numbers(&mut views)?;
+        // A pass only for the engines that go on to probe with what it reads.
+        let mut numbered: HashMap<Flow, ConnView> = HashMap::new();
+        for (idx, flow, _) in &flows {
+            if let (Some(Some(slot)), Some(view)) = (self.slots.get(*idx), views.get(flow))
+                && slot.engine.wants_numbers(view)
+            {
+                numbered.insert(*flow, *view);
+            }
+        }
+        if !numbered.is_empty() {
+            self.attach_numbers(&mut numbered)?;
+            views.extend(numbered);
         }
         let now = self.now();
         for (idx, flow, _) in flows {
@@ -844,23 +904,35 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                 self.ready.push(idx);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// One pass of the kernel source over every established socket, its numbers given to
-    /// the views of the same 4-tuple, stamped with the moment the pass returned.
+    /// the views of the same 4-tuple, stamped with the moment the pass returned. Only the
+    /// views asked about are indexed: a pass returns every socket, most of them not due.
     fn attach_numbers(&mut self, views: &mut HashMap<Flow, ConnView>) -> Result<()> {
+        let started = self.now();
         let read = self.table.numbers()?;
         let at = self.now();
-        let by_tuple: HashMap<TupleKey, Numbers> = read
-            .into_iter()
-            .map(|(f, mut n)| {
+        self.last_pass = Some((at, at.saturating_sub(started)));
+        log::debug!(
+            "kernel source: one pass read {} sockets for {} connections in {:?}",
+            read.len(),
+            views.len(),
+            at.saturating_sub(started)
+        );
+        let wanted: HashSet<TupleKey> =
+            views.keys().map(|f| tuple_key(f.local, f.remote)).collect();
+        let mut by_tuple: HashMap<TupleKey, Numbers> = HashMap::with_capacity(wanted.len());
+        for (f, mut n) in read {
+            let key = tuple_key(f.local, f.remote);
+            if wanted.contains(&key) {
                 if let Some(clock) = n.ts_clock.as_mut() {
                     clock.at = at;
                 }
-                (tuple_key(f.local, f.remote), n)
-            })
-            .collect();
+                by_tuple.insert(key, n);
+            }
+        }
         for (f, view) in views.iter_mut() {
             view.numbers = by_tuple.get(&tuple_key(f.local, f.remote)).copied();
         }

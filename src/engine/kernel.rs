@@ -41,6 +41,15 @@ pub struct ConnView {
 }
 
 impl Engine {
+    /// Whether `on_connection` with this view would use the numbers read with it: only when
+    /// it goes on to probe, not while the connection has not been idle for `time` yet (the
+    /// first look of a round comes just after the last answer). The I/O loop reads the
+    /// kernel source only for the queries that need it.
+    pub fn wants_numbers(&self, view: &ConnView) -> bool {
+        self.cfg.source == SeqSource::Kernel
+            && !(self.probes_sent == 0 && view.idle < self.cfg.timing.time)
+    }
+
     /// The kernel's answer to `QueryConnection`: `None` when the connection is no longer
     /// established.
     pub fn on_connection(&mut self, now: Duration, view: Option<ConnView>) {

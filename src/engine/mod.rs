@@ -136,6 +136,10 @@ impl Engine {
         self.cfg.source
     }
 
+    pub fn timing(&self) -> Timing {
+        self.cfg.timing
+    }
+
     pub fn probes_sent(&self) -> u8 {
         self.probes_sent
     }

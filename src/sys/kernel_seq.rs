@@ -163,6 +163,9 @@ pub struct KernelSeq {
     /// The iterator link, which holds the program: each pass makes a new iterator from it
     /// (BPF_ITER_CREATE).
     link: OwnedFd,
+    /// The last pass's bytes: the next pass reads into the same buffer, grown once to the
+    /// size a pass takes rather than from scratch every time.
+    buf: Vec<u8>,
 }
 
 /// What `KernelSeq::open` spent its time on, for `-v` and for measurements.
@@ -216,15 +219,22 @@ impl KernelSeq {
             }
         })?;
         times.program = t.elapsed();
-        Ok((KernelSeq { link }, times))
+        Ok((
+            KernelSeq {
+                link,
+                buf: Vec::new(),
+            },
+            times,
+        ))
     }
 
     /// One pass over the current thread's network namespace: every ESTABLISHED TCP socket.
     pub fn read(&mut self) -> io::Result<Vec<SockNumbers>> {
         let fd = iter_create(self.link.as_fd())?;
-        let mut bytes = Vec::with_capacity(RECORD_SIZE * 64);
-        File::from(fd).read_to_end(&mut bytes)?;
-        parse_records(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        self.buf.clear();
+        self.buf.reserve(RECORD_SIZE * 64);
+        File::from(fd).read_to_end(&mut self.buf)?;
+        parse_records(&self.buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
 
