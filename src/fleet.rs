@@ -48,8 +48,11 @@ const MAX_RESTARTS: u8 = 3;
 /// sooner than this many times the last pass's duration after it ended (the passes take at
 /// most about a fiftieth of the time)...
 const PASS_SPACING: u32 = 50;
-/// ...but no connection waits for it longer than this share of its `time`.
+/// ...but no connection waits for it longer than this share of its `time`, nor longer than
+/// `PASS_WAIT_MAX`: a verdict stays within its bound (`time + probes × intvl` plus the RTO)
+/// give or take that second, whatever `time` is.
 const PASS_WAIT_SHARE: u32 = 16;
+const PASS_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// What happened to one connection during a turn of the loop ([`Fleet::step`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -826,7 +829,9 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             .map(|s| s.engine.timing().time)
             .min()
             .unwrap_or(Duration::ZERO);
-        end + (took * PASS_SPACING).min(shortest / PASS_WAIT_SHARE)
+        end + (took * PASS_SPACING)
+            .min(shortest / PASS_WAIT_SHARE)
+            .min(PASS_WAIT_MAX)
     }
 
     /// Answers the connection queries waiting, but those of the kernel source only when

@@ -15,6 +15,12 @@ pub const RTO_MAX: Duration = Duration::from_secs(120);
 /// The shortest span between two looks at a busy connection's ACK clock: `tcp_info` counts
 /// in milliseconds from jiffies, so a shorter look could not show an ACK after the first.
 pub const BUSY_RECHECK: Duration = TRAFFIC_SLACK.saturating_mul(2);
+/// The kernel source's pass walks the socket hash while connections come and go, and can
+/// miss a socket sock_diag has just listed: the connection is asked about again (at the
+/// next pass) this many times before its numbers count as unknowable.
+pub const KERNEL_MISSES: u8 = 2;
+/// When to ask again after such a miss.
+pub const KERNEL_RETRY: Duration = Duration::from_millis(100);
 
 /// What the kernel says about the connection (sock_diag and `tcp_info`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +172,12 @@ impl Engine {
         if self.cfg.source == SeqSource::Kernel {
             match view.numbers {
                 Some(n) => self.learned(n),
+                None if self.kernel_misses < KERNEL_MISSES => {
+                    self.kernel_misses += 1;
+                    self.phase = Phase::Waiting {
+                        at: now + KERNEL_RETRY,
+                    };
+                }
                 None => {
                     self.phase = Phase::Done;
                     self.pending_finish = Some(Outcome::LearnFailed);

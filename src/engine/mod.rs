@@ -74,6 +74,8 @@ pub struct Engine {
     last_progress: (u64, u64),
     stale: bool,
     probes_sent: u8,
+    /// Passes of the kernel source that did not show this established connection.
+    kernel_misses: u8,
     /// Every probe sent, oldest first: to match ICMP quotes and RST numbers, to tell our own
     /// probes from the local kernel's segments on the capture, and when the first and the
     /// last left.
@@ -107,6 +109,7 @@ impl Engine {
             last_progress: (0, 0),
             stale: false,
             probes_sent: 0,
+            kernel_misses: 0,
             sent: Vec::new(),
             copies: VecDeque::new(),
             rto: Duration::ZERO,

@@ -1327,7 +1327,8 @@ fn fresh_tsvals_tick_in_the_kernels_unit_and_wrap() {
 }
 
 /// The answer must carry exactly the numbers read; the kernel's view without numbers (the
-/// socket left between the listing and the read) is a failure to learn, not a guess.
+/// socket left between the listing and the read, or the pass missed it) is asked again,
+/// then a failure to learn, never a guess.
 #[test]
 fn kernel_source_trusts_only_the_pair_read_and_needs_the_read() {
     let mut e = started(
@@ -1342,10 +1343,26 @@ fn kernel_source_trusts_only_the_pair_read_and_needs_the_read() {
     e.on_packet_from(ms(2), &peer_ack(), Origin::Received);
     assert_eq!(verdict(&drain(&mut e, ms(2))).kind, VerdictKind::Alive);
 
+    // A pass can miss a socket while others come and go: asked again after KERNEL_RETRY,
+    // KERNEL_MISSES times, before the numbers count as unknowable.
     let mut e = started(cfg(0, 1000, 1, SeqSource::Kernel), 5, view(5000));
+    assert!(
+        drain(&mut e, ms(0)).is_empty(),
+        "no verdict on the first miss"
+    );
+    assert!(drain(&mut e, ms(99)).is_empty());
+    assert_eq!(query(&mut e, ms(100), view(5100)), vec![]);
     assert_eq!(
-        drain(&mut e, ms(0)),
+        query(&mut e, ms(200), view(5200)),
         vec![Action::Finish(Outcome::LearnFailed)]
+    );
+    // A later pass that shows it: probed as usual.
+    let mut e = started(cfg(0, 1000, 1, SeqSource::Kernel), 5, view(5000));
+    assert!(drain(&mut e, ms(0)).is_empty());
+    let sent = query(&mut e, ms(100), kernel_view(5100, ms(100)));
+    assert!(
+        matches!(sent.as_slice(), [Action::Send { index: 1, .. }]),
+        "{sent:?}"
     );
 }
 
