@@ -54,6 +54,19 @@ const PASS_SPACING: u32 = 50;
 const PASS_WAIT_SHARE: u32 = 16;
 const PASS_WAIT_MAX: Duration = Duration::from_secs(1);
 
+/// Numbers the kernel source read for a connection, and what its socket looked like then.
+/// While the same socket (inode) has moved no byte (the counters of `tcp_info`), SND.NXT and
+/// RCV.NXT cannot have changed, and the TSval is carried forward by the clock
+/// (`Numbers::ts_at`): the next round probes with them and needs no pass. The TSecr they
+/// carry may be older than the socket's `ts_recent`; a peer uses TSecr only to time
+/// segments that acknowledge new data (RFC 7323, section 4.1), which a probe never does.
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    inode: u32,
+    progress: (u64, u64),
+    numbers: Numbers,
+}
+
 /// What happened to one connection during a turn of the loop ([`Fleet::step`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -257,6 +270,7 @@ pub fn conn_view(c: &Conn) -> ConnView {
             rto: Duration::from_micros(u64::from(i.rto)),
             progress: (i.bytes_acked, i.bytes_received),
             numbers: None,
+            inode: c.inode,
         },
         None => ConnView {
             idle: Duration::ZERO,
@@ -265,6 +279,7 @@ pub fn conn_view(c: &Conn) -> ConnView {
             rto: Duration::ZERO,
             progress: (0, 0),
             numbers: None,
+            inode: c.inode,
         },
     }
 }
@@ -413,6 +428,9 @@ pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
     drops: u64,
     /// When the last pass of the kernel source ended, and how long it took.
     last_pass: Option<(Duration, Duration)>,
+    /// The kernel source's numbers of each connection, kept across its rounds (see
+    /// `Known`).
+    known: HashMap<TupleKey, Known>,
 }
 
 impl Fleet {
@@ -497,6 +515,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             last_drop: None,
             drops: 0,
             last_pass: None,
+            known: HashMap::new(),
         }
     }
 
@@ -586,6 +605,12 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
     /// Stops probing a connection and frees its slot for the next one added (no outcome is
     /// reported for it here).
     pub fn remove(&mut self, flow: &Flow) {
+        self.known.remove(&tuple_key(flow.local, flow.remote));
+        self.free_slot(flow);
+    }
+
+    /// Frees the connection's slot; its known numbers stay for its next round.
+    fn free_slot(&mut self, flow: &Flow) {
         if let Some(idx) = self.by_tuple.remove(&(flow.local, flow.remote)) {
             if let Some(Some(Slot {
                 wire_incoming: Some((src, dst)),
@@ -769,6 +794,12 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                     log::debug!("{flow}: probed again: the capture lost packets meanwhile");
                     return Ok(true);
                 }
+                // Numbers are kept only for a connection that goes on being probed.
+                if !matches!(&outcome, Outcome::Verdict(v)
+                    if matches!(v.kind, VerdictKind::Alive | VerdictKind::Dead))
+                {
+                    self.known.remove(&tuple_key(flow.local, flow.remote));
+                }
                 let outcome = explain(&mut self.table, slot, outcome, now);
                 let ignored = slot.engine.ignored();
                 events.push(Event::Finished {
@@ -776,7 +807,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                     outcome,
                     ignored,
                 });
-                self.remove(&flow);
+                self.free_slot(&flow);
                 return Ok(false);
             }
         }
@@ -843,12 +874,14 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         queries.sort_unstable();
         queries.dedup();
         if gather {
-            let slots = &self.slots;
+            let (slots, known) = (&self.slots, &self.known);
+            // Those whose numbers may be known already go on: most rounds need no pass.
             let (wait, now): (Vec<usize>, Vec<usize>) = queries.into_iter().partition(|&i| {
-                slots
-                    .get(i)
-                    .and_then(|s| s.as_ref())
-                    .is_some_and(|s| s.engine.source() == SeqSource::Kernel)
+                slots.get(i).and_then(|s| s.as_ref()).is_some_and(|s| {
+                    let f = s.engine.flow();
+                    s.engine.source() == SeqSource::Kernel
+                        && !known.contains_key(&tuple_key(f.local, f.remote))
+                })
             });
             self.queries = wait;
             queries = now;
@@ -889,27 +922,66 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                 }
             }
         }
-        // A pass only for the engines that go on to probe with what it reads.
+        // A pass only for the engines that go on to probe with what it reads, and whose
+        // numbers are not known from an earlier round of the same, unmoved socket; those
+        // wait for the pass if it is not due yet.
         let mut numbered: HashMap<Flow, ConnView> = HashMap::new();
+        let mut deferred: HashSet<usize> = HashSet::new();
         for (idx, flow, _) in &flows {
-            if let (Some(Some(slot)), Some(view)) = (self.slots.get(*idx), views.get(flow))
-                && slot.engine.wants_numbers(view)
+            let Some(view) = views.get_mut(flow) else {
+                continue;
+            };
+            if !self
+                .slots
+                .get(*idx)
+                .and_then(|s| s.as_ref())
+                .is_some_and(|s| s.engine.wants_numbers(view))
             {
-                numbered.insert(*flow, *view);
+                continue;
+            }
+            let key = tuple_key(flow.local, flow.remote);
+            match self.known.get(&key) {
+                Some(k) if k.inode != 0 && k.inode == view.inode && k.progress == view.progress => {
+                    view.numbers = Some(k.numbers);
+                }
+                _ => {
+                    self.known.remove(&key);
+                    if gather {
+                        deferred.insert(*idx);
+                    } else {
+                        numbered.insert(*flow, *view);
+                    }
+                }
             }
         }
         if !numbered.is_empty() {
             self.attach_numbers(&mut numbered)?;
+            for (flow, view) in &numbered {
+                if let Some(numbers) = view.numbers {
+                    let known = Known {
+                        inode: view.inode,
+                        progress: view.progress,
+                        numbers,
+                    };
+                    self.known.insert(tuple_key(flow.local, flow.remote), known);
+                }
+            }
             views.extend(numbered);
         }
         let now = self.now();
+        let mut answered = false;
         for (idx, flow, _) in flows {
+            if deferred.contains(&idx) {
+                continue;
+            }
             if let Some(Some(slot)) = self.slots.get_mut(idx) {
                 slot.engine.on_connection(now, views.get(&flow).copied());
                 self.ready.push(idx);
+                answered = true;
             }
         }
-        Ok(true)
+        self.queries.extend(deferred);
+        Ok(answered)
     }
 
     /// One pass of the kernel source over every established socket, its numbers given to

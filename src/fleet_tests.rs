@@ -217,6 +217,8 @@ impl PacketIo for FakeIo {
 struct FakeConn {
     /// When the connection last received a segment (the kernel's idle clock).
     rx_at: Duration,
+    /// Its socket's inode: another means another socket on the same 4-tuple.
+    inode: u32,
     busy: bool,
 }
 
@@ -242,6 +244,7 @@ impl FakeTable {
             // Bytes received move whenever the connection received something.
             progress: (0, c.rx_at.as_millis() as u64),
             numbers: None,
+            inode: c.inode,
         }
     }
 }
@@ -332,6 +335,7 @@ impl Lab {
             FakeConn {
                 rx_at: now - idle,
                 busy: false,
+                inode: 1,
             },
         );
     }
@@ -964,6 +968,61 @@ fn kernel_numbers_are_read_once_per_batch_and_nothing_is_injected() {
         })
         .collect();
     assert_eq!(tsvals, vec![100, 100, 100]);
+}
+
+/// Round after round of the same socket with no byte moved, the kernel source's numbers
+/// read once serve every probe; bytes moved, another socket on the 4-tuple, or a connection
+/// the caller let go each take a fresh pass.
+#[test]
+fn known_numbers_serve_later_rounds_until_the_socket_moves() {
+    let mut lab = Lab::new(1, u32::MAX);
+    lab.conn(flow(1), Peer::Alive, ms(5000));
+    let mut c = cfg(flow(1), 0, 1000, 3);
+    c.source = SeqSource::Kernel;
+    let round = |lab: &mut Lab| {
+        lab.fleet.add(c, None);
+        let out = lab.run(Duration::from_secs(10));
+        assert_eq!(verdict(&out, flow(1)).kind, VerdictKind::Alive, "{out:?}");
+    };
+    for _ in 0..3 {
+        round(&mut lab);
+    }
+    assert_eq!(lab.fleet.table.reads, 1, "one pass for three rounds");
+    let tsvals: Vec<u32> = lab
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Sent { probe, .. } => probe.ts.map(|t| t.tsval),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tsvals.len(), 3);
+    assert!(
+        tsvals.windows(2).all(|w| w[1] >= w[0]),
+        "the TSval goes on with the clock: {tsvals:?}"
+    );
+
+    let now = lab.now();
+    if let Some(conn) = lab.fleet.table.conns.get_mut(&flow(1)) {
+        conn.rx_at = now;
+    }
+    round(&mut lab);
+    assert_eq!(lab.fleet.table.reads, 2, "bytes moved: read again");
+    round(&mut lab);
+    assert_eq!(lab.fleet.table.reads, 2);
+
+    if let Some(conn) = lab.fleet.table.conns.get_mut(&flow(1)) {
+        conn.inode = 2;
+    }
+    round(&mut lab);
+    assert_eq!(lab.fleet.table.reads, 3, "another socket: read again");
+
+    lab.fleet.remove(&flow(1));
+    round(&mut lab);
+    assert_eq!(
+        lab.fleet.table.reads, 4,
+        "let go and found again: read again"
+    );
 }
 
 /// A flow NAT-ed on this host: its answer arrives from the backend's address, and is the

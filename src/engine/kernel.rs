@@ -44,6 +44,9 @@ pub struct ConnView {
     pub progress: (u64, u64),
     /// The connection's numbers read from the kernel with this view (`--seq-source kernel`).
     pub numbers: Option<Numbers>,
+    /// The socket's inode (0: unknown): tells one socket from a later one on the same
+    /// 4-tuple, so numbers read for one are never used for the other.
+    pub inode: u32,
 }
 
 impl Engine {

@@ -48,6 +48,7 @@ fn view(idle: u64) -> ConnView {
         rto: Duration::ZERO,
         progress: (10, 20),
         numbers: None,
+        inode: 0,
     }
 }
 
@@ -391,6 +392,7 @@ fn data_in_flight_postpones_the_probe_without_counting_it() {
             rto: Duration::ZERO,
             progress: (0, 0),
             numbers: None,
+            inode: 0,
         }),
     );
     assert!(drain(&mut e, ms(0)).is_empty());
@@ -414,6 +416,7 @@ fn numbers_are_learned_again_when_the_connection_moved_on() {
             rto: Duration::ZERO,
             progress: (11, 20),
             numbers: None,
+            inode: 0,
         }),
     );
     assert!(matches!(
@@ -698,6 +701,7 @@ fn view_rto(idle: u64, since_ack: u64, rto: u64, busy: bool) -> ConnView {
         rto: ms(rto),
         progress: (10, 20),
         numbers: None,
+        inode: 0,
     }
 }
 
@@ -1251,6 +1255,7 @@ fn kernel_numbers(at: Duration) -> Numbers {
 fn kernel_view(idle: u64, at: Duration) -> ConnView {
     ConnView {
         numbers: Some(kernel_numbers(at)),
+        inode: 0,
         ..view(idle)
     }
 }
