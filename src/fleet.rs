@@ -60,6 +60,8 @@ const PASS_WAIT_MAX: Duration = Duration::from_secs(1);
 /// (`Numbers::ts_at`): the next round probes with them and needs no pass. The TSecr they
 /// carry may be older than the socket's `ts_recent`; a peer uses TSecr only to time
 /// segments that acknowledge new data (RFC 7323, section 4.1), which a probe never does.
+/// Nor does it take the window of a probe: SND.NXT−1 is outside its receive window, so the
+/// segment is answered and dropped unprocessed (RFC 9293, section 3.10.7.4).
 #[derive(Clone, Copy, Debug)]
 struct Known {
     inode: u32,
