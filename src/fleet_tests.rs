@@ -382,6 +382,17 @@ impl Lab {
     }
 }
 
+/// The TSval of every probe sent so far, in order.
+fn sent_tsvals(lab: &Lab) -> Vec<u32> {
+    lab.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Sent { probe, .. } => probe.ts.map(|t| t.tsval),
+            _ => None,
+        })
+        .collect()
+}
+
 fn verdict(outcomes: &[(Flow, Outcome)], f: Flow) -> Verdict {
     match outcomes.iter().find(|(g, _)| *g == f) {
         Some((_, Outcome::Verdict(v))) => v.clone(),
@@ -959,14 +970,7 @@ fn kernel_numbers_are_read_once_per_batch_and_nothing_is_injected() {
         lab.fleet.io.sends
     );
     assert_eq!(lab.fleet.io.sends.len(), 3);
-    let tsvals: Vec<u32> = lab
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Sent { probe, .. } => probe.ts.map(|t| t.tsval),
-            _ => None,
-        })
-        .collect();
+    let tsvals = sent_tsvals(&lab);
     assert_eq!(tsvals, vec![100, 100, 100]);
 }
 
@@ -988,14 +992,7 @@ fn known_numbers_serve_later_rounds_until_the_socket_moves() {
         round(&mut lab);
     }
     assert_eq!(lab.fleet.table.reads, 1, "one pass for three rounds");
-    let tsvals: Vec<u32> = lab
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Sent { probe, .. } => probe.ts.map(|t| t.tsval),
-            _ => None,
-        })
-        .collect();
+    let tsvals = sent_tsvals(&lab);
     assert_eq!(tsvals.len(), 3);
     assert!(
         tsvals.windows(2).all(|w| w[1] >= w[0]),

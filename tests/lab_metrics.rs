@@ -19,7 +19,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Background, Lab, ScratchDir, describe, run_kaprobe};
-use prom::{Prometheus, free_port, promtool_check, sample, try_http_get};
+use prom::{
+    Prometheus, connections, free_port, promtool_check, sample, try_http_get, wait_metrics,
+};
 
 /// B stops answering on `port`: everything to it is dropped, as if that peer host died.
 fn blackhole_port(lab: &Lab, port: u16) {
@@ -29,32 +31,6 @@ fn blackhole_port(lab: &Lab, port: u16) {
             "table inet kpmetrics {{\n chain input {{ type filter hook input priority -10; tcp dport {port} drop; }}\n}}\n"
         ),
     );
-}
-
-/// `n` connections A -> B, server ports `base`.., client ports `base + 35000`..
-fn connections(lab: &Lab, base: u16, n: u16) -> Vec<(TcpStream, TcpStream)> {
-    (0..n)
-        .map(|i| lab.connect(false, base + i, base + 35000 + i))
-        .collect()
-}
-
-/// Waits until `/metrics` at `addr` answers 200 and `ok` accepts its body; returns it.
-fn wait_metrics(addr: SocketAddr, limit: Duration, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + limit;
-    let mut last = None;
-    loop {
-        if let Some((200, body)) = try_http_get(addr, "/metrics", None) {
-            if ok(&body) {
-                return body;
-            }
-            last = Some(body);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/metrics at {addr} within {limit:?}: last body {last:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn prometheus_sees_the_blackholed_peer_dead_and_the_rest_alive() {

@@ -19,14 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Background, Lab, ScratchDir, assert_still_carries_data, describe};
-use prom::{Prometheus, free_port, sample, try_http_get};
-
-/// `n` connections A -> B, server ports `base`.., client ports `base + 35000`..
-fn connections(lab: &Lab, base: u16, n: u16) -> Vec<(TcpStream, TcpStream)> {
-    (0..n)
-        .map(|i| lab.connect(false, base + i, base + 35000 + i))
-        .collect()
-}
+use prom::{Prometheus, connections, free_port, sample, try_http_get, wait_metrics};
 
 fn watch(lab: &Lab, extra: &[&str]) -> Background {
     let mut args = vec![
@@ -42,25 +35,6 @@ fn watch(lab: &Lab, extra: &[&str]) -> Background {
     ];
     args.extend_from_slice(extra);
     Background::start(lab, &args)
-}
-
-/// Waits until `/metrics` at `addr` answers 200 and `ok` accepts its body; returns it.
-fn wait_metrics(addr: SocketAddr, limit: Duration, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + limit;
-    let mut last = None;
-    loop {
-        if let Some((200, body)) = try_http_get(addr, "/metrics", None) {
-            if ok(&body) {
-                return body;
-            }
-            last = Some(body);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/metrics at {addr} within {limit:?}: last body {last:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn openssl(dir: &Path, args: &[&str]) {

@@ -573,43 +573,15 @@ mod tests {
     }
 
     /// A forked child has one thread: there the drop goes through, and /proc shows it.
-    #[test]
-    fn a_single_threaded_process_drops_everything() {
-        let keep_raw = CapSets::current().unwrap().permitted & bit(CAP_NET_RAW) != 0;
-        // SAFETY: the child only drops capabilities, reads /proc and exits with _exit.
+    /// Runs `step` in a forked child (single-threaded, so capability changes are the whole
+    /// process's) and asserts that it returned Ok; an Err carries the number of the check
+    /// that failed, as the child's exit status.
+    fn in_child(step: impl FnOnce() -> std::result::Result<i32, i32>) {
+        // SAFETY: the child runs `step` (system calls and /proc reads) and leaves with _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
         if pid == 0 {
-            let code = (|| {
-                let d = drop_all_except(&[CAP_NET_RAW]).map_err(|_| 10)?;
-                let s = CapStatus::read().map_err(|_| 11)?;
-                let expect = if keep_raw { bit(CAP_NET_RAW) } else { 0 };
-                if s.eff != expect || s.prm != expect {
-                    return Err(12);
-                }
-                if s.inh != 0 || s.amb != 0 {
-                    return Err(13);
-                }
-                if d.bounding && s.bnd != 0 {
-                    return Err(14);
-                }
-                let d = drop_all().map_err(|_| 15)?;
-                let s = CapStatus::read().map_err(|_| 16)?;
-                if s.eff != 0 || s.prm != 0 || d.sets != CapSets::default() {
-                    return Err(17);
-                }
-                // Dropped for good: nothing comes back.
-                let again = CapSets {
-                    effective: bit(CAP_NET_RAW),
-                    permitted: bit(CAP_NET_RAW),
-                    inheritable: 0,
-                };
-                if again.apply().is_ok() {
-                    return Err(18);
-                }
-                Ok(0)
-            })()
-            .unwrap_or_else(|c| c);
+            let code = step().unwrap_or_else(|c| c);
             // SAFETY: ends the child without running the parent's atexit handlers.
             unsafe { libc::_exit(code) };
         }
@@ -623,6 +595,41 @@ mod tests {
             0,
             "child failed step (see codes)"
         );
+    }
+
+    #[test]
+    fn a_single_threaded_process_drops_everything() {
+        let keep_raw = CapSets::current().unwrap().permitted & bit(CAP_NET_RAW) != 0;
+        // The child only drops capabilities and reads /proc.
+        in_child(|| {
+            let d = drop_all_except(&[CAP_NET_RAW]).map_err(|_| 10)?;
+            let s = CapStatus::read().map_err(|_| 11)?;
+            let expect = if keep_raw { bit(CAP_NET_RAW) } else { 0 };
+            if s.eff != expect || s.prm != expect {
+                return Err(12);
+            }
+            if s.inh != 0 || s.amb != 0 {
+                return Err(13);
+            }
+            if d.bounding && s.bnd != 0 {
+                return Err(14);
+            }
+            let d = drop_all().map_err(|_| 15)?;
+            let s = CapStatus::read().map_err(|_| 16)?;
+            if s.eff != 0 || s.prm != 0 || d.sets != CapSets::default() {
+                return Err(17);
+            }
+            // Dropped for good: nothing comes back.
+            let again = CapSets {
+                effective: bit(CAP_NET_RAW),
+                permitted: bit(CAP_NET_RAW),
+                inheritable: 0,
+            };
+            if again.apply().is_ok() {
+                return Err(18);
+            }
+            Ok(0)
+        });
     }
 
     /// capset is per thread: a spawned thread that calls drop_thread_capabilities ends with
@@ -693,51 +700,34 @@ mod tests {
             return;
         }
         nobody.check_allowed().unwrap();
-        // SAFETY: the child only makes system calls, reads /proc and exits with _exit.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
-        if pid == 0 {
-            let code = (|| {
-                let d = drop_capabilities(&[CAP_NET_ADMIN], Some(&nobody)).map_err(|_| 10)?;
-                set_no_new_privs().map_err(|_| 11)?;
-                let ids = Ids::current().map_err(|_| 12)?;
-                if ids.uids != [nobody.uid; 3]
-                    || ids.gids != [nobody.gid; 3]
-                    || ids.groups != [nobody.gid]
-                {
-                    return Err(13);
-                }
-                let s = CapStatus::read().map_err(|_| 14)?;
-                if s.eff != bit(CAP_NET_ADMIN) || s.prm != bit(CAP_NET_ADMIN) {
-                    return Err(15);
-                }
-                if !d.bounding || s.bnd != 0 || s.inh != 0 || s.amb != 0 {
-                    return Err(16);
-                }
-                let status = std::fs::read_to_string("/proc/thread-self/status").map_err(|_| 17)?;
-                if !status.lines().any(|l| l == "NoNewPrivs:\t1") {
-                    return Err(18);
-                }
-                // uid 0 does not come back.
-                if unsafe { libc::setuid(0) } == 0 {
-                    return Err(19);
-                }
-                Ok(0)
-            })()
-            .unwrap_or_else(|c| c);
-            // SAFETY: ends the child without running the parent's atexit handlers.
-            unsafe { libc::_exit(code) };
-        }
-        let mut status = 0;
-        // SAFETY: waits for the child just forked.
-        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert_eq!(rc, pid);
-        assert!(libc::WIFEXITED(status), "child did not exit: {status:#x}");
-        assert_eq!(
-            libc::WEXITSTATUS(status),
-            0,
-            "child failed step (see codes)"
-        );
+        // The child only makes system calls and reads /proc.
+        in_child(|| {
+            let d = drop_capabilities(&[CAP_NET_ADMIN], Some(&nobody)).map_err(|_| 10)?;
+            set_no_new_privs().map_err(|_| 11)?;
+            let ids = Ids::current().map_err(|_| 12)?;
+            if ids.uids != [nobody.uid; 3]
+                || ids.gids != [nobody.gid; 3]
+                || ids.groups != [nobody.gid]
+            {
+                return Err(13);
+            }
+            let s = CapStatus::read().map_err(|_| 14)?;
+            if s.eff != bit(CAP_NET_ADMIN) || s.prm != bit(CAP_NET_ADMIN) {
+                return Err(15);
+            }
+            if !d.bounding || s.bnd != 0 || s.inh != 0 || s.amb != 0 {
+                return Err(16);
+            }
+            let status = std::fs::read_to_string("/proc/thread-self/status").map_err(|_| 17)?;
+            if !status.lines().any(|l| l == "NoNewPrivs:\t1") {
+                return Err(18);
+            }
+            // uid 0 does not come back.
+            if unsafe { libc::setuid(0) } == 0 {
+                return Err(19);
+            }
+            Ok(0)
+        });
     }
 
     #[test]

@@ -184,3 +184,33 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// Waits until `/metrics` at `addr` answers 200 and `ok` accepts its body; returns it.
+pub fn wait_metrics(addr: SocketAddr, limit: Duration, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        if let Some((200, body)) = try_http_get(addr, "/metrics", None) {
+            if ok(&body) {
+                return body;
+            }
+            last = Some(body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/metrics at {addr} within {limit:?}: last body {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `n` connections A -> B, server ports `base`.., client ports `base + 35000`..
+pub fn connections(
+    lab: &crate::common::Lab,
+    base: u16,
+    n: u16,
+) -> Vec<(std::net::TcpStream, std::net::TcpStream)> {
+    (0..n)
+        .map(|i| lab.connect(false, base + i, base + 35000 + i))
+        .collect()
+}
