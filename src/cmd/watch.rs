@@ -129,6 +129,12 @@ fn on_dead(arg: &str) -> Result<OnDead> {
 /// The shortest wait before probing again a connection that was unreachable or whose numbers
 /// could not be learned, whatever `--time` and `--intvl` say: never a tight loop.
 const RETRY_FLOOR: Duration = Duration::from_secs(1);
+/// After an answer, the next round starts when the connection will have been idle for
+/// `--time` (the answer is the last segment it received), and this much later: by then the
+/// kernel's idle clock (milliseconds) has certainly passed `--time`, and the round's first
+/// look at the connection can probe. Started at once, a round would look twice: once to
+/// learn it must wait, once when the wait is over.
+const AFTER_ANSWER_SLACK: Duration = Duration::from_millis(20);
 
 /// With filters, the longest time between two listings of every socket when the kernel's
 /// TCP counters have not moved (README "kaprobe watch"), unless `--rescan` is longer.
@@ -741,11 +747,14 @@ impl Watch<'_> {
         &self,
         outcome: &'o Outcome,
     ) -> (&'static str, Option<&'o Verdict>, Option<Duration>) {
-        let now = Some(Duration::ZERO);
         let retry = Some(self.retry_after());
         match outcome {
             Outcome::Verdict(v) => match v.kind {
-                VerdictKind::Alive => ("alive", Some(v), now),
+                VerdictKind::Alive => (
+                    "alive",
+                    Some(v),
+                    Some(self.timing.time + AFTER_ANSWER_SLACK),
+                ),
                 // An ICMP error or a local cause (no route, link down, ...): the connection's
                 // state until it changes, probed again at the next round, not at once.
                 VerdictKind::Unreachable => ("unreachable", Some(v), retry),
