@@ -2,7 +2,8 @@
 //! whose application never turned keepalive on. Probing an idle connection also keeps the
 //! NAT and firewall state along its path from expiring.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
@@ -176,7 +177,9 @@ struct Watch<'a> {
     children: Vec<(Child, Instant)>,
     /// Connections to probe again at a later round (fleet time), after an outcome that left
     /// the kernel's idle clock where it was.
-    later: Vec<(Duration, Flow)>,
+    /// A min-heap: most connections wait here between rounds, and each turn looks only at
+    /// the ones due.
+    later: BinaryHeap<Reverse<(Duration, Flow)>>,
     /// `--metrics`: what /metrics shows, updated as outcomes come.
     metrics: Option<Arc<Metrics>>,
     /// Probes already added to `kaprobe_probes_sent_total`.
@@ -256,7 +259,7 @@ pub fn run(args: &WatchArgs, ctx: &Ctx, listener: Option<MetricsListener>) -> Re
         skipped: start.skipped,
         tally: Tally::default(),
         children: Vec::new(),
-        later: Vec::new(),
+        later: BinaryHeap::new(),
         metrics,
         probes_counted: 0,
         journal: notify::journal_output(),
@@ -299,11 +302,7 @@ fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
     let mut initial = initial;
     let at_limit = initial.len() > args.max_connections;
     if at_limit {
-        log::warn!(
-            "--max-connections {} reached: {} left out, watched once others close",
-            args.max_connections,
-            plural((initial.len() - args.max_connections) as u64, "connection")
-        );
+        warn_left_out(args.max_connections, initial.len() - args.max_connections);
         initial.truncate(args.max_connections);
     }
     let single = single.map(|c| c.flow);
@@ -316,6 +315,14 @@ fn find(args: &WatchArgs, diag: &mut Diag) -> Result<Start> {
         skipped,
         at_limit,
     })
+}
+
+/// `--max-connections` reached: `left_out` connections found are not watched for now.
+fn warn_left_out(max: usize, left_out: usize) {
+    log::warn!(
+        "--max-connections {max} reached: {} left out, watched once others close",
+        plural(left_out as u64, "connection")
+    );
 }
 
 /// Opens the fleet and each starting route's raw socket while the privileges are held, then
@@ -496,7 +503,7 @@ impl Watch<'_> {
                         .map_or_else(Route::default, |t| t.route);
                     self.start(fleet, flow, None, route);
                 }
-                Some(after) => self.later.push((fleet.now() + after, flow)),
+                Some(after) => self.later.push(Reverse((fleet.now() + after, flow))),
                 None => self.forget(&flow),
             }
         }
@@ -594,9 +601,11 @@ impl Watch<'_> {
     /// Starts the next round of the connections whose wait is over.
     fn restart_due(&mut self, fleet: &mut Fleet) {
         let now = fleet.now();
-        let (due, rest): (Vec<_>, Vec<_>) = self.later.drain(..).partition(|(at, _)| *at <= now);
-        self.later = rest;
-        for (_, flow) in due {
+        while let Some(&Reverse((at, flow))) = self.later.peek() {
+            if at > now {
+                break;
+            }
+            self.later.pop();
             if let Some(route) = self.tracks.get(&flow).map(|t| t.route) {
                 self.start(fleet, flow, None, route);
             }
@@ -635,15 +644,17 @@ impl Watch<'_> {
         self.skipped.retain(|f| present.contains(f));
         // Watched connections the listing no longer shows closed: said now, and gone from
         // the gauges at once, not when their next round would have found out (issue 19).
-        let gone: Vec<Flow> = self
+        let gone: HashSet<Flow> = self
             .tracks
             .keys()
             .filter(|f| !present.contains(f))
             .copied()
             .collect();
+        if !gone.is_empty() {
+            self.later.retain(|Reverse((_, f))| !gone.contains(f));
+        }
         for flow in gone {
             fleet.remove(&flow);
-            self.later.retain(|(_, f)| *f != flow);
             if self.outcome(fleet, flow, Outcome::Closed)?.is_none() {
                 self.forget(&flow);
             }
@@ -681,11 +692,7 @@ impl Watch<'_> {
             added = true;
         }
         if left_out > 0 && !self.at_limit {
-            log::warn!(
-                "--max-connections {} reached: {} left out, watched once others close",
-                self.args.max_connections,
-                plural(left_out as u64, "connection")
-            );
+            warn_left_out(self.args.max_connections, left_out);
         }
         self.at_limit = left_out > 0;
         if added {
