@@ -425,9 +425,8 @@ pub struct Fleet<P = SysPackets, T = SysTable, C = MonotonicClock> {
     dump_size: usize,
     /// Keepalive probes sent since the fleet opened (refused sends not counted).
     probes_sent: u64,
-    /// When the capture last said it lost packets, and how many it lost in all.
+    /// When the capture last said it lost packets.
     last_drop: Option<Duration>,
-    drops: u64,
     /// When the last pass of the kernel source ended, and how long it took.
     last_pass: Option<(Duration, Duration)>,
     /// The kernel source's numbers of each connection, kept across its rounds (see
@@ -515,7 +514,6 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
             dump_size: expected,
             probes_sent: 0,
             last_drop: None,
-            drops: 0,
             last_pass: None,
             known: HashMap::new(),
         }
@@ -553,13 +551,9 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         if self.by_tuple.contains_key(&(flow.local, flow.remote)) {
             return;
         }
-        self.seed = self
-            .seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
         let now = self.now();
         let slot = Slot {
-            engine: Engine::new(cfg, now, self.seed),
+            engine: Engine::new(cfg, now, next_seed(&mut self.seed)),
             wire_incoming: None,
             prefetched: view,
             scheduled: None,
@@ -662,15 +656,14 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         if n == 0 {
             return;
         }
-        self.last_drop = Some(self.now());
-        if self.drops == 0 {
+        if self.last_drop.is_none() {
             log::warn!(
                 "the capture socket lost {n} packets that kaprobe did not read in time: \
                  connections whose answer could have been among them are probed again, \
                  not called dead"
             );
         }
-        self.drops += n;
+        self.last_drop = Some(self.now());
     }
 
     /// Moves the connections whose timer is due to the ready list.
@@ -789,8 +782,7 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
                     // Silence proves nothing when the answers may have been lost here: a
                     // fresh start, with the same settings.
                     let cfg = *slot.engine.config();
-                    self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    slot.engine = Engine::new(cfg, now, self.seed);
+                    slot.engine = Engine::new(cfg, now, next_seed(&mut self.seed));
                     slot.first_probe = None;
                     slot.restarts += 1;
                     log::debug!("{flow}: probed again: the capture lost packets meanwhile");
@@ -1055,6 +1047,15 @@ impl<P: PacketIo, T: ConnTable + LinkState, C: Clock> Fleet<P, T, C> {
         }
         Ok(())
     }
+}
+
+/// The seed of the next engine: one step of a 64-bit LCG (Knuth's MMIX constants), so that
+/// every engine's random numbers differ.
+fn next_seed(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *seed
 }
 
 /// Whether the capture lost packets (last at `last_drop`) after a connection's first probe
