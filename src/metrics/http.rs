@@ -311,21 +311,11 @@ struct Site {
 
 impl Site {
     fn new(metrics: Arc<Metrics>, web: &WebConfig, limits: Limits) -> Site {
-        let headers = web
-            .headers
-            .iter()
-            .filter_map(|(n, v)| {
-                Some((
-                    header::HeaderName::from_bytes(n.as_bytes()).ok()?,
-                    HeaderValue::from_str(v).ok()?,
-                ))
-            })
-            .collect();
         Site {
             metrics,
             tls: web.tls.clone().map(tokio_rustls::TlsAcceptor::from),
             auth: web.auth.clone(),
-            headers,
+            headers: web.headers.clone(),
             limits,
             conns: RefCell::new(Conns::default()),
         }

@@ -67,7 +67,8 @@ struct HttpFile {
 pub struct WebConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub auth: Option<Arc<BasicAuth>>,
-    pub headers: Vec<(String, String)>,
+    /// Checked when the file is read, ready to add to every answer.
+    pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -113,13 +114,13 @@ impl WebConfig {
                 log::info!("--web.config.file: http2 is ignored: kaprobe serves HTTP/1.1");
             }
             for (name, value) in http.headers {
-                hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                let n = hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                     format!("http_server_config.headers: '{name}' is not a header name")
                 })?;
-                hyper::header::HeaderValue::from_str(&value).map_err(|_| {
+                let v = hyper::header::HeaderValue::from_str(&value).map_err(|_| {
                     format!("http_server_config.headers: the value of {name} is not a header value")
                 })?;
-                headers.push((name, value));
+                headers.push((n, v));
             }
         }
         Ok(WebConfig { tls, auth, headers })
@@ -405,7 +406,12 @@ mod tests {
             Path::new("."),
         )
         .unwrap();
-        assert_eq!(c.headers, vec![("X-Frame-Options".into(), "deny".into())]);
+        let got: Vec<(&str, &[u8])> = c
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(got, vec![("x-frame-options", &b"deny"[..])]);
         let e = WebConfig::parse(
             "http_server_config:\n  headers:\n    'bad name': x\n",
             Path::new("."),
