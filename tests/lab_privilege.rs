@@ -203,18 +203,13 @@ fn watch_as_root_keeps_only_what_it_needs() {
     running_daemon(None, 9702);
 }
 
-/// `--on-dead exec` for one connection whose peer goes silent: the command, a child of
-/// kaprobe's `sh`, writes its own /proc/self/status. The other connection is alive, and the
-/// application on it still exchanges data.
-fn exec_child(user: Option<&str>, port: u16) {
-    let lab = Lab::up_or_skip("direct", None);
-    let (uid, gid) = match user {
-        Some(_) => nobody(),
-        None => (0, 0),
-    };
-    let (_dc, _ds) = lab.connect(false, port, port + 35000);
-    let (c, s) = lab.connect(false, port + 1, port + 35001);
-    // Only the first connection's peer goes silent.
+type Pair = (std::net::TcpStream, std::net::TcpStream);
+
+/// Two connections A -> B, server ports `port` and `port + 1`; the first one's peer goes
+/// silent (B drops everything on `port`), the second stays alive.
+fn one_silent_peer(lab: &Lab, port: u16) -> (Pair, Pair) {
+    let silent = lab.connect(false, port, port + 35000);
+    let alive = lab.connect(false, port + 1, port + 35001);
     common::nft(
         &lab.ns('b'),
         &format!(
@@ -225,13 +220,33 @@ fn exec_child(user: Option<&str>, port: u16) {
              tcp sport {port} drop\n}}\n}}\n"
         ),
     );
-    let dir = common::ScratchDir::new("privexec");
+    (silent, alive)
+}
+
+/// A scratch directory any user may write in (the exec'd command may run as nobody), and
+/// the path there for a copy of /proc/self/status.
+fn status_file(name: &str) -> (common::ScratchDir, std::path::PathBuf) {
+    let dir = common::ScratchDir::new(name);
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777))
             .expect("chmod the scratch directory");
     }
     let file = dir.join("status");
+    (dir, file)
+}
+
+/// `--on-dead exec` for one connection whose peer goes silent: the command, a child of
+/// kaprobe's `sh`, writes its own /proc/self/status. The other connection is alive, and the
+/// application on it still exchanges data.
+fn exec_child(user: Option<&str>, port: u16) {
+    let lab = Lab::up_or_skip("direct", None);
+    let (uid, gid) = match user {
+        Some(_) => nobody(),
+        None => (0, 0),
+    };
+    let (_silent, (c, s)) = one_silent_peer(&lab, port);
+    let (_dir, file) = status_file("privexec");
     let cmd = format!(
         "cat /proc/self/status > {}.tmp && mv {0}.tmp {0}",
         file.display()
@@ -346,25 +361,8 @@ fn ambient_capabilities_as_in_the_systemd_unit() {
     }
     let (uid, gid) = nobody();
     let port = 9731;
-    let (_dc, _ds) = lab.connect(false, port, port + 35000);
-    let (c, s) = lab.connect(false, port + 1, port + 35001);
-    common::nft(
-        &lab.ns('b'),
-        &format!(
-            "table inet kpsilent {{\n\
-             chain input {{ type filter hook input priority -10; policy accept;\n\
-             tcp dport {port} drop\n}}\n\
-             chain output {{ type filter hook output priority -10; policy accept;\n\
-             tcp sport {port} drop\n}}\n}}\n"
-        ),
-    );
-    let dir = common::ScratchDir::new("privamb");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777))
-            .expect("chmod the scratch directory");
-    }
-    let file = dir.join("status");
+    let (_silent, (c, s)) = one_silent_peer(&lab, port);
+    let (dir, file) = status_file("privamb");
     let on_dead = format!(
         "exec cat /proc/self/status > {}.tmp && mv {0}.tmp {0}",
         file.display()

@@ -380,6 +380,9 @@ fn link_local(blackhole: bool, server_port: u16, client_port: u16) {
         got,
         format!("[fe80::1%10]:{client_port}-[fe80::2%10]:{server_port} [fe80::2%10]:{server_port}")
     );
+    // The probes harmed nothing: once the path is back, the connection carries data.
+    lab.fault(&["unblackhole"]);
+    assert_still_carries_data(&client, &server);
 }
 
 // ------------------------------------------------------------------ 3. dual-stack listener

@@ -307,13 +307,17 @@ fn watch_exec_parallel_caps_running_commands() {
     );
     assert_eq!(started.lines().count(), 2, "{started}");
     assert!(err.contains("--exec-parallel"), "{err}");
-    drop(conns);
+    // The probes harmed nothing: once the path is back, every connection carries data.
+    lab.fault(&["unblackhole"]);
+    for (c, s) in &conns {
+        common::assert_still_carries_data(c, s);
+    }
 }
 
 fn watch_exec_children_are_bounded() {
     let lab = Lab::up_or_skip("direct", None);
-    let (_c1, _s1) = lab.connect(false, 9631, 44631);
-    let (_c2, _s2) = lab.connect(false, 9632, 44632);
+    let (c1, s1) = lab.connect(false, 9631, 44631);
+    let (c2, s2) = lab.connect(false, 9632, 44632);
     lab.fault(&["blackhole"]);
     let dir = common::ScratchDir::new("exec");
     // Each command writes its shell's pid, then hangs; `sleep` runs in its process group.
@@ -387,6 +391,10 @@ fn watch_exec_children_are_bounded() {
     assert_eq!(code, Some(0), "watch did not end within 1 s of SIGTERM");
     let (_, out, _) = watch.stop();
     assert!(!alive(second), "pid {second} outlived watch: {out}");
+    // The probes harmed nothing: once the path is back, both connections carry data.
+    lab.fault(&["unblackhole"]);
+    common::assert_still_carries_data(&c1, &s1);
+    common::assert_still_carries_data(&c2, &s2);
 }
 
 /// The namespace watch entered is deleted (issue 19: it was pinned for good, its veth peer
