@@ -103,6 +103,21 @@ fn unit_template_says_what_kaprobe_needs() {
         .filter_map(|l| l.strip_prefix("KAPROBE_ARGS="))
         .collect();
     assert_eq!(args.len(), 1, "one KAPROBE_ARGS line:\n{example}");
+    // The unit adds --on-dead itself: no documented KAPROBE_ARGS may carry one (clap refuses
+    // the option twice).
+    let readme = std::fs::read_to_string(deploy("README.md")).unwrap();
+    for doc in [&example, &readme] {
+        for (_, rest) in doc
+            .match_indices("KAPROBE_ARGS=")
+            .map(|(i, _)| doc.split_at(i + 13))
+        {
+            let value = rest.split(['\'', '`', '\n']).next().unwrap_or("");
+            assert!(
+                !value.contains("--on-dead"),
+                "--on-dead in KAPROBE_ARGS={value}"
+            );
+        }
+    }
     // The command for --on-dead, commented out: one single-quoted value, which systemd's
     // EnvironmentFile parser takes literally, quotes inside included.
     let on_dead: Vec<&str> = example
